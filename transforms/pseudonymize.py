@@ -1,0 +1,112 @@
+"""Keyed pseudonyms for direct identifiers: HMAC-SHA256 computed inside DuckDB.
+
+The same identifier and key always give the same token (so a subscriber's events can be linked
+within the pipeline), another key gives unrelated tokens, and without the key a token cannot be
+reversed or recomputed from a guessed phone number. Identifiers are normalized first (phone
+numbers to digits, e-mail and names lower-cased, whitespace collapsed) so formatting does not
+split one person into two.
+
+The key comes from OPENCITY_HMAC_KEY or the Airflow connection ``opencity_hmac`` (password
+field). Only the demo may generate a throwaway key, and it says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+
+from opencity.errors import ConfigError
+from opencity.secrets import Secret, resolve_secret
+
+log = logging.getLogger(__name__)
+
+HMAC_ENV_VAR = "OPENCITY_HMAC_KEY"
+HMAC_CONN_ID = "opencity_hmac"
+TOKEN_HEX_CHARS = 32  # 128-bit tokens
+_BLOCK = 64  # SHA-256 block size in bytes
+MIN_KEY_BYTES = 16
+
+
+def resolve_hmac_key(explicit: str | None = None) -> Secret:
+    """The HMAC key from an argument, OPENCITY_HMAC_KEY or the Airflow connection opencity_hmac."""
+    key = resolve_secret(
+        "HMAC pseudonymization key",
+        explicit=explicit,
+        env_var=HMAC_ENV_VAR,
+        airflow_conn_id=HMAC_CONN_ID,
+    )
+    if len(key.reveal().encode()) < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"the HMAC key ({key.source}) is shorter than {MIN_KEY_BYTES} bytes; generate one "
+            "with: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return key
+
+
+def throwaway_key() -> Secret:
+    """A random key for demos only: pseudonyms from it cannot be linked across runs."""
+    log.warning(
+        "DEMO: no %s set - using a throwaway random HMAC key for this run only; pseudonyms "
+        "will differ from any other run. Set %s for real data.",
+        HMAC_ENV_VAR,
+        HMAC_ENV_VAR,
+    )
+    return Secret(secrets.token_hex(32), "throwaway demo key")
+
+
+def _pads(key: Secret) -> tuple[bytes, bytes]:
+    k = key.reveal().encode()
+    if len(k) > _BLOCK:
+        k = hashlib.sha256(k).digest()
+    k = k.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in k), bytes(b ^ 0x5C for b in k)
+
+
+def normalize_sql(expr: str, kind: str) -> str:
+    """SQL normalizing an identifier expression before hashing (NULL stays NULL)."""
+    if kind == "phone":
+        return f"nullif(regexp_replace(CAST({expr} AS VARCHAR), '[^0-9]', '', 'g'), '')"
+    return f"nullif(lower(trim(regexp_replace(CAST({expr} AS VARCHAR), '\\s+', ' ', 'g'))), '')"
+
+
+def identifier_kind(column: str) -> str:
+    name = column.lower()
+    if any(p in name for p in ("phone", "msisdn", "subscriber_id", "imsi", "imei")):
+        return "phone"
+    return "text"
+
+
+class Pseudonymizer:
+    """Builds DuckDB SQL computing HMAC-SHA256 tokens, with the key bound as parameters.
+
+    Usage: ``sql = p.token_sql("col")`` then execute with ``params=p.params``.
+    The key's pads are passed as prepared-statement parameters, never inlined in SQL text.
+    """
+
+    def __init__(self, key: Secret) -> None:
+        self._ipad, self._opad = _pads(key)
+
+    @property
+    def params(self) -> dict[str, bytes]:
+        return {"hmac_ipad": self._ipad, "hmac_opad": self._opad}
+
+    def token_sql(self, normalized_expr: str) -> str:
+        inner = f"unhex(sha256($hmac_ipad::BLOB || encode({normalized_expr})))"
+        return (
+            f"CASE WHEN {normalized_expr} IS NULL THEN NULL ELSE "
+            f"left(sha256($hmac_opad::BLOB || {inner}), {TOKEN_HEX_CHARS}) END"
+        )
+
+    def token_for_columns_sql(self, columns: tuple[str, ...]) -> str:
+        """Token of the first non-null (normalized) identifier among ``columns``."""
+        parts = [normalize_sql(f'"{c}"', identifier_kind(c)) for c in columns]
+        expr = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+        return self.token_sql(expr)
+
+
+def token_python(key: Secret, normalized_value: str) -> str:
+    """Reference implementation (pure Python) used by tests to check the SQL independently."""
+    digest = hmac.new(key.reveal().encode(), normalized_value.encode(), hashlib.sha256)
+    return digest.hexdigest()[:TOKEN_HEX_CHARS]
