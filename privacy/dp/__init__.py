@@ -1,0 +1,78 @@
+"""Differentially private aggregates with contribution bounding, and the budget ledger.
+
+Usage (e.g. a KPI: DP mean daily water use per district, privacy unit = household)::
+
+    import duckdb
+    from privacy.dp import ContributionBounds, DPBudget, dp_mean, release_info
+
+    con = duckdb.connect()
+    readings = con.read_parquet("readings/*.parquet")          # household_pid, district_id, kwh
+    districts = con.read_csv("districts.csv").select("district_id").to_arrow_table()
+    out = dp_mean(
+        readings, unit="household_pid", by=["district_id"], value="kwh",
+        budget=DPBudget(epsilon=0.5),                          # per household, this release
+        bounds=ContributionBounds(max_partitions=1, max_rows_per_partition=31,
+                                  lower=0.0, upper=50.0),      # kWh per reading
+        public_keys=districts,                                 # output has exactly these rows
+        seed=20261005,                                         # hash sampling of the bounds
+    )
+    out.column_names  # ['district_id', 'value', 'noise_std', 'error_bound_95', 'mechanism']
+    release_info(out)  # statistic, budget, bounds, mechanisms, selection threshold
+
+Functions (all take ``data`` = DuckDB relation or Arrow table, ``unit``, ``by``, ``budget``,
+``bounds`` and either ``public_keys`` or ``partition_selection``):
+
+* :func:`dp_count` - rows per key (each unit adds <= L-inf rows to <= L0 keys);
+* :func:`dp_count_distinct` - distinct units per key (households, cards, subscribers);
+* :func:`dp_sum` - sum of a value clamped to [lower, upper];
+* :func:`dp_mean` - noisy sum / noisy count, half the budget each;
+* :func:`bounded_aggregate` - the exact aggregates after bounding (tests, audits; never
+  publish).
+
+Contracts:
+
+* Contribution bounding runs in DuckDB before aggregation: at most L0 keys per unit and L-inf
+  rows per unit and key, sampled by ``hash(unit, key, seed)``.
+* Noise comes from diffprivlib only (:mod:`privacy.dp.mechanisms`): Geometric for counts,
+  Snapping for sums and means, GaussianDiscrete / GaussianAnalytic when ``delta > 0`` with
+  public keys. Each key gets (epsilon / L0, delta / L0).
+* Keys come from a public table (``public_keys``: output has exactly those rows, zeros where
+  the data has none) or pass private selection (``partition_selection=PartitionSelection()``,
+  needs ``delta > 0``): a key is released only if its Geometric-noised distinct-unit count
+  reaches a threshold that a single unit reaches with probability <= delta / L0.
+* Post-processing: counts are integers >= 0; sums of non-negative values are >= 0; means are
+  clamped to [lower, upper]. Every row carries ``noise_std`` and ``error_bound_95`` (for
+  counts and sums exact for the mechanism; for means a delta-method approximation).
+* ``random_state`` (int or numpy RandomState) makes noise reproducible in tests; ``None``
+  uses a cryptographic generator (production).
+
+Budget: :class:`privacy.dp.ledger.BudgetLedger` (SQLite) records spends per dataset, privacy
+unit and period: ``check`` before computing, ``spend`` after (atomic; reruns of the same
+release id return the recorded release).
+"""
+
+from privacy.dp.engine import (
+    bounded_aggregate,
+    dp_count,
+    dp_count_distinct,
+    dp_mean,
+    dp_sum,
+    release_info,
+)
+from privacy.dp.ledger import BudgetCap, BudgetLedger, LedgerEntry
+from privacy.dp.params import ContributionBounds, DPBudget, PartitionSelection
+
+__all__ = [
+    "BudgetCap",
+    "BudgetLedger",
+    "ContributionBounds",
+    "DPBudget",
+    "LedgerEntry",
+    "PartitionSelection",
+    "bounded_aggregate",
+    "dp_count",
+    "dp_count_distinct",
+    "dp_mean",
+    "dp_sum",
+    "release_info",
+]

@@ -1,0 +1,384 @@
+"""DP release engine: contribution bounding in DuckDB, then one diffprivlib draw per cell.
+
+Every public function takes a DuckDB relation or an Arrow table with one row per event, the
+name of the privacy-unit column and the group-by columns, and returns an Arrow table with
+one row per released key and the columns ``<keys>..., value, noise_std, error_bound_95,
+mechanism``. The table's schema metadata (``release_info(table)``) records the statistic,
+budget, bounds, mechanism and selection threshold.
+
+Accounting (per privacy unit, for one call): after bounding, one unit touches at most
+``max_partitions`` (L0) keys and adds at most ``max_rows_per_partition`` (L-inf) rows to a key.
+Each key's statistic is released with budget (epsilon / L0, delta / L0) and sensitivity
+L-inf (counts), 1 (distinct-unit counts) or L-inf * max(|lower|, |upper|) (sums), so the whole
+call is (epsilon, delta)-DP by basic composition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from opencity.errors import ConfigError, DataQualityError, InternalError
+from privacy.dp.mechanisms import (
+    Noise,
+    as_random_state,
+    count_noise,
+    real_noise,
+    selection_threshold,
+)
+from privacy.dp.params import ContributionBounds, DPBudget, PartitionSelection
+
+STATISTICS = ("count", "count_distinct", "sum", "mean")
+METADATA_KEY = b"opencity.dp"
+# One row per unit and key (L-inf = 1) in one key (L0 = 1).
+DEFAULT_BOUNDS = ContributionBounds()
+
+_Data = duckdb.DuckDBPyRelation | pa.Table
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _relation(data: _Data, con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyRelation:
+    if isinstance(data, duckdb.DuckDBPyRelation):
+        return data
+    if isinstance(data, pa.Table):
+        return (con or duckdb.connect()).from_arrow(data)
+    raise ConfigError(f"data must be a DuckDB relation or an Arrow table, got {type(data)}")
+
+
+def _check_columns(rel: duckdb.DuckDBPyRelation, needed: Sequence[str]) -> None:
+    missing = [c for c in needed if c not in rel.columns]
+    if missing:
+        raise DataQualityError(
+            f"input is missing column(s) {missing}; it has {list(rel.columns)}"
+        )
+
+
+def bounded_aggregate(
+    data: _Data,
+    *,
+    unit: str,
+    by: Sequence[str],
+    bounds: ContributionBounds,
+    statistic: str = "count",
+    value: str | None = None,
+    seed: int = 0,
+    public_keys: pa.Table | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pa.Table:
+    """Exact per-key aggregates after contribution bounding (no noise; never publish this).
+
+    Bounding, all in DuckDB: rows with a NULL unit, key or value are ignored; values are clamped
+    to [lower, upper]; each unit keeps at most L-inf rows per key and at most L0 keys, both
+    sampled by ``hash(unit, key, ..., seed)`` so a rerun with the same seed keeps the same rows.
+    With ``public_keys``, rows whose key is not in that table are dropped before bounding.
+
+    Returns:
+        Arrow table ``<by>..., n_units, n_rows, value_sum`` (keys seen in the data only).
+    """
+    if statistic not in STATISTICS:
+        raise ConfigError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    if statistic in ("sum", "mean") and not value:
+        raise ConfigError(f"statistic {statistic!r} needs a value column")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    rel = _relation(data, con)
+    by = list(by)
+    _check_columns(rel, [unit, *by, *([value] if value else [])])
+    keys = ", ".join(_q(k) for k in by)
+    keys_c = keys + ", " if by else ""
+    seed_lit = f"{int(seed) % 2**63}::BIGINT"
+    not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in [unit, *by, *([value] if value else [])])
+    lo, hi = repr(bounds.lower), repr(bounds.upper)
+    vexpr = f"greatest({lo}, least({hi}, {_q(value)}::DOUBLE))" if value else "0.0"
+    semi = ""
+    if public_keys is not None and by:
+        # Keys outside the public domain are dropped before bounding (never released, and
+        # they must not use up a unit's L0 allowance).
+        semi = f"SEMI JOIN _opencity_public_keys USING ({keys})"
+    m, l0 = bounds.max_rows_per_partition, bounds.max_partitions
+    if statistic == "count_distinct":
+        per_unit = f"SELECT _u, {keys_c}1 AS _n, 0.0 AS _s FROM base GROUP BY ALL"
+    elif statistic == "count":
+        per_unit = f"SELECT _u, {keys_c}least(count(*), {m}) AS _n, 0.0 AS _s FROM base GROUP BY ALL"
+    else:
+        per_unit = f"""
+            SELECT _u, {keys_c}count(*) AS _n, sum(_v) AS _s FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY _u{', ' + keys if by else ''}
+                    ORDER BY hash(_u, {keys_c}_v, {seed_lit}), _v) AS _rn
+                FROM base) WHERE _rn <= {m}
+            GROUP BY ALL"""
+    sql = f"""
+        WITH base AS (
+            SELECT {_q(unit)} AS _u, {keys_c}{vexpr} AS _v FROM src {semi}
+            WHERE {not_null}
+        ),
+        per_unit AS ({per_unit}),
+        picked AS (
+            SELECT * FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY _u ORDER BY hash(_u, {keys_c}{seed_lit}){', ' + keys if by else ''}
+                ) AS _pn FROM per_unit)
+            WHERE _pn <= {l0}
+        )
+        SELECT {keys_c}count(*)::BIGINT AS n_units, sum(_n)::BIGINT AS n_rows,
+               sum(_s)::DOUBLE AS value_sum
+        FROM picked {'GROUP BY ' + keys if by else ''}
+    """
+    _opencity_public_keys = public_keys.select(by) if public_keys is not None else None
+    try:
+        # The query sees _opencity_public_keys through DuckDB's replacement scan of this frame.
+        return rel.query("src", sql).to_arrow_table()
+    except duckdb.Error as err:
+        raise DataQualityError(f"contribution bounding failed in DuckDB: {err}") from err
+
+
+def _public_key_table(public_keys: pa.Table, by: Sequence[str]) -> pa.Table:
+    missing = [k for k in by if k not in public_keys.column_names]
+    if missing:
+        raise ConfigError(f"public_keys lacks key column(s) {missing}")
+    keys = public_keys.select(list(by))
+    con = duckdb.connect()
+    n_distinct = con.from_arrow(keys).distinct().aggregate("count(*)").fetchall()[0][0]
+    if n_distinct != keys.num_rows:
+        raise ConfigError(f"public_keys has duplicate keys ({keys.num_rows - n_distinct} rows)")
+    return keys
+
+
+def _noises(statistic: str, budget: DPBudget, bounds: ContributionBounds,
+            rs: Any) -> dict[str, Noise]:
+    """The mechanisms of one statistic, each at the per-key budget (epsilon / L0, delta / L0)."""
+    l0 = bounds.max_partitions
+    eps, delta = budget.epsilon / l0, budget.delta / l0
+    linf = bounds.max_rows_per_partition
+    if statistic == "count_distinct":
+        return {"count": count_noise(eps, delta, 1, rs)}
+    if statistic == "count":
+        return {"count": count_noise(eps, delta, linf, rs)}
+    sum_sens = linf * bounds.max_abs
+    if sum_sens <= 0:
+        raise ConfigError("sum/mean need bounds with max(|lower|, |upper|) > 0")
+    if statistic == "sum":
+        return {"sum": real_noise(eps, delta, sum_sens, rs)}
+    # mean = noisy sum / noisy count, budget split in half.
+    return {
+        "sum": real_noise(eps / 2, delta / 2, sum_sens, rs),
+        "count": count_noise(eps / 2, delta / 2, linf, rs),
+    }
+
+
+def _release(
+    data: _Data,
+    *,
+    statistic: str,
+    unit: str,
+    by: Sequence[str],
+    budget: DPBudget,
+    bounds: ContributionBounds,
+    value: str | None = None,
+    public_keys: pa.Table | None = None,
+    partition_selection: PartitionSelection | None = None,
+    seed: int = 0,
+    random_state: Any = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pa.Table:
+    if not isinstance(budget, DPBudget):
+        raise ConfigError(f"budget must be a DPBudget, got {type(budget).__name__}")
+    if not isinstance(bounds, ContributionBounds):
+        raise ConfigError(f"bounds must be ContributionBounds, got {type(bounds).__name__}")
+    by = list(by)
+    if public_keys is not None and partition_selection is not None:
+        raise ConfigError("give either public_keys or partition_selection, not both")
+    if by and public_keys is None and partition_selection is None:
+        raise ConfigError(
+            f"keys {by} need a public key set (public_keys=...) or private partition selection "
+            "(partition_selection=PartitionSelection(...) with delta > 0): keys read from the "
+            "data alone would reveal who is in them"
+        )
+    if partition_selection is not None and budget.delta <= 0:
+        raise ConfigError("partition selection needs a budget with delta > 0")
+    rs = as_random_state(random_state)
+    if public_keys is not None:
+        public_keys = _public_key_table(public_keys, by)
+    agg = bounded_aggregate(
+        data, unit=unit, by=by, bounds=bounds, statistic=statistic, value=value, seed=seed,
+        public_keys=public_keys, con=con,
+    )
+    l0 = bounds.max_partitions
+    info: dict[str, Any] = {
+        "statistic": statistic,
+        "privacy_unit": unit,
+        "keys": by,
+        "value_column": value,
+        "epsilon": budget.epsilon,
+        "delta": budget.delta,
+        "bounds": {
+            "max_partitions": l0,
+            "max_rows_per_partition": bounds.max_rows_per_partition,
+            "lower": bounds.lower,
+            "upper": bounds.upper,
+        },
+        "key_source": "public" if public_keys is not None or not by else "private_selection",
+    }
+    value_budget = budget
+    if partition_selection is not None:
+        # Selection uses all of delta and (unless the value is a distinct count) a share of eps.
+        if statistic == "count_distinct":
+            value_budget = DPBudget(budget.epsilon)
+            sel_eps = budget.epsilon
+        else:
+            sel_eps = budget.epsilon * partition_selection.epsilon_share
+            value_budget = DPBudget(budget.epsilon - sel_eps)
+        sel_noise = count_noise(sel_eps / l0, 0.0, 1, rs)
+        threshold = selection_threshold(sel_eps / l0, budget.delta / l0)
+        info["partition_selection"] = {
+            "method": "geometric_threshold",
+            "epsilon": sel_eps,
+            "delta": budget.delta,
+            "threshold_units": threshold,
+            "noise": sel_noise.describe(),
+        }
+    if public_keys is not None:
+        agg = _left_join_keys(public_keys, agg, by)
+    elif by:
+        # A stable row order, so a seeded random_state gives the same noise to the same key.
+        agg = agg.sort_by([(k, "ascending") for k in by])
+    noises = _noises(statistic, value_budget, bounds, rs)
+    n_units = agg.column("n_units").to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = np.ones(agg.num_rows, dtype=bool)
+    noisy_units = None
+    if partition_selection is not None:
+        noisy_units = sel_noise.randomise(n_units)
+        keep = noisy_units >= threshold
+    agg = agg.filter(pa.array(keep))
+    n_rows = agg.column("n_rows").to_numpy(zero_copy_only=False).astype(np.int64)
+    sums = agg.column("value_sum").to_numpy(zero_copy_only=False).astype(np.float64)
+    if statistic == "count_distinct":
+        if noisy_units is not None:
+            values = noisy_units[keep]
+        else:
+            values = noises["count"].randomise(n_units[keep])
+        values = np.maximum(values, 0)
+        std = np.full(len(values), noises["count"].std)
+        bound = np.full(len(values), float(noises["count"].error_bound_95))
+    elif statistic == "count":
+        values = np.maximum(noises["count"].randomise(n_rows), 0)
+        std = np.full(len(values), noises["count"].std)
+        bound = np.full(len(values), float(noises["count"].error_bound_95))
+    elif statistic == "sum":
+        values = _clip_sum(noises["sum"].randomise(sums), bounds)
+        std = np.full(len(values), noises["sum"].std)
+        bound = np.full(len(values), float(noises["sum"].error_bound_95))
+    elif statistic == "mean":
+        s = noises["sum"].randomise(sums)
+        c = noises["count"].randomise(n_rows).astype(np.float64)
+        denom = np.maximum(c, 1.0)
+        mid = (bounds.lower + bounds.upper) / 2
+        values = np.where(c >= 1, np.clip(s / denom, bounds.lower, bounds.upper), mid)
+        # Delta-method approximation (documented as approximate in the metadata).
+        std = np.sqrt(noises["sum"].std ** 2 + values**2 * noises["count"].std ** 2) / denom
+        bound = np.minimum(1.959963984540054 * std, bounds.upper - bounds.lower)
+        info["error_bound_note"] = "mean: delta-method approximation from the noisy count"
+    else:  # pragma: no cover - validated in bounded_aggregate
+        raise InternalError(f"unknown statistic {statistic}")
+    info["mechanisms"] = {k: n.describe() for k, n in noises.items()}
+    mech_name = "+".join(sorted({n.mechanism for n in noises.values()}))
+    cols = {k: agg.column(k) for k in by}
+    integer = statistic in ("count", "count_distinct")
+    cols["value"] = pa.array(values, pa.int64() if integer else pa.float64())
+    cols["noise_std"] = pa.array(std, pa.float64())
+    cols["error_bound_95"] = pa.array(bound, pa.float64())
+    cols["mechanism"] = pa.array([mech_name] * len(values), pa.string())
+    out = pa.table(cols)
+    return out.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()})
+
+
+def _clip_sum(values: np.ndarray, bounds: ContributionBounds) -> np.ndarray:
+    if bounds.lower >= 0:
+        return np.maximum(values, 0.0)
+    if bounds.upper <= 0:
+        return np.minimum(values, 0.0)
+    return values
+
+
+def _left_join_keys(keys: pa.Table, agg: pa.Table, by: Sequence[str]) -> pa.Table:
+    """Exactly the public key rows, with zero aggregates where the data has none."""
+    con = duckdb.connect()
+    k = con.from_arrow(keys)  # noqa: F841 - used by the SQL below via replacement scan
+    a = con.from_arrow(agg)  # noqa: F841
+    cols = ", ".join(f"k.{_q(c)}" for c in by)
+    using = " AND ".join(f"k.{_q(c)} IS NOT DISTINCT FROM a.{_q(c)}" for c in by)
+    return con.sql(
+        f"""SELECT {cols}, coalesce(a.n_units, 0)::BIGINT AS n_units,
+                   coalesce(a.n_rows, 0)::BIGINT AS n_rows,
+                   coalesce(a.value_sum, 0.0)::DOUBLE AS value_sum
+            FROM k LEFT JOIN a ON {using} ORDER BY {cols}"""
+    ).to_arrow_table()
+
+
+def release_info(table: pa.Table) -> dict[str, Any]:
+    """The privacy metadata a release function stored in ``table``'s schema metadata."""
+    meta = table.schema.metadata or {}
+    if METADATA_KEY not in meta:
+        raise ConfigError("this table was not produced by the DP engine (no privacy metadata)")
+    return json.loads(meta[METADATA_KEY])
+
+
+_DOC_ARGS = """
+    Args:
+        data: DuckDB relation or Arrow table, one row per event (record).
+        unit: column holding the privacy unit (subscriber, household, card pseudonym).
+        by: group-by key columns; () for one overall value.
+        budget: (epsilon, delta) for the whole call, per privacy unit.
+        bounds: contribution bounds (L0, L-inf, value clamp).
+        public_keys: Arrow table of the key columns; the output has exactly these rows.
+        partition_selection: release only keys whose noisy distinct-unit count passes a
+            threshold (needs budget.delta > 0; spends all of it).
+        seed: integer key of the hash sampling that enforces the bounds (reproducible reruns).
+        random_state: int seed or numpy RandomState for the noise; None = cryptographic RNG.
+        con: DuckDB connection to use when ``data`` is an Arrow table.
+
+    Returns:
+        Arrow table ``<by>..., value, noise_std, error_bound_95, mechanism``; privacy metadata
+        in ``release_info(table)``.
+"""
+
+
+def dp_count(data: _Data, *, unit: str, by: Sequence[str], budget: DPBudget,
+             bounds: ContributionBounds = DEFAULT_BOUNDS, **kw: Any) -> pa.Table:
+    """DP number of rows per key; each unit adds at most L-inf rows to at most L0 keys."""
+    return _release(data, statistic="count", unit=unit, by=by, budget=budget, bounds=bounds, **kw)
+
+
+def dp_count_distinct(data: _Data, *, unit: str, by: Sequence[str], budget: DPBudget,
+                      bounds: ContributionBounds = DEFAULT_BOUNDS, **kw: Any) -> pa.Table:
+    """DP number of distinct privacy units per key; each unit counts in at most L0 keys."""
+    return _release(data, statistic="count_distinct", unit=unit, by=by, budget=budget,
+                    bounds=bounds, **kw)
+
+
+def dp_sum(data: _Data, *, unit: str, by: Sequence[str], value: str, budget: DPBudget,
+           bounds: ContributionBounds, **kw: Any) -> pa.Table:
+    """DP sum of ``value`` (clamped to [lower, upper]) per key, in the value's units."""
+    return _release(data, statistic="sum", unit=unit, by=by, value=value, budget=budget,
+                    bounds=bounds, **kw)
+
+
+def dp_mean(data: _Data, *, unit: str, by: Sequence[str], value: str, budget: DPBudget,
+            bounds: ContributionBounds, **kw: Any) -> pa.Table:
+    """DP mean of ``value`` per key = noisy sum / noisy count (half the budget each)."""
+    return _release(data, statistic="mean", unit=unit, by=by, value=value, budget=budget,
+                    bounds=bounds, **kw)
+
+
+for _f in (dp_count, dp_count_distinct, dp_sum, dp_mean):
+    _f.__doc__ = (_f.__doc__ or "") + "\n" + _DOC_ARGS
+del _f
