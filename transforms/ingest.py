@@ -71,6 +71,16 @@ class IngestResult:
         return asdict(self)
 
 
+EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
+PHONE_RE = r"\+?[0-9][0-9 ()./-]{6,}[0-9]"
+
+
+def mask_free_text_sql(expr: str) -> str:
+    """SQL masking e-mail addresses and phone-number-like digit runs in free text."""
+    return (f"regexp_replace(regexp_replace({expr}, {_lit(EMAIL_RE)}, '[email]', 'g'), "
+            f"{_lit(PHONE_RE)}, '[phone]', 'g')")
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -112,7 +122,8 @@ def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> tuple
             )
             con.execute(
                 "CREATE TEMP VIEW raw_rejects AS SELECT line, "
-                "'malformed CSV line: ' || error_message AS reason FROM raw_rejects_t"
+                "'malformed CSV line: ' || min(error_message) AS reason FROM raw_rejects_t "
+                "GROUP BY line"
             )
         elif fmt == "jsonl":
             con.execute(
@@ -322,6 +333,8 @@ class _Builder:
                 "lat", "lon"
             } <= set(self.schema.names):
                 expr = "coalesce(t_district_id, __geo_district)"
+            if col.personal and pa.types.is_string(col.type) and col.name == "description":
+                expr = mask_free_text_sql(expr)
             sql_type = "TIMESTAMPTZ" if pa.types.is_timestamp(col.type) else _SQL_TYPES[col.type]
             cols.append(f"CAST({expr} AS {sql_type}) AS {col.name}")
         cols += [name for name, _ in self.schema.pseudonyms]
@@ -329,8 +342,9 @@ class _Builder:
             cols.append("__region_id AS region_id")
         return ", ".join(cols)
 
-    def quarantine_select(self, source_file: str) -> str:
-        cols = [f"{_lit(source_file)} AS source_file", "__record AS record", "reason"]
+    def quarantine_select(self, source_file: str, reason: str = "reason") -> str:
+        cols = [f"{_lit(source_file)} AS source_file", "__record AS record",
+                f"{reason} AS reason"]
         pseudo_of = {s: out for out, srcs in self.schema.pseudonyms for s in srcs}
         for col in self.schema.columns:
             if col.identifier:
@@ -439,17 +453,17 @@ def ingest_file(
         reasons: dict[str, int] = {}
         n_q = n_bad + n_rejects
         if n_q:
-            qsel = builder.quarantine_select(path.name)
             interval_reason = (
                 "CASE WHEN NOT __in_interval THEN 'outside the data interval' END"
                 if strict_interval and interval else "NULL"
             )
+            qsel = builder.quarantine_select(
+                path.name, f"nullif(concat_ws('; ', reason, {interval_reason}), '')")
             q_cols = ", ".join(
                 f"NULL::VARCHAR AS {c.name}" for c in prof.schema.columns if not c.identifier
             )
             union = (
-                f"SELECT * REPLACE (concat_ws('; ', reason, {interval_reason}) AS reason) FROM "
-                f"(SELECT {qsel} FROM {staged} WHERE {bad}) "
+                f"SELECT {qsel} FROM {staged} WHERE {bad} "
                 f"UNION ALL BY NAME SELECT {_lit(path.name)} AS source_file, line, "
                 f"reason, {q_cols} FROM raw_rejects"
             )

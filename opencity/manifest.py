@@ -1,0 +1,53 @@
+"""Run manifests: what a run read, wrote, and with which parameters and code version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from opencity import __version__
+from publish.base import sha256_file
+
+
+def code_version() -> dict[str, str]:
+    """Package version plus the git commit of the checkout, when there is one."""
+    out = {"opencity": __version__}
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / ".git").exists():
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"],
+                capture_output=True, text=True, timeout=5, check=True,
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True, timeout=5, check=True,
+            ).stdout.strip()
+            out["git_commit"] = commit + ("-dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+def input_hashes(paths: list[str | Path]) -> dict[str, str]:
+    """SHA-256 of every input file (directories: each Parquet file inside, sorted)."""
+    out: dict[str, str] = {}
+    for p in map(Path, paths):
+        files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+        for f in files:
+            out[f.name if not p.is_dir() else f"{p.name}/{f.relative_to(p)}"] = sha256_file(f)
+    return out
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    """Write a manifest as JSON (atomically), adding the code version."""
+    body = {"code_version": code_version(), **manifest}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

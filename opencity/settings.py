@@ -1,0 +1,151 @@
+"""One settings object per run, and the run directory layout.
+
+Values resolve from an explicit argument (CLI flag or DAG param), then the environment
+(``OPENCITY_*``), then the default. Secrets are resolved separately (opencity.secrets) and are
+never part of Settings, so printing Settings never leaks one.
+
+Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
+
+    DIR/raw/                                 landed raw inputs (restricted: personal data)
+    DIR/clean/<source>/dt=YYYY-MM-DD/        ingested, typed, pseudonymized rows (restricted)
+    DIR/quarantine/<source>/dt=YYYY-MM-DD/   rows that failed ingestion, with a reason
+    DIR/outputs/<dataset>/dt=YYYY-MM-DD/     anonymized products (what may be published)
+    DIR/manifests/<dag_id>/<partition>.json  one manifest per run and partition
+    DIR/reports/<dataset>/dt=YYYY-MM-DD/     privacy reports, validation results, Data Docs
+    DIR/catalog/<dataset>/                   the local catalog (embedded publish target)
+    DIR/ledger/privacy_budget.sqlite         the persistent privacy-budget ledger
+    DIR/airflow/                             AIRFLOW_HOME of the demo (SQLite metadata DB)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError
+
+ENV_PREFIX = "OPENCITY_"
+
+
+def partition_name(day: date | datetime) -> str:
+    """Partition folder name for a data-interval start: ``dt=YYYY-MM-DD``."""
+    return f"dt={day:%Y-%m-%d}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths inside a run directory (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger" / "privacy_budget.sqlite"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    def clean(self, source: str, day: date | datetime) -> Path:
+        return self.root / "clean" / source / partition_name(day)
+
+    def quarantine(self, source: str, day: date | datetime) -> Path:
+        return self.root / "quarantine" / source / partition_name(day)
+
+    def output(self, dataset: str, day: date | datetime) -> Path:
+        return self.root / "outputs" / dataset / partition_name(day)
+
+    def reports(self, dataset: str, day: date | datetime) -> Path:
+        return self.root / "reports" / dataset / partition_name(day)
+
+    def manifest(self, dag_id: str, day: date | datetime) -> Path:
+        return self.root / "manifests" / dag_id / f"{partition_name(day)}.json"
+
+
+def _default_run_dir() -> str:
+    home = os.environ.get("AIRFLOW_HOME")
+    return str(Path(home) / "opencity") if home else str(Path.home() / "opencity-run")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed configuration of one run.
+
+    Attributes:
+        run_dir: where every output of the run goes (see RunLayout).
+        raw_dir: where raw inputs are read from (default: run_dir/raw).
+        suppression_k: minimum number of distinct people behind a published count.
+        publish_target: "local" (the local catalog) or "ckan".
+        ckan_url: CKAN base URL when publish_target is "ckan".
+        ckan_organization: CKAN organization that owns the datasets.
+        city_name: shown in dataset titles and spatial coverage.
+        seed: run seed for reproducible sampling (contribution bounding).
+    """
+
+    run_dir: str = field(default_factory=_default_run_dir)
+    raw_dir: str = ""
+    suppression_k: int = 15
+    publish_target: str = "local"
+    ckan_url: str = ""
+    ckan_organization: str = "opencity"
+    city_name: str = "OpenCity sample city"
+    seed: int = 20261123
+
+    def __post_init__(self) -> None:
+        if not self.raw_dir:
+            object.__setattr__(self, "raw_dir", str(Path(self.run_dir) / "raw"))
+        if not isinstance(self.suppression_k, int) or self.suppression_k < 2:
+            raise ConfigError(f"suppression_k must be an integer >= 2, got {self.suppression_k!r}")
+        if self.publish_target not in ("local", "ckan"):
+            raise ConfigError(
+                f"publish_target must be 'local' or 'ckan', got {self.publish_target!r}"
+            )
+        if self.publish_target == "ckan" and not self.ckan_url:
+            raise ConfigError("publish_target is 'ckan' but no CKAN URL was given; set "
+                              "OPENCITY_CKAN_URL or pass --ckan-url")
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(Path(self.run_dir))
+
+    @classmethod
+    def resolve(cls, explicit: dict[str, Any] | None = None) -> Settings:
+        """Explicit values (None/'' ignored), then OPENCITY_<NAME> variables, then defaults."""
+        explicit = {k: v for k, v in (explicit or {}).items() if v not in (None, "")}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in explicit:
+                raw: Any = explicit[f.name]
+            elif (env := os.environ.get(ENV_PREFIX + f.name.upper())) not in (None, ""):
+                raw = env
+            else:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        unknown = set(explicit) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _coerce(name: str, type_name: Any, raw: Any) -> Any:
+    if type_name in (int, "int"):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name} must be an integer, got {raw!r}") from None
+        if not math.isfinite(value) or value != int(value):
+            raise ConfigError(f"setting {name} must be an integer, got {raw!r}")
+        return int(value)
+    return str(raw)

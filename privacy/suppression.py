@@ -1,0 +1,62 @@
+"""Small-count suppression: the interim release gate for aggregates.
+
+A published count is kept only when at least ``threshold`` distinct people stand behind it;
+otherwise the count is withheld (NULL) and flagged. The threshold comes from config
+(Settings.suppression_k), never a literal at the call site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from opencity.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SmallCountSuppression:
+    """Withhold every count backed by fewer than ``threshold`` distinct units.
+
+    Attributes:
+        threshold: minimum distinct units (people) behind a published count (>= 2).
+        count_columns: the columns to withhold when a row is suppressed.
+        unit_column: the column holding the number of distinct units behind the row.
+    """
+
+    threshold: int
+    count_columns: tuple[str, ...]
+    unit_column: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int):
+            raise ConfigError(f"suppression threshold must be an integer, got {self.threshold!r}")
+        if self.threshold < 2:
+            raise ConfigError(f"suppression threshold must be >= 2, got {self.threshold}")
+        if not self.count_columns:
+            raise ConfigError("suppression needs at least one count column")
+
+
+def suppress_small_counts(table: pa.Table, rule: SmallCountSuppression) -> pa.Table:
+    """Return ``table`` with counts withheld (NULL) where units < threshold.
+
+    Adds a boolean ``suppressed`` column and drops ``rule.unit_column`` (the number of people
+    behind a cell is itself a count that must not be published for small cells).
+    """
+    missing = [c for c in (*rule.count_columns, rule.unit_column) if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"suppression: column(s) {', '.join(missing)} not in the table")
+    con = duckdb.connect()
+    try:
+        con.register("t", table)
+        small = f'coalesce("{rule.unit_column}", 0) < {int(rule.threshold)}'
+        replace = ", ".join(
+            f'CASE WHEN {small} THEN NULL ELSE "{c}" END AS "{c}"' for c in rule.count_columns
+        )
+        return con.execute(
+            f'SELECT * EXCLUDE ("{rule.unit_column}") REPLACE ({replace}), {small} AS suppressed '
+            "FROM t"
+        ).to_arrow_table()
+    finally:
+        con.close()
