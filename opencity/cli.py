@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sample_data.cli",
     "transforms.cli",
     "opencity.demo",
+    "publish.cli",
 )
 
 EXIT_OK = 0
