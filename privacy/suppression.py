@@ -54,7 +54,7 @@ def suppress_small_counts(table: pa.Table, rule: SmallCountSuppression) -> pa.Ta
         replace = ", ".join(
             f'CASE WHEN {small} THEN NULL ELSE "{c}" END AS "{c}"' for c in rule.count_columns
         )
-        return con.execute(
+        return con.sql(
             f'SELECT * EXCLUDE ("{rule.unit_column}") REPLACE ({replace}), {small} AS suppressed '
             "FROM t"
         ).to_arrow_table()

@@ -32,7 +32,7 @@ def weekly_requests(
         con.register("clean", clean)
         con.register("districts", districts)
         con.register("types", pa.table({"request_type": list(request_types)}))
-        return con.execute(
+        return con.sql(
             """
             WITH keys AS (
                 SELECT CAST(d.district_id AS VARCHAR) AS district_id, t.request_type
@@ -51,7 +51,7 @@ def weekly_requests(
             FROM keys k LEFT JOIN agg a USING (district_id, request_type)
             ORDER BY k.district_id, k.request_type
             """,
-            {"week": week_start},
+            params={"week": week_start},
         ).to_arrow_table()
     finally:
         con.close()
