@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def run(dag_dates: list[tuple[str, str]], reset_db: bool, conf: dict) -> list[dict]:
@@ -33,7 +33,7 @@ def run(dag_dates: list[tuple[str, str]], reset_db: bool, conf: dict) -> list[di
         dag = bag.get_dag(dag_id)
         if dag is None:
             raise SystemExit(f"unknown DAG {dag_id!r}; known: {', '.join(sorted(bag.dag_ids))}")
-        logical = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        logical = datetime.fromisoformat(day).replace(tzinfo=UTC)
         t0 = time.monotonic()
         dr = dag.test(logical_date=logical, run_conf=conf or None)
         state = str(dr.state.value if hasattr(dr.state, "value") else dr.state)
