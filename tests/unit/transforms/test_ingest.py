@@ -1,7 +1,7 @@
 """Ingestion: typing, quarantine with reasons, reconciliation, no raw identifier in outputs."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,7 +13,6 @@ from transforms.ingest import Reference, ingest_file
 from transforms.pseudonymize import token_python
 
 KEY = Secret("k" * 32, "test")
-UTC = timezone.utc
 HEADER = ("request_id,created_at,closed_at,request_type,agency,status,district_id,lat,lon,"
           "description,requester_name,requester_phone,requester_email,requester_address,"
           "requester_age,requester_gender")
