@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "transforms.cli",
     "opencity.demo",
     "publish.cli",
+    "privacy.kanon.cli",
 )
 
 EXIT_OK = 0

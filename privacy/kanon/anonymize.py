@@ -188,7 +188,7 @@ def anonymize(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymit
         from tqdm import tqdm
 
         total = int(np.prod(prep.problem.heights + 1))
-        bar = tqdm(total=total, desc="lattice nodes", unit="node", leave=False)
+        bar = tqdm(total=total, desc="lattice nodes", unit="node", leave=False, mininterval=0.5)
     try:
         res = search(prep.problem, prep.criteria, metric, progress=bar)
     finally:

@@ -69,6 +69,7 @@ class Problem:
     _up: dict = field(init=False, default_factory=dict)
     _gen_entropy: dict = field(init=False, default_factory=dict)
     _shares: dict = field(init=False, default_factory=dict)
+    _bounds: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.radix = np.array([len(h.leaves) for h in self.hierarchies], dtype=np.int64)
@@ -95,6 +96,24 @@ class Problem:
             nz = a > 0
             self._gen_entropy[key] = float(np.sum(a[nz] * np.log2(a[nz] / b[nz])))
         return self._gen_entropy[key]
+
+    def bound_part(self, metric: str, j: int, level: int) -> float:
+        """Per-QI term of the class-independent lower bound (cached)."""
+        key = (metric, j, level)
+        if key not in self._bounds:
+            if metric == "precision":
+                h = int(self.heights[j])
+                value = (0.0 if h == 0 else level / h) / self.dims
+            elif metric == "nu-entropy":
+                raw = self.gen_entropy(j, level)
+                value = _round(-raw if raw != 0.0 else 0.0)
+            else:  # loss: every record generalized, nothing suppressed
+                share = self.shares(j, level)
+                codes = self.hierarchies[j].leaf_codes(level)
+                x = float(np.sum(self.leaf_counts[j] * share[codes]))
+                value = _normalize_loss(x, float(self.rows), int(self.radix[j]))
+            self._bounds[key] = value
+        return self._bounds[key]
 
     def shares(self, j: int, level: int) -> np.ndarray:
         """ARX domain share of every code at level: leaves below it / all leaves."""
@@ -150,9 +169,12 @@ def rollup(p: Problem, keys: np.ndarray, counts: np.ndarray, src: Sequence[int],
             new = new + (p.up(j, src[j], dst[j])[code] - code) * p.strides[j]
     if new is keys:
         return keys, counts
-    uniq, inv = np.unique(new, return_inverse=True)
-    summed = np.bincount(inv, weights=counts, minlength=len(uniq))
-    return uniq, summed.astype(np.int64)
+    # Stable sort: the parent's keys are sorted and one digit changed, so the keys are
+    # nearly sorted in runs and timsort is fast on them.
+    order = np.argsort(new, kind="stable")
+    new = new[order]
+    starts = np.flatnonzero(np.r_[True, new[1:] != new[:-1]])
+    return new[starts], np.add.reduceat(counts[order], starts)
 
 
 @dataclass
@@ -281,7 +303,7 @@ def metric_value(p: Problem, levels: Sequence[int], c: Classes, metric: str) -> 
             share = p.shares(j, levels[j])
             codes = class_codes(p, c.keys[kept], j)
             x = float(np.sum(c.sizes[kept] * share[codes])) + s
-            result *= math.pow(_normalize_loss(x, n, len(p.hierarchies[j].leaves)) + 1.0, 1.0 / d)
+            result *= math.pow(_normalize_loss(x, n, int(p.radix[j])) + 1.0, 1.0 / d)
         return result - 1.0
     raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
@@ -297,37 +319,30 @@ def lower_bound(p: Problem, levels: Sequence[int], metric: str,
                 c: Classes | None = None) -> float | None:
     """A lower bound of ``metric`` valid for the node and all its successors.
 
-    Returns None when the bound needs the node's classes and ``c`` is not given.
+    Class-independent bounds (precision, nu-entropy, loss) are returned when ``c`` is None;
+    class-dependent ones (discernibility: DM*, aecs: |D|/#classes) only when ``c`` is given.
     """
     d = p.dims
-    n = float(p.rows)
-    if metric == "precision":
+    if metric in ("precision", "nu-entropy", "loss"):
+        if c is not None:
+            return None
+        parts = [p.bound_part(metric, j, levels[j]) for j in range(d)]
+        if metric == "loss":
+            result = 1.0
+            for v in parts:
+                result *= math.pow(v + 1.0, 1.0 / d)
+            return result - 1.0
         total = 0.0
-        for j in range(d):
-            h = int(p.heights[j])
-            total += (0.0 if h == 0 else levels[j] / h) / d
+        for v in parts:
+            total += v
         return total
-    if metric == "nu-entropy":
-        total = 0.0
-        for j in range(d):
-            raw = p.gen_entropy(j, levels[j])
-            total += _round(-raw if raw != 0.0 else 0.0)
-        return total
-    if metric == "loss":
-        result = 1.0
-        for j in range(d):
-            share = p.shares(j, levels[j])
-            codes = p.hierarchies[j].leaf_codes(levels[j])
-            x = float(np.sum(p.leaf_counts[j] * share[codes]))
-            result *= math.pow(_normalize_loss(x, n, len(p.hierarchies[j].leaves)) + 1.0, 1.0 / d)
-        return result - 1.0
     if c is None:
         return None
     if metric == "discernibility":
         sz = c.sizes.astype(np.float64)
-        return float(np.sum(sz * sz))
+        return float(np.dot(sz, sz))
     if metric == "aecs":
-        return n / float(len(c.sizes))
+        return float(p.rows) / float(len(c.sizes))
     raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
 
 
@@ -373,6 +388,7 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResu
     best_classes: Classes | None = None
     evaluated = anonymous = skipped = 0
     tol = 1e-12
+    class_bound = metric in ("discernibility", "aecs")
 
     def prune_bound(bound: float | None) -> bool:
         return bound is not None and best_loss is not None and (
@@ -406,7 +422,7 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResu
         cache_cur[nid] = (keys, counts)
         evaluated += 1
         cls = classes_of(p, keys, counts, crit)
-        if prune_bound(lower_bound(p, lv, metric, cls)):
+        if class_bound and prune_bound(lower_bound(p, lv, metric, cls)):
             pruned[nid] = True
             continue
         if cls.suppressed > crit.max_outliers:
