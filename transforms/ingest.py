@@ -431,7 +431,10 @@ def ingest_file(
                         "district_id, lat_min, lat_max, lon_min, lon_max FROM ref_districts_arrow")
         raw_cols, n_rejects = _register_raw(con, path, fmt)
         builder = _Builder(prof, raw_cols, pseudo, ref, interval)
-        staged = f"({builder.staged_sql()}) staged"
+        try:
+            staged = f"({builder.staged_sql()}) staged"
+        except DataQualityError as err:
+            raise DataQualityError(f"{path}: {err}") from err
         params = dict(pseudo.params)
         if interval:
             params.update(start=interval[0], end=interval[1])
