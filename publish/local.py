@@ -21,7 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,15 @@ def _resource_key(res: dict | Resource) -> tuple[str, str]:
     if isinstance(res, Resource):
         return res.name, res.partition or ""
     return res["name"], res.get("partition") or ""
+
+
+def _widen_coverage(release: DatasetRelease, previous: list | None) -> DatasetRelease:
+    """The dataset's temporal coverage spans every partition published so far."""
+    if not previous or not release.temporal_coverage:
+        return release
+    start = min(previous[0], release.temporal_coverage[0])
+    end = max(previous[1], release.temporal_coverage[1])
+    return replace(release, temporal_coverage=(start, end))
 
 
 class LocalCatalog:
@@ -114,6 +123,7 @@ class LocalCatalog:
                 uploaded.append(res.name)
             resources[_resource_key(res)] = entry
         ordered = sorted(resources.values(), key=lambda r: (r["name"], r.get("partition") or ""))
+        release = _widen_coverage(release, (old or {}).get("opencity", {}).get("temporal_coverage"))
         package = {
             "name": release.name,
             "title": release.title,

@@ -12,6 +12,8 @@ from publish.local import LocalCatalog, iter_releases
 
 
 def release(tmp_path, part, values):
+    start = part.removeprefix("dt=")
+    end = f"{start[:8]}{int(start[8:]) + 7:02d}"
     f = tmp_path / "src" / part / "part-0.parquet"
     f.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"district_id": ["D01", "D02"], "requests": values}), f)
@@ -20,7 +22,7 @@ def release(tmp_path, part, values):
         resources=(Resource(f, "counts", "parquet", "week", part),),
         fields=(Field("district_id", "string"), Field("requests", "integer")),
         privacy={"privacy_method": "small_count_suppression", "suppression_threshold": 15},
-        temporal_coverage=("2026-10-05", "2026-10-12"), provenance={"run_id": "r1"},
+        temporal_coverage=(start, end), provenance={"run_id": "r1"},
     )
 
 
@@ -56,6 +58,7 @@ def test_rerun_is_idempotent_and_new_partition_keeps_history(tmp_path):
     cat.publish(release(tmp_path, "dt=2026-10-12", [25, 35]))
     pkg = cat.load_package("opencity-test")
     assert [r["partition"] for r in pkg["resources"]] == ["dt=2026-10-05", "dt=2026-10-12"]
+    assert pkg["opencity"]["temporal_coverage"] == ["2026-10-05", "2026-10-19"]
     # Changed content for an existing partition replaces that partition only.
     cat.publish(release(tmp_path, "dt=2026-10-05", [21, 30]))
     pkg = cat.load_package("opencity-test")
