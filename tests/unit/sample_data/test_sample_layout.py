@@ -6,7 +6,8 @@ import math
 
 import pyarrow.compute as pc
 import pytest
-from sample_helpers import LAYOUT
+
+from sample_data.layout import RAW_LAYOUT as LAYOUT
 
 
 @pytest.mark.parametrize("rel", sorted(LAYOUT))
