@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from opencity.errors import ConfigError, DataQualityError, InternalError, NotAchievableError
 from privacy.kanon.hierarchy import NULL_LABEL, TOP, Hierarchy
 from privacy.kanon.lattice import (
+    EXTRA_METRICS,
     METRICS,
     Classes,
     Criteria,
@@ -174,7 +175,7 @@ def anonymize(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymit
         :class:`Result`. Raises NotAchievableError when no node satisfies the models
         within the suppression limit (nothing is released).
     """
-    if metric not in METRICS:
+    if metric not in METRICS + EXTRA_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if suppression not in ("mask", "remove"):
         raise ConfigError(f"suppression must be 'mask' or 'remove', got {suppression!r}")

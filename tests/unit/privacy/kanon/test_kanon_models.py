@@ -1,0 +1,100 @@
+"""Privacy parameters are frozen and validated; bad input to anonymize gives clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pyarrow as pa
+import pytest
+
+from opencity.errors import ConfigError, DataQualityError, NotAchievableError
+from privacy.kanon import Hierarchy, KAnonymity, LDiversity, TCloseness, anonymize
+
+
+@pytest.mark.parametrize("k", [1, 0, -3, 2.5, math.nan, math.inf, True, "5"])
+def test_bad_k(k):
+    with pytest.raises(ConfigError):
+        KAnonymity(k=k, quasi_identifiers=("a",))
+
+
+@pytest.mark.parametrize("s", [-0.01, 1.0, 1.5, math.nan, math.inf, -math.inf, None])
+def test_bad_suppression(s):
+    with pytest.raises(ConfigError):
+        KAnonymity(k=2, quasi_identifiers=("a",), max_suppression=s)
+
+
+@pytest.mark.parametrize("s", [0.0, 0.04, 0.999999])
+def test_suppression_edges_accepted(s):
+    assert KAnonymity(k=2, quasi_identifiers=("a",), max_suppression=s).max_suppression == s
+
+
+def test_frozen_and_qi_checks():
+    cfg = KAnonymity(k=2, quasi_identifiers=["a", "b"])
+    assert cfg.quasi_identifiers == ("a", "b")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.k = 3
+    with pytest.raises(ConfigError, match="twice"):
+        KAnonymity(k=2, quasi_identifiers=("a", "a"))
+    with pytest.raises(ConfigError):
+        KAnonymity(k=2, quasi_identifiers=())
+    with pytest.raises(ConfigError):
+        KAnonymity(k=2, quasi_identifiers="ab")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"l": 1, "variant": "distinct"},
+        {"l": 2.5, "variant": "distinct"},
+        {"l": math.nan, "variant": "entropy"},
+        {"l": 3, "variant": "recursive"},  # c missing
+        {"l": 3, "variant": "recursive", "c": 0},
+        {"l": 3, "variant": "other"},
+    ],
+)
+def test_bad_l_diversity(kwargs):
+    with pytest.raises(ConfigError):
+        LDiversity("s", **kwargs)
+
+
+@pytest.mark.parametrize("t", [-0.1, 1.1, math.nan, math.inf])
+def test_bad_t(t):
+    with pytest.raises(ConfigError):
+        TCloseness("s", t)
+
+
+def _small():
+    table = pa.table({"g": ["F", "M"] * 5, "s": ["x", "y", "x", "y", "x"] * 2})
+    return table, {"g": Hierarchy.flat(["F", "M"])}
+
+
+def test_qi_missing_from_data():
+    table, hs = _small()
+    hs["age"] = Hierarchy.flat(["1"])
+    with pytest.raises(DataQualityError, match="'age' is not in the input"):
+        anonymize(table, hs, KAnonymity(2, ("g", "age")))
+
+
+def test_hierarchy_missing_for_qi():
+    table, hs = _small()
+    with pytest.raises(ConfigError, match="no hierarchy given for quasi-identifier 's'"):
+        anonymize(table, hs, KAnonymity(2, ("g", "s")))
+
+
+def test_l_larger_than_distinct_sensitive_values():
+    table, hs = _small()
+    with pytest.raises(ConfigError, match=r"l=3 is larger than the number of distinct values"):
+        anonymize(table, hs, KAnonymity(2, ("g",)), l_diversity=LDiversity("s", 3))
+
+
+def test_not_achievable_raises():
+    table, hs = _small()
+    with pytest.raises(NotAchievableError, match="not achievable with these settings"):
+        anonymize(table, hs, KAnonymity(11, ("g",)))
+
+
+def test_unknown_metric():
+    table, hs = _small()
+    with pytest.raises(ConfigError, match="unknown metric"):
+        anonymize(table, hs, KAnonymity(2, ("g",)), metric="height")
