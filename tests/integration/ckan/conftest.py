@@ -1,0 +1,256 @@
+"""Fixtures for tests against the project's own local CKAN (scripts/ckan-dev).
+
+The session
+fixture starts CKAN with ``scripts/ckan-dev up`` when it does not answer yet (from nothing
+this installs PostgreSQL/Redis with apt and CKAN into its own venv: ~1.5 min) and stops it at
+the end of the session only when it started it. ``samples`` gives the test modules small
+sample products (a weekly KPI table, k-anonymous microdata) as DatasetReleases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+CKAN_DEV = REPO / "scripts" / "ckan-dev"
+
+
+@dataclass(frozen=True)
+class CkanServer:
+    url: str
+    token: str = field(repr=False)
+    home: Path = Path()
+
+    def gunicorn_pid(self) -> int:
+        return int((self.home / "run" / "gunicorn.pid").read_text().split()[0])
+
+    def stop_gunicorn(self) -> int:
+        """SIGTERM gunicorn's master (CKAN's web app) and wait until the process is gone."""
+        pid = self.gunicorn_pid()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return pid
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn {pid} did not stop within 60 s")
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/3/action/status_show", timeout=5) as r:
+                return json.load(r).get("success") is True
+        except OSError:
+            return False
+
+    def up(self) -> None:
+        proc = subprocess.run([str(CKAN_DEV), "up"], capture_output=True, text=True,
+                              timeout=900, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"scripts/ckan-dev up failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _env_from_script() -> dict[str, str]:
+    out = subprocess.run([str(CKAN_DEV), "env"], capture_output=True, text=True, check=True)
+    env = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("export ") and "$(" not in line:
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@pytest.fixture(scope="session")
+def ckan_server() -> CkanServer:
+    """The local CKAN (URL, sysadmin token, home); started here if it is not running."""
+    env = _env_from_script()
+    home = Path(env["OPENCITY_CKAN_HOME"])
+    token_file = Path(env["OPENCITY_CKAN_TOKEN_FILE"])
+    probe = CkanServer(env["OPENCITY_CKAN_URL"], "", home)
+    started = not probe.answers()
+    if started:
+        t0 = time.monotonic()
+        probe.up()
+        print(f"\nscripts/ckan-dev up: {time.monotonic() - t0:.1f} s")
+    server = CkanServer(env["OPENCITY_CKAN_URL"], token_file.read_text().strip(), home)
+    yield server
+    if started:
+        subprocess.run([str(CKAN_DEV), "down"], capture_output=True, check=False, timeout=120)
+
+
+@pytest.fixture()
+def org_name() -> str:
+    """A fresh organization per test, so reruns against a long-lived CKAN never collide."""
+    return f"oc-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture()
+def ckan_admin(ckan_server):
+    import ckanapi
+
+    return ckanapi.RemoteCKAN(ckan_server.url, apikey=ckan_server.token)
+
+
+@pytest.fixture()
+def ckan_anon(ckan_server):
+    import ckanapi
+
+    return ckanapi.RemoteCKAN(ckan_server.url)
+
+
+# ------------------------------------------------------------------------ sample products
+DISTRICTS = ("D01", "D02", "D03", "D04")
+REQUEST_TYPES = ("pothole", "graffiti", "streetlight")
+
+
+def kpi_table(week: dt.date, shift: int = 0) -> pa.Table:
+    """A weekly KPI table (district x request type), primary key (district_id, type, week)."""
+    n = len(DISTRICTS) * len(REQUEST_TYPES)
+    districts = [d for d in DISTRICTS for _ in REQUEST_TYPES]
+    types = list(REQUEST_TYPES) * len(DISTRICTS)
+    counts = [(7 * i + 3 + shift) % 40 + 15 for i in range(n)]
+    counts[5] = None  # a suppressed cell
+    return pa.table({
+        "district_id": pa.array(districts, pa.string()),
+        "request_type": pa.array(types, pa.string()),
+        "week_start": pa.array([week] * n, pa.date32()),
+        "requests": pa.array(counts, pa.int64()),
+        "median_hours_to_close": pa.array([round(1.5 + 0.25 * i, 2) for i in range(n)],
+                                          pa.float64()),
+        "suppressed": pa.array([c is None for c in counts], pa.bool_()),
+    })
+
+
+def microdata_table(day: dt.date) -> pa.Table:
+    """k-anonymous microdata sample (generalized quasi-identifiers)."""
+    n = 30
+    return pa.table({
+        "record_id": pa.array([f"r{i:04d}" for i in range(n)]),
+        "age_band": pa.array(["20-39", "40-59", "60+"] * 10),
+        "district_id": pa.array([DISTRICTS[i % 2] for i in range(n)]),
+        "request_type": pa.array([REQUEST_TYPES[i % 3] for i in range(n)]),
+        "created_at": pa.array([dt.datetime(day.year, day.month, day.day, i % 24,
+                                            tzinfo=dt.UTC) for i in range(n)],
+                               pa.timestamp("us", tz="UTC")),
+    })
+
+
+def write_partition(folder: Path, stem: str, table: pa.Table) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    parquet, csv = folder / f"{stem}.parquet", folder / f"{stem}.csv"
+    pq.write_table(table, parquet)
+    pacsv.write_csv(table, csv)
+    return parquet, csv
+
+
+def kpi_release(name: str, root: Path, week: dt.date, shift: int = 0):
+    """A DatasetRelease of one weekly KPI partition (goes to the DataStore too)."""
+    from publish.base import DatasetRelease, Field, Resource
+
+    part = f"dt={week:%Y-%m-%d}"
+    parquet, csv = write_partition(root / name / part, "part-0", kpi_table(week, shift))
+    end = week + dt.timedelta(days=7)
+    return DatasetRelease(
+        name=name,
+        title="311 requests per district and type, weekly (test)",
+        description="Weekly 311 request counts; cells under 15 requesters suppressed.",
+        resources=(
+            Resource(parquet, "requests-weekly", "parquet", f"Week {week} (Parquet)", part),
+            Resource(csv, "requests-weekly-csv", "csv", f"Week {week} (CSV copy)", part),
+        ),
+        fields=(
+            Field("district_id", "string", "District code (public reference table)"),
+            Field("request_type", "string", "Request type"),
+            Field("week_start", "date", "Monday of the week"),
+            Field("requests", "integer", "Number of requests; empty when suppressed"),
+            Field("median_hours_to_close", "number", "Median resolution time", "hours"),
+            Field("suppressed", "boolean", "True when the count was withheld"),
+        ),
+        privacy={"privacy_method": "small_count_suppression", "suppression_threshold": 15,
+                 "privacy_unit": "requester"},
+        tags=("311", "kpi", "test"),
+        temporal_coverage=(week.isoformat(), end.isoformat()),
+        spatial_coverage="OpenCity sample city",
+        accrual_periodicity="R/P1W",
+        provenance={"pipeline_version": "0.1.0", "run_id": f"test__{week}",
+                    "input_hashes": {"requests.csv": "0" * 64}},
+        primary_key=("district_id", "request_type", "week_start"),
+    )
+
+
+def microdata_release(name: str, root: Path, day: dt.date):
+    """A DatasetRelease of k-anonymous microdata (no DataStore)."""
+    from publish.base import DatasetRelease, Field, Resource
+
+    part = f"dt={day:%Y-%m-%d}"
+    parquet, csv = write_partition(root / name / part, "part-0", microdata_table(day))
+    return DatasetRelease(
+        name=name,
+        title="311 requests, k-anonymous microdata (test)",
+        description="One row per request; quasi-identifiers generalized to k=5.",
+        resources=(
+            Resource(parquet, "requests", "parquet", f"Day {day} (Parquet)", part),
+            Resource(csv, "requests-csv", "csv", f"Day {day} (CSV copy)", part),
+        ),
+        fields=(
+            Field("record_id", "string", "Random record number"),
+            Field("age_band", "string", "Requester age band"),
+            Field("district_id", "string", "District code"),
+            Field("request_type", "string", "Request type"),
+            Field("created_at", "datetime", "Creation time (UTC)"),
+        ),
+        privacy={"privacy_method": "k_anonymity", "k_anonymity_k": 5,
+                 "suppression_limit": 0.02,
+                 "quasi_identifiers": ["age_band", "district_id"]},
+        tags=("311", "microdata", "test"),
+        temporal_coverage=(day.isoformat(), (day + dt.timedelta(days=1)).isoformat()),
+        spatial_coverage="OpenCity sample city",
+        accrual_periodicity="R/P1D",
+        provenance={"pipeline_version": "0.1.0", "run_id": f"test__{day}"},
+    )
+
+
+def portal_state(admin, names: list[str]) -> dict:
+    """What a citizen and a steward would compare between runs: per dataset, its
+    visibility, metadata timestamp, extras and resources (id, name, hash, url)."""
+    state = {}
+    for name in names:
+        pkg = admin.action.package_show(id=name)
+        state[name] = {
+            "private": pkg["private"],
+            "metadata_modified": pkg["metadata_modified"],
+            "extras": {e["key"]: e["value"] for e in pkg.get("extras", [])},
+            "resources": sorted((r["id"], r["name"], r.get("hash"), r["url"],
+                                 r.get("datastore_partitions")) for r in pkg["resources"]),
+        }
+    return state
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def samples() -> SimpleNamespace:
+    """The sample-product helpers of this module, for test modules (which cannot import a
+    conftest under --import-mode=importlib)."""
+    return SimpleNamespace(kpi_release=kpi_release, microdata_release=microdata_release,
+                           kpi_table=kpi_table, portal_state=portal_state,
+                           unique_name=unique_name)
