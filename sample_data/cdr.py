@@ -28,7 +28,7 @@ from sample_data.util import (
 )
 
 BLOCK = 1_000  # subscribers per random block
-EVENTS_PER_SCALE = 100_000  # expected events at scale 1 over 14 days
+EVENTS_PER_SCALE = 101_000  # expected events at scale 1 over 14 days (10M+ at scale 100)
 RESIDENTS_PER_SCALE = 1_650
 VISITORS_PER_SCALE = 250
 COMMUTER_SHARE = 0.6
