@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "opencity.demo",
     "publish.cli",
     "privacy.kanon.cli",
+    "privacy.mobility.cli",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,449 @@
+"""CDR mobility products, each a DP release over DuckDB with a declared share of a daily budget.
+
+Products (privacy unit: subscriber; budget: epsilon per subscriber per day):
+
+* ``hourly_presence`` - distinct subscribers seen per region per UTC hour. Keys: every
+  region of the tower table x hours 0-23 (public). A subscriber counts in at most
+  ``max_region_hours`` (L0) region-hours (sampled by keyed hash).
+* ``od_matrix`` - distinct subscribers who moved from region A to region B that day
+  (consecutive events in distinct regions, in time order). At most ``max_od_pairs`` pairs
+  per subscriber. With delta > 0 the pairs come from the data through private partition
+  selection (delta spent there); with delta = 0 the keys are all ordered pairs of distinct
+  regions (public).
+* ``home_region`` - subscribers per home region, the home being the region with most events
+  in ``night_hours`` (UTC); ties broken by keyed hash. One region per subscriber (L0 = 1).
+* ``gyration`` - histogram of the radius of gyration (km) of each subscriber's events
+  around their centroid (tower coordinates; equirectangular distance), public bins.
+
+All functions are pure: a DuckDB relation of prepared events in, Arrow tables out.
+:func:`prepare_events` turns raw CDR + towers into the prepared relation and counts the rows
+it sets aside (with a reason) instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from opencity.errors import ConfigError, DataQualityError
+from privacy.dp import (
+    ContributionBounds,
+    DPBudget,
+    PartitionSelection,
+    dp_count_distinct,
+    release_info,
+)
+from privacy.dp.params import _check_int, _check_real
+
+PRODUCTS = ("hourly_presence", "od_matrix", "home_region", "gyration")
+DEFAULT_SHARES = (("hourly_presence", 0.4), ("od_matrix", 0.3), ("home_region", 0.2),
+                  ("gyration", 0.1))
+DEFAULT_NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5)
+DEFAULT_GYRATION_BINS_KM = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+UNIT_COLUMNS = ("subscriber_pid", "subscriber_id")  # pseudonym preferred over raw MSISDN
+KM_PER_DEG_LAT = 110.574
+KM_PER_DEG_LON_EQUATOR = 111.320
+
+
+@dataclass(frozen=True)
+class MobilityConfig:
+    """Parameters of one daily mobility release.
+
+    Attributes:
+        budget: (epsilon, delta) per subscriber for the whole day, all products together.
+        shares: product -> share of epsilon (shares sum to at most 1). delta goes entirely
+            to ``od_matrix`` partition selection (other products are pure epsilon-DP).
+        max_region_hours: L0 of ``hourly_presence`` (region-hours counted per subscriber).
+        max_od_pairs: L0 of ``od_matrix`` (origin-destination pairs per subscriber per day).
+        night_hours: UTC hours whose events decide the home region.
+        gyration_bins_km: increasing bin edges in km starting at 0; the last bin is open.
+        seed: key of the hash sampling that enforces the bounds (non-negative int).
+    """
+
+    budget: DPBudget
+    shares: tuple[tuple[str, float], ...] = DEFAULT_SHARES
+    max_region_hours: int = 12
+    max_od_pairs: int = 4
+    night_hours: tuple[int, ...] = DEFAULT_NIGHT_HOURS
+    gyration_bins_km: tuple[float, ...] = DEFAULT_GYRATION_BINS_KM
+    seed: int = 0
+    _share_map: dict[str, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, DPBudget):
+            raise ConfigError("MobilityConfig.budget must be a DPBudget")
+        shares = dict(self.shares.items() if isinstance(self.shares, Mapping) else self.shares)
+        unknown = set(shares) - set(PRODUCTS)
+        if unknown:
+            raise ConfigError(f"unknown mobility product(s) {sorted(unknown)}; known: {PRODUCTS}")
+        for name, share in shares.items():
+            s = _check_real("MobilityConfig.shares", name, share)
+            if not 0 < s <= 1:
+                raise ConfigError(f"share of {name} must be in (0, 1], got {share!r}")
+        total = math.fsum(shares.values())
+        if total > 1 + 1e-9:
+            raise ConfigError(f"product shares sum to {total:g} > 1: they must split one budget")
+        if not shares:
+            raise ConfigError("MobilityConfig.shares lists no product")
+        _check_int("MobilityConfig", "max_region_hours", self.max_region_hours)
+        _check_int("MobilityConfig", "max_od_pairs", self.max_od_pairs)
+        _check_int("MobilityConfig", "seed", self.seed, minimum=0)
+        hours = tuple(self.night_hours)
+        if not hours or any(isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= 23
+                            for h in hours):
+            raise ConfigError(f"night_hours must be UTC hours 0-23, got {self.night_hours!r}")
+        try:
+            bins = tuple(float(b) for b in self.gyration_bins_km)
+        except (TypeError, ValueError):
+            bins = ()
+        if len(bins) < 2 or bins[0] != 0 or not all(map(math.isfinite, bins)) or any(
+            b2 <= b for b, b2 in itertools.pairwise(bins)
+        ):
+            raise ConfigError(
+                f"gyration_bins_km must be finite, increasing and start at 0, got "
+                f"{self.gyration_bins_km!r}"
+            )
+        object.__setattr__(self, "shares", tuple(shares.items()))
+        object.__setattr__(self, "night_hours", hours)
+        object.__setattr__(self, "gyration_bins_km", bins)
+        object.__setattr__(self, "_share_map", shares)
+
+    def product_budget(self, product: str) -> DPBudget:
+        """The (epsilon, delta) of one product: its share of epsilon; delta only for OD."""
+        share = self._share_map[product]
+        delta = self.budget.delta if product == "od_matrix" else 0.0
+        return DPBudget(self.budget.epsilon * share, delta)
+
+    @property
+    def products(self) -> tuple[str, ...]:
+        return tuple(p for p in PRODUCTS if p in self._share_map)
+
+    @property
+    def spent(self) -> DPBudget:
+        """Total (epsilon, delta) of the configured products."""
+        eps = math.fsum(self.budget.epsilon * s for s in self._share_map.values())
+        delta = self.budget.delta if "od_matrix" in self._share_map else 0.0
+        return DPBudget(min(eps, self.budget.epsilon), delta)
+
+
+@dataclass(frozen=True)
+class PreparedEvents:
+    """Events of one day joined with the tower table, and what was set aside.
+
+    Attributes:
+        events: relation ``unit, event_time, hour, region_id, lat, lon`` (clean rows only).
+        regions: public region ids (from the tower table), sorted.
+        rows_in: input rows read.
+        quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
+            ``unknown_cell``).
+        unknown_cells: up to 20 cell ids not in the tower table (network ids, not personal).
+        n_units: distinct subscribers among the clean rows (used only to validate delta).
+    """
+
+    events: duckdb.DuckDBPyRelation
+    regions: tuple[str, ...]
+    rows_in: int
+    quarantined: dict[str, int]
+    unknown_cells: tuple[str, ...]
+    n_units: int
+
+    @property
+    def rows_used(self) -> int:
+        return self.rows_in - sum(self.quarantined.values())
+
+
+def unit_column(columns: list[str]) -> str:
+    """The privacy-unit column of a CDR table: the pseudonym if present, else the raw id."""
+    for name in UNIT_COLUMNS:
+        if name in columns:
+            return name
+    raise DataQualityError(
+        f"CDR input has none of the privacy-unit columns {UNIT_COLUMNS}; it has {columns}"
+    )
+
+
+def validate_towers(con: duckdb.DuckDBPyConnection, towers: duckdb.DuckDBPyRelation,
+                    source: str = "towers") -> None:
+    """Raise DataQualityError naming row, column and value of the first bad tower row."""
+    missing = [c for c in ("cell_id", "lat", "lon", "region_id") if c not in towers.columns]
+    if missing:
+        raise DataQualityError(f"{source}: missing column(s) {missing}; has {towers.columns}")
+    bad = towers.query("t", """
+        SELECT row_number() OVER () AS row_no, * FROM t
+    """).query("t2", """
+        SELECT row_no, CASE
+            WHEN cell_id IS NULL THEN 'cell_id'
+            WHEN region_id IS NULL THEN 'region_id'
+            WHEN TRY_CAST(lat AS DOUBLE) IS NULL OR NOT TRY_CAST(lat AS DOUBLE) BETWEEN -90 AND 90
+                THEN 'lat'
+            WHEN TRY_CAST(lon AS DOUBLE) IS NULL
+                OR NOT TRY_CAST(lon AS DOUBLE) BETWEEN -180 AND 180 THEN 'lon'
+            END AS col, cell_id::VARCHAR, lat::VARCHAR, lon::VARCHAR, region_id::VARCHAR
+        FROM t2 WHERE col IS NOT NULL ORDER BY row_no LIMIT 1
+    """).fetchall()
+    if bad:
+        row_no, col, cell, lat, lon, region = bad[0]
+        value = {"cell_id": cell, "region_id": region, "lat": lat, "lon": lon}[col]
+        raise DataQualityError(
+            f"{source}: data row {row_no}: column {col} has invalid value {value!r} "
+            "(cell_id and region_id must be set, lat in [-90, 90], lon in [-180, 180])"
+        )
+    dup = towers.query("t", """
+        SELECT cell_id::VARCHAR, count(*) FROM t GROUP BY 1 HAVING count(*) > 1 LIMIT 1
+    """).fetchall()
+    if dup:
+        raise DataQualityError(f"{source}: cell_id {dup[0][0]!r} appears {dup[0][1]} times")
+
+
+def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
+                   towers: duckdb.DuckDBPyRelation, day: date, *,
+                   source: str = "CDR input") -> PreparedEvents:
+    """Join one day of CDR events to the tower table; count what is set aside and why.
+
+    ``cdr`` and ``towers`` must be relations of ``con``.
+
+    The clean events are materialized as temp table ``mobility_events`` on ``con``. Rows with
+    a NULL unit, time or cell (``missing_value``), a time outside ``day`` in UTC
+    (``outside_date``) or a cell id missing from the tower table (``unknown_cell``) are
+    counted, never used and never silently dropped.
+
+    Raises:
+        DataQualityError: missing columns, a non-timestamp ``event_time``, or no usable row.
+    """
+    unit = unit_column(list(cdr.columns))
+    missing = [c for c in ("event_time", "cell_id") if c not in cdr.columns]
+    if missing:
+        raise DataQualityError(f"{source}: missing column(s) {missing}; has {cdr.columns}")
+    ttype = str(cdr.select("event_time").types[0]).upper()
+    if not ttype.startswith("TIMESTAMP"):
+        raise DataQualityError(
+            f"{source}: column event_time has type {ttype}, expected a UTC timestamp"
+        )
+    validate_towers(con, towers)
+    start = day.isoformat()
+    end = (day + timedelta(days=1)).isoformat()
+    # Naive timestamps are taken as UTC (the data contract); TIMESTAMPTZ compares exactly.
+    ts = "event_time::TIMESTAMPTZ" if "TZ" not in ttype and "TIME ZONE" not in ttype \
+        else "event_time"
+    in_day = (f"(c.event_time >= TIMESTAMPTZ '{start} 00:00:00+00' "
+              f"AND c.event_time < TIMESTAMPTZ '{end} 00:00:00+00')")
+    con.execute("SET TimeZone = 'UTC'")
+    cdr.select(f'"{unit}" AS u, {ts} AS event_time, cell_id::VARCHAR AS cell_id'
+               ).create_view("_mob_cdr", replace=True)
+    towers.select("cell_id::VARCHAR AS cell_id, lat::DOUBLE AS lat, lon::DOUBLE AS lon, "
+                  "region_id::VARCHAR AS region_id").create_view("_mob_towers", replace=True)
+    counts = con.execute(f"""
+        SELECT count(*) AS rows_in,
+               count(*) FILTER (WHERE c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL)
+                   AS missing_value,
+               count(*) FILTER (WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL
+                   AND c.cell_id IS NOT NULL AND NOT {in_day}) AS outside_date,
+               count(*) FILTER (WHERE c.u IS NOT NULL AND c.cell_id IS NOT NULL AND {in_day}
+                   AND t.cell_id IS NULL) AS unknown_cell,
+               min(c.event_time)::VARCHAR, max(c.event_time)::VARCHAR
+        FROM _mob_cdr c LEFT JOIN _mob_towers t USING (cell_id)
+    """).fetchone()
+    rows_in, n_missing, n_outside, n_unknown, tmin, tmax = counts
+    unknown_cells: tuple[str, ...] = ()
+    if n_unknown:
+        unknown_cells = tuple(r[0] for r in con.execute(f"""
+            SELECT DISTINCT c.cell_id FROM _mob_cdr c ANTI JOIN _mob_towers t USING (cell_id)
+            WHERE c.cell_id IS NOT NULL AND {in_day} ORDER BY 1 LIMIT 20
+        """).fetchall())
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE mobility_events AS
+        SELECT c.u AS unit, c.event_time, hour(c.event_time)::INTEGER AS hour, t.region_id,
+               t.lat, t.lon
+        FROM _mob_cdr c JOIN _mob_towers t USING (cell_id)
+        WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL AND {in_day}
+    """)
+    n_units = con.execute("SELECT count(DISTINCT unit) FROM mobility_events").fetchone()[0]
+    regions = tuple(r[0] for r in con.execute(
+        "SELECT DISTINCT region_id FROM _mob_towers ORDER BY 1").fetchall())
+    quarantined = {k: int(v) for k, v in (("missing_value", n_missing),
+                                           ("outside_date", n_outside),
+                                           ("unknown_cell", n_unknown)) if v}
+    if rows_in == 0:
+        raise DataQualityError(f"{source}: no rows")
+    if n_units == 0:
+        raise DataQualityError(
+            f"{source}: no usable event on {start} (UTC): {rows_in} rows read, set aside "
+            f"{quarantined}; event_time spans {tmin} .. {tmax}. Check --date."
+        )
+    return PreparedEvents(con.table("mobility_events"), regions, int(rows_in), quarantined,
+                          unknown_cells, int(n_units))
+
+
+def _regions_table(regions: tuple[str, ...]) -> pa.Table:
+    return pa.table({"region_id": pa.array(regions, pa.string())})
+
+
+def hourly_presence(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...],
+                    cfg: MobilityConfig, random_state: Any = None) -> pa.Table:
+    """Distinct subscribers per (region_id, hour UTC), exactly regions x 24 rows."""
+    keys = pa.table({
+        "region_id": pa.array([r for r in regions for _ in range(24)], pa.string()),
+        "hour": pa.array([h for _ in regions for h in range(24)], pa.int32()),
+    })
+    return dp_count_distinct(
+        events, unit="unit", by=["region_id", "hour"], budget=cfg.product_budget("hourly_presence"),
+        bounds=ContributionBounds(max_partitions=cfg.max_region_hours),
+        public_keys=keys, seed=cfg.seed, random_state=random_state,
+    )
+
+
+def od_transitions(events: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """Per subscriber, each move between consecutive events in distinct regions (no noise)."""
+    return events.query("ev", """
+        SELECT unit, origin, destination FROM (
+            SELECT unit, region_id AS destination,
+                   lag(region_id) OVER (PARTITION BY unit ORDER BY event_time, region_id)
+                       AS origin
+            FROM ev)
+        WHERE origin IS NOT NULL AND origin <> destination
+    """)
+
+
+def od_matrix(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: MobilityConfig,
+              random_state: Any = None) -> pa.Table:
+    """Distinct subscribers moving origin -> destination; private keys when delta > 0."""
+    budget = cfg.product_budget("od_matrix")
+    kw: dict[str, Any] = {}
+    if budget.delta > 0:
+        kw["partition_selection"] = PartitionSelection()
+    else:
+        kw["public_keys"] = pa.table({
+            "origin": pa.array([a for a in regions for b in regions if a != b], pa.string()),
+            "destination": pa.array([b for a in regions for b in regions if a != b],
+                                    pa.string()),
+        })
+    return dp_count_distinct(
+        od_transitions(events), unit="unit", by=["origin", "destination"], budget=budget,
+        bounds=ContributionBounds(max_partitions=cfg.max_od_pairs), seed=cfg.seed,
+        random_state=random_state, **kw,
+    )
+
+
+def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig
+                 ) -> duckdb.DuckDBPyRelation:
+    """One row per subscriber with night events: its modal night-time region (no noise)."""
+    hours = ", ".join(str(h) for h in cfg.night_hours)
+    return events.query("ev", f"""
+        SELECT unit, region_id FROM (
+            SELECT unit, region_id, row_number() OVER (
+                PARTITION BY unit ORDER BY count(*) DESC,
+                hash(unit, region_id, {cfg.seed}::BIGINT), region_id) AS rn
+            FROM ev WHERE hour IN ({hours}) GROUP BY unit, region_id)
+        WHERE rn = 1
+    """)
+
+
+def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: MobilityConfig,
+                random_state: Any = None) -> pa.Table:
+    """Subscribers per home region (modal night-time region), every region one row."""
+    return dp_count_distinct(
+        home_regions(events, cfg), unit="unit", by=["region_id"],
+        budget=cfg.product_budget("home_region"), bounds=ContributionBounds(max_partitions=1),
+        public_keys=_regions_table(regions), seed=cfg.seed, random_state=random_state,
+    )
+
+
+def gyration_bins(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig
+                  ) -> duckdb.DuckDBPyRelation:
+    """One row per subscriber: radius of gyration (km) and its histogram bin (no noise)."""
+    edges = cfg.gyration_bins_km
+    case = "CASE " + " ".join(f"WHEN rg_km >= {e!r} THEN {e!r}" for e in reversed(edges)) \
+        + " END"
+    return events.query("ev", f"""
+        WITH m AS (
+            SELECT unit, avg(lat) AS clat, avg(lon) AS clon,
+                   var_pop(lat) AS vlat, var_pop(lon) AS vlon
+            FROM ev GROUP BY unit),
+        r AS (
+            SELECT unit, sqrt(greatest(0.0,
+                       ({KM_PER_DEG_LAT} ^ 2) * vlat
+                       + ({KM_PER_DEG_LON_EQUATOR} * cos(radians(clat))) ^ 2 * vlon)) AS rg_km
+            FROM m)
+        SELECT unit, rg_km,
+               ({case})::DOUBLE AS bin_lower_km
+        FROM r
+    """)
+
+
+def gyration(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig,
+             random_state: Any = None) -> pa.Table:
+    """Histogram of subscribers by radius of gyration, one row per public bin."""
+    edges = cfg.gyration_bins_km
+    keys = pa.table({"bin_lower_km": pa.array(edges, pa.float64())})
+    out = dp_count_distinct(
+        gyration_bins(events, cfg), unit="unit", by=["bin_lower_km"],
+        budget=cfg.product_budget("gyration"), bounds=ContributionBounds(max_partitions=1),
+        public_keys=keys, seed=cfg.seed, random_state=random_state,
+    )
+    uppers = pa.array(list(edges[1:]) + [None], pa.float64())
+    meta = out.schema.metadata
+    out = out.add_column(1, "bin_upper_km", uppers)
+    return out.replace_schema_metadata(meta)
+
+
+def compute_products(prepared: PreparedEvents, cfg: MobilityConfig, random_state: Any = None,
+                     progress: Any = None) -> dict[str, pa.Table]:
+    """Every configured product for the prepared day, keyed by product name.
+
+    Args:
+        prepared: output of :func:`prepare_events`.
+        cfg: budget, shares and bounds.
+        random_state: noise RNG (int seed or RandomState); None = cryptographic RNG.
+        progress: optional callable(product_name) called before each product.
+    """
+    if cfg.budget.delta > 0:
+        cfg.budget.check_delta_for_units(prepared.n_units)
+    from privacy.dp.mechanisms import as_random_state
+
+    rs = as_random_state(random_state)
+    ev, regions = prepared.events, prepared.regions
+    makers = {
+        "hourly_presence": lambda: hourly_presence(ev, regions, cfg, rs),
+        "od_matrix": lambda: od_matrix(ev, regions, cfg, rs),
+        "home_region": lambda: home_region(ev, regions, cfg, rs),
+        "gyration": lambda: gyration(ev, cfg, rs),
+    }
+    out = {}
+    for name in cfg.products:
+        if progress is not None:
+            progress(name)
+        out[name] = makers[name]()
+    return out
+
+
+def product_metadata(name: str, table: pa.Table, cfg: MobilityConfig) -> dict[str, Any]:
+    """privacy.json entry of one product: mechanism, epsilon, delta, bounds, threshold."""
+    info = release_info(table)
+    mech = info["mechanisms"]["count"]
+    sel = info.get("partition_selection")
+    budget = cfg.product_budget(name)
+    return {
+        "share": cfg._share_map[name],
+        "epsilon": budget.epsilon,
+        "delta": budget.delta,
+        "statistic": "distinct subscribers",
+        "keys": info["keys"],
+        "key_source": info["key_source"],
+        "mechanism": mech["mechanism"],
+        "per_row_epsilon": mech["epsilon"],
+        "noise_std": mech["noise_std"],
+        "error_bound_95": mech["error_bound_95"],
+        "bounds": {
+            "max_partitions_per_subscriber": info["bounds"]["max_partitions"],
+            "max_rows_per_partition": info["bounds"]["max_rows_per_partition"],
+        },
+        "selection_threshold_subscribers": sel["threshold_units"] if sel else None,
+        "rows": table.num_rows,
+    }
