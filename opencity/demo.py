@@ -160,6 +160,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
     summary = {
         "run_dir": str(layout.root),
         "raw": str(layout.raw),
+        "clean": str(layout.root / "clean"),
         "outputs": str(layout.root / "outputs"),
         "quarantine": str(layout.root / "quarantine"),
         "manifests": str(layout.root / "manifests"),
@@ -178,7 +179,7 @@ def _cmd(args: argparse.Namespace) -> int:
     datasets = sorted(p.name for p in Path(summary["catalog"]).glob("*") if p.is_dir())
     print(f"\nOpenCity demo finished in {summary['seconds']} s "
           f"({len(summary['dag_runs'])} DAG runs, all successful).")
-    for key in ("raw", "outputs", "quarantine", "manifests", "reports", "catalog"):
+    for key in ("raw", "clean", "quarantine", "outputs", "manifests", "reports", "catalog"):
         print(f"  {key:<11} {summary[key]}")
     print(f"  datasets    {', '.join(datasets) or '(none)'}")
     print(f"  summary     {Path(summary['run_dir']) / 'demo-summary.json'}")
