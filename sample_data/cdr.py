@@ -55,6 +55,7 @@ class Subscribers:
     home: np.ndarray  # tower index
     work: np.ndarray  # tower index (= home for non-commuters)
     commuter: np.ndarray  # bool
+    visitor: np.ndarray  # bool: short stay, mostly away from the anchors
     first_day: np.ndarray  # first active day (visitors), 0 for residents
     last_day: np.ndarray  # last active day (inclusive)
 
@@ -104,7 +105,9 @@ def make_subscribers(seed: int, city: City, scale: float, days: int) -> Subscrib
     mnc = np.array(["01", "02", "03"])[rng.choice(3, size=n, p=[0.4, 0.35, 0.25])]
     imsi = pc.binary_join_element_wise(
         "262", pa.array(mnc), format_ids(unique_codes(rng, n, 10**10), 10), "")
-    return Subscribers(msisdn, imsi, activity, home, work, commuter, first_day, last_day)
+    visitor = np.arange(n) >= n_res
+    return Subscribers(msisdn, imsi, activity, home, work, commuter, visitor, first_day,
+                       last_day)
 
 
 def cdr_blocks(seed: int, city: City, subs: Subscribers, start: date, days: int
@@ -143,9 +146,7 @@ def cdr_blocks(seed: int, city: City, subs: Subscribers, start: date, days: int
         local_s = hour * 3600 + rng.integers(0, 3600, n)
         at_work = (~is_weekend) & (hour >= WORK_HOURS[0]) & (hour < WORK_HOURS[1])
         tower = np.where(at_work, subs.work[sub], subs.home[sub])
-        visitor = subs.first_day[sub] > 0
-        visitor |= subs.last_day[sub] < days - 1
-        p_rand = np.where(visitor, P_RANDOM_TOWER["visitor"],
+        p_rand = np.where(subs.visitor[sub], P_RANDOM_TOWER["visitor"],
                           np.where(is_weekend, P_RANDOM_TOWER["weekend"],
                                    P_RANDOM_TOWER["weekday"]))
         move = rng.random(n) < p_rand

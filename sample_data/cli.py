@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "privacy steps: do not publish it as is."
         ),
         epilog=(
-            "At --scale 1 (default) the city has ~100,000 CDR events, ~3,000 service requests, "
+            "Writes DIR/city (districts, towers), DIR/cdr (Parquet parts), "
+            "DIR/service_requests, DIR/meters (registry, readings), DIR/transit (stops, taps) "
+            "and DIR/waste; timestamps are UTC. At --scale 1 (default) the city has ~100,000 CDR events, ~3,000 service requests, "
             "~2,000 households and ~20,000 transit taps per 14 days, in a few seconds. "
             "--scale 100 gives 10 million CDR events (a minute or two, bounded memory). "
             "Example: opencity sample-data --out raw --seed 7 --scale 0.5"

@@ -95,7 +95,7 @@ def make_registry(seed: int, city: City, hh: Households, start: date) -> pa.Tabl
                                installed)
         parts.append(pa.table({
             "meter_id": format_ids(unique_codes(rng, n, 10**7), 7, prefix),
-            "utility": pa.array([utility] * n, pa.string()),
+            "utility": pa.repeat(utility, n),
             "household_id": hh.household_id,
             "household_address": hh.address,
             "district_id": city.district_ids.take(pa.array(hh.district)),
