@@ -87,8 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--release-id", default="daily", metavar="ID",
                    help="name of this release; rerunning a day with the same id returns the "
                         "recorded release without spending budget (default: daily)")
-    p.add_argument("--max-region-hours", type=_int, default=12, metavar="N",
-                   help="most region-hours one subscriber counts in (default: 12)")
+    p.add_argument("--max-region-hours", type=_int, default=24, metavar="N",
+                   help="most region-hours one subscriber counts in (default: 24)")
     p.add_argument("--max-od-pairs", type=_int, default=4, metavar="N",
                    help="most origin-destination pairs one subscriber counts in (default: 4)")
     p.add_argument("--seed", type=_int, default=None, metavar="N",

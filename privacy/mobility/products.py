@@ -69,7 +69,7 @@ class MobilityConfig:
 
     budget: DPBudget
     shares: tuple[tuple[str, float], ...] = DEFAULT_SHARES
-    max_region_hours: int = 12
+    max_region_hours: int = 24
     max_od_pairs: int = 4
     night_hours: tuple[int, ...] = DEFAULT_NIGHT_HOURS
     gyration_bins_km: tuple[float, ...] = DEFAULT_GYRATION_BINS_KM
