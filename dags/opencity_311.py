@@ -1,4 +1,5 @@
-"""311 service requests: ingest -> aggregate (suppressed) -> commit partition -> publish.
+"""311 service requests: ingest -> aggregate (suppressed) -> commit partition -> publish,
+and in parallel the k-anonymous microdata release (privacy.kanon) -> publish.
 
 Runs once per weekly data interval (Monday 00:00 UTC to the next Monday). The DAG only wires
 tasks: their bodies live in opencity.pipelines.service_requests and are imported inside the
@@ -14,6 +15,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 PRODUCT = Asset("opencity://outputs/opencity-311-requests-weekly")
+MICRODATA = Asset("opencity://outputs/opencity-311-requests-microdata")
 
 
 def _settings():
@@ -68,19 +70,39 @@ def opencity_311():
         return p.publish(_settings(), committed, start, end, run_id, ingested)
 
     @task
-    def manifest(ingested: dict, staged: dict, committed: dict, published: dict) -> str:
+    def anonymize_microdata(ingested: dict) -> dict:
+        from opencity.pipelines import microdata_311 as m
+
+        start, end = _interval()
+        return m.anonymize_partition(_settings(), ingested, start, end)
+
+    @task(outlets=[MICRODATA])
+    def publish_microdata(staged_md: dict, ingested: dict) -> dict:
+        from opencity.pipelines import microdata_311 as m
+
+        start, end = _interval()
+        run_id = get_current_context()["run_id"]
+        return m.commit_and_publish(_settings(), staged_md, start, end, run_id,
+                                    ingested.get("input_hashes", {}))
+
+    @task
+    def manifest(ingested: dict, staged: dict, committed: dict, published: dict,
+                 microdata: dict, microdata_published: dict) -> str:
         from opencity.pipelines import service_requests as p
 
         ctx = get_current_context()
         start, end = _interval()
         return p.manifest(_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
-                          ingested, staged, committed, published)
+                          ingested, staged, committed, published,
+                          extra={"microdata": {**microdata, **microdata_published}})
 
     ingested = ingest()
     staged = aggregate(ingested)
     committed = commit_partition(staged)
     published = publish(committed, ingested)
-    manifest(ingested, staged, committed, published)
+    staged_md = anonymize_microdata(ingested)
+    published_md = publish_microdata(staged_md, ingested)
+    manifest(ingested, staged, committed, published, staged_md, published_md)
 
 
 opencity_311()

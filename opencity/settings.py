@@ -87,6 +87,9 @@ class Settings:
         run_dir: where every output of the run goes (see RunLayout).
         raw_dir: where raw inputs are read from (default: run_dir/raw).
         suppression_k: minimum number of distinct people behind a published count.
+        microdata_k: k of the k-anonymous 311 microdata release.
+        microdata_l: distinct l-diversity of the request type in every microdata class.
+        microdata_max_suppression: share of records that may be removed, in [0, 1).
         publish_target: "local" (the local catalog) or "ckan".
         ckan_url: CKAN base URL when publish_target is "ckan".
         ckan_organization: CKAN organization that owns the datasets.
@@ -97,6 +100,9 @@ class Settings:
     run_dir: str = field(default_factory=_default_run_dir)
     raw_dir: str = ""
     suppression_k: int = 15
+    microdata_k: int = 5
+    microdata_l: int = 2
+    microdata_max_suppression: float = 0.05
     publish_target: str = "local"
     ckan_url: str = ""
     ckan_organization: str = "opencity"
@@ -108,6 +114,13 @@ class Settings:
             object.__setattr__(self, "raw_dir", str(Path(self.run_dir) / "raw"))
         if not isinstance(self.suppression_k, int) or self.suppression_k < 2:
             raise ConfigError(f"suppression_k must be an integer >= 2, got {self.suppression_k!r}")
+        if not isinstance(self.microdata_k, int) or self.microdata_k < 2:
+            raise ConfigError(f"microdata_k must be an integer >= 2, got {self.microdata_k!r}")
+        if not isinstance(self.microdata_l, int) or self.microdata_l < 1:
+            raise ConfigError(f"microdata_l must be an integer >= 1, got {self.microdata_l!r}")
+        if not 0 <= self.microdata_max_suppression < 1:
+            raise ConfigError("microdata_max_suppression must be in [0, 1), got "
+                              f"{self.microdata_max_suppression!r}")
         if self.publish_target not in ("local", "ckan"):
             raise ConfigError(
                 f"publish_target must be 'local' or 'ckan', got {self.publish_target!r}"
@@ -148,4 +161,12 @@ def _coerce(name: str, type_name: Any, raw: Any) -> Any:
         if not math.isfinite(value) or value != int(value):
             raise ConfigError(f"setting {name} must be an integer, got {raw!r}")
         return int(value)
+    if type_name in (float, "float"):
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"setting {name} must be a finite number, got {raw!r}")
+        return value
     return str(raw)

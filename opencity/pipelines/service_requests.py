@@ -172,7 +172,8 @@ def publish(settings: Settings, committed: dict, start: datetime, end: datetime,
 
 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
-             ingested: dict, staged: dict, committed: dict, published: dict) -> str:
+             ingested: dict, staged: dict, committed: dict, published: dict,
+             extra: dict | None = None) -> str:
     path = settings.layout.manifest(dag_id, start)
     write_manifest(path, {
         "dag_id": dag_id,
@@ -194,6 +195,7 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
                        "reasons": ingested.get("reasons", {})},
         "outputs": committed,
         "published": published,
+        **(extra or {}),
     })
     log.info("manifest written: %s", path)
     return str(path)

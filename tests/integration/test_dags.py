@@ -49,6 +49,7 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
     assert dr.state == DagRunState.SUCCESS
     tis = dr.get_task_instances()
     assert {ti.task_id for ti in tis} == {"ingest", "aggregate", "commit_partition", "publish",
+                                          "anonymize_microdata", "publish_microdata",
                                           "manifest"}
     assert all(ti.state == "success" for ti in tis)
 
@@ -73,3 +74,14 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
                      .read_text())
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-05"}
     assert (run_dir / "catalog" / "opencity-311-requests-weekly" / "datapackage.json").exists()
+
+    # The k-anonymous microdata: recount every equivalence class independently.
+    md = manifest["microdata"]
+    assert md["released"] and md["published"]
+    records = pq.read_table(run_dir / "outputs" / "opencity-311-requests-microdata" /
+                            "dt=2026-10-05" / "part-0.parquet").to_pandas()
+    qis = ["age", "gender", "district_id", "created"]
+    sizes = records.groupby(qis).size()
+    assert sizes.min() >= md["k"]
+    assert records.groupby(qis)["request_type"].nunique().min() >= md["l"]
+    assert md["suppressed_records"] <= md["suppression_limit"] * md["rows_in"]
