@@ -95,3 +95,11 @@ def test_tiny_scale_and_single_day_still_write_every_file(tmp_path):
     assert tops == {"city/districts.csv", "city/towers.csv", "cdr",
                     "service_requests/requests.csv", "meters/registry.csv", "meters/readings",
                     "transit/stops.csv", "transit/taps.parquet", "waste/pickups.parquet"}
+
+
+def test_progress_goes_to_stderr_only_when_asked(tmp_path, capsys):
+    generate(tmp_path / "a", seed=2, scale=0.02, days=1, progress=True)
+    shown = capsys.readouterr()
+    assert "CDR events" in shown.err and shown.out == ""
+    generate(tmp_path / "b", seed=2, scale=0.02, days=1, progress=False)
+    assert capsys.readouterr().err == ""
