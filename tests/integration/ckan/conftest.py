@@ -84,7 +84,9 @@ def ckan_server() -> CkanServer:
     home = Path(env["OPENCITY_CKAN_HOME"])
     token_file = Path(env["OPENCITY_CKAN_TOKEN_FILE"])
     probe = CkanServer(env["OPENCITY_CKAN_URL"], "", home)
-    started = not probe.answers()
+    # A CKAN answering on the port but without our token file belongs to another checkout:
+    # `up` then stops with a clear "port in use" message.
+    started = not (probe.answers() and token_file.is_file())
     if started:
         t0 = time.monotonic()
         probe.up()
