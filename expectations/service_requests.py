@@ -1,0 +1,82 @@
+"""Suites of the 311 service requests: the clean source partition and the weekly product.
+
+* ``service_requests`` (clean partition after ingestion): schema and types, required values,
+  allowed status, unique request ids, created_at inside the data interval, closed_at not
+  before created_at, districts in the public district table, coordinates inside the city
+  (row level: rows outside go to the quarantine), row count vs the previous partition, no
+  identifier column left.
+* ``opencity-311-requests-weekly`` (product): exact columns and types, one row per week x
+  district x type, week_start = the interval start, districts from the public table,
+  published counts >= the suppression threshold, withheld cells empty and flagged, plus the
+  product privacy expectations (no identifier columns or values).
+"""
+
+from __future__ import annotations
+
+import great_expectations as gx
+
+from expectations.core import (
+    ExpectColumnKindsToMatch,
+    PrivacyChecks,
+    SuiteContext,
+    new_suite,
+    privacy_expectations,
+    row_count_expectations,
+    schema_expectations,
+)
+from transforms.schemas import SERVICE_REQUESTS
+
+gxe = gx.expectations
+PRODUCT = "opencity-311-requests-weekly"
+PRODUCT_KINDS = {"week_start": "date", "district_id": "string", "request_type": "string",
+                 "requests": "integer", "median_resolution_hours": "float",
+                 "suppressed": "boolean"}
+
+
+def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
+    """Suite of a clean service_requests partition."""
+    exps = schema_expectations(SERVICE_REQUESTS, ctx)
+    exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+        column_A="closed_at", column_B="created_at", or_equal=True,
+        ignore_row_if="either_value_is_missing"))
+    exps.append(gxe.ExpectColumnValuesToBeNull(
+        column="closed_at", row_condition='status=="open"', condition_parser="pandas",
+        mostly=0.99, notes="open requests have no closing time"))
+    return new_suite("service_requests.clean", exps,
+                     {"dataset": "service_requests", "stage": "clean"})
+
+
+def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
+    """Suite of the weekly 311 product (small-count suppression)."""
+    privacy = ctx.privacy or PrivacyChecks(kind="suppressed", count_columns=("requests",),
+                                           threshold=ctx.extra.get("suppression_k", 2))
+    ctx = SuiteContext(**{**ctx.__dict__, "privacy": privacy})
+    exps = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(PRODUCT_KINDS)),
+        ExpectColumnKindsToMatch(kinds=PRODUCT_KINDS),
+        *row_count_expectations(ctx),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["week_start", "district_id", "request_type"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="district_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="request_type"),
+        gxe.ExpectColumnValuesToNotBeNull(column="suppressed"),
+        gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours", min_value=0),
+        # A withheld cell has no count; a published one has.
+        gxe.ExpectColumnValuesToBeNull(column="requests", row_condition="suppressed==True",
+                                       condition_parser="pandas"),
+        gxe.ExpectColumnValuesToBeNull(column="median_resolution_hours",
+                                       row_condition="suppressed==True",
+                                       condition_parser="pandas"),
+        gxe.ExpectColumnValuesToNotBeNull(column="requests", row_condition="suppressed==False",
+                                          condition_parser="pandas"),
+    ]
+    if ctx.interval is not None:
+        week = ctx.interval[0].date()
+        exps.append(gxe.ExpectColumnValuesToBeBetween(
+            column="week_start", min_value=week, max_value=week,
+            notes="the week of the data interval"))
+    if ctx.district_ids is not None:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column="district_id",
+                                                    value_set=list(ctx.district_ids)))
+    exps += privacy_expectations(ctx)
+    return new_suite(f"{PRODUCT}.product", exps, {"dataset": PRODUCT, "stage": "product"})
