@@ -593,6 +593,8 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
                     dataset, rows_quarantined, reasons)
         table, df = kept, _to_pandas(kept)
         result = run_suite(build_suite(dataset, suite_context(dataset, table, context)), df)
+    elif qdir is not None and (Path(qdir) / QUARANTINE_FILE).exists():
+        (Path(qdir) / QUARANTINE_FILE).unlink()  # stale: from an earlier run of this partition
     mask_result(result, sensitive)
     failures = [_describe(r) for r in result.results if not r.success]
     summary = {

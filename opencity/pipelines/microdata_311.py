@@ -114,6 +114,13 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
 
     if not staged.get("released"):
         return {"published": False, "reason": staged.get("reason", "not released")}
+    from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
+
+    validation = validate_or_raise(
+        DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
+        context={"privacy": {"kind": "microdata", "quasi_identifiers": list(QUASI_IDENTIFIERS),
+                             "k": staged["k"]}, "run_id": run_id},
+        reports_dir=settings.layout.reports(DATASET, start))
     final = replace_dir(Path(staged["staging_dir"]), settings.layout.output(DATASET, start))
     part = partition_name(start)
     release = DatasetRelease(
@@ -155,4 +162,4 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
     result = publisher_for(settings).publish(release)
     return {"published": True, "output_dir": str(final), "target": result.target,
             "url": result.url, "uploaded": list(result.uploaded),
-            "unchanged": list(result.unchanged)}
+            "unchanged": list(result.unchanged), "validation": validation}

@@ -15,7 +15,7 @@ interval: a rerun overwrites its own partition and nothing else.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,30 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
     out = result.as_dict()
     out["interval"] = _interval_dict(start, end)
     out["input_hashes"] = input_hashes([raw, districts_csv])
+    out["validation"] = _validate_clean(settings, out, start, end, reference.districts)
     return out
+
+
+def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, end: datetime,
+                    districts) -> dict[str, Any]:
+    """GX gate on the clean partition (expectations.service_requests); rows failing row-level
+    expectations move to the quarantine and the counts in ``out`` are adjusted to reconcile."""
+    from expectations.gate import validate_or_raise
+
+    layout = settings.layout
+    summary = validate_or_raise(
+        SOURCE, out["clean_path"], reports_dir=layout.reports(SOURCE, start),
+        context={"interval": (start, end), "districts": districts, "bbox": "districts",
+                 "previous_partition": layout.clean(SOURCE, start),
+                 "quarantine_dir": layout.quarantine(SOURCE, start)})
+    moved = summary["rows_quarantined"]
+    if moved:
+        out["rows_out"] -= moved
+        out["rows_quarantined"] += moved
+        out["quarantine_path"] = out["quarantine_path"] or str(layout.quarantine(SOURCE, start))
+        for reason, n in summary["reasons"].items():
+            out["reasons"][reason] = out["reasons"].get(reason, 0) + n
+    return summary
 
 
 def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime) -> dict[str, Any]:
@@ -112,11 +135,25 @@ def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime
     if not parquet.exists():
         raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "
                                f"{parquet} is missing; rerun the aggregate task")
+    validation = _validate_product(settings, parquet, start)
     table = pq.read_table(parquet)
     write_csv_atomic(table, staging / "part-0.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "rows": table.num_rows}
+            "rows": table.num_rows, "validation": validation}
+
+
+def _validate_product(settings: Settings, parquet: Path, start: datetime) -> dict[str, Any]:
+    """GX gate on the staged weekly product; a failure stops the run before anything moves."""
+    from expectations.gate import validate_or_raise
+
+    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    return validate_or_raise(
+        DATASET, parquet, reports_dir=settings.layout.reports(DATASET, start),
+        context={"interval": (start, start + timedelta(weeks=1)), "districts": districts,
+                 "previous_partition": settings.layout.output(DATASET, start),
+                 "privacy": {"kind": "suppressed", "count_columns": ["requests"],
+                             "threshold": settings.suppression_k}})
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
@@ -195,6 +232,8 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
                        "reasons": ingested.get("reasons", {})},
         "outputs": committed,
         "published": published,
+        "validation": {"clean": ingested.get("validation"),
+                       "product": committed.get("validation")},
         **(extra or {}),
     })
     log.info("manifest written: %s", path)
