@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from opencity.errors import ConfigError, DataQualityError, InternalError
 from privacy.dp.mechanisms import (
@@ -121,12 +122,17 @@ def bounded_aggregate(
             SELECT {_q(unit)} AS _u, {keys_c}{vexpr} AS _v FROM src {semi}
             WHERE {not_null}
         ),
-        per_unit AS ({per_unit}),
+        per_unit AS MATERIALIZED ({per_unit}),
+        -- L0: units over the limit keep the keys with the smallest keyed hash; the sort only
+        -- runs on those units (typically few), the others pass through untouched.
+        heavy AS (SELECT _u FROM per_unit GROUP BY _u HAVING count(*) > {l0}),
         picked AS (
-            SELECT * FROM (
+            SELECT * FROM per_unit ANTI JOIN heavy USING (_u)
+            UNION ALL
+            SELECT * EXCLUDE (_pn) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY _u ORDER BY hash(_u, {keys_c}{seed_lit}){', ' + keys if by else ''}
-                ) AS _pn FROM per_unit)
+                ) AS _pn FROM (SELECT * FROM per_unit SEMI JOIN heavy USING (_u)))
             WHERE _pn <= {l0}
         )
         SELECT {keys_c}count(*)::BIGINT AS n_units, sum(_n)::BIGINT AS n_rows,
@@ -146,8 +152,7 @@ def _public_key_table(public_keys: pa.Table, by: Sequence[str]) -> pa.Table:
     if missing:
         raise ConfigError(f"public_keys lacks key column(s) {missing}")
     keys = public_keys.select(list(by))
-    con = duckdb.connect()
-    n_distinct = con.from_arrow(keys).distinct().aggregate("count(*)").fetchall()[0][0]
+    n_distinct = keys.group_by(list(by)).aggregate([]).num_rows
     if n_distinct != keys.num_rows:
         raise ConfigError(f"public_keys has duplicate keys ({keys.num_rows - n_distinct} rows)")
     return keys
@@ -310,18 +315,15 @@ def _clip_sum(values: np.ndarray, bounds: ContributionBounds) -> np.ndarray:
 
 
 def _left_join_keys(keys: pa.Table, agg: pa.Table, by: Sequence[str]) -> pa.Table:
-    """Exactly the public key rows, with zero aggregates where the data has none."""
-    con = duckdb.connect()
-    k = con.from_arrow(keys)  # noqa: F841 - used by the SQL below via replacement scan
-    a = con.from_arrow(agg)  # noqa: F841
-    cols = ", ".join(f"k.{_q(c)}" for c in by)
-    using = " AND ".join(f"k.{_q(c)} IS NOT DISTINCT FROM a.{_q(c)}" for c in by)
-    return con.sql(
-        f"""SELECT {cols}, coalesce(a.n_units, 0)::BIGINT AS n_units,
-                   coalesce(a.n_rows, 0)::BIGINT AS n_rows,
-                   coalesce(a.value_sum, 0.0)::DOUBLE AS value_sum
-            FROM k LEFT JOIN a ON {using} ORDER BY {cols}"""
-    ).to_arrow_table()
+    """Exactly the public key rows (sorted), with zero aggregates where the data has none."""
+    agg = agg.cast(pa.schema([keys.schema.field(k) for k in by]
+                             + [agg.schema.field(c) for c in agg.column_names if c not in by]))
+    joined = keys.join(agg, keys=list(by), join_type="left outer")
+    cols = {k: joined.column(k) for k in by}
+    for c, typ, zero in (("n_units", pa.int64(), 0), ("n_rows", pa.int64(), 0),
+                         ("value_sum", pa.float64(), 0.0)):
+        cols[c] = pc.fill_null(joined.column(c).cast(typ), zero)
+    return pa.table(cols).sort_by([(k, "ascending") for k in by])
 
 
 def release_info(table: pa.Table) -> dict[str, Any]:
