@@ -261,7 +261,7 @@ def _input_classes(p: Problem) -> np.ndarray:
     if p.m == 1:
         return p.cell_counts
     cls = p.cell_keys // p.m
-    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+    starts = np.flatnonzero(np.concatenate(([True], cls[1:] != cls[:-1])))
     return np.add.reduceat(p.cell_counts, starts)
 
 

@@ -176,8 +176,17 @@ def rollup(p: Problem, keys: np.ndarray, counts: np.ndarray, src: Sequence[int],
     # nearly sorted in runs and timsort is fast on them.
     order = np.argsort(new, kind="stable")
     new = new[order]
-    starts = np.flatnonzero(np.r_[True, new[1:] != new[:-1]])
+    starts = _run_starts(new)
     return new[starts], np.add.reduceat(counts[order], starts)
+
+
+def _run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of every run of equal values in a sorted array."""
+    flag = np.empty(len(sorted_keys), dtype=bool)
+    if len(flag):
+        flag[0] = True
+        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=flag[1:])
+    return np.flatnonzero(flag)
 
 
 @dataclass
@@ -187,10 +196,13 @@ class Classes:
     keys: np.ndarray  # class key (cell key // m), sorted
     sizes: np.ndarray  # int64
     failing: np.ndarray  # bool: class violates the model (to be suppressed)
+    _suppressed: int | None = None
 
     @property
     def suppressed(self) -> int:
-        return int(self.sizes[self.failing].sum())
+        if self._suppressed is None:
+            self._suppressed = int(self.sizes[self.failing].sum())
+        return self._suppressed
 
 
 def classes_of(p: Problem, keys: np.ndarray, counts: np.ndarray, crit: Criteria) -> Classes:
@@ -201,13 +213,13 @@ def classes_of(p: Problem, keys: np.ndarray, counts: np.ndarray, crit: Criteria)
         return Classes(ckeys, sizes, failing)
     cls = keys // p.m
     sens = keys % p.m
-    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
+    starts = _run_starts(cls)
     ckeys = cls[starts]
     sizes = np.add.reduceat(counts, starts)
     failing = sizes < crit.k
-    cell_class = np.cumsum(np.r_[False, cls[1:] != cls[:-1]])  # class index of each cell
+    cell_class = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(cls))))
     if crit.l is not None:
-        distinct = np.diff(np.r_[starts, len(cls)])
+        distinct = np.diff(np.append(starts, len(cls)))
         if crit.l_variant == "distinct":
             failing |= distinct < crit.l
         elif crit.l_variant == "entropy":
