@@ -1,0 +1,287 @@
+"""The monthly KPI pipeline: the task bodies behind dags/opencity_kpi.py.
+
+    ingest            raw sources of the month -> clean/kpi_inputs/<source>/dt=YYYY-MM-01/
+                      (typed, checked, pseudonymized by transforms.ingest; the KPI DAG reads the
+                      raw landing area itself, so it does not depend on how the other DAGs
+                      partition their clean data)
+    compute           clean inputs + catalog -> staged kpis.parquet / kpis.csv / privacy.json;
+                      the budget ledger is checked before and charged after (one spend per
+                      privacy unit); a rerun of the same month returns the recorded table
+                      instead of drawing new noise
+    dashboard         staged table + earlier KPI partitions -> staged dashboard.html
+    commit_partition  staging -> outputs/opencity-kpis/dt=YYYY-MM-01/
+    publish           the partition (Parquet, CSV, dashboard) -> the configured catalog, with
+                      primary_key (kpi_code, area, period) for a CKAN DataStore
+    manifest          inputs, parameters, ledger entries, outputs
+
+Every step returns a small JSON-able dict (paths, counts) for XCom.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from opencity import __version__
+from opencity.errors import DataQualityError
+from opencity.io import read_reference_csv, replace_dir, write_csv_atomic, write_parquet_atomic
+from opencity.manifest import input_hashes, write_manifest
+from opencity.settings import Settings, partition_name
+from publish.base import DatasetRelease, Field, Resource
+from transforms.schemas import DISTRICTS, TOWERS
+
+log = logging.getLogger(__name__)
+
+DATASET = "opencity-kpis"
+LEDGER_PREFIX = "opencity-kpi/"
+# source -> raw path relative to the raw directory (transforms/schemas.py layout)
+RAW_SOURCES: dict[str, str] = {
+    "meter_registry": "meters/registry.csv",
+    "meter_readings": "meters/readings",
+    "transit_stops": "transit/stops.csv",
+    "transit_taps": "transit/taps.parquet",
+    "waste_pickups": "waste/pickups.parquet",
+    "service_requests": "service_requests/requests.csv",
+    "cdr": "cdr",
+}
+FIELDS = (
+    Field("kpi_code", "string", "KPI code: U4SSC KPI number (ITU-T Y.4903) or OpenCity 'OC:' code"),
+    Field("kpi_name", "string", "KPI name"),
+    Field("fgssc_dimension", "string", "FG-SSC dimension D1-D6"),
+    Field("u4ssc_dimension", "string", "U4SSC dimension (Economy, Environment, Society and "
+                                       "culture)"),
+    Field("area", "string", "'city' or a district_id of the districts reference table"),
+    Field("period", "string", "Month the KPI describes, YYYY-MM"),
+    Field("value", "number", "KPI value in 'unit'; empty when suppressed"),
+    Field("unit", "string", "Unit of value"),
+    Field("method", "string", "public (exact, registry data), dp (differentially private) or "
+                              "suppressed"),
+    Field("error_bound", "number", "Half-width of a 95 % interval for the DP noise, in 'unit'; "
+                                   "0 for public values"),
+    Field("source_datasets", "string", "Comma-separated OpenCity source datasets"),
+    Field("computed_at", "datetime", "End of the data interval of the run that computed it"),
+)
+
+
+def _staging(settings: Settings, start: datetime) -> Path:
+    return settings.layout.output(DATASET, start).with_name(f".{partition_name(start)}.staging")
+
+
+def _inputs_dir(settings: Settings, source: str, start: datetime) -> Path:
+    return settings.layout.root / "clean" / "kpi_inputs" / source / partition_name(start)
+
+
+def ingest(settings: Settings, start: datetime, end: datetime, key=None) -> dict[str, Any]:
+    """Ingest every raw source present for [start, end) into clean/kpi_inputs/.
+
+    Missing raw sources are skipped (their KPIs then fail with a clear message); rows outside
+    the interval are left for other months.
+    """
+    from transforms.ingest import Reference, ingest_file
+    from transforms.pseudonymize import resolve_hmac_key
+
+    raw = Path(settings.raw_dir)
+    districts_csv, towers_csv = raw / "city" / "districts.csv", raw / "city" / "towers.csv"
+    reference = Reference(
+        districts=read_reference_csv(districts_csv, DISTRICTS),
+        towers=read_reference_csv(towers_csv, TOWERS) if towers_csv.is_file() else None,
+    )
+    key = key or resolve_hmac_key()
+    out: dict[str, Any] = {"sources": {}, "missing": []}
+    hashed = [districts_csv] + ([towers_csv] if towers_csv.is_file() else [])
+    for source, rel in RAW_SOURCES.items():
+        path = raw / rel
+        if not path.exists():
+            out["missing"].append(source)
+            continue
+        result = ingest_file(source, path, _inputs_dir(settings, source, start),
+                             quarantine_dir=settings.layout.quarantine(f"kpi_{source}", start),
+                             key=key, interval=(start, end), reference=reference)
+        d = result.as_dict()
+        out["sources"][source] = {k: d[k] for k in ("clean_path", "rows_in", "rows_out",
+                                                    "rows_quarantined", "rows_other_intervals")}
+        hashed.append(path)
+    out["districts_csv"] = str(districts_csv)
+    out["input_hashes"] = input_hashes(hashed)
+    return out
+
+
+def _ledger(settings: Settings, registry):
+    from privacy.dp import BudgetCap, BudgetLedger
+
+    caps = {LEDGER_PREFIX + u.name: BudgetCap(u.epsilon, 0.0, "month", u.name)
+            for u in registry.privacy_units.values()}
+    return BudgetLedger(settings.layout.ledger, caps)
+
+
+def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: datetime,
+            registry_path: str | None = None, random_state: int | None = None) -> dict:
+    """Compute the KPI table of the month, charging the privacy-budget ledger."""
+    from kpi.compute import KpiInputs, KpiRunConfig, compute_kpis
+    from kpi.io import read_catalog_partitions, read_optional_parquet
+    from kpi.registry import load_registry
+    from privacy.dp import DPBudget
+
+    registry = load_registry(registry_path)
+    part = partition_name(start)
+    release_id = f"kpis-{start:%Y-%m}"
+    ledger = _ledger(settings, registry)
+    spend = registry.spend_by_unit()
+    recorded = {u: ledger.recorded(LEDGER_PREFIX + u, part, release_id) for u in spend}
+    staging = _staging(settings, start)
+    reused = next((r for r in recorded.values() if r is not None), None)
+    if reused is not None:
+        # A rerun: publish the recorded release again; fresh noise would leak more.
+        table = pq.read_table(io.BytesIO(ledger.artifacts(reused.id)["kpis.parquet"]))
+        releases = reused.release.get("releases", [])
+        log.info("KPI release %s was already recorded (ledger id %s); reusing it",
+                 release_id, reused.id)
+    else:
+        for unit, eps in spend.items():
+            ledger.check(LEDGER_PREFIX + unit, start.date(), DPBudget(eps))
+        sources = ingested["sources"]
+        tables = {s: read_optional_parquet(v["clean_path"]) for s, v in sources.items()}
+        raw = Path(settings.raw_dir)
+        towers_csv = raw / "city" / "towers.csv"
+        inputs = KpiInputs(
+            districts=read_reference_csv(ingested["districts_csv"], DISTRICTS),
+            towers=read_reference_csv(towers_csv, TOWERS) if towers_csv.is_file() else None,
+            catalog=read_catalog_partitions(settings.layout.catalog),
+            **tables,
+        )
+        cfg = KpiRunConfig(start, end, end, seed=settings.seed, random_state=random_state,
+                           exclude_datasets=(DATASET,))
+        table, releases = compute_kpis(inputs, registry, cfg)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    entries = []
+    for unit, eps in spend.items():
+        entry = ledger.spend(LEDGER_PREFIX + unit, start.date(), part, release_id, DPBudget(eps),
+                             release={"releases": [r for r in releases
+                                                   if r["privacy_unit"] == unit]},
+                             artifacts={"kpis.parquet": buf.getvalue()})
+        entries.append(entry.as_dict())
+    write_parquet_atomic(table, staging / "kpis.parquet")
+    privacy = {"dataset": DATASET, "period": f"{start:%Y-%m}", "ledger": entries,
+               "budget_per_unit": {u: {"epsilon": e, "delta": 0.0, "period": "month"}
+                                   for u, e in spend.items()},
+               "releases": [{k: v for k, v in r.items()} for r in releases]}
+    (staging / "privacy.json").write_text(json.dumps(privacy, indent=2, default=str))
+    methods = table.column("method").to_pylist()
+    return {"staging_dir": str(staging), "rows": table.num_rows,
+            "kpi_codes": len(set(table.column("kpi_code").to_pylist())),
+            "dimensions": sorted(set(table.column("fgssc_dimension").to_pylist())),
+            "methods": {m: methods.count(m) for m in sorted(set(methods))},
+            "reused_release": reused is not None, "ledger": entries,
+            "min_units": registry.min_units}
+
+
+def dashboard(settings: Settings, staged: dict, start: datetime,
+              registry_path: str | None = None) -> dict:
+    """Render the period's dashboard next to the staged table (trend from earlier months)."""
+    from kpi.dashboard import render_dashboard
+    from kpi.io import read_kpi_history
+    from kpi.registry import load_registry
+
+    staging = Path(staged["staging_dir"])
+    table = pq.read_table(staging / "kpis.parquet")
+    history = read_kpi_history(settings.layout.root / "outputs" / DATASET,
+                               before_partition=partition_name(start))
+    html = render_dashboard(table, history, load_registry(registry_path), settings.city_name)
+    path = staging / "dashboard.html"
+    tmp = path.with_name(".dashboard.html.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(path)
+    return {"dashboard": str(path), "bytes": len(html.encode()),
+            "history_periods": len(set(history.column("period").to_pylist()))}
+
+
+def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
+    """Add the CSV copy and move the staging directory to outputs/opencity-kpis/dt=.../."""
+    staging = Path(staged["staging_dir"])
+    parquet = staging / "kpis.parquet"
+    if not parquet.exists() or not (staging / "dashboard.html").exists():
+        raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "
+                               f"in {staging}; rerun the compute and dashboard tasks")
+    write_csv_atomic(pq.read_table(parquet), staging / "kpis.csv")
+    final = replace_dir(staging, settings.layout.output(DATASET, start))
+    return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir())}
+
+
+def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
+                provenance: dict, privacy: dict) -> DatasetRelease:
+    out = Path(committed["output_dir"])
+    part = partition_name(start)
+    month = f"{start:%Y-%m}"
+    return DatasetRelease(
+        name=DATASET,
+        title=f"Smart sustainable city KPIs (ITU U4SSC), monthly - {settings.city_name}",
+        description=(
+            "Monthly key performance indicators of the ITU-T FG-SSC / U4SSC framework for the "
+            "city and each district, computed by the OpenCity pipeline, with a static "
+            "monitoring dashboard. KPIs derived from individual households, fare cards, 311 "
+            "requesters or mobile subscribers are differentially private (method 'dp', with a "
+            "95 % error bound); registry-level KPIs are exact ('public'); values with too few "
+            "people behind them or too much noise are withheld ('suppressed')."
+        ),
+        resources=(
+            Resource(out / "kpis.parquet", "kpis", "parquet", f"KPIs {month} (Parquet)", part),
+            Resource(out / "kpis.csv", "kpis-csv", "csv", f"KPIs {month} (CSV copy)", part),
+            Resource(out / "dashboard.html", "dashboard", "html",
+                     f"Monitoring dashboard {month} (static HTML, works offline)", part),
+        ),
+        fields=FIELDS,
+        privacy=privacy,
+        tags=("kpi", "smart-city", "itu", "u4ssc", "open-data", "differential-privacy"),
+        temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
+        spatial_coverage=settings.city_name,
+        accrual_periodicity="R/P1M",
+        provenance=provenance,
+        primary_key=("kpi_code", "area", "period"),
+    )
+
+
+def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
+            run_id: str, ingested: dict) -> dict:
+    from opencity.pipelines.service_requests import publisher_for
+
+    budget = {u["dataset"].removeprefix(LEDGER_PREFIX): u["epsilon"] for u in staged["ledger"]}
+    privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
+               "Geometric (counts), Snapping (sums)", "delta": 0.0,
+               "epsilon_per_unit_per_month": budget,
+               "suppression_min_units": staged["min_units"]}
+    provenance = {"pipeline_version": __version__, "run_id": run_id,
+                  "input_hashes": ingested.get("input_hashes", {})}
+    result = publisher_for(settings).publish(
+        release_for(settings, committed, start, end, provenance, privacy))
+    return {"target": result.target, "url": result.url, "created": result.created,
+            "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
+
+
+def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
+             ingested: dict, staged: dict, committed: dict, published: dict) -> str:
+    path = settings.layout.manifest(dag_id, start)
+    write_manifest(path, {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "partition": partition_name(start),
+        "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
+        "parameters": {"publish_target": settings.publish_target, "seed": settings.seed},
+        "inputs": ingested.get("input_hashes", {}),
+        "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
+                       for s, d in ingested.get("sources", {}).items()},
+        "missing_sources": ingested.get("missing", []),
+        "kpis": {k: staged[k] for k in ("rows", "kpi_codes", "dimensions", "methods",
+                                        "reused_release")},
+        "ledger": staged["ledger"],
+        "outputs": committed,
+        "published": published,
+    })
+    log.info("manifest written: %s", path)
+    return str(path)
