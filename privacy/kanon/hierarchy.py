@@ -136,6 +136,14 @@ class Hierarchy:
             )
         return idx.to_numpy(zero_copy_only=False).astype(np.int64)
 
+    def with_missing(self, label: str = NULL_LABEL) -> Hierarchy:
+        """Copy with a leaf for missing values (``label`` on every level below '*')."""
+        if label in self._leaves:
+            return self
+        row = (label,) * self.height + (TOP,)
+        return Hierarchy(self.rows + (row,), name=self.name, prepare=self.prepare,
+                         source_columns=self.source_columns, ordered=self.ordered)
+
     # ----------------------------------------------------------------- I/O
     @classmethod
     def from_csv(cls, path: str | Path, sep: str = ";", *, name: str | None = None,

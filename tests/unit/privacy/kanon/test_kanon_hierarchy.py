@@ -126,3 +126,37 @@ def test_geo_grid_maps_coordinates_to_cells_and_districts():
     assert [h.generalize(c, 1) for c in cells] == ["D1", "D2"]
     assert h.generalize("cell_1_3", 2) == "Springfield"
     assert h.source_columns == ("lat", "lon")
+
+
+def test_311_release_shape_with_builders():
+    """The 311 microdata QIs: age band, gender, district, week, request type."""
+    from privacy.kanon import KAnonymity, anonymize
+
+    n = 400
+    days = [dt.datetime(2024, 3, 1, 8, tzinfo=dt.UTC) + dt.timedelta(hours=7 * i)
+            for i in range(n)]
+    table = pa.table({
+        "request_id": [f"r{i}" for i in range(n)],
+        "requester_age": pa.array([None if i % 23 == 0 else 18 + (i * 7) % 60
+                                   for i in range(n)], pa.int64()),
+        "requester_gender": [("F", "M")[i % 2] for i in range(n)],
+        "district_id": [f"D{i % 4}" for i in range(n)],
+        "created_at": pa.array(days, pa.timestamp("us", "UTC")),
+        "request_type": [("pothole", "noise", "graffiti")[i % 3] for i in range(n)],
+    })
+    hs = {
+        "requester_age": Hierarchy.intervals(0, 120, widths=(5, 10, 20)).with_missing(),
+        "requester_gender": Hierarchy.flat(["F", "M", "X"]).with_missing(),
+        "district_id": Hierarchy.from_tree({"north": ["D0", "D1"], "south": ["D2", "D3"]}),
+        "created_at": Hierarchy.timestamps(dt.date(2024, 1, 1), dt.date(2025, 1, 1),
+                                           levels=("week", "month")),
+        "request_type": Hierarchy.from_tree({"streets": ["pothole", "graffiti"],
+                                             "nuisance": ["noise"]}),
+    }
+    res = anonymize(table, hs, KAnonymity(5, tuple(hs), 0.05), suppression="remove")
+    out = res.table.to_pandas()
+    assert out.groupby(list(hs)).size().min() >= 5
+    assert len(out) >= n - 20
+    assert out["request_id"].notna().all()  # non-QI columns pass through
+    week_level = res.generalization["created_at"]
+    assert set(out["created_at"]) <= set(hs["created_at"].labels(week_level))
