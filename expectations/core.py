@@ -12,6 +12,7 @@ every other failure is dataset-level and stops the run.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -263,7 +264,8 @@ class SuiteContext:
 def new_suite(name: str, expectations: Sequence[Any], meta: dict | None = None
               ) -> gx.ExpectationSuite:
     """A suite holding ``expectations`` (built without needing an active GX context)."""
-    return gx.ExpectationSuite(name=name, expectations=list(expectations), meta=meta or {})
+    return gx.ExpectationSuite(name=name, expectations=[copy.copy(e) for e in expectations],
+                               meta=meta or {})
 
 
 def row_count_expectations(ctx: SuiteContext) -> list[Any]:
