@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "publish.cli",
     "privacy.kanon.cli",
     "privacy.mobility.cli",
+    "kpi.cli",
 )
 
 EXIT_OK = 0
