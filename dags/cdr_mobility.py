@@ -1,0 +1,71 @@
+"""CDR mobility: ingest the day's CDR (pseudonymized) -> DP mobility products -> publish.
+
+Runs once per daily data interval (00:00 UTC to the next 00:00). Budget per subscriber per
+day from params (epsilon, delta, daily_cap); the ledger is the run directory's
+ledger/privacy_budget.sqlite, so a retry or rerun of a day returns the recorded release.
+Task bodies live in privacy.mobility.pipeline and are imported inside the tasks.
+
+Params (or OPENCITY_* environment variables for run_dir/raw_dir): run_dir, raw_dir,
+epsilon (default 1.0), delta (default 1e-7), daily_cap (default 1.0).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+PRODUCT = Asset("opencity://outputs/opencity-cdr-mobility-daily")
+
+
+def _settings():
+    from opencity.settings import Settings
+
+    params = get_current_context()["params"]
+    return Settings.resolve({k: params.get(k) for k in ("run_dir", "raw_dir")})
+
+
+def _interval():
+    ctx = get_current_context()
+    return ctx["data_interval_start"], ctx["data_interval_end"]
+
+
+@dag(
+    dag_id="cdr_mobility",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params={"run_dir": None, "raw_dir": None, "epsilon": 1.0, "delta": 1e-7,
+            "daily_cap": 1.0},
+    tags=["opencity", "cdr", "differential-privacy"],
+    doc_md=__doc__,
+)
+def cdr_mobility():
+    @task
+    def ingest() -> dict:
+        from privacy.mobility import pipeline
+
+        start, end = _interval()
+        return pipeline.ingest(_settings(), start, end)
+
+    @task
+    def release(ingested: dict) -> dict:
+        from privacy.mobility import pipeline
+
+        params = get_current_context()["params"]
+        return pipeline.release(_settings(), ingested, _interval()[0], float(params["epsilon"]),
+                                float(params["delta"]), float(params["daily_cap"]))
+
+    @task(outlets=[PRODUCT])
+    def publish(released: dict) -> dict:
+        from privacy.mobility import pipeline
+
+        start, end = _interval()
+        return pipeline.publish(_settings(), released, start, end,
+                                get_current_context()["run_id"])
+
+    publish(release(ingest()))
+
+
+cdr_mobility()

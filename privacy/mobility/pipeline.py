@@ -1,0 +1,112 @@
+"""Task bodies of the ``cdr_mobility`` DAG (dags/cdr_mobility.py): ingest -> release -> publish.
+
+Each function takes the run's Settings and the data interval and returns a small JSON-able
+dict of paths and counts (tasks exchange paths, never data frames).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from opencity.settings import Settings
+
+DATASET_NAME = "opencity-cdr-mobility-daily"
+SOURCE = "cdr"
+
+
+def _day(start: datetime) -> date:
+    return start.date()
+
+
+def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """Ingest the raw CDR rows of [start, end) with pseudonymized subscribers (no raw MSISDN)."""
+    from opencity.io import read_reference_csv
+    from transforms.ingest import Reference, ingest_file
+    from transforms.pseudonymize import resolve_hmac_key
+    from transforms.schemas import TOWERS
+
+    layout = settings.layout
+    towers_csv = Path(settings.raw_dir) / "city" / "towers.csv"
+    result = ingest_file(
+        SOURCE, Path(settings.raw_dir) / "cdr", layout.clean(SOURCE, start),
+        quarantine_dir=layout.quarantine(SOURCE, start), key=resolve_hmac_key(),
+        interval=(start, end), reference=Reference(towers=read_reference_csv(towers_csv, TOWERS)),
+    )
+    out = result.as_dict()
+    out["towers"] = str(towers_csv)
+    return out
+
+
+def release(settings: Settings, ingested: dict[str, Any], start: datetime, epsilon: float,
+            delta: float, daily_cap: float) -> dict[str, Any]:
+    """DP products of the interval's day into outputs/<dataset>/dt=DAY (temp dir, renamed)."""
+    from privacy.dp import BudgetCap, DPBudget
+    from privacy.mobility.release import run_daily_release
+
+    final = settings.layout.output(DATASET_NAME, start)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    result = run_daily_release(
+        ingested["clean_path"], ingested["towers"], _day(start), tmp, DPBudget(epsilon, delta),
+        ledger_path=settings.layout.ledger,
+        cap=BudgetCap(daily_cap, max(delta, 1e-5), "day", "subscriber"),
+        release_id="daily",
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return {
+        "out_dir": str(final),
+        "files": {k: str(final / Path(v).name) for k, v in result.files.items()
+                  if k != "privacy"} | {"privacy": str(final / "privacy.json")},
+        "reused": result.reused,
+        "ledger_id": result.ledger_entry.id,
+        "epsilon": result.ledger_entry.epsilon,
+        "delta": result.ledger_entry.delta,
+    }
+
+
+def publish(settings: Settings, released: dict[str, Any], start: datetime, end: datetime,
+            run_id: str) -> dict[str, Any]:
+    """Publish the day's products and privacy.json to the local catalog."""
+    import json
+
+    from publish.base import DatasetRelease, Field, Resource
+    from publish.local import LocalCatalog
+
+    day = _day(start)
+    out = Path(released["out_dir"])
+    privacy = json.loads((out / "privacy.json").read_text())
+    part = f"dt={day.isoformat()}"
+    resources = tuple(
+        Resource(path=out / f"{name}.parquet", name=name, format="parquet", partition=part,
+                 description=f"{name.replace('_', ' ')}, differentially private "
+                             f"(epsilon {meta['epsilon']:g}, {meta['mechanism']} noise)")
+        for name, meta in privacy["products"].items()
+    ) + (Resource(path=out / "privacy.json", name="privacy", format="json", partition=part,
+                  description="privacy parameters, error bounds and ledger entry"),)
+    rel = DatasetRelease(
+        name=DATASET_NAME,
+        title="Daily mobility statistics from mobile phone data (differentially private)",
+        description=("Subscribers per region per hour, origin-destination moves between "
+                     "regions, home-region counts and radius-of-gyration histogram, with "
+                     "differential privacy per subscriber per day. Every value carries its "
+                     "noise standard deviation and 95 % error bound."),
+        resources=resources,
+        fields=(Field("value", "integer", "noisy count of distinct subscribers"),
+                Field("noise_std", "number", "standard deviation of the added noise"),
+                Field("error_bound_95", "number", "|noise| is below this with 95 % probability"),
+                Field("mechanism", "string", "diffprivlib mechanism")),
+        privacy={"privacy_method": "differential_privacy", "epsilon": privacy["spent"]["epsilon"],
+                 "delta": privacy["spent"]["delta"], "privacy_unit": "subscriber per day"},
+        tags=("mobility", "cdr", "differential-privacy"),
+        temporal_coverage=(start.date().isoformat(), end.date().isoformat()),
+        accrual_periodicity="R/P1D",
+        provenance={"run_id": run_id, "ledger_id": released["ledger_id"]},
+    )
+    res = LocalCatalog(settings.layout.catalog).publish(rel)
+    return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}
