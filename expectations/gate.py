@@ -35,6 +35,7 @@ any other key is passed to the suite builder as ``ctx.extra``.
 
 from __future__ import annotations
 
+import copy
 import html
 import importlib
 import json
@@ -519,7 +520,7 @@ def _quarantine_rows(table: pa.Table, suite, failing, df, sensitive: set[str],
     import numpy as np
 
     probe = gx.ExpectationSuite(name=f"{suite.name}.row_level",
-                                expectations=[r.expectation_config.to_domain_obj()
+                                expectations=[copy.copy(r.expectation_config.to_domain_obj())
                                               for r in failing])
     res = run_suite(probe, df, {"result_format": "COMPLETE"})
     reasons = np.full(table.num_rows, None, dtype=object)
