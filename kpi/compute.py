@@ -445,9 +445,10 @@ def sr_median_resolution(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
                          registry: Registry) -> AreaValues:
     """DP median resolution hours from a DP histogram over public hour buckets.
 
-    DP count of closed requests per (district, bucket) with L0 = max_districts x buckets
-    keys... bounded as: each requester adds at most max_rows requests to at most
-    max_districts districts (hash-sampled), then to buckets. The median interpolates linearly
+    DP count of closed requests per public (district, bucket) key. Bounding (in DuckDB,
+    hash-sampled): each requester keeps at most max_rows requests in each of at most
+    max_districts districts, so it touches <= max_districts x max_rows keys with <= max_rows
+    rows each. The median interpolates linearly
     inside the bucket where the noisy CDF crosses 1/2. Error bound: the bucket edges that
     enclose the quantiles 1/2 -+ e, e = 1.96 x noise std x sqrt(buckets up to the median) /
     noisy total (conservative; an approximation).
@@ -478,8 +479,7 @@ def sr_median_resolution(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
             WHERE r.rn <= {max_rows} AND d.dn <= {max_d}""").to_arrow_table()
     bucket = np.clip(np.searchsorted(edges, rows.column("hours").to_numpy(), side="right") - 1,
                      0, nb - 1)
-    data = rows.append_column("bucket", pa.array(bucket, pa.int64())).append_column(
-        "row_id", pa.array(np.arange(rows.num_rows), pa.int64()))
+    data = rows.append_column("bucket", pa.array(bucket, pa.int64()))
     keys = _district_ids(inputs)
     public = pa.table({"district_id": np.repeat(keys, nb).tolist(),
                        "bucket": np.tile(np.arange(nb), len(keys)).tolist()})
