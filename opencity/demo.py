@@ -31,6 +31,7 @@ DAGS_FOLDER = REPO / "dags"
 # A DAG missing from the DAGs folder is skipped with a note.
 DEMO_DAGS: tuple[tuple[str, str], ...] = (
     ("opencity_311", "weekly"),
+    ("cdr_mobility", "daily"),
     ("opencity_kpi", "monthly"),
 )
 
