@@ -104,7 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT.parquet",
                    help="released table (written only if the settings are achievable)")
     p.add_argument("--report", required=True, metavar="REPORT.json",
-                   help="risk and utility report (always written)")
+                   help="risk and utility report (also written when the settings are "
+                        "not achievable)")
     p.set_defaults(func=run)
 
 
@@ -135,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         tcl = TCloseness(args.sensitive, args.t, args.t_distance)
     numeric = (args.sensitive,) if tcl is not None and args.t_distance != "equal" else ()
     table = read_table(args.input, sep=args.sep, numeric=numeric)
+    missing = [c for c in args.drop if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"--drop: no such column(s) {missing} in {args.input}")
     base = {"k": args.k, "suppression_limit": args.suppression, "metric": args.metric,
             "quasi_identifiers": qis, "input_rows": table.num_rows}
     try:
@@ -148,11 +152,8 @@ def run(args: argparse.Namespace) -> int:
                           args.report)
         raise
     out = result.table
-    missing = [c for c in args.drop if c not in out.column_names]
-    if missing:
-        raise ConfigError(f"--drop: no such column(s) {missing}")
     if args.drop:
-        out = out.drop_columns(args.drop)
+        out = out.drop_columns([c for c in args.drop if c in out.column_names])
     write_parquet_atomic(out, args.out)
     write_json_atomic(result.report, args.report)
     rep = result.report

@@ -154,11 +154,12 @@ def build_problem(leaf_codes: Sequence[np.ndarray], hierarchies: Sequence[Hierar
     if sens_codes is not None:
         key += sens_codes
     keys, counts = np.unique(key, return_counts=True)
+    counts = counts.astype(np.int32 if n < 2**31 else np.int64)  # 12 bytes per cell
     leaf_counts = [np.bincount(c, minlength=r) for c, r in zip(leaf_codes, radix, strict=True)]
     q = None
     if sens_codes is not None:
         q = np.bincount(sens_codes, minlength=m).astype(np.float64) / n
-    return Problem(list(hierarchies), n, keys, counts.astype(np.int64), leaf_counts,
+    return Problem(list(hierarchies), n, keys, counts, leaf_counts,
                    max(m, 1), q)
 
 
@@ -386,8 +387,14 @@ def lattice_nodes(heights: Sequence[int]) -> np.ndarray:
     return grids[order]
 
 
-def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResult:
-    """Globally optimal full-domain generalization under ``crit`` for ``metric``."""
+def search(p: Problem, crit: Criteria, metric: str, progress=None,
+           cache_bytes: int = 384 * 2**20) -> SearchResult:
+    """Globally optimal full-domain generalization under ``crit`` for ``metric``.
+
+    ``cache_bytes`` bounds the memory held by cached node cells; when it is exceeded the
+    oldest entries are dropped and later nodes roll up from any cached finer node (or
+    from the level-0 cells), trading time for memory.
+    """
     if metric not in METRICS + EXTRA_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     t0 = time.perf_counter()
@@ -399,9 +406,10 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResu
     nodes = lattice_nodes(heights)
     total = len(nodes)
     pruned = np.zeros(total, dtype=bool)  # indexed by mixed-radix node id
-    cache_prev: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    cache_cur: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    layer = 0
+    # cells of computed nodes, kept until their last successor has been visited
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    remaining: dict[int, int] = {}
+    cached_bytes = 0
     best_loss: float | None = None
     best_levels: tuple[int, ...] | None = None
     best_classes: Classes | None = None
@@ -417,13 +425,20 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResu
     for node in nodes:
         lv = tuple(int(x) for x in node)
         nid = int(np.dot(node, mult))
-        s = sum(lv)
-        if s != layer:
-            layer = s
-            cache_prev, cache_cur = cache_cur, {}
         if progress is not None:
             progress.update(1)
         preds = [nid - int(mult[j]) for j in range(d) if lv[j] > 0]
+        sources = [(q, cache[q]) for q in preds if q in cache]
+        for q in preds:
+            remaining[q] -= 1
+            if remaining[q] == 0:
+                del remaining[q]
+                gone = cache.pop(q, None)
+                if gone is not None:
+                    cached_bytes -= gone[0].nbytes + gone[1].nbytes
+        successors = sum(1 for j in range(d) if lv[j] < heights[j])
+        if successors:
+            remaining[nid] = successors
         if any(pruned[q] for q in preds):
             pruned[nid] = True
             skipped += 1
@@ -435,10 +450,24 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None) -> SearchResu
         if not preds:
             keys, counts = p.cell_keys, p.cell_counts
         else:
-            best_pred = min(preds, key=lambda q: len(cache_prev[q][0]))
-            src = _levels_of(best_pred, mult, heights)
-            keys, counts = rollup(p, *cache_prev[best_pred], src, lv)
-        cache_cur[nid] = (keys, counts)
+            if not sources:  # predecessors evicted: any cached finer node will do
+                sources = [(q, c) for q, c in cache.items()
+                           if all(a <= b for a, b in zip(_levels_of(q, mult, heights), lv,
+                                                         strict=True))]
+            if sources:
+                best_pred, cells = min(sources, key=lambda item: len(item[1][0]))
+                src = _levels_of(best_pred, mult, heights)
+            else:
+                cells, src = (p.cell_keys, p.cell_counts), (0,) * d
+            keys, counts = rollup(p, *cells, src, lv)
+            del sources, cells
+        if successors:
+            cache[nid] = (keys, counts)
+            cached_bytes += keys.nbytes + counts.nbytes
+            while cached_bytes > cache_bytes and len(cache) > 1:
+                old = next(iter(cache))
+                gone = cache.pop(old)
+                cached_bytes -= gone[0].nbytes + gone[1].nbytes
         evaluated += 1
         cls = classes_of(p, keys, counts, crit)
         if class_bound and prune_bound(lower_bound(p, lv, metric, cls)):

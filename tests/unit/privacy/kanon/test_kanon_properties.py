@@ -204,3 +204,24 @@ def test_masked_release_keeps_rows_and_stars_every_qi():
     assert out.iloc[3][["a", "b"]].tolist() == ["*", "*"]
     assert out["s"].tolist() == [1, 2, 3, 4]
     assert res.report["suppressed_records"] == 1
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_bounded_cache_gives_the_same_optimum(metric):
+    from privacy.kanon.anonymize import prepare
+    from privacy.kanon.lattice import search
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    table = pd.DataFrame({
+        "age": rng.integers(0, 100, n).astype(str),
+        "zip": rng.choice(["12345", "12399", "12401", "54321", "54399"], n),
+        "g": rng.choice(["F", "M"], n),
+    })
+    hs = {"age": Hierarchy.intervals(0, 99, (5, 10, 20)),
+          "zip": Hierarchy.masking(["12345", "12399", "12401", "54321", "54399"]),
+          "g": Hierarchy.flat(["F", "M"])}
+    prep = prepare(table, hs, KAnonymity(10, tuple(hs), 0.05))
+    full = search(prep.problem, prep.criteria, metric)
+    tiny = search(prep.problem, prep.criteria, metric, cache_bytes=0)
+    assert full.levels == tiny.levels and full.loss == tiny.loss
