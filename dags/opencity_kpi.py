@@ -7,7 +7,7 @@ imported inside the tasks, so parsing this file touches no database, network or 
 Scheduling and Assets: the timetable is a monthly CronDataIntervalTimetable ("0 0 1 * *"), so
 a run for a month starts once that month is over, i.e. after the weekly/daily source DAGs have
 had their intervals of the month. The ingest task declares the other DAGs' published products
-as inlets (lineage in the Asset graph: opencity_311 -> opencity_kpi) and publish declares the
+as inlets (lineage in the Asset graph: opencity_311, cdr_mobility -> opencity_kpi) and publish declares the
 KPI product as an outlet. The KPI DAG is deliberately not *triggered* by those Assets: an
 Asset schedule (or AssetOrTimeSchedule) would start a KPI run after every weekly 311 or daily
 CDR release, with data intervals that are not months. It reads the raw landing area of the
@@ -23,7 +23,9 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-SOURCE_PRODUCTS = [Asset("opencity://outputs/opencity-311-requests-weekly")]
+# Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
+SOURCE_PRODUCTS = [Asset("opencity://outputs/opencity-311-requests-weekly"),
+                   Asset("opencity://outputs/opencity-cdr-mobility-daily")]
 PRODUCT = Asset("opencity://outputs/opencity-kpis")
 
 

@@ -71,7 +71,8 @@ def test_open_data_counts_datasets_with_every_due_partition(inputs, registry):
     weekly = [f"dt=2026-10-{d:02d}" for d in (5, 12, 19)]
     daily = [f"dt=2026-10-{d:02d}" for d in range(1, 31)]  # the 31st is missing
     catalog = pa.table({
-        "dataset": ["opencity-311-requests-weekly"] * 3 + ["cdr_mobility"] * 30 + ["extra"],
+        "dataset": (["opencity-311-requests-weekly"] * 3 + ["opencity-cdr-mobility-daily"] * 30
+                    + ["extra"]),
         "partition": weekly + daily + ["dt=2026-10-01"],
         "accrual_periodicity": ["R/P1W"] * 3 + ["R/P1D"] * 30 + ["R/P1M"],
     })
