@@ -121,9 +121,11 @@ def test_concurrent_processes_cannot_double_spend(tmp_path):
     _ledger(path)
     # 8 processes, 6 distinct release ids (two of them twice): only 3 x 0.3 fit under 1.0.
     jobs = [(path, f"r{i}") for i in range(6)] + [(path, "r0"), (path, "r1")]
-    ctx = mp.get_context("fork")  # Linux CI; spawn would re-import the stack per worker
+    # spawn, not fork: forking a pytest process that already runs DuckDB/Airflow threads can
+    # deadlock the child (seen in the full suite). The timeout keeps a hang from stalling CI.
+    ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
-        results = pool.map(_worker, jobs)
+        results = pool.map_async(_worker, jobs).get(timeout=300)
     led = _ledger(path)
     entries = led.entries("cdr")
     assert len(entries) == 3
