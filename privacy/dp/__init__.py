@@ -51,16 +51,33 @@ unit and period: ``check`` before computing, ``spend`` after (atomic; reruns of 
 release id return the recorded release).
 """
 
-from privacy.dp.engine import (
-    bounded_aggregate,
-    dp_count,
-    dp_count_distinct,
-    dp_mean,
-    dp_sum,
-    release_info,
-)
-from privacy.dp.ledger import BudgetCap, BudgetLedger, LedgerEntry
-from privacy.dp.params import ContributionBounds, DPBudget, PartitionSelection
+from importlib import import_module
+from typing import Any
+
+# Lazy exports (PEP 562): the ledger and parameters import without diffprivlib/scikit-learn,
+# which keeps ledger-only processes (and their spawned workers) light.
+_EXPORTS = {
+    "bounded_aggregate": "privacy.dp.engine",
+    "dp_count": "privacy.dp.engine",
+    "dp_count_distinct": "privacy.dp.engine",
+    "dp_mean": "privacy.dp.engine",
+    "dp_sum": "privacy.dp.engine",
+    "release_info": "privacy.dp.engine",
+    "BudgetCap": "privacy.dp.ledger",
+    "BudgetLedger": "privacy.dp.ledger",
+    "LedgerEntry": "privacy.dp.ledger",
+    "ContributionBounds": "privacy.dp.params",
+    "DPBudget": "privacy.dp.params",
+    "PartitionSelection": "privacy.dp.params",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'privacy.dp' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
 
 __all__ = [
     "BudgetCap",
