@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -74,3 +76,18 @@ def replace_dir(staging: Path, final: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+@contextmanager
+def discard_on_failure(staging: Path) -> Iterator[None]:
+    """Delete a staged (not yet committed) output when the block raises.
+
+    A product that failed its release checks must not linger in the run directory: it may
+    hold exactly what the checks caught (e.g. an identifier). It is derived data, so a rerun
+    rebuilds it.
+    """
+    try:
+        yield
+    except Exception:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 
 from opencity import __version__
 from opencity.errors import NotAchievableError
-from opencity.io import read_reference_csv, replace_dir, write_csv_atomic, write_parquet_atomic
+from opencity.io import (
+    discard_on_failure,
+    read_reference_csv,
+    replace_dir,
+    write_csv_atomic,
+    write_parquet_atomic,
+)
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from transforms.schemas import DISTRICTS
@@ -116,11 +122,13 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         return {"published": False, "reason": staged.get("reason", "not released")}
     from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
 
-    validation = validate_or_raise(
-        DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
-        context={"privacy": {"kind": "microdata", "quasi_identifiers": list(QUASI_IDENTIFIERS),
-                             "k": staged["k"]}, "run_id": run_id},
-        reports_dir=settings.layout.reports(DATASET, start))
+    with discard_on_failure(Path(staged["staging_dir"])):
+        validation = validate_or_raise(
+            DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
+            context={"privacy": {"kind": "microdata",
+                                 "quasi_identifiers": list(QUASI_IDENTIFIERS),
+                                 "k": staged["k"]}, "run_id": run_id},
+            reports_dir=settings.layout.reports(DATASET, start))
     final = replace_dir(Path(staged["staging_dir"]), settings.layout.output(DATASET, start))
     part = partition_name(start)
     release = DatasetRelease(

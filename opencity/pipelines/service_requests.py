@@ -23,7 +23,13 @@ import pyarrow.parquet as pq
 
 from opencity import __version__
 from opencity.errors import DataQualityError
-from opencity.io import read_reference_csv, replace_dir, write_csv_atomic, write_parquet_atomic
+from opencity.io import (
+    discard_on_failure,
+    read_reference_csv,
+    replace_dir,
+    write_csv_atomic,
+    write_parquet_atomic,
+)
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from privacy.suppression import SmallCountSuppression, suppress_small_counts
@@ -135,7 +141,8 @@ def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime
     if not parquet.exists():
         raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "
                                f"{parquet} is missing; rerun the aggregate task")
-    validation = _validate_product(settings, parquet, start)
+    with discard_on_failure(staging):
+        validation = _validate_product(settings, parquet, start)
     table = pq.read_table(parquet)
     write_csv_atomic(table, staging / "part-0.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -99,8 +100,13 @@ def test_gate_blocks_publication_of_a_bad_partition(airflow_db, sample_raw, tmp_
         f["expectation"] for f in md["failures"]}
     assert not (run_dir / "outputs" / "opencity-311-requests-microdata" / "dt=2026-10-12"
                 ).exists()
+    # The blocked staging output is discarded too: nothing holding the leak lingers.
+    assert not (run_dir / "outputs" / "opencity-311-requests-microdata" / ".dt=2026-10-12.staging"
+                ).exists()
     for top in ("catalog", "outputs", "reports", "manifests"):
         for path in (run_dir / top).rglob("*"):
-            staged = any(part.startswith(".") for part in path.relative_to(run_dir).parts)
-            if path.is_file() and not staged and path.suffix in (".json", ".csv", ".html"):
+            if path.is_file() and path.suffix in (".json", ".csv", ".html"):
                 assert "2345 6789" not in path.read_text(encoding="utf-8"), path
+            if path.is_file() and path.suffix == ".parquet":
+                text = json.dumps(pq.read_table(path).to_pylist(), default=str)
+                assert "2345 6789" not in text, path
