@@ -388,7 +388,7 @@ def lattice_nodes(heights: Sequence[int]) -> np.ndarray:
 
 
 def search(p: Problem, crit: Criteria, metric: str, progress=None,
-           cache_bytes: int = 384 * 2**20) -> SearchResult:
+           cache_bytes: int = 2**30) -> SearchResult:
     """Globally optimal full-domain generalization under ``crit`` for ``metric``.
 
     ``cache_bytes`` bounds the memory held by cached node cells; when it is exceeded the
