@@ -30,7 +30,13 @@ import pyarrow.parquet as pq
 
 from opencity import __version__
 from opencity.errors import DataQualityError
-from opencity.io import read_reference_csv, replace_dir, write_csv_atomic, write_parquet_atomic
+from opencity.io import (
+    discard_on_failure,
+    read_reference_csv,
+    replace_dir,
+    write_csv_atomic,
+    write_parquet_atomic,
+)
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
@@ -209,9 +215,27 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
     if not parquet.exists() or not (staging / "dashboard.html").exists():
         raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "
                                f"in {staging}; rerun the compute and dashboard tasks")
+    with discard_on_failure(staging):
+        validation = _validate(settings, staging, start)
     write_csv_atomic(pq.read_table(parquet), staging / "kpis.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))
-    return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir())}
+    return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
+            "validation": validation}
+
+
+def _validate(settings: Settings, staging: Path, start: datetime) -> dict:
+    """Release gate on the KPI table: its privacy statement must exist, and the generic
+    product suite (no identifier columns or identifier-looking values) must pass."""
+    from expectations.gate import validate_or_raise
+
+    if not (staging / "privacy.json").exists():
+        raise DataQualityError(f"{DATASET} {partition_name(start)}: the privacy statement "
+                               "privacy.json is missing; nothing is published without it")
+    summary = validate_or_raise(DATASET, staging / "kpis.parquet",
+                                context={"privacy": {"kind": "none",
+                                                     "allowed_columns": ["kpi_name"]}},
+                                reports_dir=settings.layout.reports(DATASET, start))
+    return {"success": summary.get("success")}
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
@@ -249,7 +273,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
 
 def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
-    from opencity.pipelines.service_requests import publisher_for
+    from publish.targets import publisher_for
 
     budget = {u["dataset"].removeprefix(LEDGER_PREFIX): u["epsilon"] for u in staged["ledger"]}
     privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":

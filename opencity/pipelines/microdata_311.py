@@ -116,7 +116,7 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
 def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
                        end: datetime, run_id: str, input_hashes: dict) -> dict[str, Any]:
     """Move the staged release into outputs/ and publish it (no-op when not released)."""
-    from opencity.pipelines.service_requests import publisher_for
+    from publish.targets import publisher_for
 
     if not staged.get("released"):
         return {"published": False, "reason": staged.get("reason", "not released")}

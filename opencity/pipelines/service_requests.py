@@ -34,6 +34,7 @@ from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from privacy.suppression import SmallCountSuppression, suppress_small_counts
 from publish.base import DatasetRelease, Field, Resource
+from publish.targets import publisher_for
 from transforms.schemas import DISTRICTS
 
 log = logging.getLogger(__name__)
@@ -192,17 +193,6 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         accrual_periodicity="R/P1W",
         provenance=provenance,
     )
-
-
-def publisher_for(settings: Settings):
-    """The configured publish target (local catalog by default)."""
-    if settings.publish_target == "ckan":
-        from publish.ckan import CkanPublisher
-
-        return CkanPublisher.from_settings(settings)
-    from publish.local import LocalCatalog
-
-    return LocalCatalog(settings.layout.catalog)
 
 
 def publish(settings: Settings, committed: dict, start: datetime, end: datetime,

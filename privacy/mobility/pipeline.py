@@ -6,8 +6,6 @@ dict of paths and counts (tasks exchange paths, never data frames).
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from datetime import date, datetime
 from pathlib import Path
@@ -56,9 +54,15 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime, epsil
         cap=BudgetCap(daily_cap, max(delta, 1e-5), "day", "subscriber"),
         release_id="daily",
     )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    from expectations.gate import validate_dp_release
+    from opencity.io import discard_on_failure, replace_dir
+
+    # Release gate: every product is checked against its privacy statement and the ledger
+    # before it is moved into outputs/ (a failure discards the staged release).
+    with discard_on_failure(tmp):
+        validation = validate_dp_release(tmp, ledger=settings.layout.ledger,
+                                         reports_dir=settings.layout.reports(DATASET_NAME, start))
+    replace_dir(tmp, final)
     return {
         "out_dir": str(final),
         "files": {k: str(final / Path(v).name) for k, v in result.files.items()
@@ -67,6 +71,7 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime, epsil
         "ledger_id": result.ledger_entry.id,
         "epsilon": result.ledger_entry.epsilon,
         "delta": result.ledger_entry.delta,
+        "validation": {name: v.get("success") for name, v in validation.items()},
     }
 
 
@@ -76,7 +81,7 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
     import json
 
     from publish.base import DatasetRelease, Field, Resource
-    from publish.local import LocalCatalog
+    from publish.targets import publisher_for
 
     day = _day(start)
     out = Path(released["out_dir"])
@@ -108,5 +113,5 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         accrual_periodicity="R/P1D",
         provenance={"run_id": run_id, "ledger_id": released["ledger_id"]},
     )
-    res = LocalCatalog(settings.layout.catalog).publish(rel)
+    res = publisher_for(settings).publish(rel)
     return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}

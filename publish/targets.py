@@ -1,0 +1,17 @@
+"""Choose the publish target from Settings: the local catalog (default) or CKAN."""
+
+from __future__ import annotations
+
+from opencity.settings import Settings
+from publish.base import Publisher
+
+
+def publisher_for(settings: Settings) -> Publisher:
+    """The configured publish target (Settings.publish_target: 'local' or 'ckan')."""
+    if settings.publish_target == "ckan":
+        from publish.ckan import CkanPublisher
+
+        return CkanPublisher.from_settings(settings)
+    from publish.local import LocalCatalog
+
+    return LocalCatalog(settings.layout.catalog)
