@@ -113,7 +113,9 @@ def duckdb_baseline(table: pa.Table, qis: list[str]) -> float:
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
-        con.execute(f"SELECT {cols}, count(*) FROM t GROUP BY ALL").fetchall()
+        con.execute(
+            f"SELECT count(*), min(n) FROM (SELECT {cols}, count(*) AS n FROM t GROUP BY ALL)"
+        ).fetchall()
         best = min(best, time.perf_counter() - t0)
     con.close()
     return best
@@ -172,7 +174,8 @@ def case(name: str, data: Path, paths: dict[str, Path], k: int, supp: float,
           f"{peak / 2**20:.0f} MiB (numpy/Python) + {arrow_peak / 2**20:.0f} MiB (Arrow)")
     print(f"            node {list(res.generalization.values())}, suppressed "
           f"{rep['suppressed_records']}, nu-entropy {rep['information_loss']['nu-entropy']:.1f}")
-    print(f"duckdb    : {base:8.4f} s for one GROUP BY of the raw QIs; ours / baseline = "
+    print(f"duckdb    : {base:8.4f} s for one GROUP BY of the raw QIs (class count and "
+          f"smallest class); ours / baseline = "
           f"{ours / base:.0f}x (the search evaluates {rep['search']['nodes_evaluated']} nodes)")
     if args.skip_anjana:
         return
