@@ -98,3 +98,26 @@ def test_unknown_metric():
     table, hs = _small()
     with pytest.raises(ConfigError, match="unknown metric"):
         anonymize(table, hs, KAnonymity(2, ("g",)), metric="height")
+
+
+def _failing(table, t, distance):
+    from privacy.kanon.anonymize import prepare
+    from privacy.kanon.lattice import node_classes
+
+    hs = {"g": Hierarchy.flat(["A", "B"])}
+    prep = prepare(table, hs, KAnonymity(2, ("g",)), t_closeness=TCloseness("s", t, distance))
+    cls = node_classes(prep.problem, (0,), prep.criteria)
+    return cls.failing.tolist()  # classes in order A, B
+
+
+def test_t_closeness_distances_by_hand():
+    # A: sensitive {1, 3}; B: eight times 2. Whole table: q = (0.1, 0.8, 0.1) for 1, 2, 3.
+    table = pa.table({"g": ["A", "A"] + ["B"] * 8, "s": [1, 3] + [2] * 8})
+    # equal distance: A = 0.5 * (0.4 + 0.8 + 0.4) = 0.8, B = 0.5 * (0.1 + 0.2 + 0.1) = 0.2
+    assert _failing(table, 0.79, "equal") == [True, False]
+    assert _failing(table, 0.8, "equal") == [False, False]
+    assert _failing(table, 0.19, "equal") == [True, True]
+    # ordered distance: A = (0.4 + 0.4 + 0) / 2 = 0.4, B = (0.1 + 0.1 + 0) / 2 = 0.1
+    assert _failing(table, 0.39, "ordered") == [True, False]
+    assert _failing(table, 0.4, "ordered") == [False, False]
+    assert _failing(table, 0.09, "ordered") == [True, True]
