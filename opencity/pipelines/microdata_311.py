@@ -104,10 +104,13 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     staging = settings.layout.output(DATASET, start).with_name(
         f".{partition_name(start)}.staging")
-    write_parquet_atomic(result.table, staging / "part-0.parquet")
-    write_csv_atomic(result.table, staging / "part-0.csv")
+    # A stable row order makes the files byte-identical across reruns of the same data, so a
+    # rerun publishes nothing new (the search's group-bys return rows in no fixed order).
+    released = result.table.sort_by([(c, "ascending") for c in result.table.column_names])
+    write_parquet_atomic(released, staging / "part-0.parquet")
+    write_csv_atomic(released, staging / "part-0.csv")
     return {**base, "released": True, "staging_dir": str(staging),
-            "rows_out": result.table.num_rows,
+            "rows_out": released.num_rows,
             "suppressed_records": report.get("suppressed_records"),
             "generalization": result.generalization,
             "k": model.k, "l": ldiv.l, "suppression_limit": model.max_suppression}
