@@ -5,7 +5,7 @@ day from params (epsilon, delta, daily_cap); the ledger is the run directory's
 ledger/privacy_budget.sqlite, so a retry or rerun of a day returns the recorded release.
 Task bodies live in privacy.mobility.pipeline and are imported inside the tasks.
 
-Params (or OPENCITY_* environment variables for run_dir/raw_dir): run_dir, raw_dir,
+Params (or OPENCITY_* environment variables): run_dir, raw_dir, publish_target, ckan_url,
 epsilon (default 1.0), delta (default 1e-7), daily_cap (default 1.0).
 """
 
@@ -15,19 +15,10 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+
 PRODUCT = Asset("opencity://outputs/opencity-cdr-mobility-daily")
 
-
-def _settings():
-    from opencity.settings import Settings
-
-    params = get_current_context()["params"]
-    return Settings.resolve({k: params.get(k) for k in ("run_dir", "raw_dir")})
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
 
 
 @dag(
@@ -36,8 +27,7 @@ def _interval():
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params={"run_dir": None, "raw_dir": None, "epsilon": 1.0, "delta": 1e-7,
-            "daily_cap": 1.0},
+    params={**SETTINGS_PARAMS, "epsilon": 1.0, "delta": 1e-7, "daily_cap": 1.0},
     tags=["opencity", "cdr", "differential-privacy"],
     doc_md=__doc__,
 )
@@ -46,23 +36,23 @@ def cdr_mobility():
     def ingest() -> dict:
         from privacy.mobility import pipeline
 
-        start, end = _interval()
-        return pipeline.ingest(_settings(), start, end)
+        start, end = data_interval()
+        return pipeline.ingest(run_settings(), start, end)
 
     @task
     def release(ingested: dict) -> dict:
         from privacy.mobility import pipeline
 
         params = get_current_context()["params"]
-        return pipeline.release(_settings(), ingested, _interval()[0], float(params["epsilon"]),
+        return pipeline.release(run_settings(), ingested, data_interval()[0], float(params["epsilon"]),
                                 float(params["delta"]), float(params["daily_cap"]))
 
     @task(outlets=[PRODUCT])
     def publish(released: dict) -> dict:
         from privacy.mobility import pipeline
 
-        start, end = _interval()
-        return pipeline.publish(_settings(), released, start, end,
+        start, end = data_interval()
+        return pipeline.publish(run_settings(), released, start, end,
                                 get_current_context()["run_id"])
 
     publish(release(ingest()))

@@ -14,21 +14,11 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+
 PRODUCT = Asset("opencity://outputs/opencity-311-requests-weekly")
 MICRODATA = Asset("opencity://outputs/opencity-311-requests-microdata")
 
-
-def _settings():
-    from opencity.settings import Settings
-
-    params = get_current_context()["params"]
-    return Settings.resolve({k: params.get(k) for k in ("run_dir", "raw_dir", "publish_target",
-                                                        "ckan_url")})
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
 
 
 @dag(
@@ -37,7 +27,7 @@ def _interval():
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params={"run_dir": None, "raw_dir": None, "publish_target": None, "ckan_url": None},
+    params=dict(SETTINGS_PARAMS),
     tags=["opencity", "311"],
     doc_md=__doc__,
 )
@@ -46,43 +36,43 @@ def opencity_311():
     def ingest() -> dict:
         from opencity.pipelines import service_requests as p
 
-        start, end = _interval()
-        return p.ingest(_settings(), start, end)
+        start, end = data_interval()
+        return p.ingest(run_settings(), start, end)
 
     @task
     def aggregate(ingested: dict) -> dict:
         from opencity.pipelines import service_requests as p
 
-        return p.aggregate(_settings(), ingested, _interval()[0])
+        return p.aggregate(run_settings(), ingested, data_interval()[0])
 
     @task
     def commit_partition(staged: dict) -> dict:
         from opencity.pipelines import service_requests as p
 
-        return p.commit_partition(_settings(), staged, _interval()[0])
+        return p.commit_partition(run_settings(), staged, data_interval()[0])
 
     @task(outlets=[PRODUCT])
     def publish(committed: dict, ingested: dict) -> dict:
         from opencity.pipelines import service_requests as p
 
-        start, end = _interval()
+        start, end = data_interval()
         run_id = get_current_context()["run_id"]
-        return p.publish(_settings(), committed, start, end, run_id, ingested)
+        return p.publish(run_settings(), committed, start, end, run_id, ingested)
 
     @task
     def anonymize_microdata(ingested: dict) -> dict:
         from opencity.pipelines import microdata_311 as m
 
-        start, end = _interval()
-        return m.anonymize_partition(_settings(), ingested, start, end)
+        start, end = data_interval()
+        return m.anonymize_partition(run_settings(), ingested, start, end)
 
     @task(outlets=[MICRODATA])
     def publish_microdata(staged_md: dict, ingested: dict) -> dict:
         from opencity.pipelines import microdata_311 as m
 
-        start, end = _interval()
+        start, end = data_interval()
         run_id = get_current_context()["run_id"]
-        return m.commit_and_publish(_settings(), staged_md, start, end, run_id,
+        return m.commit_and_publish(run_settings(), staged_md, start, end, run_id,
                                     ingested.get("input_hashes", {}))
 
     @task
@@ -91,8 +81,8 @@ def opencity_311():
         from opencity.pipelines import service_requests as p
 
         ctx = get_current_context()
-        start, end = _interval()
-        return p.manifest(_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
+        start, end = data_interval()
+        return p.manifest(run_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
                           ingested, staged, committed, published,
                           extra={"microdata": {**microdata, **microdata_published}})
 

@@ -23,23 +23,13 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
 SOURCE_PRODUCTS = [Asset("opencity://outputs/opencity-311-requests-weekly"),
                    Asset("opencity://outputs/opencity-cdr-mobility-daily")]
 PRODUCT = Asset("opencity://outputs/opencity-kpis")
 
-
-def _settings():
-    from opencity.settings import Settings
-
-    params = get_current_context()["params"]
-    return Settings.resolve({k: params.get(k) for k in ("run_dir", "raw_dir", "publish_target",
-                                                        "ckan_url")})
-
-
-def _interval():
-    ctx = get_current_context()
-    return ctx["data_interval_start"], ctx["data_interval_end"]
 
 
 @dag(
@@ -48,7 +38,7 @@ def _interval():
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params={"run_dir": None, "raw_dir": None, "publish_target": None, "ckan_url": None},
+    params=dict(SETTINGS_PARAMS),
     tags=["opencity", "kpi"],
     doc_md=__doc__,
 )
@@ -57,43 +47,43 @@ def opencity_kpi():
     def ingest() -> dict:
         from opencity.pipelines import kpi as p
 
-        start, end = _interval()
-        return p.ingest(_settings(), start, end)
+        start, end = data_interval()
+        return p.ingest(run_settings(), start, end)
 
     @task
     def compute(ingested: dict) -> dict:
         from opencity.pipelines import kpi as p
 
-        start, end = _interval()
-        return p.compute(_settings(), ingested, start, end)
+        start, end = data_interval()
+        return p.compute(run_settings(), ingested, start, end)
 
     @task
     def dashboard(staged: dict) -> dict:
         from opencity.pipelines import kpi as p
 
-        return p.dashboard(_settings(), staged, _interval()[0])
+        return p.dashboard(run_settings(), staged, data_interval()[0])
 
     @task
     def commit_partition(staged: dict, rendered: dict) -> dict:
         from opencity.pipelines import kpi as p
 
-        return p.commit_partition(_settings(), staged, _interval()[0])
+        return p.commit_partition(run_settings(), staged, data_interval()[0])
 
     @task(outlets=[PRODUCT])
     def publish(committed: dict, staged: dict, ingested: dict) -> dict:
         from opencity.pipelines import kpi as p
 
-        start, end = _interval()
+        start, end = data_interval()
         run_id = get_current_context()["run_id"]
-        return p.publish(_settings(), committed, staged, start, end, run_id, ingested)
+        return p.publish(run_settings(), committed, staged, start, end, run_id, ingested)
 
     @task
     def manifest(ingested: dict, staged: dict, committed: dict, published: dict) -> str:
         from opencity.pipelines import kpi as p
 
         ctx = get_current_context()
-        start, end = _interval()
-        return p.manifest(_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
+        start, end = data_interval()
+        return p.manifest(run_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
                           ingested, staged, committed, published)
 
     ingested = ingest()

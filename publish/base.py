@@ -113,3 +113,36 @@ class Publisher(Protocol):
     target: str
 
     def publish(self, release: DatasetRelease) -> PublishResult: ...
+
+
+def datapackage_descriptor(release: DatasetRelease, entries: list[dict[str, Any]]
+                           ) -> dict[str, Any]:
+    """Frictionless Data Package of ``release``.
+
+    ``entries`` are the resource descriptors as the target lays them out (name, path or URL,
+    format, hash, ...); tabular ones (Parquet, CSV) get the release's table schema.
+    """
+    schema: dict[str, Any] = {"fields": [
+        {k: v for k, v in {"name": f.name, "type": f.type, "description": f.description,
+                           "unit": f.unit}.items() if v}
+        for f in release.fields]}
+    if release.primary_key:
+        schema["primaryKey"] = list(release.primary_key)
+    resources = []
+    for entry in entries:
+        entry = dict(entry)
+        if entry.get("format") in ("parquet", "csv") and release.fields:
+            entry["profile"] = "tabular-data-resource"
+            entry["schema"] = schema
+        resources.append(entry)
+    return {
+        "profile": "data-package",
+        "name": release.name,
+        "title": release.title,
+        "description": release.description,
+        "licenses": [{"name": release.license_id}],
+        "keywords": list(release.tags),
+        "privacy": release.privacy,
+        "resources": resources,
+    }
+

@@ -41,7 +41,14 @@ from typing import Any
 
 from opencity.errors import ConfigError, PublishError
 from opencity.secrets import Secret, resolve_secret
-from publish.base import DatasetRelease, Field, PublishResult, Resource, sha256_file
+from publish.base import (
+    DatasetRelease,
+    Field,
+    PublishResult,
+    Resource,
+    datapackage_descriptor,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +480,7 @@ class CkanPublisher:
         """Upload datapackage.json: the data dictionary of every tabular resource."""
         ours = [r for k, r in sorted(by_key.items()) if k[0] not in (DATAPACKAGE_KEY, TABLE_KEY)
                 and r.get("opencity_resource")]
-        descriptor = datapackage_descriptor(release, ours)
+        descriptor = ckan_datapackage(release, ours)
         text = json.dumps(descriptor, indent=2, sort_keys=True, default=str) + "\n"
         digest = f"sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
         fields = {"name": "datapackage.json", "format": "JSON",
@@ -662,36 +669,17 @@ def _record_batches(table: Any, rows: int = UPSERT_BATCH_ROWS) -> Iterable[list[
         yield table.slice(offset, rows).to_pylist()
 
 
-def datapackage_descriptor(release: DatasetRelease, resources: list[dict]) -> dict[str, Any]:
+def ckan_datapackage(release: DatasetRelease, resources: list[dict]) -> dict[str, Any]:
     """Frictionless Data Package for the dataset as published on CKAN (paths are its URLs)."""
-    schema: dict[str, Any] = {"fields": [
-        {k: v for k, v in {"name": f.name, "type": f.type, "description": f.description,
-                           "unit": f.unit}.items() if v}
-        for f in release.fields]}
-    if release.primary_key:
-        schema["primaryKey"] = list(release.primary_key)
-    out = []
+    entries = []
     for r in resources:
-        fmt = (r.get("format") or "").lower()
         entry: dict[str, Any] = {
             "name": re.sub(r"[^a-z0-9._-]+", "-", r["name"].lower()).strip("-"),
             "path": r.get("url", ""),
-            "format": fmt,
+            "format": (r.get("format") or "").lower(),
             "hash": (r.get("hash") or "").removeprefix("sha256:"),
         }
         if r.get("partition"):
             entry["partition"] = r["partition"]
-        if fmt in ("parquet", "csv") and release.fields:
-            entry["profile"] = "tabular-data-resource"
-            entry["schema"] = schema
-        out.append(entry)
-    return {
-        "profile": "data-package",
-        "name": release.name,
-        "title": release.title,
-        "description": release.description,
-        "licenses": [{"name": release.license_id}],
-        "keywords": list(release.tags),
-        "privacy": release.privacy,
-        "resources": out,
-    }
+        entries.append(entry)
+    return datapackage_descriptor(release, entries)

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import PublishError
-from publish.base import DatasetRelease, Field, PublishResult, Resource, sha256_file
+from publish.base import (
+    DatasetRelease,
+    Field,
+    PublishResult,
+    Resource,
+    datapackage_descriptor,
+    sha256_file,
+)
 
 PACKAGE_FILE = "package.json"
 DATAPACKAGE_FILE = "datapackage.json"
@@ -159,43 +166,23 @@ _FRICTIONLESS_FORMATS = {"PARQUET": "parquet", "CSV": "csv", "JSON": "json", "HT
 
 
 def datapackage(release: DatasetRelease, resources: list[dict]) -> dict:
-    """A Frictionless Data Package descriptor for the catalog entry."""
-    schema = {
-        "fields": [
-            {k: v for k, v in {"name": f.name, "type": f.type, "description": f.description,
-                               "unit": f.unit}.items() if v}
-            for f in release.fields
-        ]
-    }
-    if release.primary_key:
-        schema["primaryKey"] = list(release.primary_key)
-    out_resources = []
+    """The Frictionless Data Package of a catalog entry (paths relative to its folder)."""
+    entries = []
     for r in resources:
         fmt = _FRICTIONLESS_FORMATS.get(r["format"], r["format"].lower())
-        entry = {
+        entries.append({
             "name": f"{r['name']}-{r['partition']}".lower().replace("=", "-")
             if r.get("partition") else r["name"],
             "path": r["path"],
             "format": fmt,
             "hash": r["hash"],
             "bytes": r["size"],
-        }
-        if fmt in ("parquet", "csv") and release.fields:
-            entry["profile"] = "tabular-data-resource"
-            entry["schema"] = schema
-        out_resources.append(entry)
+        })
     return {
-        "profile": "data-package",
-        "name": release.name,
-        "title": release.title,
-        "description": release.description,
-        "licenses": [{"name": release.license_id}],
-        "keywords": list(release.tags),
+        **datapackage_descriptor(release, entries),
         "temporal": release.temporal_coverage and {
             "start": release.temporal_coverage[0], "end": release.temporal_coverage[1]},
-        "privacy": release.privacy,
         "provenance": release.provenance,
-        "resources": out_resources,
     }
 
 

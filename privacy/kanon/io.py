@@ -13,6 +13,7 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from opencity.errors import DataQualityError
+from opencity.io import write_parquet_atomic  # noqa: F401 - re-exported for the CLI
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -60,18 +61,6 @@ def read_table(path: str | Path, sep: str = ";", numeric: tuple[str, ...] = ()) 
                 table = table.set_column(table.column_names.index(col), col, converted)
                 break
     return table
-
-
-def write_parquet_atomic(table: pa.Table, path: str | Path) -> None:
-    """Write Parquet to a temporary name next to ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(data: dict[str, Any], path: str | Path) -> None:
