@@ -285,7 +285,7 @@ class _Builder:
             present = tuple(s for s in srcs if s in self.p.columns)
             if present:
                 exprs = {s: self.p.columns[s] for s in present}
-                parts.append(self._pseudonym(present, exprs) + f" AS {out_col}")
+                parts.append(f"{self.pseudo.token_for_columns_sql(exprs)} AS {out_col}")
             else:
                 parts.append(f"NULL::VARCHAR AS {out_col}")
         typed = f"SELECT {', '.join(parts)} FROM raw_in"
@@ -315,13 +315,6 @@ class _Builder:
             f"SELECT {', '.join(sel)} FROM (SELECT *{', ' + dups if dups else ''} "
             f"FROM ({typed})) s{joins}"
         )
-
-    def _pseudonym(self, cols: tuple[str, ...], exprs: dict[str, str]) -> str:
-        from transforms.pseudonymize import identifier_kind, normalize_sql
-
-        norm = [normalize_sql(exprs[c], identifier_kind(c)) for c in cols]
-        expr = norm[0] if len(norm) == 1 else f"coalesce({', '.join(norm)})"
-        return self.pseudo.token_sql(expr)
 
     def clean_select(self) -> str:
         cols = []

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Mapping
 
 from opencity.errors import ConfigError
 from opencity.secrets import Secret, resolve_secret
@@ -99,9 +100,14 @@ class Pseudonymizer:
             f"left(sha256($hmac_opad::BLOB || {inner}), {TOKEN_HEX_CHARS}) END"
         )
 
-    def token_for_columns_sql(self, columns: tuple[str, ...]) -> str:
-        """Token of the first non-null (normalized) identifier among ``columns``."""
-        parts = [normalize_sql(f'"{c}"', identifier_kind(c)) for c in columns]
+    def token_for_columns_sql(self, columns: Mapping[str, str]) -> str:
+        """Token of the first non-null (normalized) identifier.
+
+        Args:
+            columns: identifier name -> SQL expression reading it, in priority order; the
+                name decides the normalization (phone-like names keep digits only).
+        """
+        parts = [normalize_sql(expr, identifier_kind(name)) for name, expr in columns.items()]
         expr = parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
         return self.token_sql(expr)
 
