@@ -119,9 +119,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         stamp.write_text(json.dumps(params))
     env = _airflow_env(layout)
     if not os.environ.get(HMAC_ENV_VAR):
-        env[HMAC_ENV_VAR] = throwaway_key().reveal()
-        print(f"DEMO: {HMAC_ENV_VAR} is not set, so this run uses a throwaway random "
-              "pseudonymization key (tokens are not linkable to any other run).", file=sys.stderr)
+        env[HMAC_ENV_VAR] = throwaway_key().reveal()  # logs that it is a throwaway key
     present = _present_dags()
     runs = []
     for dag_id, cadence in DEMO_DAGS:
