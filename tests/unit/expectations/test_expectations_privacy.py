@@ -4,7 +4,6 @@ table that does not; failures never carry a raw identifier into messages or repo
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 
 import pyarrow as pa
@@ -193,4 +192,4 @@ def test_mask_identifiers_keeps_the_kind():
     masked = px.mask_identifiers(f"mail a.b@example.com or {PHONE}")
     assert masked == "mail [email] or [phone]"
     assert px.identifier_kinds("x@example.org") == ["email"]
-    assert not math.isnan(len(px.IDENTIFIER_PATTERNS))
+    assert {"email", "phone"} <= set(px.IDENTIFIER_PATTERNS)

@@ -2,13 +2,14 @@ import math
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opencity.errors import ConfigError
 from privacy.suppression import SmallCountSuppression, suppress_small_counts
 
 
+@settings(deadline=None)  # DuckDB's first query in a process takes longer than 200 ms
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), min_size=1, max_size=50),
        st.integers(2, 30))
 def test_no_published_count_below_threshold(rows, k):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -36,15 +37,32 @@ def test_uncreatable_output_dir_is_a_config_error(tmp_path):
         generate(tmp_path / "file" / "sub", scale=0.01, days=1, progress=False)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_read_only_output_dir_is_a_config_error(tmp_path):
-    ro = tmp_path / "ro"
+    """A directory the user cannot write to is a ConfigError. Root ignores permission bits, so
+    as root the check runs with the real and effective user switched to 'nobody' (65534) for
+    the duration of the call (the saved user id stays root, so it is switched back)."""
+    as_root = os.geteuid() == 0
+    base = tmp_path
+    if as_root:  # 'nobody' must be able to reach the directory: not under pytest's 0700 tree
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="opencity-ro-"))
+        base.chmod(0o755)
+    ro = base / "ro"
     ro.mkdir(mode=0o500)
     try:
+        if as_root:
+            os.setresuid(65534, 65534, 0)
         with pytest.raises(ConfigError, match="not writable"):
             generate(ro, scale=0.01, days=1, progress=False)
     finally:
+        if as_root:
+            os.setresuid(0, 0, 0)
         ro.chmod(0o700)
+        if as_root:
+            import shutil
+
+            shutil.rmtree(base)
 
 
 def test_cli_generates_and_prints_a_summary(tmp_path, capsys):
