@@ -291,6 +291,9 @@ def resource_dict(release: DatasetRelease, resource: Resource, sha256: str,
         "partition": resource.partition or "",
         "privacy": privacy_sentence(release.privacy),
     }
+    if release.temporal_coverage:
+        out["temporal_start"] = release.temporal_coverage[0]
+        out["temporal_end"] = _inclusive_end(release.temporal_coverage[1])
     if size is not None:
         out["size"] = int(size)
     if url is not None:
@@ -308,7 +311,10 @@ def package_dict(release: DatasetRelease, catalog: CatalogInfo | None = None,
         previous: the package as the portal (or the local catalog) has it now, or None; its
             temporal coverage is widened, not replaced, and the per-partition privacy
             sentences and extras this mapping does not own (e.g. ``opencity_release_state``)
-            are kept.
+            are kept. Its ``resources`` (as :func:`resource_dict` wrote them) count too:
+            their ``temporal_start``/``temporal_end`` and ``partition``/``privacy`` are the
+            record the dataset-level fields are derived from, so a package whose extras
+            were overwritten by a concurrent writer is derived right again.
 
     Returns:
         ``name``, ``title``, ``notes``, ``license_id``, ``tags`` and ``extras`` (a list of
@@ -316,6 +322,12 @@ def package_dict(release: DatasetRelease, catalog: CatalogInfo | None = None,
     """
     catalog = catalog or CatalogInfo()
     old = {e["key"]: e["value"] for e in (previous or {}).get("extras", [])}
+    for res in (previous or {}).get("resources", []):
+        if res.get("partition") and res.get("privacy"):
+            old[f"privacy {res['partition']}"] = str(res["privacy"])
+        for key, pick in (("temporal_start", min), ("temporal_end", max)):
+            if res.get(key):
+                old[key] = pick(old.get(key) or str(res[key]), str(res[key]))
     licence_id, _ = license_ids(release.license_id)
     ours: dict[str, str] = {}
     # privacy: the latest parameters under their own keys, a sentence per partition.

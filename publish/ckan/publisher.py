@@ -211,14 +211,7 @@ class CkanPublisher:
                 state.unchanged.append(TABLE_NAME)
         self._reconcile(release, rsync, files, state)
 
-        pkg = rsync.refresh()
-        extras = {e["key"]: e["value"] for e in pkg.get("extras", [])}
-        if pkg.get("private") and extras.get(STATE_KEY, STATE_STAGING) == STATE_STAGING:
-            extras[STATE_KEY] = STATE_PUBLISHED
-            pkg = c.call("package_patch", what, id=pkg["id"], private=False,
-                         extras=[{"key": k, "value": v} for k, v in sorted(extras.items())])
-            log.info("%s is now public at %s/dataset/%s", what, self.url, release.name)
-            self._emit("published", {"dataset": release.name})
+        self._settle_metadata(release, rsync)
         if self.verify_public_downloads:
             self._check_downloads(release, rsync.refresh(), files)
         return PublishResult(
@@ -312,6 +305,30 @@ class CkanPublisher:
         raise PublishError(f"dataset {release.name!r} is incomplete on {self.url} after "
                            f"publishing ({'; '.join(problems)}); it stays as it was "
                            "(private if new); rerun to repair", transient=True)
+
+    def _settle_metadata(self, release: DatasetRelease, rsync: ResourceSync) -> None:
+        """Derive the dataset's metadata from what the portal holds now (its resources
+        record every partition's coverage and privacy) and patch until a re-read agrees:
+        another publisher's patch from an older view is repaired, not kept. A dataset this
+        publisher staged is made public in the same step."""
+        what = f"dataset {release.name!r}"
+        for _ in range(_REPAIR_ROUNDS):
+            pkg = rsync.refresh()
+            wanted = self._metadata(release, pkg)
+            extras = {e["key"]: e["value"] for e in wanted["extras"]}
+            change: dict[str, Any] = {}
+            if pkg.get("private") and extras.get(STATE_KEY) == STATE_STAGING:
+                extras[STATE_KEY] = STATE_PUBLISHED
+                wanted["extras"] = [{"key": k, "value": v} for k, v in sorted(extras.items())]
+                change["private"] = False
+            if not change and not _metadata_differs(pkg, wanted):
+                return
+            self._client.call("package_patch", what, id=pkg["id"], **wanted, **change)
+            if change:
+                log.info("%s is now public at %s/dataset/%s", what, self.url, release.name)
+                self._emit("published", {"dataset": release.name})
+        log.warning("%s: metadata still changing after %d rounds (another publisher?); the "
+                    "next run derives it again", what, _REPAIR_ROUNDS)
 
     def _check_downloads(self, release: DatasetRelease, pkg: dict, files: dict) -> None:
         """Every resource of the release downloads through its public URL with its hash."""

@@ -134,9 +134,10 @@ class ResourceSync:
             existing = self.find(key)
             try:
                 if existing is not None and hex_hash(existing) == digest and not force:
-                    if _differs(existing, dict(fields, hash=digest)):
+                    wanted = dict(fields, hash=digest, **self._urls(existing))
+                    if _differs(existing, wanted):
                         existing = self.client.call("resource_patch", what, id=existing["id"],
-                                                    **dict(fields, hash=digest))
+                                                    **wanted)
                         self._replace(existing)
                     return existing, False
                 res = self._upload(existing, path, fields, what, key)
@@ -155,7 +156,7 @@ class ResourceSync:
                                                f"{path.name} (SHA-256 mismatch); rerun to "
                                                "upload it again", transient=True)
                 res = self.client.call("resource_patch", what, id=res["id"], hash=digest,
-                                       hash_algorithm=SHA256_ALGORITHM)
+                                       hash_algorithm=SHA256_ALGORITHM, **self._urls(res))
                 self._replace(res)
                 log.info("uploaded %s (%d bytes)", what, path.stat().st_size)
                 return res, True
@@ -167,6 +168,16 @@ class ResourceSync:
         raise PublishError(f"{what}: the resource kept disappearing during the upload "
                            f"({_MAX_ROUNDS} tries); another publisher may be working on "
                            "this dataset; rerun later", transient=True)
+
+    def _urls(self, res: dict[str, Any]) -> dict[str, str]:
+        """DCAT-AP's access URL (the resource page) and download URL (the file) of an
+        uploaded resource, from the URL CKAN gave it (its site URL, not the one we call)."""
+        url = str(res.get("url") or "")
+        if "/dataset/" not in url:
+            return {}
+        site = url.split("/dataset/", 1)[0]
+        return {"download_url": url,
+                "access_url": f"{site}/dataset/{self.dataset}/resource/{res['id']}"}
 
     def _upload(self, existing: dict[str, Any] | None, path: Path, fields: dict[str, Any],
                 what: str, key: str) -> dict[str, Any]:

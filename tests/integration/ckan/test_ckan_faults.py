@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -43,8 +44,9 @@ def _hex(value: str | None) -> str:
     return (value or "").removeprefix("sha256:")
 
 
-def portal_vs_catalog(admin, release, catalog_pkg: dict) -> list[str]:
-    """Differences between the portal's dataset and the local catalog's package.json."""
+def portal_vs_catalog(admin, release, catalog_pkg: dict, rows: int | None = None) -> list[str]:
+    """Differences between the portal's dataset and the local catalog's package.json
+    (``rows``: rows the DataStore table must hold; default: those of ``release``)."""
     pkg = admin.action.package_show(id=release.name)
     problems = []
     keys = Counter((r.get("opencity_resource"), r.get("partition") or "")
@@ -71,8 +73,9 @@ def portal_vs_catalog(admin, release, catalog_pkg: dict) -> list[str]:
         if len(tables) != 1:
             problems.append(f"{len(tables)} DataStore tables")
         else:
-            want = sum(pq.read_metadata(r.path).num_rows for r in release.resources
-                       if r.format == "parquet")
+            want = rows if rows is not None else sum(
+                pq.read_metadata(r.path).num_rows for r in release.resources
+                if r.format == "parquet")
             got = admin.action.datastore_search(resource_id=tables[0]["id"], limit=0)["total"]
             if got != want:
                 problems.append(f"DataStore has {got} rows, the catalog {want}")
@@ -140,3 +143,76 @@ def test_every_fault_on_every_call_leaves_the_portal_equal_to_the_catalog(
     bad = [r for r in results if r["after_rerun"] or r["after_fault"]
            or r["outcome"].startswith("TERMINAL") or not r["fired"]]
     assert not bad, json.dumps(bad, indent=1)
+
+
+def test_rerun_repairs_duplicates_empty_hashes_and_second_tables(
+        samples, ckan_server, ckan_admin, fault_proxy, org_name, tmp_path):
+    """The state today's faults left behind (issue 15) is repaired by one rerun, even when
+    the first ``resource_delete`` response of that rerun is lost."""
+    release = samples.kpi_release(samples.unique_name("repair"), tmp_path, WEEK1)
+    expected = local_package(tmp_path, release)
+    _publisher(ckan_server.url, ckan_server, org_name).publish(release)
+    pkg = ckan_admin.action.package_show(id=release.name)
+    parquet = next(r for r in pkg["resources"] if r["opencity_resource"] == "requests-weekly")
+    csv = next(r for r in pkg["resources"] if r["opencity_resource"] == "requests-weekly-csv")
+    # a duplicate with an empty hash (lost resource_create), as the old publisher left it
+    with open(release.resources[0].path, "rb") as fh:
+        ckan_admin.action.resource_create(
+            package_id=pkg["id"], name=parquet["name"], upload=fh, hash="",
+            opencity_resource="requests-weekly", partition="dt=2026-10-05")
+    ckan_admin.action.resource_patch(id=csv["id"], hash="")  # a partial update
+    ckan_admin.action.datastore_create(  # a second table (lost datastore_create)
+        resource={"package_id": pkg["id"], "name": "second table",
+                  "opencity_resource": "datastore-table", "partition": ""},
+        fields=[{"id": "x", "type": "int"}], records=[{"x": 1}], force=True)
+    before = portal_vs_catalog(ckan_admin, release, expected)
+    assert any("2 resources" in p for p in before) and any("empty hash" in p for p in before)
+    assert "2 DataStore tables" in before
+
+    fault_proxy.plan(fault_proxy.fault("resource_delete", "drop"))
+    _publisher(fault_proxy.url, ckan_server, org_name).publish(release)
+    assert fault_proxy.log, "the resource_delete fault never fired"
+    assert portal_vs_catalog(ckan_admin, release, expected) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_two_concurrent_publishers_on_one_public_dataset(
+        samples, ckan_server, ckan_admin, org_name, tmp_path, trial):
+    """Two publishers at once on a public dataset: one writes week 2, the other week 3
+    and week 2 again (the same partition from two places). Afterwards the portal equals the
+    local catalog of all three weeks."""
+    name = samples.unique_name("conc")
+    first = samples.kpi_release(name, tmp_path / "w1", WEEK1)
+    catalog = LocalCatalog(tmp_path / "catalog")
+    catalog.publish(first)
+    _publisher(ckan_server.url, ckan_server, org_name).publish(first)
+    week2 = samples.kpi_release(name, tmp_path / "w2", WEEK2)
+    week3 = samples.kpi_release(name, tmp_path / "w3", WEEK3)
+    for r in (week2, week3):
+        catalog.publish(r)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def run(releases):
+        pub = _publisher(ckan_server.url, ckan_server, org_name, timeout_s=30)
+        start.wait()
+        try:
+            for r in releases:
+                pub.publish(r)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=([week2],)),
+               threading.Thread(target=run, args=([week3, week2],))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    problems = portal_vs_catalog(ckan_admin, week3, catalog.load_package(name), rows=36)
+    assert problems == []
+    pkg = ckan_admin.action.package_show(id=name)
+    extras = {e["key"]: e["value"] for e in pkg["extras"]}
+    assert (extras["temporal_start"], extras["temporal_end"]) == ("2026-10-05", "2026-10-25")
+    assert {f"privacy dt={w}" for w in (WEEK1, WEEK2, WEEK3)} <= set(extras)
