@@ -25,7 +25,7 @@ from typing import Any
 from opencity.errors import ConfigError
 from publish.base import DatasetRelease, Field, sha256_file
 from publish.ckan.resources import TABLE_NAME, ResourceSync
-from publish.metadata import format_iris, resource_key_of
+from publish.metadata import format_iris, license_ids, resource_key_of
 
 log = logging.getLogger("publish.ckan")
 
@@ -98,6 +98,7 @@ def sync_datastore(release: DatasetRelease, rsync: ResourceSync) -> list[str]:
                                      "DataStore), keyed by "
                                      + ", ".join(release.primary_key) + ".",
                       "format": fmt_iri, "mimetype": media_iri,
+                      "license": license_ids(release.license_id)[1],
                       "opencity_key": key, "opencity_resource": TABLE_NAME,
                       "partition": ""},
             **common)
@@ -107,6 +108,9 @@ def sync_datastore(release: DatasetRelease, rsync: ResourceSync) -> list[str]:
     else:
         table_id = table["id"]
         client.call("datastore_create", what, resource_id=table_id, **common)
+        licence = license_ids(release.license_id)[1]
+        if table.get("license") != licence:
+            client.call("resource_patch", what, id=table_id, license=licence)
     names = [f["id"] for f in ds_fields]
     done = []
     for res, digest in todo:

@@ -48,6 +48,7 @@ from publish.metadata import (
     SHA256_ALGORITHM,
     CatalogInfo,
     format_iris,
+    license_ids,
     package_dict,
     portal_resource_name,
     resource_dict,
@@ -267,6 +268,7 @@ class CkanPublisher:
                   "description": "Frictionless Data Package descriptor: the data dictionary "
                                  "(column names, types, units, descriptions) of every table in "
                                  "this dataset.",
+                  "license": license_ids(release.license_id)[1],
                   "opencity_resource": DATAPACKAGE_NAME, "partition": ""}
         with tempfile.TemporaryDirectory(prefix="opencity-ckan-") as tmp:
             path = Path(tmp) / "datapackage.json"

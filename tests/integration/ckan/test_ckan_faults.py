@@ -216,3 +216,20 @@ def test_two_concurrent_publishers_on_one_public_dataset(
     extras = {e["key"]: e["value"] for e in pkg["extras"]}
     assert (extras["temporal_start"], extras["temporal_end"]) == ("2026-10-05", "2026-10-25")
     assert {f"privacy dt={w}" for w in (WEEK1, WEEK2, WEEK3)} <= set(extras)
+
+
+def test_a_hanging_ckan_fails_within_the_configured_timeout(
+        samples, ckan_server, fault_proxy, org_name, tmp_path, monkeypatch):
+    """OPENCITY_CKAN_TIMEOUT bounds every call: 2 tries of 1 s, not 121 s per call."""
+    monkeypatch.setenv("OPENCITY_CKAN_TIMEOUT", "1")
+    fault_proxy.plan(fault_proxy.fault("organization_list_for_user", "delay", nth=0,
+                                       delay_s=4))
+    pub = CkanPublisher(fault_proxy.url, ckan_server.token, organization=org_name,
+                        retries=1, backoff_s=0.1)
+    assert pub.timeout_s == 1.0
+    release = samples.microdata_release(samples.unique_name("hang"), tmp_path, WEEK1)
+    t0 = time.monotonic()
+    with pytest.raises(PublishError) as err:
+        pub.publish(release)
+    assert err.value.transient and "after 2 tries" in str(err.value)
+    assert time.monotonic() - t0 < 5

@@ -145,6 +145,17 @@ def test_datastore_search_returns_the_kpi_rows(samples, ckan_server, ckan_anon, 
         assert row["suppressed"] == want["suppressed"]
     info = {f["id"]: f.get("info", {}) for f in got["fields"]}
     assert "hours" in info["median_hours_to_close"]["notes"]
+    # the data dictionary: every column has a type, a label and a description
+    types = {f["id"]: f["type"] for f in got["fields"]}
+    release = releases[0]
+    for f in release.fields:
+        assert info[f.name]["label"] and info[f.name]["notes"].startswith(f.description)
+        assert types[f.name] == {"string": "text", "integer": "int8", "number": "numeric",
+                                 "boolean": "bool", "date": "date"}[f.type]
+    assert info["median_hours_to_close"]["label"] == "Median hours to close (hours)"
+    dictionary = ckan_anon.action.datastore_info(id=table["id"])
+    assert {f["id"]: f.get("info", {}).get("label") for f in dictionary["fields"]}[
+        "requests"] == "Requests"
 
 
 def test_kill_ckan_mid_publish_then_rerun_is_consistent(
@@ -262,3 +273,14 @@ def test_bad_token_is_a_clear_terminal_error(samples, ckan_server, org_name, tmp
     assert not err.value.transient
     assert "OPENCITY_CKAN_TOKEN" in str(err.value)
     assert "not-a-valid-token" not in str(err.value)
+
+
+def test_wrong_token_fails_even_when_nothing_needs_uploading(
+        samples, ckan_server, org_name, tmp_path):
+    release = samples.microdata_release(samples.unique_name("micro"), tmp_path, WEEK1)
+    publisher(ckan_server, org_name).publish(release)  # public now: reads need no token
+    pub = CkanPublisher(ckan_server.url, "wrong-token-123", organization=org_name)
+    with pytest.raises(PublishError) as err:
+        pub.publish(release)
+    assert not err.value.transient
+    assert "OPENCITY_CKAN_TOKEN" in str(err.value) and "wrong-token-123" not in str(err.value)
