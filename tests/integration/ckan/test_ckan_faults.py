@@ -176,12 +176,13 @@ def test_rerun_repairs_duplicates_empty_hashes_and_second_tables(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trial", range(3))
+@pytest.mark.parametrize("scenario", ["different", "same"])
+@pytest.mark.parametrize("trial", range(2))
 def test_two_concurrent_publishers_on_one_public_dataset(
-        samples, ckan_server, ckan_admin, org_name, tmp_path, trial):
-    """Two publishers at once on a public dataset: one writes week 2, the other week 3
-    and week 2 again (the same partition from two places). Afterwards the portal equals the
-    local catalog of all three weeks."""
+        samples, ckan_server, ckan_admin, org_name, tmp_path, trial, scenario):
+    """Two publishers at once on a public dataset. ``different``: one writes week 2, the
+    other week 3 then week 2 again; ``same``: both write week 2 then week 3 (every resource
+    raced for). Afterwards the portal equals the local catalog of all three weeks."""
     name = samples.unique_name("conc")
     first = samples.kpi_release(name, tmp_path / "w1", WEEK1)
     catalog = LocalCatalog(tmp_path / "catalog")
@@ -203,8 +204,9 @@ def test_two_concurrent_publishers_on_one_public_dataset(
         except BaseException as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
-    threads = [threading.Thread(target=run, args=([week2],)),
-               threading.Thread(target=run, args=([week3, week2],))]
+    plans = ([week2], [week3, week2]) if scenario == "different" else \
+        ([week2, week3], [week2, week3])
+    threads = [threading.Thread(target=run, args=(plan,)) for plan in plans]
     for t in threads:
         t.start()
     for t in threads:
