@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.ckan]
 WEEK1 = dt.date(2026, 10, 5)
 WEEK2 = dt.date(2026, 10, 12)
 WEEK3 = dt.date(2026, 10, 19)
-CLIENT_TIMEOUT_S = 2.0
+CLIENT_TIMEOUT_S = 1.5
 
 #: (action, mode, nth): nth 0 = every call of that action.
 TRIALS = [
@@ -99,9 +99,13 @@ def _publisher(url, server, org, **kw) -> CkanPublisher:
 
 def _run_trial(samples, ckan_server, ckan_admin, proxy, org, tmp_path, action, mode, nth) -> dict:
     name = samples.unique_name(f"f-{action.replace('_', '')}-{mode}")[:60]
-    release = samples.kpi_release(name, tmp_path / name, WEEK1)
+    # the KPI release (files + DataStore) where the DataStore is faulted or the call is one
+    # of the dataset's own; the smaller microdata release (files only) for resource calls
+    make = samples.microdata_release if action.startswith("resource_") else \
+        samples.kpi_release
+    release = make(name, tmp_path / name, WEEK1)
     expected = local_package(tmp_path / name, release)
-    proxy.plan(proxy.fault(action, mode, nth=nth, delay_s=CLIENT_TIMEOUT_S + 2.5))
+    proxy.plan(proxy.fault(action, mode, nth=nth, delay_s=CLIENT_TIMEOUT_S + 1.0))
     pub = _publisher(proxy.url, ckan_server, org)
     t0 = time.monotonic()
     try:
@@ -114,12 +118,14 @@ def _run_trial(samples, ckan_server, ckan_admin, proxy, org, tmp_path, action, m
     after_fault = portal_vs_catalog(ckan_admin, release, expected) if outcome == "ok" \
         else None
     proxy.plan()
-    rerun_outcome = "ok"
-    try:
-        _publisher(ckan_server.url, ckan_server, org).publish(release)
-    except PublishError as err:
-        rerun_outcome = f"{'transient' if err.transient else 'TERMINAL'}: {str(err)[:160]}"
-    after_rerun = portal_vs_catalog(ckan_admin, release, expected)
+    rerun_outcome, after_rerun = "not needed", []
+    if outcome != "ok" or after_fault or nth == 0:  # a failed or imperfect publish: rerun
+        rerun_outcome = "ok"
+        try:
+            _publisher(ckan_server.url, ckan_server, org).publish(release)
+        except PublishError as err:
+            rerun_outcome = f"{'transient' if err.transient else 'TERMINAL'}: {str(err)[:160]}"
+        after_rerun = portal_vs_catalog(ckan_admin, release, expected)
     return {"action": action, "mode": mode, "nth": nth, "fired": fired, "outcome": outcome,
             "seconds": round(took, 1), "after_fault": after_fault,
             "rerun": rerun_outcome, "after_rerun": after_rerun}
@@ -177,7 +183,7 @@ def test_rerun_repairs_duplicates_empty_hashes_and_second_tables(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["different", "same"])
-@pytest.mark.parametrize("trial", range(2))
+@pytest.mark.parametrize("trial", range(1))
 def test_two_concurrent_publishers_on_one_public_dataset(
         samples, ckan_server, ckan_admin, org_name, tmp_path, trial, scenario):
     """Two publishers at once on a public dataset. ``different``: one writes week 2, the
