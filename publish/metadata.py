@@ -171,8 +171,12 @@ def license_ids(license_id: str) -> tuple[str, str]:
     Raises:
         ConfigError: for a licence not in :data:`LICENSES`.
     """
+    key = license_id.strip().lower()
+    for ckan_id, iri in LICENSES.values():  # already mapped (a package read back)
+        if key == iri.lower():
+            return ckan_id, iri
     try:
-        return LICENSES[license_id.strip().lower()]
+        return LICENSES[key]
     except KeyError:
         raise ConfigError(f"licence {license_id!r} has no CKAN licence id / EU licence IRI; "
                           f"use one of {sorted(LICENSES)}") from None
@@ -181,6 +185,9 @@ def license_ids(license_id: str) -> tuple[str, str]:
 def frequency_iri(periodicity: str) -> str:
     """EU frequency authority IRI of an ISO 8601 repeating duration (``R/P1D`` -> DAILY)."""
     code = FREQUENCIES.get(periodicity.strip().upper())
+    if code is None and periodicity.startswith(f"{EU}/frequency/"):
+        code = periodicity.rsplit("/", 1)[-1].upper()  # already an IRI (read back)
+        code = code if code in FREQUENCIES.values() else None
     if code is None:
         raise ConfigError(f"accrual periodicity {periodicity!r} has no EU frequency; use one of "
                           f"{sorted(FREQUENCIES)}")
@@ -189,8 +196,12 @@ def frequency_iri(periodicity: str) -> str:
 
 def format_iris(fmt: str) -> tuple[str, str]:
     """(EU file-type IRI, IANA media-type IRI) of a resource format (``parquet``...)."""
+    key = fmt.strip().lower()
+    if key.startswith(f"{EU}/file-type/".lower()):  # already an IRI (a package read back)
+        key = next((k for k, (code, _) in FORMATS.items()
+                    if code.lower() == key.rsplit("/", 1)[-1]), key)
     try:
-        code, media = FORMATS[fmt.strip().lower()]
+        code, media = FORMATS[key]
     except KeyError:
         raise ConfigError(f"resource format {fmt!r} has no EU file type; use one of "
                           f"{sorted(FORMATS)}") from None

@@ -91,3 +91,10 @@ def test_catalog_info_from_settings_and_validation(monkeypatch):
         md.CatalogInfo(contact_email="nobody")
     with pytest.raises(ConfigError, match="IRI"):
         md.CatalogInfo(publisher_uri="opencity.example.org")
+
+
+def test_vocabulary_iris_read_back_map_to_themselves():
+    iri = md.format_iris("parquet")[0]
+    assert md.format_iris(iri) == md.format_iris("parquet") == md.format_iris(iri.lower())
+    assert md.frequency_iri(md.frequency_iri("R/P1D")) == md.frequency_iri("R/P1D")
+    assert md.license_ids(md.license_ids("CC-BY-4.0")[1]) == md.license_ids("cc-by")
