@@ -342,14 +342,18 @@ class CkanPublisher:
                 raise PublishError(f"dataset {release.name!r}: resource {label!r} vanished "
                                    "after publishing; rerun to repair", transient=True)
             what = f"resource {label!r} of dataset {release.name!r}"
-            got = self._client.download_sha256(res.get("url", ""), what,
-                                               authenticated=not anonymous)
+            reason = "differs from the published file (SHA-256 mismatch)"
+            try:
+                got = self._client.download_sha256(res.get("url", ""), what,
+                                                   authenticated=not anonymous)
+            except PublishError as err:
+                # a missing stored file is HTTP 500 in CKAN 2.12 (retried as transient first)
+                got, reason = None, "cannot be downloaded: " + str(err).split(": ", 1)[-1]
             if got != digest:
-                # record the mismatch so the next run uploads it again
+                # record the failure so the next run uploads the file again
                 self._client.call("resource_patch", what, id=res["id"], hash="")
-                raise PublishError(f"{what}: the file at {res.get('url')} differs from the "
-                                   f"published {label} (SHA-256 mismatch); its hash was "
-                                   "cleared, rerun to upload it again", transient=True)
+                raise PublishError(f"{what}: the file at {res.get('url')} {reason}; its hash "
+                                   "was cleared, rerun to upload it again", transient=True)
 
     def _emit(self, event: str, detail: dict[str, Any]) -> None:
         if self.progress is not None:
