@@ -41,7 +41,8 @@ def test_311_dag_publishes_to_ckan(airflow_db, sample_raw, tmp_path, ckan_server
         pkg = ckan_anon.action.package_show(id=name)  # public: an anonymous user sees it
         extras = {e["key"]: e["value"] for e in pkg.get("extras", [])}
         assert extras["privacy_method"] == privacy_method
-        parquet = [r for r in pkg["resources"] if r.get("format", "").lower() == "parquet"
+        # format is the EU file-type IRI (DCAT-AP dct:format), e.g. .../file-type/PARQUET
+        parquet = [r for r in pkg["resources"] if r.get("format", "").endswith("/PARQUET")
                    and r.get("partition") == "dt=2026-10-05"]
         assert len(parquet) == 1
         local = pq.read_table(run_dir / "outputs" / name / "dt=2026-10-05" / "part-0.parquet")

@@ -126,3 +126,52 @@ def test_cli_ckan_target_needs_a_url(tmp_path, capsys, monkeypatch):
     (tmp_path / "catalog").mkdir()
     assert cli.main(["publish", str(tmp_path), "--target", "ckan"]) == 1
     assert "--ckan-url" in capsys.readouterr().err
+
+
+def test_timeout_from_argument_then_environment_then_default(monkeypatch):
+    from publish.ckan import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, resolve_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert resolve_timeout(None) == DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(TIMEOUT_ENV, "7.5")
+    assert resolve_timeout(None) == 7.5
+    assert resolve_timeout(3) == 3.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 3601, "soon", math.nan, math.inf])
+def test_bad_timeouts_are_config_errors(bad, monkeypatch):
+    from publish.ckan import TIMEOUT_ENV, resolve_timeout
+
+    with pytest.raises(ConfigError, match="seconds"):
+        resolve_timeout(bad)
+    monkeypatch.setenv(TIMEOUT_ENV, str(bad))
+    with pytest.raises(ConfigError, match=TIMEOUT_ENV):
+        resolve_timeout(None)
+
+
+def test_resource_keys_recognise_resources_written_before_the_key_existed():
+    from publish.ckan.resources import hex_hash, key_of
+
+    assert key_of("ds", {"opencity_key": "ds/dt=1/x"}) == "ds/dt=1/x"
+    assert key_of("ds", {"opencity_resource": "x", "partition": "dt=1"}) == "ds/dt=1/x"
+    assert key_of("ds", {"opencity_resource": "datapackage", "partition": ""}) == \
+        "ds/_/datapackage"
+    assert key_of("ds", {"name": "someone else's"}) == ""
+    assert hex_hash({"hash": "sha256:" + "a" * 64}) == "a" * 64 == hex_hash({"hash": "a" * 64})
+
+
+def test_ckan_datapackage_keeps_the_sha256_prefix(tmp_path):
+    from publish.base import DatasetRelease, Resource
+    from publish.ckan import ckan_datapackage
+
+    f = tmp_path / "p.parquet"
+    f.write_bytes(b"x")
+    rel = DatasetRelease(name="ds-x", title="t", description="d",
+                         resources=(Resource(f, "p", "parquet", "", "dt=1"),))
+    dp = ckan_datapackage(rel, [{
+        "name": "p dt=1", "url": "http://x/p.parquet", "hash": "b" * 64, "partition": "dt=1",
+        "format": "http://publications.europa.eu/resource/authority/file-type/PARQUET",
+        "mimetype": "https://www.iana.org/assignments/media-types/application/vnd.apache.parquet"}])
+    (res,) = dp["resources"]
+    assert res["hash"] == "sha256:" + "b" * 64  # a bare hex digest would read as MD5
+    assert res["format"] == "parquet" and res["mediatype"] == "application/vnd.apache.parquet"
