@@ -203,8 +203,11 @@ class LocalCatalog:
 
     target = "local"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, catalog_info: Any = None) -> None:
+        """``catalog_info``: publisher and contact point (publish.metadata.CatalogInfo; its
+        defaults when None)."""
         self.root = Path(root)
+        self.catalog_info = catalog_info
 
     def dataset_dir(self, name: str) -> Path:
         return self.root / name
@@ -306,11 +309,10 @@ class LocalCatalog:
             return None
         return link.resolve()
 
-    @staticmethod
-    def _metadata_current(snapshot: Path) -> bool:
+    def _metadata_current(self, snapshot: Path) -> bool:
         """Do the snapshot's package.json and datapackage.json equal what it derives?"""
         try:
-            package, descriptor = _derive(snapshot)
+            package, descriptor = _derive(snapshot, self.catalog_info)
             return ((snapshot / PACKAGE_FILE).read_text(encoding="utf-8") == _json(package)
                     and (snapshot / DATAPACKAGE_FILE).read_text(encoding="utf-8")
                     == _json(descriptor))
@@ -343,7 +345,7 @@ class LocalCatalog:
             _write_durable(dst / RECORD_FILE, _json(new[part]).encode("utf-8"))
             _fsync_dir(dst)
         _fsync_dir(rdir)
-        package, descriptor = _derive(staging)
+        package, descriptor = _derive(staging, self.catalog_info)
         _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
         _write_durable(staging / DATAPACKAGE_FILE, _json(descriptor).encode("utf-8"))
         _fsync_dir(staging)
@@ -376,9 +378,16 @@ class LocalCatalog:
                     _remove(snap)
 
 
-def _derive(snapshot: Path) -> tuple[dict, dict]:
-    """package.json and datapackage.json of a snapshot, from its partition records."""
+def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
+    """package.json and datapackage.json of a snapshot, from its partition records.
+
+    The CKAN-style part (name, title, notes, licence, tags, extras) is publish.metadata's
+    ``package_dict`` of the newest partition's release over the whole temporal span, with one
+    privacy sentence per partition (each partition's own parameters); the Frictionless part
+    is publish.frictionless's ``datapackage``.
+    """
     from publish.frictionless import datapackage
+    from publish.metadata import package_dict, privacy_sentence
 
     parts = sorted(_read_partitions(snapshot).items())
     if not parts:
@@ -408,13 +417,14 @@ def _derive(snapshot: Path) -> tuple[dict, dict]:
         {**newest["release"], "temporal_coverage": coverage}, provenance=newest["provenance"],
         resources=tuple(Resource(e["local_path"], e["name"], e["format"], e["description"],
                                  e["partition"]) for e in entries))
+    core = package_dict(release, catalog_info)
+    extras = {e["key"]: e["value"] for e in core["extras"]}
+    for part, rec in parts:
+        if part != NO_PARTITION:
+            extras[f"privacy {part}"] = privacy_sentence(rec["release"]["privacy"])
     package = {
-        "name": release.name,
-        "title": release.title,
-        "notes": release.description,
-        "license_id": release.license_id,
-        "tags": [{"name": t} for t in release.tags],
-        "extras": _extras(release),
+        **core,
+        "extras": [{"key": k, "value": v} for k, v in sorted(extras.items())],
         "resources": resources,
         "opencity": {
             "privacy": release.privacy,
@@ -425,6 +435,7 @@ def _derive(snapshot: Path) -> tuple[dict, dict]:
             "provenance": release.provenance,
             "primary_key": list(release.primary_key),
             "tags": list(release.tags),
+            "license_id": release.license_id,
             "newest_partition": None if newest_part == NO_PARTITION else newest_part,
             "partitions": partitions,
         },
@@ -447,22 +458,6 @@ def _release_from_meta(meta: dict, provenance: dict, resources: tuple[Resource, 
         license_id=meta.get("license_id", "CC-BY-4.0"), provenance=provenance,
         primary_key=tuple(meta.get("primary_key", [])),
     )
-
-
-def _extras(release: DatasetRelease) -> list[dict[str, str]]:
-    """CKAN-style extras of the derived package (privacy and provenance of the newest
-    partition; every partition's own are under ``opencity.partitions``)."""
-    extras: dict[str, Any] = {f"{k}": v for k, v in release.privacy.items()}
-    if release.temporal_coverage:
-        extras["temporal_start"], extras["temporal_end"] = release.temporal_coverage
-    extras["spatial_coverage"] = release.spatial_coverage
-    extras["accrual_periodicity"] = release.accrual_periodicity
-    for k, v in release.provenance.items():
-        extras[f"provenance_{k}"] = v
-    return [
-        {"key": k, "value": v if isinstance(v, str) else json.dumps(v, sort_keys=True)}
-        for k, v in sorted(extras.items())
-    ]
 
 
 def iter_releases(catalog_dir: str | Path) -> Iterator[DatasetRelease]:
@@ -492,7 +487,7 @@ def iter_releases(catalog_dir: str | Path) -> Iterator[DatasetRelease]:
             temporal_coverage=tuple(cov) if cov else None,
             spatial_coverage=meta.get("spatial_coverage", ""),
             accrual_periodicity=meta.get("accrual_periodicity", "R/P1W"),
-            license_id=pkg.get("license_id", "CC-BY-4.0"),
+            license_id=meta.get("license_id", pkg.get("license_id", "CC-BY-4.0")),
             provenance=meta.get("provenance", {}),
             primary_key=tuple(meta.get("primary_key", [])),
         )
