@@ -203,7 +203,7 @@ def _kill_trials(tmp_path: Path, trials: int) -> list[str]:
             else:  # b's new partition stays when b was committed before the kill
                 intended = before if killed_state == before else intended_state(a, b, a)
             healed = listed_state(root) == intended
-        except Exception as err:  # a rerun must never fail on what a crash left
+        except Exception as err:  # noqa: BLE001 - a rerun must never fail on what a crash left
             after_rerun, healed = [f"rerun raised {type(err).__name__}: {err}"], False
         if after_kill or after_rerun or not healed:
             failures.append(f"trial {trial} (kill after {kill_after * 1000:.0f} ms, rerun {rerun}): "

@@ -138,3 +138,19 @@ def test_output_leftovers_of_killed_runs_are_cleaned(tmp_path):
     removed = clean_partition_leftovers(part)
     assert {p.name for p in removed} == {".part-0.parquet.1a2b.tmp", own_old.name, stale.name}
     assert other_staging.exists() and (part / "part-0.parquet").exists()
+
+
+def test_a_leftover_breaks_a_hive_read_until_cleaned(tmp_path):
+    import duckdb
+    import pytest
+
+    ds = tmp_path / "outputs" / "opencity-test"
+    for folder in ("dt=2026-10-05", ".dt=2026-10-05.1a2b.old"):
+        (ds / folder).mkdir(parents=True)
+        pq.write_table(pa.table({"a": [1]}), ds / folder / "part-0.parquet")
+    query = "SELECT count(*) FROM read_parquet(?, hive_partitioning=true)"
+    glob = (ds / "*" / "*.parquet").as_posix()
+    with pytest.raises(duckdb.Error, match="Hive partition mismatch"):
+        duckdb.connect().execute(query, [glob]).fetchone()
+    clean_partition_leftovers(ds / "dt=2026-10-05")
+    assert duckdb.connect().execute(query, [glob]).fetchone() == (1,)
