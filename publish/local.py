@@ -264,15 +264,16 @@ class LocalCatalog:
             current = self._current(ddir)
             created = current is None
             self._clean_leftovers(ddir, current)
-            old = _read_partitions(current)
-            keep: dict[str, dict] = {}
+            old = ({p: (rec, current / RESOURCES_DIR / p)
+                    for p, rec in _read_partitions(current).items()}
+                   if current is not None else _legacy_partitions(ddir))
+            keep: dict[str, tuple[dict, Path]] = {}
             dirty = False
-            for part, record in old.items():
-                folder = current / RESOURCES_DIR / part
+            for part, (record, folder) in old.items():
                 if part in intended:
                     names = [r.name for r in by_part[part]]
                     if _same_content(record, intended[part]) and not _verify(folder, record):
-                        keep[part] = record
+                        keep[part] = (record, folder)
                         unchanged += names
                     else:
                         if _same_content(record, intended[part]):
@@ -287,7 +288,7 @@ class LocalCatalog:
                               "again", release.name, part, "; ".join(problems))
                     dirty = True
                 else:
-                    keep[part] = record
+                    keep[part] = (record, folder)
             for part in sorted(set(intended) - set(old)):
                 uploaded += [r.name for r in by_part[part]]
                 dirty = True
@@ -319,7 +320,7 @@ class LocalCatalog:
         except (OSError, ValueError, ConfigError):
             return False
 
-    def _commit(self, ddir: Path, current: Path | None, keep: dict[str, dict],
+    def _commit(self, ddir: Path, current: Path | None, keep: dict[str, tuple[dict, Path]],
                 new: dict[str, dict], by_part: dict[str, list[Resource]],
                 digests: dict) -> None:
         """Assemble a new snapshot (kept + new partitions) and make it current atomically."""
@@ -330,11 +331,15 @@ class LocalCatalog:
         rdir = staging / RESOURCES_DIR
         rdir.mkdir(parents=True)
         for part in sorted(keep):
-            src, dst = current / RESOURCES_DIR / part, rdir / part
+            record, src = keep[part]
+            dst = rdir / part
             dst.mkdir()
-            for r in keep[part]["resources"]:
+            for r in record["resources"]:
                 _link_or_copy(src / r["file"], dst / r["file"])
-            _link_or_copy(src / RECORD_FILE, dst / RECORD_FILE)
+            if (src / RECORD_FILE).is_file():
+                _link_or_copy(src / RECORD_FILE, dst / RECORD_FILE)
+            else:  # a partition of the pre-snapshot layout
+                _write_durable(dst / RECORD_FILE, _json(record).encode("utf-8"))
             _fsync_dir(dst)
         for part in sorted(new):
             dst = rdir / part
@@ -351,16 +356,17 @@ class LocalCatalog:
         _fsync_dir(staging)
         os.rename(staging, sroot / sid)
         _fsync_dir(sroot)
+        tmp = ddir / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
+        os.symlink(Path(SNAPSHOTS_DIR) / sid, tmp)
+        os.replace(tmp, ddir / CURRENT)  # the one step that makes the new state visible
+        _fsync_dir(ddir)
         for name in STATIC_LINKS:  # fixed links through ``current``, made once
             link = ddir / name
             if link.is_symlink():
                 continue
-            if link.exists():  # the pre-snapshot layout: replaced by the link
+            if link.exists():  # the pre-snapshot layout (now carried over into the snapshot)
                 os.rename(link, ddir / f".{name}.{uuid.uuid4().hex}.old")
             os.symlink(Path(CURRENT) / name, link)
-        tmp = ddir / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
-        os.symlink(Path(SNAPSHOTS_DIR) / sid, tmp)
-        os.replace(tmp, ddir / CURRENT)  # the one step that makes the new state visible
         _fsync_dir(ddir)
         if current is not None:
             shutil.rmtree(current, ignore_errors=True)
@@ -376,6 +382,54 @@ class LocalCatalog:
             for snap in sroot.iterdir():
                 if snap != current:
                     _remove(snap)
+
+
+def _legacy_partitions(ddir: Path) -> dict[str, tuple[dict, Path]]:
+    """Partitions of a catalog written before snapshots (a plain package.json and resources/
+    folder), as records, so the first publish carries them over. Only files that still match
+    the hash recorded for them are taken; the privacy parameters of such a catalog were
+    recorded per dataset, which the partition's provenance says."""
+    path = ddir / PACKAGE_FILE
+    if path.is_symlink() or not path.is_file():
+        return {}
+    try:
+        pkg = json.loads(path.read_text(encoding="utf-8"))
+        meta = pkg.get("opencity", {})
+        release_meta = {
+            "name": pkg["name"], "title": pkg["title"], "description": pkg.get("notes", ""),
+            "fields": meta.get("fields", []), "privacy": meta.get("privacy", {}),
+            "tags": meta.get("tags", []), "temporal_coverage": meta.get("temporal_coverage"),
+            "spatial_coverage": meta.get("spatial_coverage", ""),
+            "accrual_periodicity": meta.get("accrual_periodicity", "R/P1W"),
+            "license_id": pkg.get("license_id", "CC-BY-4.0"),
+            "primary_key": meta.get("primary_key", []),
+        }
+        entries = pkg.get("resources", [])
+    except (OSError, KeyError, json.JSONDecodeError, AttributeError):
+        log.error("local catalog %s: the old package.json cannot be read; its partitions are "
+                  "not carried over", ddir.name)
+        return {}
+    found: dict[str, tuple[dict, Path]] = {}
+    for entry in entries:
+        file = ddir / entry.get("path", "")
+        part = entry.get("partition") or NO_PARTITION
+        sha = str(entry.get("hash", "")).removeprefix("sha256:")
+        if not file.is_file() or sha256_file(file) != sha:
+            log.error("local catalog %s %s: %s does not match its recorded hash; not carried "
+                      "over", ddir.name, part, entry.get("name"))
+            found.pop(part, None)
+            continue
+        record, _ = found.setdefault(part, ({
+            "format": RECORD_FORMAT, "partition": part, "release": release_meta,
+            "resources": [], "provenance": {
+                **meta.get("provenance", {}),
+                "migrated": "from a catalog that recorded privacy and provenance per dataset"}},
+            file.parent))
+        record["resources"].append({
+            "name": entry["name"], "file": file.name, "format": entry["format"].lower(),
+            "description": entry.get("description", ""), "sha256": sha,
+            "size": file.stat().st_size})
+    return {p: (json.loads(_json(rec)), folder) for p, (rec, folder) in found.items()}
 
 
 def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:

@@ -154,3 +154,26 @@ def test_a_leftover_breaks_a_hive_read_until_cleaned(tmp_path):
         duckdb.connect().execute(query, [glob]).fetchone()
     clean_partition_leftovers(ds / "dt=2026-10-05")
     assert duckdb.connect().execute(query, [glob]).fetchone() == (1,)
+
+
+def test_a_catalog_of_the_old_layout_is_carried_over(tmp_path):
+    """A run directory published before snapshots keeps its partitions on the next publish."""
+    rel = _release(tmp_path, "dt=2026-10-05", [20, 30])
+    ddir = tmp_path / "catalog" / "opencity-test"
+    part = ddir / "resources" / "dt=2026-10-05"
+    part.mkdir(parents=True)
+    src = rel.resources[0].path
+    (part / "part-0.parquet").write_bytes(src.read_bytes())
+    (ddir / "package.json").write_text(json.dumps({
+        "name": "opencity-test", "title": "Test", "notes": "d", "license_id": "CC-BY-4.0",
+        "resources": [{"name": "counts", "path": "resources/dt=2026-10-05/part-0.parquet",
+                       "format": "PARQUET", "partition": "dt=2026-10-05",
+                       "hash": "sha256:" + sha256_file(src), "size": src.stat().st_size}],
+        "opencity": {"privacy": rel.privacy, "temporal_coverage": ["2026-10-05", "2026-10-05"]},
+    }))
+    cat = LocalCatalog(tmp_path / "catalog")
+    cat.publish(_release(tmp_path, "dt=2026-10-12", [25, 35]))
+    pkg = cat.load_package("opencity-test")
+    assert [r["partition"] for r in pkg["resources"]] == ["dt=2026-10-05", "dt=2026-10-12"]
+    assert not cat.verify("opencity-test")
+    assert "migrated" in pkg["opencity"]["partitions"][0]["provenance"]
