@@ -9,7 +9,10 @@ Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
     DIR/raw/                                 landed raw inputs (restricted: personal data)
     DIR/clean/<source>/dt=YYYY-MM-DD/        ingested, typed, pseudonymized rows (restricted)
     DIR/quarantine/<source>/dt=YYYY-MM-DD/   rows that failed ingestion, with a reason
-    DIR/outputs/<dataset>/dt=YYYY-MM-DD/     anonymized products (what may be published)
+    DIR/outputs/<dataset>/dt=YYYY-MM-DD/     anonymized products (what may be published);
+                                             Parquet tables only, so the tree reads as one
+                                             Hive-partitioned table
+    DIR/csv/<dataset>/dt=YYYY-MM-DD/         CSV copies of those tables (published as well)
     DIR/manifests/<dag_id>/<partition>.json  one manifest per run and partition
     DIR/reports/<dataset>/dt=YYYY-MM-DD/     privacy reports, validation results, Data Docs
     DIR/catalog/<dataset>/                   the local catalog (embedded publish target)
@@ -66,6 +69,10 @@ class RunLayout:
 
     def output(self, dataset: str, day: date | datetime) -> Path:
         return self.root / "outputs" / dataset / partition_name(day)
+
+    def csv(self, dataset: str, day: date | datetime) -> Path:
+        """CSV copies of a partition's tables, in a tree beside outputs/ (Hive layout)."""
+        return self.root / "csv" / dataset / partition_name(day)
 
     def reports(self, dataset: str, day: date | datetime) -> Path:
         return self.root / "reports" / dataset / partition_name(day)
