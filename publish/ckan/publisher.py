@@ -30,7 +30,6 @@ from opencity.secrets import Secret
 from publish.base import (
     DatasetRelease,
     PublishResult,
-    datapackage_descriptor,
     sha256_file,
 )
 from publish.ckan.client import (
@@ -44,6 +43,7 @@ from publish.ckan.client import (
 )
 from publish.ckan.datastore import sync_datastore, table_key
 from publish.ckan.resources import DATAPACKAGE_NAME, TABLE_NAME, ResourceSync, hex_hash
+from publish.frictionless import datapackage as frictionless_datapackage
 from publish.metadata import (
     SHA256_ALGORITHM,
     CatalogInfo,
@@ -372,23 +372,28 @@ def _metadata_differs(pkg: dict, wanted: dict[str, Any]) -> bool:
 
 
 def ckan_datapackage(release: DatasetRelease, resources: list[dict]) -> dict[str, Any]:
-    """Frictionless Data Package for the dataset as published on CKAN (paths are its URLs,
-    hashes ``sha256:<hex>`` as Frictionless wants: a bare hex would read as MD5)."""
+    """Frictionless Data Package for the dataset as published on CKAN: the one builder
+    (:func:`publish.frictionless.datapackage`) with the resources' public URLs as paths and
+    the release's local files to read each table's own schema."""
+    local = {(r.name, r.partition or ""): r.path for r in release.resources}
     entries = []
     for r in resources:
         fmt = str(r.get("format") or "")
+        name = str(r.get("opencity_resource") or r["name"])
+        partition = r.get("partition") or ""
         entry: dict[str, Any] = {
-            "name": re.sub(r"[^a-z0-9._-]+", "-", r["name"].lower()).strip("-"),
+            "name": name,
+            "partition": partition or None,
             "path": r.get("url", ""),
             "format": (r.get("opencity_format") or fmt.rsplit("/", 1)[-1]).lower(),
-            "hash": f"sha256:{hex_hash(r)}" if hex_hash(r) else "",
+            "hash": hex_hash(r) or "",
+            "size": r.get("size"),
+            "description": r.get("description", ""),
         }
-        if r.get("mimetype"):
-            entry["mediatype"] = str(r["mimetype"]).split("media-types/")[-1]
-        if r.get("partition"):
-            entry["partition"] = r["partition"]
+        if (name, partition) in local:
+            entry["local_path"] = local[(name, partition)]
         entries.append(entry)
-    return datapackage_descriptor(release, entries)
+    return frictionless_datapackage(release, entries)
 
 
 __all__ = ["SHA256_ALGORITHM", "CkanPublisher", "ProgressHook", "ckan_datapackage"]

@@ -164,12 +164,15 @@ def test_ckan_datapackage_keeps_the_sha256_prefix(tmp_path):
     from publish.base import DatasetRelease, Resource
     from publish.ckan import ckan_datapackage
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     f = tmp_path / "p.parquet"
-    f.write_bytes(b"x")
+    pq.write_table(pa.table({"district_id": ["D01"], "requests": [3]}), f)
     rel = DatasetRelease(name="ds-x", title="t", description="d",
                          resources=(Resource(f, "p", "parquet", "", "dt=1"),))
     dp = ckan_datapackage(rel, [{
-        "name": "p dt=1", "url": "http://x/p.parquet", "hash": "b" * 64, "partition": "dt=1",
+        "name": "p dt=1", "opencity_resource": "p", "url": "http://x/p.parquet", "hash": "b" * 64, "partition": "dt=1",
         "format": "http://publications.europa.eu/resource/authority/file-type/PARQUET",
         "mimetype": "https://www.iana.org/assignments/media-types/application/vnd.apache.parquet"}])
     (res,) = dp["resources"]
