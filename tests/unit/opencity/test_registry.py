@@ -26,10 +26,11 @@ def settings(request, tmp_path):
     return Settings(run_dir=str(tmp_path / "run"), state_url=url)
 
 
-def _release(tmp_path, part, values, name=WEEKLY):
+def _release(tmp_path, part, values, name=WEEKLY, key="district_id", value="requests",
+             **extra):
     f = tmp_path / "src" / part / "part-0.parquet"
     f.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"district_id": ["D01", "D02"], "requests": values}), f)
+    pq.write_table(pa.table({key: ["D01", "D02"], value: values, **extra}), f)
     return DatasetRelease(name=name, title="t", description="d",
                           resources=(Resource(f, "counts", "parquet", "week", part),),
                           privacy={"privacy_method": "small_count_suppression"})
@@ -82,14 +83,16 @@ def test_dp_partition_states_the_portal_budget(settings, tmp_path):
     ds = "opencity-cdr-mobility-daily"
     Ledger(settings.state_url).spend(ds, "dt=2026-10-05", "daily", date(2026, 10, 5),
                                      {"subscriber": DPBudget(1.0, 1e-7)})
-    publish_partition(settings, _release(tmp_path, "dt=2026-10-05", [1, 2], name=ds),
+    publish_partition(settings, _release(tmp_path, "dt=2026-10-05", [1, 2], name=ds,
+                                                key="region_id", value="value"),
                       {"epsilon": 1.0, "delta": 1e-7})
     pkg = json.loads((tmp_path / "run" / "catalog" / ds / "package.json").read_text())
     budget = pkg["opencity"]["privacy"]["portal_budget"]["subscriber"]
     assert budget["period"] == "2026-10" and budget["cap_epsilon"] == 32.0
     assert budget["spent_epsilon_at_publication"] == 1.0
     with pytest.raises(ConfigError, match=r"epsilon\[subscriber\].*at most 1.0"):
-        publish_partition(settings, _release(tmp_path, "dt=2026-10-06", [1, 2], name=ds),
+        publish_partition(settings, _release(tmp_path, "dt=2026-10-06", [1, 2], name=ds,
+                                                key="region_id", value="value"),
                           {"epsilon": 5.0, "delta": 1e-7})
 
 
@@ -107,6 +110,15 @@ def test_decisions_and_withdrawal(settings, tmp_path):
     assert reg.withdrawn(WEEKLY, "dt=2026-10-05")
     with pytest.raises(RepublishRefusedError, match="withdrawn"):
         publish_partition(settings, rel, {"threshold": 15})
+
+
+def test_column_without_a_role_is_refused(settings, tmp_path):
+    rel = _release(tmp_path, "dt=2026-10-05", [20, 30], status=["open", "closed"])
+    with pytest.raises(ConfigError, match="publishes column.s. status that the release policy "
+                                          "does not list"):
+        publish_partition(settings, rel, {"threshold": 15})
+    assert not (tmp_path / "run" / "catalog").exists()
+    assert Registry(settings.state_url).partitions() == []
 
 
 def test_unknown_dataset_is_refused(settings, tmp_path):
