@@ -94,28 +94,38 @@ def postgres_server():
     prefix = ["runuser", "-u", "postgres", "--"] if root else []
     init = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if init.returncode != 0:
         pytest.fail(f"initdb failed: {init.stderr[-2000:]}")
-    log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [*prefix, str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"port={PG_PORT}", "-c", "unix_socket_directories=", "-c", "fsync=off",
-         "-c", "max_connections=50"], stdout=log, stderr=subprocess.STDOUT)
     url = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
     import psycopg
 
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
+    cmd = [*prefix, str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
+           "-c", f"port={PG_PORT}", "-c", "unix_socket_directories=", "-c", "fsync=off",
+           "-c", "max_connections=50"]
+    for attempt in range(5):  # a server of an earlier session may still be releasing the port
+        log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline, ready = time.monotonic() + 60, False
+        while not ready:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                ready = True
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        if ready:
             break
-        except psycopg.OperationalError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("PostgreSQL did not start: "
-                            + (base / "server.log").read_text()[-2000:])
-            time.sleep(0.3)
+        if proc.poll() is None:  # running but never accepted a connection
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        text = (base / "server.log").read_text()
+        if "Address already in use" not in text or attempt == 4:
+            proc.kill()
+            pytest.fail("PostgreSQL did not start: " + text[-2000:])
+        time.sleep(3)
     try:
         yield url
     finally:
