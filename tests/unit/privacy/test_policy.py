@@ -129,7 +129,10 @@ def test_tighten_is_allowed_loosen_is_refused():
                                                         "max_suppression")):
         with pytest.raises(ConfigError, match=f"{MICRO}.{key}: the policy sets"):
             micro.tightened(**kw)
-    weekly = p.dataset(WEEKLY)
+    # a small-count-suppressed table (whatever method the stored policy gives the 311 table)
+    weekly = parse_policy(_with(lambda d: d["datasets"].update(sup={
+        "method": "small_count_suppression", "unit": "requester", "cadence": "weekly",
+        "threshold": 15, "columns": {"requests": "public"}})), "t").dataset("sup")
     assert weekly.tightened(threshold=20).threshold == 20
     with pytest.raises(ConfigError, match="threshold: the policy sets 15"):
         weekly.tightened(threshold=10)
