@@ -16,8 +16,18 @@ Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
     DIR/manifests/<dag_id>/<partition>.json  one manifest per run and partition
     DIR/reports/<dataset>/dt=YYYY-MM-DD/     privacy reports, validation results, Data Docs
     DIR/catalog/<dataset>/                   the local catalog (embedded publish target)
-    DIR/ledger/privacy_budget.sqlite         the persistent privacy-budget ledger
     DIR/airflow/                             AIRFLOW_HOME of the demo (SQLite metadata DB)
+    DIR/state.url                            only for a run that keeps its own state DB (the
+                                             demo): the URL of that state, read by
+                                             ``opencity budget DIR``
+
+The privacy-budget ledger and the release registry live in ONE state database per portal,
+``Settings.state_url`` (``OPENCITY_STATE_URL``; default
+``$XDG_DATA_HOME/opencity/state.sqlite``, i.e. ``~/.local/share/opencity/state.sqlite``),
+never inside the run directory: a different ``run_dir`` must not open a second budget account
+for the same people. It is not a DAG param (the trigger form cannot choose it); set it in the
+environment of the scheduler and workers. A ``postgresql://`` URL selects the PostgreSQL
+ledger (production); give the password through libpq (PGPASSWORD / a passfile), not in the URL.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError
+from privacy.dp.ledger import STATE_ENV, default_state_url  # noqa: F401 - re-exported
 
 ENV_PREFIX = "OPENCITY_"
 
@@ -54,8 +65,9 @@ class RunLayout:
         return self.root / "catalog"
 
     @property
-    def ledger(self) -> Path:
-        return self.root / "ledger" / "privacy_budget.sqlite"
+    def state_pointer(self) -> Path:
+        """File naming the state URL of a run that keeps its own state DB (the demo)."""
+        return self.root / "state.url"
 
     @property
     def airflow_home(self) -> Path:
@@ -106,6 +118,8 @@ class Settings:
         contact_email: the datasets' contact point (DCAT-AP dcat:contactPoint).
         ckan_timeout: seconds to wait for one CKAN HTTP response (OPENCITY_CKAN_TIMEOUT).
         seed: run seed for reproducible sampling (contribution bounding).
+        state_url: the portal's state DB (budget ledger + release registry): a SQLite path
+            or ``sqlite:///path``, or ``postgresql://...`` (see the module docstring).
     """
 
     run_dir: str = field(default_factory=_default_run_dir)
@@ -123,6 +137,7 @@ class Settings:
     contact_email: str = "opendata@opencity.example.org"
     ckan_timeout: float = 30.0
     seed: int = 20261123
+    state_url: str = field(default_factory=default_state_url, repr=False)  # may hold a password
 
     def __post_init__(self) -> None:
         if not self.raw_dir:
