@@ -97,24 +97,33 @@ def check_encoding(path: Path, encoding: str) -> str:
 
 def _lines(path: Path, codec: str) -> Iterator[str]:
     """Physical lines (line ends kept); a decoding error names the line, not its content."""
-    raw = _open_bytes(path)
-    text = io.TextIOWrapper(raw, encoding=codec, errors="strict", newline="")
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
     n = 0
-    try:
-        while True:
+    buf = ""
+    with _open_bytes(path) as raw:
+        for chunk in raw:
             try:
-                line = text.readline()
+                buf += decoder.decode(chunk)
             except UnicodeDecodeError as err:
                 raise DataQualityError(
-                    f"{path}: line {n + 1} is not valid {codec} text (byte 0x{err.object[err.start]:02x}"
-                    f"); pass --encoding with the file's encoding (e.g. latin-1, cp1252, utf-16)"
+                    f"{path}: line {n + buf.count(chr(10)) + 1} is not valid "
+                    f"{codec.removesuffix('-sig')} text (byte 0x{err.object[err.start]:02x}); "
+                    "pass --encoding with the file's encoding (e.g. latin-1, cp1252, utf-16)"
                 ) from None
-            if not line:
-                return
+            if "\n" not in buf:
+                continue
+            *complete, buf = buf.split("\n")
+            for line in complete:
+                n += 1
+                yield line + "\n"
+        try:
+            buf += decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DataQualityError(f"{path}: the file ends in the middle of a {codec} "
+                                   "character (truncated?)") from None
+        for line in buf.splitlines(keepends=True) if buf else ():
             n += 1
             yield line
-    finally:
-        text.close()
 
 
 def _split_fields(record: str) -> list[str] | None:
