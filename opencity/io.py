@@ -126,21 +126,29 @@ def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
         raise DataQualityError(f"{path}: cannot read as {schema.name} ({err})") from err
 
 
-def _parent(target: Path, restricted: bool) -> None:
+def is_staging(path: str | Path) -> bool:
+    """Whether ``path`` lies in a staging folder (``.<partition>.staging``): a restricted zone."""
+    return any(part.endswith(".staging") for part in Path(path).parts)
+
+
+def _parent(target: Path, restricted: bool) -> bool:
+    restricted = restricted or is_staging(target)
     if restricted:
         restricted_dir(target.parent)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
+    return restricted
 
 
 def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False
                          ) -> Path:
     """Write ``table`` to ``target`` through a temporary name (a retry overwrites).
 
-    ``restricted=True``: the folder is a restricted zone and the file is created owner-only.
+    ``restricted=True`` (implied inside a staging folder): the folder is a restricted zone
+    and the file is created owner-only.
     """
     target = Path(target)
-    _parent(target, restricted)
+    restricted = _parent(target, restricted)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -156,7 +164,7 @@ def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: boo
 def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False) -> Path:
     """Write ``table`` as CSV through a temporary name (see :func:`write_parquet_atomic`)."""
     target = Path(target)
-    _parent(target, restricted)
+    restricted = _parent(target, restricted)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         pacsv.write_csv(table, tmp)
