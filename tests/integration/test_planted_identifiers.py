@@ -41,12 +41,12 @@ pytestmark = [pytest.mark.integration]
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-def _report(name: str, findings: dict[str, set[str]]) -> None:
+def _report(name: str, findings: dict[str, set[str]], extra: dict | None = None) -> None:
     target = os.environ.get("OPENCITY_PLANTED_REPORT")
     if target:
         path = Path(target)
         doc = json.loads(path.read_text()) if path.exists() else {}
-        doc[name] = summary(findings)
+        doc[name] = {**summary(findings), **(extra or {})}
         path.write_text(json.dumps(doc, indent=2, sort_keys=True))
     leaks = {k: sorted(v) for k, v in findings.items() if v}
     assert not leaks, f"planted identifiers found: {json.dumps(summary(findings))}; {leaks}"
@@ -65,7 +65,7 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
     districts_csv, towers_csv = raw / "city" / "districts.csv", raw / "city" / "towers.csv"
     districts = read_reference_csv(districts_csv, DISTRICTS)
     towers = read_reference_csv(towers_csv, TOWERS)
-    console, errors, cli_results = [], [], []
+    console, errors, cli_results, quarantined = [], [], [], {}
     start, end = datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 10, 12, tzinfo=UTC)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -83,10 +83,12 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
         if source == "cdr":
             args += ["--towers", str(towers_csv)]
         proc = cli(*args)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        if proc.returncode != 0:
+            errors.append(proc.stderr)
+            continue
         result = json.loads(proc.stdout)
         cli_results.append(proc.stdout)
-        assert result["rows_quarantined"] >= 20, (source, result)  # the fully planted rows
+        quarantined[source] = result["rows_quarantined"]
         ctx = {"interval": (start, end) if time_col else None, "districts": districts,
                "quarantine_dir": tmp_path / "quarantine" / source}
         if source == "cdr":
@@ -107,8 +109,7 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
     big = lines[1].split(",")
     big[9] = "x" * 2_500_000  # description
     long.write_text("\n".join([lines[0], *lines[1:5], ",".join(big), *lines[5:30]]) + "\n")
-    proc = cli("service_requests", str(long), "--out", str(tmp_path / "l"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    long_line = cli("service_requests", str(long), "--out", str(tmp_path / "l"))
 
     findings = {
         "console": find("\n".join(console)),
@@ -118,7 +119,10 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
         "quarantine_reasons": find(quarantine_reasons(tmp_path / "quarantine")),
         "reports": scan_tree(tmp_path / "reports"),
     }
-    _report("cli_and_gate", findings)
+    _report("cli_and_gate", findings, {"rows_quarantined": quarantined})
+    assert set(quarantined) == set(SOURCES), "every source ingests"
+    assert all(n >= 20 for n in quarantined.values()), quarantined  # fully planted rows
+    assert long_line.returncode == 0, "a line over 2 MB is quarantined, not fatal"
 
 
 @pytest.mark.slow
@@ -153,5 +157,5 @@ def test_planted_identifiers_through_the_dags(airflow_db, sample_raw, tmp_path, 
         "console": find(console.out + console.err),
         "logs_debug": find(caplog.text),
     }
-    _report("dags", findings)
+    _report("dags", findings, {"dag_states": states})
     assert all(s.endswith("success") for s in states.values()), states
