@@ -490,8 +490,11 @@ def ingest_file(
     quarantine_dir = Path(quarantine_dir)
     qpath = quarantine_dir / "quarantine.parquet"
     restricted_dir(out_dir)
-    # Normalized copies of the raw records live next to the clean partition (restricted).
-    work = Path(restricted_dir(out_dir.parent / f".ingest-{uuid.uuid4().hex}"))
+    # Normalized copies of the raw records live in the clean partition (restricted); those
+    # of an earlier, killed run of this partition are removed.
+    for stale in out_dir.glob(".ingest-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(restricted_dir(out_dir / f".ingest-{uuid.uuid4().hex}"))
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")

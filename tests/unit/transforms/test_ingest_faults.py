@@ -245,4 +245,12 @@ def test_outputs_are_owner_only_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o700
     for path in (res.clean_path, res.quarantine_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert not list(tmp_path.glob(".ingest-*")), "the normalized copy of the raw file is gone"
+    assert not list(tmp_path.rglob(".ingest-*")), "the normalized copy of the raw file is gone"
+
+
+def test_leftover_work_folder_of_a_killed_run_is_removed(tmp_path):
+    stale = tmp_path / "clean" / ".ingest-0123"
+    stale.mkdir(parents=True)
+    (stale / "records.csv").write_text(HEADER + "\n" + ROW.format(i=1) + "\n")
+    run(tmp_path, write(tmp_path, [HEADER, *rows(2)]))
+    assert not stale.exists()
