@@ -1,21 +1,34 @@
 """Ingestion: read a raw file, type and check every row, pseudonymize, quarantine the rest.
 
-``ingest_file`` is the one entry point. It reads CSV, Parquet (file, directory or glob) or JSON
-lines into DuckDB, maps the publisher's columns onto the canonical schema (transforms.profiles),
-parses types and timestamps (to UTC), maps coordinates to districts and cells to regions,
-replaces direct identifiers by keyed HMAC pseudonyms, and writes two Parquet files:
+``ingest_file`` is the one entry point. CSV and JSON lines are split into records by
+:mod:`transforms.rawread` (explicit encoding, fixed RFC 4180 dialect, one bad record never
+takes its neighbours with it); Parquet (file, directory or glob) is read directly. The
+publisher's columns are mapped onto the canonical schema (transforms.profiles; an absent
+optional column is NULL), types and timestamps (to UTC) are parsed, coordinates are mapped to
+districts and cells to regions, direct identifiers are replaced by keyed HMAC pseudonyms,
+and two Parquet files are written:
 
 * ``out_dir/part-0.parquet``: the clean rows (identifier columns dropped, pseudonyms added);
 * ``quarantine_dir/quarantine.parquet``: every row that failed, with a ``reason`` naming the
-  column and the check, ``source_file`` and ``record`` (the 1-based data record, or the file
-  line for unparseable lines). Identifier values in the quarantine are pseudonymized too and free
-  text is redacted, so the quarantine holds no raw identifier; the raw file itself stays in the
-  restricted landing area, referenced by its SHA-256 in the manifest.
+  column and the check (never the value), ``source_file`` and ``record`` (the line where the
+  record starts; the row number for Parquet). Identifier values are pseudonymized, personal
+  data and free text redacted, and a value that failed its column's check is withheld, so
+  the quarantine holds no raw identifier; the raw file itself stays in the restricted
+  landing area, referenced by its SHA-256 in the manifest. A run without bad rows removes
+  the quarantine file of an earlier run of the partition.
+
+Every value of every column is checked against its domain: the allowed values of a
+categorical column (the profile's code list or the schema's), the shape of a code column,
+the type, finiteness (no NaN, infinity, overflow, sign on a zero that has none) and the
+physical range of a number, a plausible time. Free text is masked in the clean data and
+never published.
 
 Rows whose time column lies in another data interval are neither clean nor bad: they are
 counted as ``rows_other_intervals`` (another run's partition picks them up), unless
-``strict_interval`` is set, in which case they are quarantined. Every run reconciles:
-``rows_in == rows_out + rows_quarantined + rows_other_intervals`` or it raises.
+``strict_interval`` is set, in which case they are quarantined. Every run reconciles the
+records the raw reader counted (Parquet: the files' metadata) with the rows actually written:
+``rows_in == rows_out + rows_quarantined + rows_other_intervals`` (each counted on its own),
+or it raises.
 """
 
 from __future__ import annotations
