@@ -95,6 +95,26 @@ def restricted_file(path: str | Path) -> Path:
     return path
 
 
+def warn_if_open(path: str | Path) -> bool:
+    """Warn once when a restricted input (e.g. a raw file we only read) is readable by others.
+
+    Unlike :func:`check_restricted` nothing is changed: the file belongs to whoever landed it.
+    Returns whether it is more open than the restricted modes.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    dmode, fmode, _ = restricted_modes()
+    current = stat.S_IMODE(path.stat().st_mode)
+    too_open = bool(current & ~(dmode if path.is_dir() else fmode))
+    if too_open and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("restricted input %s is mode %04o: other accounts on this host can read "
+                    "it; restrict it (chmod %04o) or set %s for a shared group", path,
+                    current, dmode if path.is_dir() else fmode, RESTRICTED_GROUP_ENV)
+    return too_open
+
+
 def check_restricted(path: str | Path) -> None:
     """Warn once (and tighten) when a restricted folder or file is more open than allowed."""
     path = Path(path)

@@ -492,9 +492,10 @@ def ingest_file(
             (dataset-level failures). Messages name the file, line and column, never a value.
         InternalError: the counts do not reconcile with the raw reader's own count.
     """
-    from opencity.io import restricted_dir, restricted_file
+    from opencity.io import restricted_dir, restricted_file, warn_if_open
 
     path = Path(path)
+    warn_if_open(path)  # raw input: personal data, should not be readable by other accounts
     prof = profile if isinstance(profile, Profile) else get_profile(source, profile)
     ref = reference or Reference()
     fmt = fmt or detect_format(path)

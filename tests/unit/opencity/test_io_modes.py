@@ -60,3 +60,15 @@ def test_configured_group(tmp_path, monkeypatch, loose_umask):
     monkeypatch.setenv(io.RESTRICTED_GROUP_ENV, "no-such-group-opencity")
     with pytest.raises(ConfigError, match="OPENCITY_RESTRICTED_GROUP"):
         io.restricted_dir(tmp_path / "x")
+
+
+def test_open_raw_input_warns_once_and_is_left_alone(tmp_path, caplog):
+    raw = tmp_path / "requests.csv"
+    raw.write_text("x\n")
+    os.chmod(raw, 0o644)
+    caplog.set_level(logging.WARNING, logger="opencity.io")
+    assert io.warn_if_open(raw) and io.warn_if_open(raw)
+    assert len([r for r in caplog.records if "restricted input" in r.getMessage()]) == 1
+    assert mode(raw) == 0o644
+    os.chmod(raw, 0o600)
+    assert not io.warn_if_open(raw)
