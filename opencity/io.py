@@ -14,8 +14,8 @@ from __future__ import annotations
 import grp
 import logging
 import os
-import stat
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager

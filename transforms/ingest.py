@@ -205,7 +205,7 @@ def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, work: Pa
     except duckdb.Error as err:
         raise DataQualityError(
             f"{path}: not a readable {fmt} file ({_redact_engine_message(err)})") from None
-    except Exception as err:  # pyarrow metadata of a corrupt Parquet file, OS errors
+    except (OSError, pa.ArrowException) as err:  # corrupt Parquet metadata, OS errors
         raise DataQualityError(
             f"{path}: not a readable {fmt} file ({type(err).__name__})") from None
     con.register("raw_rejects_arrow", pa.table(
@@ -293,8 +293,8 @@ class _Builder:
                         f"{name}: value outside its domain"))
         pattern = self.p.pattern(name) if pa.types.is_string(col.type) else None
         if pattern and not domain and not col.identifier:
-            out.append((f"{typed} IS NOT NULL AND NOT regexp_full_match({typed}, "
-                        f"{_lit(pattern)})", f"{name}: value not shaped like a {name}"))
+            cond = f"{typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(pattern)})"
+            out.append((cond, f"{name}: value not shaped like a {name}"))
         if col.min_value is not None:
             out.append((f"{typed} < {col.min_value}", f"{name}: below minimum {col.min_value}"))
         if col.max_value is not None:
@@ -550,6 +550,9 @@ def ingest_file(
               clean_path, params)
         restricted_file(clean_path)
         rows_out = _parquet_rows(clean_path)
+        if rows_out != n_good:
+            raise InternalError(f"ingest of {path.name} wrote {rows_out} clean rows, expected "
+                                f"{n_good}")
         quarantine_path = None
         reasons: dict[str, int] = {}
         n_q = 0

@@ -80,7 +80,7 @@ def check_encoding(path: Path, encoding: str) -> str:
         raise DataQualityError(f"{path}: cannot read the file ({err.strerror or err})") from err
     if not head.strip():
         raise DataQualityError(f"{path}: the file is empty (no header line, no records)")
-    if codec.startswith("utf-16") or codec.startswith("utf-32"):
+    if codec.startswith(("utf-16", "utf-32")):
         return codec
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise DataQualityError(
@@ -240,8 +240,8 @@ def scan_jsonl(path: Path, normalized: Path, *, encoding: str = "utf-8",
                 first_char = stripped[0]
             scan.records += 1
             if len(line) > max_record_bytes:
-                scan.bad.append((lineno, f"malformed JSON line: longer than "
-                                         f"{max_record_bytes // (1024 * 1024)} MiB"))
+                mib = max_record_bytes // (1024 * 1024)
+                scan.bad.append((lineno, f"malformed JSON line: longer than {mib} MiB"))
                 continue
             try:
                 obj = json.loads(stripped)

@@ -22,7 +22,7 @@ def test_kpi_ingest_quarantines_80_non_finite_readings(sample_raw, tmp_path):
 
     raw = tmp_path / "raw"
     shutil.copytree(sample_raw, raw)
-    part = sorted((raw / "meters" / "readings").glob("*.parquet"))[0]
+    part = min((raw / "meters" / "readings").glob("*.parquet"))
     table = pq.read_table(part)
     start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
     times = table["reading_time"]
