@@ -295,10 +295,14 @@ class _Builder:
         if pattern and not domain and not col.identifier:
             cond = f"{typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(pattern)})"
             out.append((cond, f"{name}: value not shaped like a {name}"))
+        # Ranges apply to finite numbers (NaN compares above everything in SQL).
+        finite = f" AND isfinite({typed})" if pa.types.is_floating(col.type) else ""
         if col.min_value is not None:
-            out.append((f"{typed} < {col.min_value}", f"{name}: below minimum {col.min_value}"))
+            out.append((f"{typed} < {col.min_value}{finite}",
+                        f"{name}: below minimum {col.min_value}"))
         if col.max_value is not None:
-            out.append((f"{typed} > {col.max_value}", f"{name}: above maximum {col.max_value}"))
+            out.append((f"{typed} > {col.max_value}{finite}",
+                        f"{name}: above maximum {col.max_value}"))
         return out
 
     def reasons(self) -> list[str]:

@@ -254,3 +254,22 @@ def test_leftover_work_folder_of_a_killed_run_is_removed(tmp_path):
     (stale / "records.csv").write_text(HEADER + "\n" + ROW.format(i=1) + "\n")
     run(tmp_path, write(tmp_path, [HEADER, *rows(2)]))
     assert not stale.exists()
+
+
+def test_jsonl_in_utf16_with_bad_lines_and_non_finite_values(tmp_path):
+    rows = [{"meter_id": "E0000001", "reading_time": "2026-10-05T10:00:00Z", "value": 1.5,
+             "unit": "kWh"},
+            {"meter_id": "E0000002", "reading_time": "2026-10-05T10:00:00Z", "value": "NaN",
+             "unit": "kWh"},
+            [1, 2],
+            {"meter_id": "Zoë Müller", "reading_time": "2026-10-05T10:00:00Z", "value": 2,
+             "unit": "kWh"}]
+    p = tmp_path / "r.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n{oops\n", encoding="utf-16")
+    res = ingest_file("meter_readings", p, tmp_path / "c", quarantine_dir=tmp_path / "q",
+                      key=KEY, encoding="utf-16")
+    assert (res.rows_in, res.rows_out, res.rows_quarantined) == (5, 1, 4)
+    assert res.reasons == {"malformed JSON line: not a JSON object": 1,
+                           "malformed JSON line: not valid JSON": 1,
+                           "meter_id: value not shaped like a meter_id": 1,
+                           "value: not a finite number (NaN, infinity or overflow)": 1}
