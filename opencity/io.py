@@ -14,6 +14,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import re
 import shutil
 import stat
 import uuid
@@ -143,7 +144,10 @@ def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
             ),
         )
     except pa.ArrowInvalid as err:
-        raise DataQualityError(f"{path}: cannot read as {schema.name} ({err})") from err
+        # Arrow quotes the offending value ('invalid value ...'): keep the message, not it.
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", first)[:200]
+        raise DataQualityError(f"{path}: cannot read as {schema.name} ({first})") from None
 
 
 def is_staging(path: str | Path) -> bool:
