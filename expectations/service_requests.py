@@ -91,7 +91,7 @@ TOP = r"\*"
 # Shapes of the generalized quasi-identifiers (privacy.kanon.Hierarchy labels).
 MICRODATA_PATTERNS = {
     "age": rf"{TOP}|[0-9]{{1,3}}|\[[0-9]{{1,3}}, [0-9]{{1,3}}\)",
-    "created": rf"{TOP}|[0-9]{{4}}(-[0-9]{{2}}(-[0-9]{{2}}(T[0-9]{{2}})?)?)?"
+    "created": rf"{TOP}|[0-9]{{4}}(?:-[0-9]{{2}}(?:-[0-9]{{2}}(?:T[0-9]{{2}})?)?)?"
                r"|W[0-9]{4}-[0-9]{2}-[0-9]{2}",
     "district_id": rf"{TOP}|{CODE}",
 }
