@@ -137,6 +137,10 @@ class PrivacyChecks:
         forbidden_columns: extra direct-identifier column names from config.
         allowed_columns: public columns whose name merely looks like an identifier.
         text_columns: string columns to scan for identifier-looking values (default: all).
+        domains: column -> allowed values: every published value must be one of them.
+        patterns: column -> full-match regex of the values (codes, intervals, dates).
+        every_column_has_domain: a string column without a domain or pattern fails (free
+            text is never published); default True for microdata.
     """
 
     kind: str = "none"
@@ -150,8 +154,17 @@ class PrivacyChecks:
     forbidden_columns: tuple[str, ...] = ()
     allowed_columns: tuple[str, ...] = ()
     text_columns: tuple[str, ...] | None = None
+    domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    patterns: Mapping[str, str] = field(default_factory=dict)
+    every_column_has_domain: bool | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "domains",
+                           {str(k): tuple(v) for k, v in dict(self.domains).items()})
+        object.__setattr__(self, "patterns", {str(k): str(v) for k, v in
+                                              dict(self.patterns).items()})
+        if self.every_column_has_domain is None:
+            object.__setattr__(self, "every_column_has_domain", self.kind == "microdata")
         if self.kind not in PRIVACY_KINDS:
             raise ConfigError(f"privacy kind must be one of {PRIVACY_KINDS}, got {self.kind!r}")
         for name in ("quasi_identifiers", "count_columns", "forbidden_columns",
@@ -286,10 +299,20 @@ def clean_columns(schema: Schema, extra: Sequence[str] = ()) -> list[str]:
             + [name for name, _ in schema.pseudonyms] + list(extra))
 
 
+def _profile(schema: Schema, profile: Any):
+    """The input profile whose domains apply (a name or a Profile; None = the schema's)."""
+    if profile is None:
+        return None
+    from transforms.profiles import Profile, get_profile
+
+    return profile if isinstance(profile, Profile) else get_profile(schema.name, str(profile))
+
+
 def schema_expectations(schema: Schema, ctx: SuiteContext, extra_columns: Sequence[str] = ()
                         ) -> list[Any]:
     """Schema, types, required values, allowed values, ranges, keys, interval, references."""
     cols = clean_columns(schema, extra_columns)
+    profile = _profile(schema, ctx.extra.get("profile"))
     exps: list[Any] = [
         gxe.ExpectTableColumnsToMatchSet(column_set=cols, exact_match=True),
         ExpectColumnKindsToMatch(kinds={c.name: column_kind(c.type) for c in schema.columns
@@ -301,9 +324,15 @@ def schema_expectations(schema: Schema, ctx: SuiteContext, extra_columns: Sequen
             continue
         if col.required:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col.name))
-        if col.allowed:
+        domain = profile.domain(col.name) if profile is not None else col.allowed
+        if domain and pa.types.is_string(col.type):
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col.name,
-                                                        value_set=list(col.allowed)))
+                                                        value_set=list(domain)))
+        pattern = profile.pattern(col.name) if profile is not None else col.pattern
+        if pattern and not domain:
+            exps.append(gxe.ExpectColumnValuesToMatchRegex(
+                column=col.name, regex=f"^(?:{pattern})$",
+                notes="the column's code shape (a name, e-mail or phone number does not fit)"))
         if col.min_value is not None or col.max_value is not None:
             exps.append(gxe.ExpectColumnValuesToBeBetween(
                 column=col.name, min_value=col.min_value, max_value=col.max_value))
@@ -357,6 +386,22 @@ def privacy_expectations(ctx: SuiteContext) -> list[Any]:
         exps.append(gxe.ExpectTableColumnsToMatchSet(
             column_set=sorted(set(ctx.columns) | set(missing)), exact_match=False,
             notes=f"declared privacy columns {missing} are missing"))
+    for col, values in sorted(p.domains.items()):
+        exps.append(gxe.ExpectColumnValuesToBeInSet(
+            column=col, value_set=list(values),
+            notes="every published value lies inside the column's declared domain"))
+    for col, pattern in sorted(p.patterns.items()):
+        if col in p.domains:
+            continue
+        exps.append(gxe.ExpectColumnValuesToMatchRegex(
+            column=col, regex=f"^(?:{pattern})$",
+            notes="every published value has the column's declared shape"))
+    if p.every_column_has_domain:
+        for col in ctx.string_columns:
+            if col not in p.domains and col not in p.patterns:
+                exps.append(gxe.ExpectColumnValuesToBeNull(
+                    column=col, notes="string column without a declared domain: free text "
+                    "is never published"))
     if p.kind == "microdata":
         exps.append(px.ExpectEquivalenceClassesToHaveAtLeastKRows(
             quasi_identifiers=list(p.quasi_identifiers), k=p.k))

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 SUITES: dict[str, str] = {
     "service_requests": "expectations.service_requests:clean_suite",
     "opencity-311-requests-weekly": "expectations.service_requests:product_suite",
+    "opencity-311-requests-microdata": "expectations.service_requests:microdata_suite",
     "cdr": "expectations.cdr:clean_suite",
     "meter_registry": "expectations.meters:registry_suite",
     "meter_readings": "expectations.meters:readings_suite",
@@ -214,7 +215,8 @@ def privacy_checks(spec: Mapping[str, Any] | None):
     spec = dict(spec)
     known = {"kind", "quasi_identifiers", "k", "count_columns", "threshold", "statement",
              "ledger", "ledger_dataset", "partition", "release_id", "ledger_epsilon",
-             "ledger_delta", "forbidden_columns", "allowed_columns", "text_columns"}
+             "ledger_delta", "forbidden_columns", "allowed_columns", "text_columns",
+             "domains", "patterns", "every_column_has_domain"}
     unknown = set(spec) - known
     if unknown:
         raise ConfigError(f"unknown privacy key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -239,6 +241,9 @@ def privacy_checks(spec: Mapping[str, Any] | None):
         forbidden_columns=tuple(spec.get("forbidden_columns", ())),
         allowed_columns=tuple(spec.get("allowed_columns", ())),
         text_columns=tuple(text) if text is not None else None,
+        domains=dict(spec.get("domains") or {}),
+        patterns=dict(spec.get("patterns") or {}),
+        every_column_has_domain=spec.get("every_column_has_domain"),
     )
 
 
@@ -327,35 +332,56 @@ def sensitive_columns(dataset: str) -> set[str]:
     return out
 
 
-def _mask(value: Any, withhold: bool) -> Any:
-    from expectations.privacy import mask_identifiers
+def domains_of(dataset: str) -> dict[str, set[str]]:
+    """Column -> allowed values of a source (values inside may appear in reports)."""
+    from transforms.schemas import SCHEMAS
 
+    schema = SCHEMAS.get(dataset)
+    if schema is None:
+        return {}
+    return {c.name: set(c.allowed) for c in schema.columns
+            if c.allowed and not (c.identifier or c.personal)}
+
+
+def _mask(value: Any, withhold: bool, domain: set[str] | None = None) -> Any:
+    """A value for a report: numbers of non-personal columns and strings inside the column's
+    domain are shown; any other string is withheld (it may be personal data misplaced)."""
     if value is None or isinstance(value, bool | int) or (
         isinstance(value, float) and math.isfinite(value)
     ):
         return "(withheld)" if withhold and value is not None else value
     if withhold:
         return "(withheld)"
-    return mask_identifiers(value)
+    if isinstance(value, str) and not (domain and value in domain):
+        from expectations.privacy import identifier_kinds
+
+        kinds = identifier_kinds(value)
+        return "(withheld" + "".join(f" [{k}]" for k in kinds) + ")"
+    if isinstance(value, float):
+        return str(value)
+    return value if isinstance(value, str) else str(value)
 
 
-def mask_result(result, sensitive: set[str]) -> None:
+def mask_result(result, sensitive: set[str],
+                domains: Mapping[str, set[str]] | None = None) -> None:
     """Mask example values of every expectation result in place (never raw identifiers)."""
     from expectations.privacy import mask_identifiers
 
+    domains = domains or {}
     for r in result.results:
         kwargs = r.expectation_config.kwargs
         column = kwargs.get("column")
         identifier_check = r.expectation_config.type == \
             "expect_column_values_to_not_contain_direct_identifiers"
         withhold = column in sensitive
+        domain = domains.get(column)
         res = r.result or {}
         for key in ("partial_unexpected_list", "unexpected_list"):
             if key in res and res[key] is not None:
-                res[key] = [_mask(v, withhold) for v in res[key]]
+                res[key] = [_mask(v, withhold, domain) for v in res[key]]
         if res.get("partial_unexpected_counts"):
             res["partial_unexpected_counts"] = [
-                {"value": _mask(d.get("value"), withhold), "count": d.get("count")}
+                {"value": _mask(d.get("value"), withhold, domain), "count": d.get("count")}
                 for d in res["partial_unexpected_counts"]]
         if identifier_check:
             res.pop("unexpected_list", None)
@@ -367,7 +393,7 @@ def mask_result(result, sensitive: set[str]) -> None:
                 for ex in details["examples"]]
         obs = res.get("observed_value")
         if isinstance(obs, str):
-            res["observed_value"] = _mask(obs, withhold)
+            res["observed_value"] = _mask(obs, withhold, domain)
 
 
 # ------------------------------------------------------------------------ reporting
@@ -541,7 +567,7 @@ def _quarantine_rows(table: pa.Table, suite, failing, df, sensitive: set[str],
         qpath.unlink()
     from opencity.io import write_parquet_atomic
 
-    write_parquet_atomic(quarantined, qpath)
+    write_parquet_atomic(quarantined, qpath, restricted=True)
     del sensitive  # values stay in the restricted quarantine, never in logs
     return table.filter(pa.array(~bad)), counts
 
@@ -584,14 +610,14 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
         rows_quarantined = table.num_rows - kept.num_rows
         from opencity.io import write_parquet_atomic
 
-        write_parquet_atomic(kept, path)
+        write_parquet_atomic(kept, path, restricted=True)
         log.warning("%s: %d row(s) failed row-level expectations and were quarantined: %s",
                     dataset, rows_quarantined, reasons)
         table, df = kept, _to_pandas(kept)
         result = run_suite(build_suite(dataset, suite_context(dataset, table, context)), df)
     elif qdir is not None and (Path(qdir) / QUARANTINE_FILE).exists():
         (Path(qdir) / QUARANTINE_FILE).unlink()  # stale: from an earlier run of this partition
-    mask_result(result, sensitive)
+    mask_result(result, sensitive, domains_of(dataset))
     failures = [_describe(r) for r in result.results if not r.success]
     summary = {
         "dataset": dataset,

@@ -24,7 +24,7 @@ from expectations.core import (
     row_count_expectations,
     schema_expectations,
 )
-from transforms.schemas import SERVICE_REQUESTS
+from transforms.schemas import CODE, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
 
 gxe = gx.expectations
 PRODUCT = "opencity-311-requests-weekly"
@@ -78,5 +78,48 @@ def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     if ctx.district_ids is not None:
         exps.append(gxe.ExpectColumnValuesToBeInSet(column="district_id",
                                                     value_set=list(ctx.district_ids)))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(
+        column="request_type", value_set=list(ctx.extra.get("request_types",
+                                                            SERVICE_REQUEST_TYPES)),
+        notes="the public key set of request types"))
     exps += privacy_expectations(ctx)
     return new_suite(f"{PRODUCT}.product", exps, {"dataset": PRODUCT, "stage": "product"})
+
+
+MICRODATA = "opencity-311-requests-microdata"
+TOP = r"\*"
+# Shapes of the generalized quasi-identifiers (privacy.kanon.Hierarchy labels).
+MICRODATA_PATTERNS = {
+    "age": rf"{TOP}|[0-9]{{1,3}}|\[[0-9]{{1,3}}, [0-9]{{1,3}}\)",
+    "created": rf"{TOP}|[0-9]{{4}}(?:-[0-9]{{2}}(?:-[0-9]{{2}}(?:T[0-9]{{2}})?)?)?"
+               r"|W[0-9]{4}-[0-9]{2}-[0-9]{2}",
+    "district_id": rf"{TOP}|{CODE}",
+}
+
+
+def microdata_domains(ctx: SuiteContext) -> dict[str, tuple[str, ...]]:
+    """Allowed values of the released microdata columns ('*' = generalized away)."""
+    col = SERVICE_REQUESTS.column
+    domains = {
+        "request_type": tuple(ctx.extra.get("request_types", col("request_type").allowed)),
+        "status": tuple(col("status").allowed),
+        "gender": (*col("requester_gender").allowed, "*"),
+    }
+    if ctx.district_ids is not None:
+        domains["district_id"] = (*ctx.district_ids, "*")
+    return domains
+
+
+def microdata_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
+    """The k-anonymous 311 microdata: the generic product checks (no identifiers, every
+    class >= k) plus every published value inside its column's domain; a string column
+    without a domain fails (free text is never published)."""
+    from expectations.products import product_suite as generic
+
+    p = ctx.privacy or PrivacyChecks(kind="microdata", quasi_identifiers=(
+        "age", "gender", "district_id", "created"), k=2)
+    privacy = PrivacyChecks(**{**p.__dict__,
+                               "domains": {**microdata_domains(ctx), **p.domains},
+                               "patterns": {**MICRODATA_PATTERNS, **p.patterns},
+                               "every_column_has_domain": True})
+    return generic(SuiteContext(**{**ctx.__dict__, "privacy": privacy}))

@@ -1,9 +1,22 @@
-"""The thin I/O layer: reading reference tables and writing partitions atomically."""
+"""The thin I/O layer: reading reference tables, writing partitions atomically, file modes.
+
+Restricted zones (raw input, clean partitions, the quarantine, staging, the budget ledger and
+the release registry) hold personal or pre-release data: their folders are created 0700 and
+their files 0600 whatever the process umask, or 0750/0640 with the group named by
+``OPENCITY_RESTRICTED_GROUP`` (e.g. the Airflow workers' group). Use :func:`restricted_dir`
+for a folder, :func:`restricted_file` after writing a file (or the ``restricted=True``
+writers). A restricted folder or file found more open than that is tightened, with one
+warning per path and process.
+"""
 
 from __future__ import annotations
 
+import grp
+import logging
 import os
+import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +26,103 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from opencity.errors import DataQualityError
+from opencity.errors import ConfigError, DataQualityError
 from transforms.schemas import Schema
+
+log = logging.getLogger(__name__)
+
+RESTRICTED_GROUP_ENV = "OPENCITY_RESTRICTED_GROUP"
+_warned: set[str] = set()
+
+
+def restricted_modes() -> tuple[int, int, int | None]:
+    """(folder mode, file mode, group id or None) of restricted zones, from the settings."""
+    group = os.environ.get(RESTRICTED_GROUP_ENV, "").strip()
+    if not group:
+        return 0o700, 0o600, None
+    try:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"{RESTRICTED_GROUP_ENV}={group!r}: no such group on this host; "
+                          "set it to an existing group name or id, or unset it") from None
+    return 0o750, 0o640, gid
+
+
+def _secure(path: Path, mode: int, gid: int | None, *, created: bool) -> None:
+    current = stat.S_IMODE(os.lstat(path).st_mode)
+    if not created and current & ~mode:
+        key = str(path)
+        if key not in _warned:
+            _warned.add(key)
+            log.warning("restricted path %s was mode %04o (readable beyond its owner%s); "
+                        "setting %04o", path, current, "'s group" if gid is not None else "",
+                        mode)
+    if gid is not None and os.lstat(path).st_gid != gid:
+        os.chown(path, -1, gid)
+    if current != mode:
+        os.chmod(path, mode)
+
+
+def restricted_dir(path: str | Path) -> Path:
+    """Create ``path`` (and missing parents) owner-only (0700, or 0750 with the group).
+
+    An existing folder more open than that is tightened with a warning (once per process).
+    """
+    path = Path(path)
+    dmode, _, gid = restricted_modes()
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, dmode)
+        except FileExistsError:
+            continue
+        _secure(d, dmode, gid, created=True)
+    if not missing:
+        if not path.is_dir():
+            raise DataQualityError(f"{path}: expected a folder, found a file")
+        _secure(path, dmode, gid, created=False)
+    return path
+
+
+def restricted_file(path: str | Path) -> Path:
+    """Make an existing file owner-only (0600, or 0640 with the group)."""
+    path = Path(path)
+    _, fmode, gid = restricted_modes()
+    _secure(path, fmode, gid, created=True)
+    return path
+
+
+def warn_if_open(path: str | Path) -> bool:
+    """Warn once when a restricted input (e.g. a raw file we only read) is readable by others.
+
+    Unlike :func:`check_restricted` nothing is changed: the file belongs to whoever landed it.
+    Returns whether it is more open than the restricted modes.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    dmode, fmode, _ = restricted_modes()
+    current = stat.S_IMODE(path.stat().st_mode)
+    too_open = bool(current & ~(dmode if path.is_dir() else fmode))
+    if too_open and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning("restricted input %s is mode %04o: other accounts on this host can read "
+                    "it; restrict it (chmod %04o) or set %s for a shared group", path,
+                    current, dmode if path.is_dir() else fmode, RESTRICTED_GROUP_ENV)
+    return too_open
+
+
+def check_restricted(path: str | Path) -> None:
+    """Warn once (and tighten) when a restricted folder or file is more open than allowed."""
+    path = Path(path)
+    if not path.exists():
+        return
+    dmode, fmode, gid = restricted_modes()
+    _secure(path, dmode if path.is_dir() else fmode, gid, created=False)
 
 
 def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
@@ -36,16 +144,40 @@ def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
             ),
         )
     except pa.ArrowInvalid as err:
-        raise DataQualityError(f"{path}: cannot read as {schema.name} ({err})") from err
+        # Arrow quotes the offending value ('invalid value ...'): keep the message, not it.
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        first = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", first)[:200]
+        raise DataQualityError(f"{path}: cannot read as {schema.name} ({first})") from None
 
 
-def write_parquet_atomic(table: pa.Table, target: str | Path) -> Path:
-    """Write ``table`` to ``target`` through a temporary name (a retry overwrites)."""
+def is_staging(path: str | Path) -> bool:
+    """Whether ``path`` lies in a staging folder (``.<partition>.staging``): a restricted zone."""
+    return any(part.endswith(".staging") for part in Path(path).parts)
+
+
+def _parent(target: Path, restricted: bool) -> bool:
+    restricted = restricted or is_staging(target)
+    if restricted:
+        restricted_dir(target.parent)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    return restricted
+
+
+def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False
+                         ) -> Path:
+    """Write ``table`` to ``target`` through a temporary name (a retry overwrites).
+
+    ``restricted=True`` (implied inside a staging folder): the folder is a restricted zone
+    and the file is created owner-only.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    restricted = _parent(target, restricted)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")
+        if restricted:
+            restricted_file(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -53,12 +185,15 @@ def write_parquet_atomic(table: pa.Table, target: str | Path) -> Path:
     return target
 
 
-def write_csv_atomic(table: pa.Table, target: str | Path) -> Path:
+def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False) -> Path:
+    """Write ``table`` as CSV through a temporary name (see :func:`write_parquet_atomic`)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    restricted = _parent(target, restricted)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         pacsv.write_csv(table, tmp)
+        if restricted:
+            restricted_file(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -16,6 +16,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from opencity.errors import ConfigError
+from opencity.io import restricted_dir
 from sample_data import io
 from sample_data.cdr import cdr_blocks, make_subscribers, n_blocks
 from sample_data.city import make_city
@@ -32,7 +33,7 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ConfigError(f"output path {out_dir} exists and is not a directory; "
                           "choose another --out")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        restricted_dir(out_dir)  # raw data: names, phones, e-mails, addresses
     except OSError as err:
         raise ConfigError(f"cannot create output directory {out_dir}: {err.strerror}") from err
     if not os.access(out_dir, os.W_OK | os.X_OK):

@@ -2,6 +2,8 @@
 
 Every file is written under a temporary name and renamed, so a rerun replaces files instead of
 leaving half-written ones. The only module of the package that touches the file system.
+Raw data is a restricted zone (names, phones, e-mails, addresses): folders are created 0700
+and files 0600 whatever the umask (opencity.io.restricted_dir / restricted_file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from opencity.io import restricted_dir, restricted_file
 
 PART_PATTERN = "part-{:05d}.parquet"
 
@@ -35,16 +39,17 @@ def _csv_ready(table: pa.Table) -> pa.Table:
 
 def write_csv(table: pa.Table, path: Path) -> int:
     """Write a table as CSV (booleans true/false, nulls empty); returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    restricted_dir(path.parent)
     tmp = _tmp(path)
     pacsv.write_csv(_csv_ready(table), tmp)
+    restricted_file(tmp)
     os.replace(tmp, path)
     return table.num_rows
 
 
 def write_parquet(tables: Iterable[pa.Table], path: Path) -> int:
     """Stream tables into one Parquet file (one row group per table); returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    restricted_dir(path.parent)
     tmp = _tmp(path)
     rows = 0
     writer: pq.ParquetWriter | None = None
@@ -59,6 +64,7 @@ def write_parquet(tables: Iterable[pa.Table], path: Path) -> int:
             writer.close()
     if writer is None:
         raise ValueError(f"no table to write to {path.name}")
+    restricted_file(tmp)
     os.replace(tmp, path)
     return rows
 
@@ -76,7 +82,7 @@ def write_parts(tables: Iterable[pa.Table], directory: Path, chunk_rows: int) ->
 
     Memory holds at most ``chunk_rows`` buffered rows plus one incoming table.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    restricted_dir(directory)
     clear_parts(directory)
     counts: dict[str, int] = {}
     buffer: list[pa.Table] = []
@@ -87,6 +93,7 @@ def write_parts(tables: Iterable[pa.Table], directory: Path, chunk_rows: int) ->
         path = directory / PART_PATTERN.format(len(counts))
         tmp = _tmp(path)
         pq.write_table(table, tmp)
+        restricted_file(tmp)
         os.replace(tmp, path)
         counts[path.name] = table.num_rows
 

@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                         "other intervals")
     p.add_argument("--districts", type=Path, help="districts.csv for district checks/mapping")
     p.add_argument("--towers", type=Path, help="towers.csv for cell checks and region mapping")
+    p.add_argument("--encoding", default="utf-8",
+                   help="text encoding of a CSV or JSON-lines input (default: utf-8; e.g. "
+                        "utf-16, latin-1, cp1252)")
     p.set_defaults(func=_cmd)
 
 
@@ -70,6 +73,7 @@ def _cmd(args: argparse.Namespace) -> int:
         quarantine_dir=args.quarantine or args.out.parent / "quarantine",
         key=resolve_hmac_key(), interval=(args.start, args.end) if args.start else None,
         reference=ref, profile=args.profile, strict_interval=args.strict_interval,
+        encoding=args.encoding,
     )
     print(json.dumps(result.as_dict(), indent=2))
     return 0

@@ -1,27 +1,42 @@
 """Ingestion: read a raw file, type and check every row, pseudonymize, quarantine the rest.
 
-``ingest_file`` is the one entry point. It reads CSV, Parquet (file, directory or glob) or JSON
-lines into DuckDB, maps the publisher's columns onto the canonical schema (transforms.profiles),
-parses types and timestamps (to UTC), maps coordinates to districts and cells to regions,
-replaces direct identifiers by keyed HMAC pseudonyms, and writes two Parquet files:
+``ingest_file`` is the one entry point. CSV and JSON lines are split into records by
+:mod:`transforms.rawread` (explicit encoding, fixed RFC 4180 dialect, one bad record never
+takes its neighbours with it); Parquet (file, directory or glob) is read directly. The
+publisher's columns are mapped onto the canonical schema (transforms.profiles; an absent
+optional column is NULL), types and timestamps (to UTC) are parsed, coordinates are mapped to
+districts and cells to regions, direct identifiers are replaced by keyed HMAC pseudonyms,
+and two Parquet files are written:
 
 * ``out_dir/part-0.parquet``: the clean rows (identifier columns dropped, pseudonyms added);
 * ``quarantine_dir/quarantine.parquet``: every row that failed, with a ``reason`` naming the
-  column and the check, ``source_file`` and ``record`` (the 1-based data record, or the file
-  line for unparseable lines). Identifier values in the quarantine are pseudonymized too and free
-  text is redacted, so the quarantine holds no raw identifier; the raw file itself stays in the
-  restricted landing area, referenced by its SHA-256 in the manifest.
+  column and the check (never the value), ``source_file`` and ``record`` (the line where the
+  record starts; the row number for Parquet). Identifier values are pseudonymized, personal
+  data and free text redacted, and a value that failed its column's check is withheld, so
+  the quarantine holds no raw identifier; the raw file itself stays in the restricted
+  landing area, referenced by its SHA-256 in the manifest. A run without bad rows removes
+  the quarantine file of an earlier run of the partition.
+
+Every value of every column is checked against its domain: the allowed values of a
+categorical column (the profile's code list or the schema's), the shape of a code column,
+the type, finiteness (no NaN, infinity, overflow, sign on a zero that has none) and the
+physical range of a number, a plausible time. Free text is masked in the clean data and
+never published.
 
 Rows whose time column lies in another data interval are neither clean nor bad: they are
 counted as ``rows_other_intervals`` (another run's partition picks them up), unless
-``strict_interval`` is set, in which case they are quarantined. Every run reconciles:
-``rows_in == rows_out + rows_quarantined + rows_other_intervals`` or it raises.
+``strict_interval`` is set, in which case they are quarantined. Every run reconciles the
+records the raw reader counted (Parquet: the files' metadata) with the rows actually written:
+``rows_in == rows_out + rows_quarantined + rows_other_intervals`` (each counted on its own),
+or it raises.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -71,6 +86,11 @@ class IngestResult:
         return asdict(self)
 
 
+# Plausible time range of any record, and the longest a 311 request may stay open.
+MIN_TIME = "1990-01-01 00:00:00+00"
+MAX_TIME = "2100-01-01 00:00:00+00"
+MAX_DURATION_DAYS = 3660
+
 EMAIL_RE = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"
 PHONE_RE = r"\+?[0-9][0-9 ()./-]{6,}[0-9]"
 
@@ -103,67 +123,101 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> tuple[list[str], int]:
-    """Create view raw(__record, <raw columns>) and table raw_rejects(line, reason).
+def _redact_engine_message(err: BaseException) -> str:
+    """The first line of an engine error with every quoted value removed (no row content)."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", first)
+    return first[:200]
 
-    Returns the raw column names and the number of unparseable lines.
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file, directory or glob from the files' metadata (independent count)."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    if path.is_dir():
+        files = sorted(path.rglob("*.parquet"))
+    elif "*" in str(path):
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True))
+    else:
+        files = [path]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _register_raw(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, work: Path,
+                  encoding: str) -> tuple[list[str], int, int]:
+    """Create table raw_in(__record, <raw columns>) and view raw_rejects(line, reason).
+
+    CSV and JSON lines are split into records by transforms.rawread first (fixed dialect, bad
+    records isolated, no row content in any message); Parquet is read directly.
+
+    Returns the raw column names, the number of unparseable records and the number of input
+    records counted independently of DuckDB (the raw reader's count, or Parquet metadata).
     """
+    from transforms import rawread
+
     p = str(path)
     if fmt == "parquet" and path.is_dir():
         p = str(path / "**" / "*.parquet")
     if fmt != "parquet" and not path.exists():
         raise DataQualityError(f"{path}: file not found")
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise DataQualityError(f"{path}: unsupported format {fmt!r} (csv, parquet, jsonl)")
+    rejects: list[tuple[int, str]] = []
     try:
         if fmt == "csv":
+            scan = rawread.scan_csv(path, work / "records.csv", encoding=encoding)
+            columns = "{" + ", ".join(
+                f"{_lit(c)}: 'VARCHAR'" for c in scan.columns) + "}"
             con.execute(
-                f"CREATE TEMP TABLE raw_in AS SELECT row_number() OVER () AS __record, * "
-                f"FROM read_csv({_lit(p)}, all_varchar=true, header=true, store_rejects=true,"
-                f" rejects_table='raw_rejects_t', rejects_scan='raw_scans_t')"
-            )
-            con.execute(
-                "CREATE TEMP VIEW raw_rejects AS SELECT line, "
-                "'malformed CSV line: ' || min(error_message) AS reason FROM raw_rejects_t "
-                "GROUP BY line"
-            )
+                f"CREATE TEMP TABLE raw_in AS SELECT * RENAME ({_q(rawread.LINE_COLUMN)} AS "
+                f"__record) FROM read_csv({_lit(str(scan.normalized))}, "
+                f"columns={{{_lit(rawread.LINE_COLUMN)}: 'BIGINT', {columns[1:]}, header=true, "
+                "auto_detect=false, delim=',', quote='\"', escape='\"', strict_mode=true, "
+                f"max_line_size={rawread.MAX_RECORD_BYTES * 2 + 1024})")
+            rejects, counted = scan.bad, scan.records
         elif fmt == "jsonl":
+            scan = rawread.scan_jsonl(path, work / "records.jsonl", encoding=encoding)
             con.execute(
-                f"CREATE TEMP TABLE raw_lines AS SELECT row_number() OVER () AS __record, "
-                f"json AS __json FROM read_json_objects({_lit(p)}, "
-                f"format='newline_delimited', ignore_errors=true)"
+                f"CREATE TEMP TABLE raw_lines AS SELECT json AS __json FROM "
+                f"read_json_objects({_lit(str(scan.normalized))}, format='newline_delimited')"
             )
-            keys = con.execute(
-                "SELECT DISTINCT unnest(json_keys(__json)) FROM raw_lines WHERE __json IS NOT NULL"
-            ).fetchall()
-            cols = sorted(k[0] for k in keys)
-            select = ", ".join(f"json_extract_string(__json, {_lit('$.' + c)}) AS {_q(c)}"
-                               for c in cols)
+            select = ", ".join(f"json_extract_string(__json, {_lit(_json_path(c))}) AS {_q(c)}"
+                               for c in scan.columns)
             con.execute(
-                "CREATE TEMP TABLE raw_in AS SELECT __record"
-                + (", " + select if select else "")
-                + " FROM raw_lines WHERE __json IS NOT NULL"
+                "CREATE TEMP TABLE raw_in AS SELECT CAST(json_extract(__json, "
+                f"{_lit(_json_path(rawread.LINE_COLUMN))}) AS BIGINT) AS __record"
+                + (", " + select if select else "") + " FROM raw_lines"
             )
-            con.execute(
-                "CREATE TEMP VIEW raw_rejects AS SELECT __record AS line, "
-                "'malformed JSON line' AS reason FROM raw_lines WHERE __json IS NULL"
-            )
-        elif fmt == "parquet":
+            rejects, counted = scan.bad, scan.records
+        else:
             con.execute(
                 f"CREATE TEMP VIEW raw_in AS SELECT row_number() OVER () AS __record, * "
                 f"FROM read_parquet({_lit(p)}, union_by_name=true)"
             )
-            con.execute(
-                "CREATE TEMP VIEW raw_rejects AS SELECT NULL::BIGINT AS line, "
-                "NULL::VARCHAR AS reason WHERE false"
-            )
-        else:
-            raise DataQualityError(f"{path}: unsupported format {fmt!r} (csv, parquet, jsonl)")
+            counted = _parquet_rows(path)
+    except DataQualityError:
+        raise
     except duckdb.IOException as err:
-        raise DataQualityError(f"{path}: cannot read the file ({err})") from err
+        raise DataQualityError(
+            f"{path}: cannot read the file ({_redact_engine_message(err)})") from None
     except duckdb.Error as err:
-        raise DataQualityError(f"{path}: not a readable {fmt} file ({err})") from err
+        raise DataQualityError(
+            f"{path}: not a readable {fmt} file ({_redact_engine_message(err)})") from None
+    except (OSError, pa.ArrowException) as err:  # corrupt Parquet metadata, OS errors
+        raise DataQualityError(
+            f"{path}: not a readable {fmt} file ({type(err).__name__})") from None
+    con.register("raw_rejects_arrow", pa.table(
+        {"line": pa.array([r[0] for r in rejects], pa.int64()),
+         "reason": pa.array([r[1] for r in rejects], pa.string())}))
+    con.execute("CREATE TEMP TABLE raw_rejects AS SELECT * FROM raw_rejects_arrow")
     cols = [r[0] for r in con.execute("DESCRIBE raw_in").fetchall() if r[0] != "__record"]
-    rejects = con.execute("SELECT count(*) FROM raw_rejects").fetchall()[0][0]
-    return cols, rejects
+    return cols, len(rejects), counted
+
+
+def _json_path(key: str) -> str:
+    return "$." + '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class _Builder:
@@ -177,24 +231,29 @@ class _Builder:
         self.pseudo = pseudo
         self.ref = ref
         self.interval = interval
+        present = set(raw_cols)
+        # Canonical columns whose raw columns are all in the file (an absent optional column,
+        # e.g. no requester_email in an export, is NULL; a required one fails the file).
+        self.mapped = {c.name for c in self.schema.columns if c.name in self.p.columns
+                       and set(self.p.raw_columns(c.name)) <= present}
 
     def raw_expr(self, col: Column) -> str:
-        expr = self.p.columns.get(col.name)
-        if expr is None:
+        if col.name not in self.mapped:
             return "NULL::VARCHAR"
-        return f"nullif(trim(CAST({expr} AS VARCHAR)), '')"
+        return f"nullif(trim(CAST({self.p.columns[col.name]} AS VARCHAR)), '')"
 
     def typed_expr(self, col: Column) -> str:
         raw = self.raw_expr(col)
         t = col.type
         if pa.types.is_timestamp(t):
-            source = self.p.columns.get(col.name)
-            typed_in = f"TRY_CAST({source} AS TIMESTAMPTZ)" if source else "NULL"
+            if col.name not in self.mapped:
+                return "NULL::TIMESTAMPTZ"
+            typed_in = f"TRY_CAST({self.p.columns[col.name]} AS TIMESTAMPTZ)"
             if self.p.timestamp_format:
                 parsed = (f"timezone({_lit(self.p.timezone)}, "
                           f"try_strptime({raw}, {_lit(self.p.timestamp_format)}))")
                 return f"coalesce({parsed}, {typed_in})"
-            return typed_in if source else "NULL::TIMESTAMPTZ"
+            return typed_in
         if pa.types.is_string(t):
             vmap = self.p.value_maps.get(col.name)
             if vmap:
@@ -207,43 +266,50 @@ class _Builder:
             return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
         return f"TRY_CAST({raw} AS {_SQL_TYPES[t]})"
 
-    def _show(self, col: Column, expr: str) -> str:
-        """SQL rendering a value for a message; identifiers and personal data are never shown."""
-        if col.identifier or col.personal:
-            return "'(value withheld)'"
-        return f"'''' || left({expr}, 40) || ''''"
+    def column_checks(self, col: Column) -> list[tuple[str, str]]:
+        """(condition, reason) pairs that make a value of ``col`` bad.
+
+        Reasons name the column and the check, never the value: a value that fails its
+        check is exactly the kind that may be personal data in the wrong column.
+        """
+        name = col.name
+        raw, typed = f"r_{name}", f"t_{name}"
+        out: list[tuple[str, str]] = []
+        if col.required:
+            out.append((f"{raw} IS NULL", f"missing {name}"))
+        type_name = "timestamp" if pa.types.is_timestamp(col.type) else str(col.type)
+        out.append((f"{raw} IS NOT NULL AND {typed} IS NULL",
+                    f"{name}: cannot parse as {type_name}"))
+        if pa.types.is_floating(col.type):
+            out.append((f"{typed} IS NOT NULL AND NOT isfinite({typed})",
+                        f"{name}: not a finite number (NaN, infinity or overflow)"))
+            if col.min_value is not None and col.min_value >= 0:
+                out.append((f"{typed} = 0 AND signbit({typed})",
+                            f"{name}: negative zero (a sign where none is meaningful)"))
+        domain = self.p.domain(name) if pa.types.is_string(col.type) else None
+        if domain:
+            allowed = ", ".join(_lit(a) for a in domain)
+            out.append((f"{typed} IS NOT NULL AND {typed} NOT IN ({allowed})",
+                        f"{name}: value outside its domain"))
+        pattern = self.p.pattern(name) if pa.types.is_string(col.type) else None
+        if pattern and not domain and not col.identifier:
+            cond = f"{typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(pattern)})"
+            out.append((cond, f"{name}: value not shaped like a {name}"))
+        # Ranges apply to finite numbers (NaN compares above everything in SQL).
+        finite = f" AND isfinite({typed})" if pa.types.is_floating(col.type) else ""
+        if col.min_value is not None:
+            out.append((f"{typed} < {col.min_value}{finite}",
+                        f"{name}: below minimum {col.min_value}"))
+        if col.max_value is not None:
+            out.append((f"{typed} > {col.max_value}{finite}",
+                        f"{name}: above maximum {col.max_value}"))
+        return out
 
     def reasons(self) -> list[str]:
         out: list[str] = []
         for col in self.schema.columns:
-            name = col.name
-            raw, typed = f"r_{name}", f"t_{name}"
-            if col.required:
-                out.append(f"CASE WHEN {raw} IS NULL THEN 'missing {name}' END")
-            type_name = "timestamp" if pa.types.is_timestamp(col.type) else str(col.type)
-            out.append(
-                f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN "
-                f"'{name}: cannot parse ' || {self._show(col, raw)} || ' as {type_name}' END"
-            )
-            if col.allowed:
-                allowed = ", ".join(_lit(a) for a in col.allowed)
-                out.append(
-                    f"CASE WHEN {typed} IS NOT NULL AND {typed} NOT IN ({allowed}) THEN "
-                    f"'{name}: unknown value ' || {self._show(col, typed)} || "
-                    f"' (allowed: {', '.join(col.allowed)})' END"
-                )
-            if col.min_value is not None:
-                out.append(
-                    f"CASE WHEN {typed} < {col.min_value} THEN '{name}: value ' || "
-                    f"{self._show(col, f'CAST({typed} AS VARCHAR)')} || "
-                    f"' below minimum {col.min_value}' END"
-                )
-            if col.max_value is not None:
-                out.append(
-                    f"CASE WHEN {typed} > {col.max_value} THEN '{name}: value ' || "
-                    f"{self._show(col, f'CAST({typed} AS VARCHAR)')} || "
-                    f"' above maximum {col.max_value}' END"
-                )
+            for cond, reason in self.column_checks(col):
+                out.append(f"CASE WHEN {cond} THEN {_lit(reason)} END")
         names = set(self.schema.names)
         if self.p.bbox and {"lat", "lon"} <= names:
             b = self.p.bbox
@@ -255,13 +321,22 @@ class _Builder:
         if {"created_at", "closed_at"} <= names:
             out.append("CASE WHEN t_closed_at < t_created_at THEN "
                        "'closed_at: before created_at' END")
+            out.append(f"CASE WHEN t_closed_at > t_created_at + INTERVAL {MAX_DURATION_DAYS} DAY"
+                       f" THEN 'closed_at: more than {MAX_DURATION_DAYS} days after created_at'"
+                       " END")
+        for col in self.schema.columns:
+            if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
+                t = f"t_{col.name}"
+                out.append(f"CASE WHEN {t} < TIMESTAMPTZ '{MIN_TIME}' OR {t} >= TIMESTAMPTZ "
+                           f"'{MAX_TIME}' THEN '{col.name}: outside {MIN_TIME[:4]}-"
+                           f"{MAX_TIME[:4]}' END")
         if self.ref.towers is not None and "cell_id" in names:
             out.append("CASE WHEN t_cell_id IS NOT NULL AND twr.cell_id IS NULL THEN "
-                       "'cell_id: unknown cell id ' || '''' || t_cell_id || '''' END")
+                       "'cell_id: unknown cell id' END")
         if self.ref.districts is not None and "district_id" in names:
             out.append(
                 "CASE WHEN t_district_id IS NOT NULL AND dref.district_id IS NULL THEN "
-                "'district_id: unknown district ' || '''' || t_district_id || '''' END"
+                "'district_id: unknown district' END"
             )
         for key in self.schema.key:
             out.append(f"CASE WHEN __dup_{key} > 1 THEN 'duplicate {key}' END")
@@ -269,20 +344,25 @@ class _Builder:
 
     def staged_sql(self) -> str:
         """SELECT with r_* (raw text), t_* (typed), pseudonyms, joins and the reason column."""
-        missing_src = [
-            c for c in self.p.required_raw if c not in self.raw_cols
-        ]
+        missing_src = [c for c in self.p.required_raw if c not in self.raw_cols]
         if missing_src:
+            known = set(self.p.required_raw)
+            for c in self.schema.columns:
+                known.update(self.p.raw_columns(c.name))
+            shown = [c for c in self.raw_cols if c in known]
+            others = len(self.raw_cols) - len(shown)
+            has = ", ".join(shown[:30]) if shown else "none of the expected columns"
             raise DataQualityError(
-                f"missing column(s) {', '.join(missing_src)}; the file has: "
-                f"{', '.join(self.raw_cols[:30])}"
+                f"missing column(s) {', '.join(missing_src)}; the file has: {has}"
+                + (f" and {others} other column(s) (names not shown: a file without its "
+                   "header line would show a data row here)" if others else "")
             )
         parts = ["__record"]
         for col in self.schema.columns:
             parts.append(f"{self.raw_expr(col)} AS r_{col.name}")
             parts.append(f"{self.typed_expr(col)} AS t_{col.name}")
         for out_col, srcs in self.schema.pseudonyms:
-            present = tuple(s for s in srcs if s in self.p.columns)
+            present = tuple(s for s in srcs if s in self.mapped)
             if present:
                 exprs = {s: self.p.columns[s] for s in present}
                 parts.append(f"{self.pseudo.token_for_columns_sql(exprs)} AS {out_col}")
@@ -290,7 +370,8 @@ class _Builder:
                 parts.append(f"NULL::VARCHAR AS {out_col}")
         typed = f"SELECT {', '.join(parts)} FROM raw_in"
         dups = ", ".join(
-            f"row_number() OVER (PARTITION BY t_{k} ORDER BY __record) AS __dup_{k}"
+            f"CASE WHEN t_{k} IS NULL THEN 1 ELSE row_number() OVER (PARTITION BY t_{k} "
+            f"ORDER BY __record) END AS __dup_{k}"
             for k in self.schema.key
         )
         joins, extra = "", []
@@ -309,7 +390,7 @@ class _Builder:
         in_interval = "true"
         tcol = self.schema.time_column
         if self.interval and tcol:
-            in_interval = f"(t_{tcol} >= $start AND t_{tcol} < $end)"
+            in_interval = f"coalesce(t_{tcol} >= $start AND t_{tcol} < $end, false)"
         sel = ["s.*", f"{reason} AS reason", f"{in_interval} AS __in_interval", *extra]
         return (
             f"SELECT {', '.join(sel)} FROM (SELECT *{', ' + dups if dups else ''} "
@@ -326,7 +407,7 @@ class _Builder:
                 "lat", "lon"
             } <= set(self.schema.names):
                 expr = "coalesce(t_district_id, __geo_district)"
-            if col.personal and pa.types.is_string(col.type) and col.name == "description":
+            if col.free_text:
                 expr = mask_free_text_sql(expr)
             sql_type = "TIMESTAMPTZ" if pa.types.is_timestamp(col.type) else _SQL_TYPES[col.type]
             cols.append(f"CAST({expr} AS {sql_type}) AS {col.name}")
@@ -336,6 +417,9 @@ class _Builder:
         return ", ".join(cols)
 
     def quarantine_select(self, source_file: str, reason: str = "reason") -> str:
+        """Quarantine columns: pseudonyms for identifiers, '[redacted]' for personal data and
+        free text, and the raw text of other columns only where it passed that column's
+        checks (a value that failed them is withheld: it may be personal data misplaced)."""
         cols = [f"{_lit(source_file)} AS source_file", "__record AS record",
                 f"{reason} AS reason"]
         pseudo_of = {s: out for out, srcs in self.schema.pseudonyms for s in srcs}
@@ -345,11 +429,13 @@ class _Builder:
                 if out and f"{out} AS {out}" not in cols:
                     cols.append(f"{out} AS {out}")
                 continue
-            if col.personal and pa.types.is_string(col.type):
+            if col.personal or col.free_text:
                 cols.append(f"CASE WHEN r_{col.name} IS NULL THEN NULL ELSE '[redacted]' END "
                             f"AS {col.name}")
                 continue
-            cols.append(f"r_{col.name} AS {col.name}")
+            bad = " OR ".join(f"coalesce({c}, false)" for c, _ in self.column_checks(col))
+            cols.append(f"CASE WHEN r_{col.name} IS NULL THEN NULL WHEN {bad or 'false'} "
+                        f"THEN '[withheld]' ELSE r_{col.name} END AS {col.name}")
         return ", ".join(cols)
 
 
@@ -388,6 +474,7 @@ def ingest_file(
     fmt: str | None = None,
     strict_interval: bool = False,
     memory_limit: str = "2GB",
+    encoding: str = "utf-8",
 ) -> IngestResult:
     """Ingest one raw file (or Parquet directory) of ``source`` into clean + quarantine Parquet.
 
@@ -395,25 +482,42 @@ def ingest_file(
         source: canonical source name (a key of transforms.schemas.SCHEMAS).
         path: CSV, JSON lines, Parquet file, directory of Parquet files, or a glob.
         out_dir: directory receiving ``part-0.parquet`` (the clean rows).
-        quarantine_dir: directory receiving ``quarantine.parquet`` when any row fails.
+        quarantine_dir: directory receiving ``quarantine.parquet`` when any row fails; a
+            rerun without failing rows removes the quarantine file of an earlier run.
         key: HMAC key (transforms.pseudonymize.resolve_hmac_key()).
         interval: [start, end) in UTC; rows with time outside go to other intervals.
         reference: districts / towers tables for mapping and referential checks.
         profile: input profile name (transforms.profiles) or a Profile.
         strict_interval: quarantine rows outside the interval instead of deferring them.
+        encoding: text encoding of CSV / JSON-lines input (utf-8, utf-16, latin-1, ...).
 
     Raises:
-        DataQualityError: unreadable file, missing columns (dataset-level failures).
+        DataQualityError: unreadable, empty or wrongly encoded file, missing columns
+            (dataset-level failures). Messages name the file, line and column, never a value.
+        InternalError: the counts do not reconcile with the raw reader's own count.
     """
+    from opencity.io import restricted_dir, restricted_file, warn_if_open
+
     path = Path(path)
+    warn_if_open(path)  # raw input: personal data, should not be readable by other accounts
     prof = profile if isinstance(profile, Profile) else get_profile(source, profile)
     ref = reference or Reference()
     fmt = fmt or detect_format(path)
     pseudo = Pseudonymizer(key)
+    out_dir = Path(out_dir)
+    quarantine_dir = Path(quarantine_dir)
+    qpath = quarantine_dir / "quarantine.parquet"
+    restricted_dir(out_dir)
+    # Normalized copies of the raw records live in the clean partition (restricted); those
+    # of an earlier, killed run of this partition are removed.
+    for stale in out_dir.glob(".ingest-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(restricted_dir(out_dir / f".ingest-{uuid.uuid4().hex}"))
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+        con.execute(f"SET temp_directory = {_lit(str(work / 'duckdb.tmp'))}")
         if ref.towers is not None:
             con.register("ref_towers_arrow", ref.towers)
             con.execute("CREATE TEMP TABLE ref_towers AS SELECT CAST(cell_id AS VARCHAR) cell_id,"
@@ -422,33 +526,42 @@ def ingest_file(
             con.register("ref_districts_arrow", ref.districts)
             con.execute("CREATE TEMP TABLE ref_districts AS SELECT CAST(district_id AS VARCHAR) "
                         "district_id, lat_min, lat_max, lon_min, lon_max FROM ref_districts_arrow")
-        raw_cols, n_rejects = _register_raw(con, path, fmt)
+        raw_cols, n_rejects, rows_counted = _register_raw(con, path, fmt, work, encoding)
         builder = _Builder(prof, raw_cols, pseudo, ref, interval)
         try:
             staged = f"({builder.staged_sql()}) staged"
         except DataQualityError as err:
-            raise DataQualityError(f"{path}: {err}") from err
+            raise DataQualityError(f"{path}: {err}") from None
         params = dict(pseudo.params)
         if interval:
             params.update(start=interval[0], end=interval[1])
         bad = "reason IS NOT NULL" + ("" if not strict_interval or not interval
                                       else " OR NOT __in_interval")
         good = f"NOT ({bad}) AND __in_interval"
+        other_pred = f"NOT ({bad}) AND NOT __in_interval"
         try:
-            counts = con.execute(
-                f"SELECT count(*), count(*) FILTER ({good}), count(*) FILTER ({bad}) "
-                f"FROM {staged}", _used(staged, params)).fetchall()[0]
+            con.execute(f"CREATE TEMP TABLE staged_t AS SELECT * FROM {staged}",
+                        _used(staged, params))
+            n_good, n_bad, other = con.execute(
+                f"SELECT count(*) FILTER ({good}), count(*) FILTER ({bad}), "
+                f"count(*) FILTER ({other_pred}) FROM staged_t").fetchall()[0]
         except duckdb.Error as err:
-            raise DataQualityError(f"{path}: cannot read rows: {err}") from err
-        rows_parsed, n_good, n_bad = counts
-        out_dir = Path(out_dir)
+            raise DataQualityError(
+                f"{path}: cannot read rows ({_redact_engine_message(err)})") from None
+        staged = "staged_t"
         clean_path = out_dir / "part-0.parquet"
-        rows_out = _copy(con, f"SELECT {builder.clean_select()} FROM {staged} WHERE {good}",
-                         clean_path, params)
+        _copy(con, f"SELECT {builder.clean_select()} FROM {staged} WHERE {good}",
+              clean_path, params)
+        restricted_file(clean_path)
+        rows_out = _parquet_rows(clean_path)
+        if rows_out != n_good:
+            raise InternalError(f"ingest of {path.name} wrote {rows_out} clean rows, expected "
+                                f"{n_good}")
         quarantine_path = None
         reasons: dict[str, int] = {}
-        n_q = n_bad + n_rejects
-        if n_q:
+        n_q = 0
+        if n_bad + n_rejects:
+            restricted_dir(quarantine_dir)
             interval_reason = (
                 "CASE WHEN NOT __in_interval THEN 'outside the data interval' END"
                 if strict_interval and interval else "NULL"
@@ -460,23 +573,25 @@ def ingest_file(
             )
             union = (
                 f"SELECT {qsel} FROM {staged} WHERE {bad} "
-                f"UNION ALL BY NAME SELECT {_lit(path.name)} AS source_file, line, "
+                f"UNION ALL BY NAME SELECT {_lit(path.name)} AS source_file, line AS record, "
                 f"reason, {q_cols} FROM raw_rejects"
             )
-            qpath = Path(quarantine_dir) / "quarantine.parquet"
-            written = _copy(con, union, qpath, params)
-            if written != n_q:
-                raise InternalError(f"quarantine wrote {written} rows, expected {n_q}")
+            _copy(con, union, qpath, params)
+            restricted_file(qpath)
+            n_q = _parquet_rows(qpath)
             quarantine_path = str(qpath)
             reasons = dict(con.execute(
                 f"SELECT reason, count(*) FROM read_parquet({_lit(str(qpath))}) "
-                "GROUP BY 1 ORDER BY 2 DESC LIMIT 20").fetchall())
-        rows_in = rows_parsed + n_rejects
-        other = rows_parsed - n_good - n_bad
-        if rows_out != n_good or rows_in != rows_out + n_q + other:
+                "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20").fetchall())
+        elif qpath.exists():
+            qpath.unlink()  # a rerun replaces the partition's quarantine: none now
+        # Reconcile against the raw reader's own count (Parquet: the files' metadata), not
+        # against DuckDB's: a row lost between any two steps makes the run fail.
+        rows_in = rows_counted
+        if rows_in != rows_out + n_q + other:
             raise InternalError(
-                f"ingest of {path.name} does not reconcile: in={rows_in} out={rows_out} "
-                f"quarantined={n_q} other intervals={other}"
+                f"ingest of {path.name} does not reconcile: {rows_in} input records, "
+                f"{rows_out} clean + {n_q} quarantined + {other} in other intervals"
             )
         result = IngestResult(
             source=source, input_path=str(path), clean_path=str(clean_path),
@@ -488,3 +603,4 @@ def ingest_file(
         return result
     finally:
         con.close()
+        shutil.rmtree(work, ignore_errors=True)

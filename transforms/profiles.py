@@ -9,9 +9,11 @@ and Boston (tests/data/311_*).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from opencity.errors import ConfigError
+from transforms import domains_311 as d311
 from transforms.schemas import SCHEMAS, Schema
 
 
@@ -35,6 +37,10 @@ class Profile:
         timezone: the zone naive timestamps were recorded in; converted to UTC.
         bbox: coordinates outside this box are quarantined (placeholder coordinates).
         value_maps: canonical column -> {raw value (lower-cased) -> canonical value}.
+        domains: canonical column -> the publisher's code list, replacing the schema's
+            domain of that column (e.g. a city's own request types). A value outside the
+            domain is quarantined, never published.
+        patterns: canonical column -> full-match regex replacing the schema's code shape.
     """
 
     name: str
@@ -46,6 +52,35 @@ class Profile:
     bbox: BBox | None = None
     value_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     description: str = ""
+    domains: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    patterns: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = set(self.schema.names)
+        for attr in ("columns", "value_maps", "domains", "patterns"):
+            unknown = sorted(set(getattr(self, attr)) - names)
+            if unknown:
+                raise ConfigError(f"profile {self.name!r}: {attr} names unknown column(s) "
+                                  f"{', '.join(unknown)} of {self.source!r}")
+
+    def domain(self, column: str) -> tuple[str, ...] | None:
+        """The allowed values of ``column`` (the profile's code list, else the schema's)."""
+        if column in self.domains:
+            return self.domains[column]
+        return self.schema.column(column).allowed
+
+    def pattern(self, column: str) -> str | None:
+        """The full-match shape of ``column`` (the profile's, else the schema's)."""
+        if column in self.patterns:
+            return self.patterns[column]
+        return self.schema.column(column).pattern
+
+    def raw_columns(self, column: str) -> tuple[str, ...]:
+        """The raw columns the expression of canonical ``column`` reads."""
+        expr = self.columns.get(column)
+        if expr is None:
+            return ()
+        return tuple(m.replace('""', '"') for m in re.findall(r'"((?:[^"]|"")+)"', expr))
 
     @property
     def schema(self) -> Schema:
@@ -104,6 +139,8 @@ BALTIMORE_311 = Profile(
     bbox=BBox(39.19, 39.38, -76.72, -76.52),
     value_maps={"status": _STATUS_311},
     description="Open Baltimore 311 Customer Service Requests",
+    domains={"request_type": d311.BALTIMORE_REQUEST_TYPE, "agency": d311.BALTIMORE_AGENCY,
+             "district_id": d311.BALTIMORE_DISTRICT_ID},
 )
 
 NYC_311 = Profile(
@@ -128,6 +165,8 @@ NYC_311 = Profile(
     bbox=BBox(40.49, 40.92, -74.26, -73.69),
     value_maps={"status": _STATUS_311},
     description="NYC Open Data 311 Service Requests",
+    domains={"request_type": d311.NYC_REQUEST_TYPE, "agency": d311.NYC_AGENCY,
+             "district_id": d311.NYC_DISTRICT_ID},
 )
 
 BOSTON_311 = Profile(
@@ -152,6 +191,8 @@ BOSTON_311 = Profile(
     bbox=BBox(42.22, 42.41, -71.20, -70.98),
     value_maps={"status": _STATUS_311},
     description="Analyze Boston 311 Service Requests",
+    domains={"request_type": d311.BOSTON_REQUEST_TYPE, "agency": d311.BOSTON_AGENCY,
+             "district_id": d311.BOSTON_DISTRICT_ID},
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (BALTIMORE_311, NYC_311, BOSTON_311)}

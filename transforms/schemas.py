@@ -34,6 +34,14 @@ import pyarrow as pa
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
+# A code: letters, digits and - _ . : / (no spaces, no '@', no '+', no letters outside ASCII).
+# Ids of records, meters, cells, stops, routes and districts have this shape; names, e-mail
+# addresses, phone numbers and street addresses do not.
+CODE = r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}"
+GENDERS = ("female", "male", "other")
+AGENCIES = ("Transport", "Sanitation", "Public Works", "Police", "Water", "Parks", "Health")
+TARIFFS = ("basic", "green", "time_of_use", "standard", "social")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -42,10 +50,20 @@ class Column:
     required: bool = True
     identifier: bool = False  # direct identifier: replaced by an HMAC pseudonym on ingestion
     personal: bool = False  # personal data: never published as is
-    allowed: tuple[str, ...] | None = None  # allowed values for categorical columns
+    allowed: tuple[str, ...] | None = None  # the domain of a categorical column
     min_value: float | None = None
     max_value: float | None = None
     description: str = ""
+    # Shape of a code column (identifier of a record, meter, cell...): a full-match regex.
+    pattern: str | None = None
+    # Free text (e.g. a description): never published; masked in clean, redacted elsewhere.
+    free_text: bool = False
+
+    @property
+    def has_domain(self) -> bool:
+        """Whether every value of the column can be checked (domain, shape, type or range)."""
+        return (self.allowed is not None or self.pattern is not None or self.identifier
+                or self.free_text or not pa.types.is_string(self.type))
 
 
 @dataclass(frozen=True)
@@ -83,14 +101,14 @@ class Schema:
 DISTRICTS = Schema(
     "districts",
     (
-        Column("district_id", pa.string()),
-        Column("name", pa.string()),
+        Column("district_id", pa.string(), pattern=CODE),
+        Column("name", pa.string(), free_text=True, description="public district name"),
         Column("population", pa.int64(), min_value=0),
         Column("households", pa.int64(), min_value=0),
-        Column("lat_min", pa.float64()),
-        Column("lat_max", pa.float64()),
-        Column("lon_min", pa.float64()),
-        Column("lon_max", pa.float64()),
+        Column("lat_min", pa.float64(), min_value=-90, max_value=90),
+        Column("lat_max", pa.float64(), min_value=-90, max_value=90),
+        Column("lon_min", pa.float64(), min_value=-180, max_value=180),
+        Column("lon_max", pa.float64(), min_value=-180, max_value=180),
     ),
     key=("district_id",),
 )
@@ -98,10 +116,10 @@ DISTRICTS = Schema(
 TOWERS = Schema(
     "towers",
     (
-        Column("cell_id", pa.string()),
+        Column("cell_id", pa.string(), pattern=CODE),
         Column("lat", pa.float64(), min_value=-90, max_value=90),
         Column("lon", pa.float64(), min_value=-180, max_value=180),
-        Column("region_id", pa.string()),
+        Column("region_id", pa.string(), pattern=CODE),
     ),
     key=("cell_id",),
 )
@@ -112,7 +130,7 @@ CDR = Schema(
         Column("subscriber_id", pa.string(), identifier=True, description="MSISDN"),
         Column("imsi", pa.string(), identifier=True),
         Column("event_time", UTC_TS),
-        Column("cell_id", pa.string()),
+        Column("cell_id", pa.string(), pattern=CODE),
         Column("event_type", pa.string(), allowed=("call", "sms", "data")),
     ),
     time_column="event_time",
@@ -135,23 +153,24 @@ SERVICE_REQUEST_TYPES = (
 SERVICE_REQUESTS = Schema(
     "service_requests",
     (
-        Column("request_id", pa.string()),
+        Column("request_id", pa.string(), pattern=CODE),
         Column("created_at", UTC_TS),
         Column("closed_at", UTC_TS, required=False),
-        Column("request_type", pa.string()),
-        Column("agency", pa.string(), required=False),
+        Column("request_type", pa.string(), allowed=SERVICE_REQUEST_TYPES),
+        Column("agency", pa.string(), required=False, allowed=AGENCIES),
         Column("status", pa.string(), allowed=("open", "closed", "in_progress", "cancelled")),
-        Column("district_id", pa.string(), required=False),
+        Column("district_id", pa.string(), required=False, pattern=CODE),
         Column("lat", pa.float64(), required=False, personal=True, min_value=-90, max_value=90),
         Column("lon", pa.float64(), required=False, personal=True, min_value=-180, max_value=180),
-        Column("description", pa.string(), required=False, personal=True),
+        Column("description", pa.string(), required=False, personal=True, free_text=True),
         Column("requester_name", pa.string(), required=False, identifier=True),
         Column("requester_phone", pa.string(), required=False, identifier=True),
         Column("requester_email", pa.string(), required=False, identifier=True),
         Column("requester_address", pa.string(), required=False, identifier=True),
         Column("requester_age", pa.int64(), required=False, personal=True, min_value=0,
                max_value=120),
-        Column("requester_gender", pa.string(), required=False, personal=True),
+        Column("requester_gender", pa.string(), required=False, personal=True,
+               allowed=GENDERS),
     ),
     time_column="created_at",
     key=("request_id",),
@@ -161,13 +180,13 @@ SERVICE_REQUESTS = Schema(
 METER_REGISTRY = Schema(
     "meter_registry",
     (
-        Column("meter_id", pa.string()),
+        Column("meter_id", pa.string(), pattern=CODE),
         Column("utility", pa.string(), allowed=("water", "electricity")),
         Column("household_id", pa.string(), identifier=True),
         Column("household_address", pa.string(), identifier=True),
-        Column("district_id", pa.string()),
+        Column("district_id", pa.string(), pattern=CODE),
         Column("smart", pa.bool_()),
-        Column("tariff", pa.string()),
+        Column("tariff", pa.string(), allowed=TARIFFS),
         Column("household_size", pa.int64(), min_value=1, max_value=20, personal=True),
         Column("installed_on", pa.date32(), required=False),
     ),
@@ -178,9 +197,10 @@ METER_REGISTRY = Schema(
 METER_READINGS = Schema(
     "meter_readings",
     (
-        Column("meter_id", pa.string()),
+        Column("meter_id", pa.string(), pattern=CODE),
         Column("reading_time", UTC_TS),
-        Column("value", pa.float64(), min_value=0),
+        Column("value", pa.float64(), min_value=0, max_value=1e6,
+               description="kWh or L since the previous reading"),
         Column("unit", pa.string(), allowed=("kWh", "L")),
     ),
     time_column="reading_time",
@@ -189,11 +209,11 @@ METER_READINGS = Schema(
 TRANSIT_STOPS = Schema(
     "transit_stops",
     (
-        Column("stop_id", pa.string()),
-        Column("stop_name", pa.string()),
-        Column("lat", pa.float64()),
-        Column("lon", pa.float64()),
-        Column("district_id", pa.string()),
+        Column("stop_id", pa.string(), pattern=CODE),
+        Column("stop_name", pa.string(), free_text=True, description="public stop name"),
+        Column("lat", pa.float64(), min_value=-90, max_value=90),
+        Column("lon", pa.float64(), min_value=-180, max_value=180),
+        Column("district_id", pa.string(), pattern=CODE),
     ),
     key=("stop_id",),
 )
@@ -202,8 +222,8 @@ TRANSIT_TAPS = Schema(
     "transit_taps",
     (
         Column("card_id", pa.string(), identifier=True),
-        Column("stop_id", pa.string()),
-        Column("route_id", pa.string()),
+        Column("stop_id", pa.string(), pattern=CODE),
+        Column("route_id", pa.string(), pattern=CODE),
         Column("tap_time", UTC_TS),
     ),
     time_column="tap_time",
@@ -213,13 +233,13 @@ TRANSIT_TAPS = Schema(
 WASTE_PICKUPS = Schema(
     "waste_pickups",
     (
-        Column("pickup_id", pa.string()),
+        Column("pickup_id", pa.string(), pattern=CODE),
         Column("household_id", pa.string(), identifier=True),
-        Column("district_id", pa.string()),
+        Column("district_id", pa.string(), pattern=CODE),
         Column("scheduled_date", pa.date32()),
         Column("collected_at", UTC_TS, required=False),
         Column("status", pa.string(), allowed=("collected", "missed", "cancelled")),
-        Column("weight_kg", pa.float64(), required=False, min_value=0),
+        Column("weight_kg", pa.float64(), required=False, min_value=0, max_value=5000),
     ),
     time_column="scheduled_date",
     key=("pickup_id",),

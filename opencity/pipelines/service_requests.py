@@ -77,12 +77,13 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
     out = result.as_dict()
     out["interval"] = _interval_dict(start, end)
     out["input_hashes"] = input_hashes([raw, districts_csv])
-    out["validation"] = _validate_clean(settings, out, start, end, reference.districts)
+    out["validation"] = _validate_clean(settings, out, start, end, reference.districts,
+                                        profile)
     return out
 
 
 def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, end: datetime,
-                    districts) -> dict[str, Any]:
+                    districts, profile: str = "opencity") -> dict[str, Any]:
     """GX gate on the clean partition (expectations.service_requests); rows failing row-level
     expectations move to the quarantine and the counts in ``out`` are adjusted to reconcile."""
     from expectations.gate import validate_or_raise
@@ -92,7 +93,7 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
         SOURCE, out["clean_path"], reports_dir=layout.reports(SOURCE, start),
         context={"interval": (start, end), "districts": districts, "bbox": "districts",
                  "previous_partition": layout.clean(SOURCE, start),
-                 "quarantine_dir": layout.quarantine(SOURCE, start)})
+                 "quarantine_dir": layout.quarantine(SOURCE, start), "profile": profile})
     moved = summary["rows_quarantined"]
     if moved:
         out["rows_out"] -= moved

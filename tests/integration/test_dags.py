@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,24 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+# Zones of a run holding personal or unreleased data: owner-only folders and files.
+RESTRICTED_ZONES = ("raw", "clean", "quarantine", "outputs", "ledger", "registry", "state")
+
+
+def assert_restricted(run_dir: Path, raw_dir: Path) -> None:
+    """Every folder (0700) and file (0600) of the restricted zones, and the raw input."""
+    roots = [raw_dir] + [run_dir / z for z in RESTRICTED_ZONES if (run_dir / z).exists()]
+    assert len(roots) >= 3, roots  # raw, clean, outputs at least (quarantine when any)
+    wrong = []
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            want = 0o700 if path.is_dir() else 0o600
+            if mode != want:
+                wrong.append(f"{path.relative_to(root.parent)} {mode:04o}")
+    assert not wrong, f"{len(wrong)} restricted path(s) too open: {wrong[:20]}"
+    leftovers = [p for p in run_dir.rglob(".ingest-*")]
+    assert not leftovers, leftovers
 
 
 def test_dag_files_import_without_touching_connections(monkeypatch):
@@ -44,9 +64,14 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
     dag = DagBag(dag_folder=str(DAGS / "opencity_311.py")).get_dag("opencity_311")
     run_dir = tmp_path / "run"
     # A manual run covers the weekly interval that ends at its date: 2026-10-05..12.
-    dr = dag.test(logical_date=datetime(2026, 10, 12, tzinfo=UTC),
-                  run_conf={"run_dir": str(run_dir), "raw_dir": str(sample_raw)})
+    old_umask = os.umask(0o002)  # a permissive umask: restricted zones must not depend on it
+    try:
+        dr = dag.test(logical_date=datetime(2026, 10, 12, tzinfo=UTC),
+                      run_conf={"run_dir": str(run_dir), "raw_dir": str(sample_raw)})
+    finally:
+        os.umask(old_umask)
     assert dr.state == DagRunState.SUCCESS
+    assert_restricted(run_dir, sample_raw)
     tis = dr.get_task_instances()
     assert {ti.task_id for ti in tis} == {"ingest", "aggregate", "commit_partition", "publish",
                                           "anonymize_microdata", "publish_microdata",

@@ -91,7 +91,8 @@ def test_service_request_suite_passes_on_real_extracts(profile, path, tmp_path):
     bbox = get_profile("service_requests", profile).bbox
     out = validate_or_raise(
         "service_requests", res.clean_path,
-        context={"interval": interval, "bbox": vars(bbox), "quarantine_dir": tmp_path / "q"},
+        context={"interval": interval, "bbox": vars(bbox), "quarantine_dir": tmp_path / "q",
+                 "profile": profile},
         reports_dir=tmp_path / "r")
     assert out["success"] and out["rows"] == res.rows_out
     assert out["rows_quarantined"] == 0

@@ -199,3 +199,60 @@ def test_mask_identifiers_keeps_the_kind():
     assert masked == "mail [email] or [phone]"
     assert px.identifier_kinds("x@example.org") == ["email"]
     assert {"email", "phone"} <= set(px.IDENTIFIER_PATTERNS)
+
+
+def _microdata(**overrides):
+    cols = {"age": ["[20, 30)"] * 4, "gender": ["female"] * 4, "district_id": ["D01"] * 4,
+            "created": ["W2026-10-05"] * 4,
+            "request_type": ["pothole", "noise", "pothole", "noise"],
+            "status": ["closed"] * 4}
+    cols.update(overrides)
+    return pa.table(cols)
+
+
+MICRODATA_CTX = {"privacy": {"kind": "microdata", "k": 2,
+                             "quasi_identifiers": ["age", "gender", "district_id", "created"]}}
+
+
+def test_microdata_gate_passes_values_inside_their_domains(tmp_path):
+    out = validate_or_raise("opencity-311-requests-microdata", _microdata(),
+                            context=MICRODATA_CTX, reports_dir=tmp_path)
+    assert out["success"]
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("request_type", "Hanife Tintzmann"),      # a name shifted into the type
+    ("request_type", "hanife@example.org"),
+    ("status", "Hertha-Henck-Weg 2"),
+    ("gender", "Zoë Müller"),
+    ("district_id", "Zoë Müller"),
+    ("age", "Tintzmann"),
+    ("created", "+49 30 9018 2277"),
+])
+def test_microdata_gate_rejects_a_value_outside_its_domain(tmp_path, column, value):
+    table = _microdata(**{column: [value] * 4})
+    with pytest.raises(DataQualityError, match=column) as err:
+        validate_or_raise("opencity-311-requests-microdata", table, context=MICRODATA_CTX,
+                          reports_dir=tmp_path)
+    assert value not in str(err.value)
+    for path in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.html")]:
+        assert value not in path.read_text(encoding="utf-8"), path
+
+
+def test_microdata_string_column_without_a_domain_fails(tmp_path):
+    table = _microdata().append_column("note", pa.array(["hole in road"] * 4))
+    with pytest.raises(DataQualityError, match="free text is never published"):
+        validate_or_raise("opencity-311-requests-microdata", table, context=MICRODATA_CTX,
+                          reports_dir=tmp_path)
+
+
+def test_weekly_product_request_types_come_from_the_public_key_set(tmp_path):
+    from expectations.gate import suite_context
+    from expectations.service_requests import product_suite
+
+    ctx = suite_context("opencity-311-requests-weekly", pa.table({"request_type": ["x"]}),
+                        {"privacy": {"kind": "suppressed", "count_columns": ["requests"],
+                                     "threshold": 2}})
+    sets = [e for e in product_suite(ctx).expectations
+            if e.expectation_type == "expect_column_values_to_be_in_set"]
+    assert any(e.column == "request_type" and "pothole" in e.value_set for e in sets)
