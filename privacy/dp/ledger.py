@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError, InternalError, PipelineError, PrivacyBudgetError
+from opencity.io import restricted_dir, restricted_file
 from privacy.dp.params import DPBudget
 
 SCHEMA_VERSION = "2"
@@ -121,6 +122,7 @@ class StateDB:
             self.path = Path(text.removeprefix("sqlite:///") if text.startswith("sqlite:///")
                              else text.removeprefix("sqlite://"))
         self._ready: set[str] = set()
+        self._secured: set[str] = set()
 
     def __repr__(self) -> str:
         return f"StateDB({redact_url(self.url)!r})"
@@ -142,8 +144,14 @@ class StateDB:
     def _raw_connect(self) -> Any:
         if self.kind == "sqlite":
             assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.exists():  # new folders owner-only; never chmod a given one
+                restricted_dir(self.path.parent)
             con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            if self.path.name not in self._secured:
+                # The ledger and registry are restricted state: owner-only whatever the umask
+                # (SQLite gives its -journal/-wal files the database file's mode).
+                restricted_file(self.path)
+                self._secured.add(self.path.name)
             con.execute("PRAGMA foreign_keys = ON")
             return con
         try:
