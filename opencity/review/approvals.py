@@ -1,0 +1,247 @@
+"""The approval gate's records: requests, decisions and withdrawals (SQLite, one file per run dir).
+
+A dataset may be published under a policy version (the content hash of its privacy policy) only
+once a privacy officer approved that version for that dataset. The first publication of a
+dataset and every release under a new policy version therefore open a *request*; a *decision*
+(approve or reject, who, when, comment) closes it. Later releases under an approved version go
+through without a request. A *withdrawal* takes one published partition back off the portal;
+its record (reason, who, when) is kept for good, as is the budget the release spent.
+
+Schema (``registry/review.sqlite`` in the run directory)::
+
+    requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
+             status)             -- status: open | approved | rejected
+    decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
+              partition)         -- decision: approved | rejected; source: airflow | cli | demo
+    withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+
+Nothing here holds row content: dataset names, partitions, hashes, user names and comments.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError, PipelineError
+
+STORE_FILE = Path("registry") / "review.sqlite"
+APPROVED, REJECTED, OPEN = "approved", "rejected", "open"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL, partition TEXT NOT NULL,
+    dag_id TEXT, run_id TEXT, report TEXT, requested_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open'
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+    decided_by TEXT NOT NULL, decided_at TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL, partition TEXT
+);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL, partition TEXT NOT NULL, reason TEXT NOT NULL,
+    withdrawn_by TEXT NOT NULL, withdrawn_at TEXT NOT NULL, target TEXT NOT NULL,
+    resources TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def current_user() -> str:
+    """Who runs this command (the OS user); the CLI's --by overrides it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A privacy officer's decision on one policy version of one dataset."""
+
+    dataset: str
+    policy_hash: str
+    decision: str
+    decided_by: str
+    decided_at: str
+    comment: str
+    source: str
+    partition: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    """An open (or closed) request for approval of a dataset's release."""
+
+    id: int
+    dataset: str
+    policy_hash: str
+    partition: str
+    dag_id: str | None
+    run_id: str | None
+    report: str | None
+    requested_at: str
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A partition taken back off the portal; the record and the spent budget stay."""
+
+    dataset: str
+    partition: str
+    reason: str
+    withdrawn_by: str
+    withdrawn_at: str
+    target: str
+    resources: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resources"] = list(self.resources)
+        return d
+
+
+class ReviewStore:
+    """Requests, decisions and withdrawals of one run directory.
+
+    Args:
+        path: the SQLite file (created with its folder on first use).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as con:
+                con.executescript(_DDL)
+        except sqlite3.Error as err:
+            raise ConfigError(f"cannot open the review records {self.path}: {err}") from err
+
+    @classmethod
+    def for_run_dir(cls, run_dir: str | Path) -> ReviewStore:
+        return cls(Path(run_dir) / STORE_FILE)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+
+    def _write(self, sql: str, args: tuple) -> int:
+        try:
+            with closing(self._connect()) as con:
+                con.execute("BEGIN IMMEDIATE")
+                cur = con.execute(sql, args)
+                con.execute("COMMIT")
+                return int(cur.lastrowid or 0)
+        except sqlite3.OperationalError as err:
+            raise PipelineError(f"review records {self.path} are busy ({err}); retry",
+                                transient=True) from err
+
+    # -- approvals -----------------------------------------------------------------
+    def decisions(self, dataset: str | None = None) -> list[Decision]:
+        """Every decision (optionally of one dataset), oldest first."""
+        sql = ("SELECT dataset, policy_hash, decision, decided_by, decided_at, comment, source, "
+               "partition FROM decisions")
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        with closing(self._connect()) as con:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        return [Decision(*r) for r in rows]
+
+    def latest_decision(self, dataset: str, policy_hash: str) -> Decision | None:
+        found = [d for d in self.decisions(dataset) if d.policy_hash == policy_hash]
+        return found[-1] if found else None
+
+    def is_approved(self, dataset: str, policy_hash: str) -> bool:
+        """True when the latest decision on this dataset's policy version is an approval."""
+        d = self.latest_decision(dataset, policy_hash)
+        return d is not None and d.decision == APPROVED
+
+    def decide(self, dataset: str, policy_hash: str, approve: bool, *, by: str,
+               comment: str = "", source: str = "cli", partition: str | None = None
+               ) -> Decision:
+        """Record a decision and close the open requests it answers."""
+        if not dataset or not policy_hash:
+            raise ConfigError("a decision needs a dataset name and a policy hash")
+        decision = Decision(dataset, policy_hash, APPROVED if approve else REJECTED, by or
+                            current_user(), _now(), comment or "", source, partition)
+        self._write(
+            "INSERT INTO decisions (dataset, policy_hash, decision, decided_by, decided_at, "
+            "comment, source, partition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (decision.dataset, decision.policy_hash, decision.decision, decision.decided_by,
+             decision.decided_at, decision.comment, decision.source, decision.partition))
+        self._write("UPDATE requests SET status = ? WHERE dataset = ? AND policy_hash = ? "
+                    "AND status = 'open'", (decision.decision, dataset, policy_hash))
+        return decision
+
+    def request(self, dataset: str, policy_hash: str, partition: str, *,
+                dag_id: str | None = None, run_id: str | None = None,
+                report: str | None = None) -> Request:
+        """Open a request (or return the open one for the same dataset, policy and partition)."""
+        for r in self.requests(status=OPEN):
+            if (r.dataset, r.policy_hash, r.partition) == (dataset, policy_hash, partition):
+                return r
+        rid = self._write(
+            "INSERT INTO requests (dataset, policy_hash, partition, dag_id, run_id, report, "
+            "requested_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'open')",
+            (dataset, policy_hash, partition, dag_id, run_id, report, _now()))
+        return next(r for r in self.requests() if r.id == rid)
+
+    def requests(self, status: str | None = None) -> list[Request]:
+        sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
+               "requested_at, status FROM requests")
+        args: tuple = ()
+        if status:
+            sql += " WHERE status = ?"
+            args = (status,)
+        with closing(self._connect()) as con:
+            return [Request(*r) for r in con.execute(sql + " ORDER BY id", args).fetchall()]
+
+    # -- withdrawals ----------------------------------------------------------------
+    def withdraw(self, dataset: str, partition: str, reason: str, *, by: str, target: str,
+                 resources: list[str]) -> Withdrawal:
+        if not reason or not reason.strip():
+            raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
+        w = Withdrawal(dataset, partition, reason.strip(), by or current_user(), _now(), target,
+                       tuple(resources))
+        self._write(
+            "INSERT INTO withdrawals (dataset, partition, reason, withdrawn_by, withdrawn_at, "
+            "target, resources) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (w.dataset, w.partition, w.reason, w.withdrawn_by, w.withdrawn_at, w.target,
+             json.dumps(list(w.resources))))
+        return w
+
+    def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:
+        sql = ("SELECT dataset, partition, reason, withdrawn_by, withdrawn_at, target, "
+               "resources FROM withdrawals")
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        with closing(self._connect()) as con:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        return [Withdrawal(*r[:6], tuple(json.loads(r[6]))) for r in rows]
+
+    def is_withdrawn(self, dataset: str, partition: str) -> bool:
+        return any(w.partition == partition for w in self.withdrawals(dataset))
