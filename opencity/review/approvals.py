@@ -14,6 +14,9 @@ Schema (``registry/review.sqlite`` in the run directory)::
     decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
               partition)         -- decision: approved | rejected; source: airflow | cli | demo
     withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+    passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
+                                 -- every release the gate let through, and why:
+                                 --   via = 'approval' (decided now) | 'approved policy'
 
 Nothing here holds row content: dataset names, partitions, hashes, user names and comments.
 """
@@ -53,6 +56,11 @@ CREATE TABLE IF NOT EXISTS withdrawals (
     dataset TEXT NOT NULL, partition TEXT NOT NULL, reason TEXT NOT NULL,
     withdrawn_by TEXT NOT NULL, withdrawn_at TEXT NOT NULL, target TEXT NOT NULL,
     resources TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS passes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL, partition TEXT NOT NULL, policy_hash TEXT NOT NULL,
+    parameters TEXT NOT NULL, passed_at TEXT NOT NULL, via TEXT NOT NULL
 );
 """
 
@@ -217,6 +225,28 @@ class ReviewStore:
             args = (status,)
         with closing(self._connect()) as con:
             return [Request(*r) for r in con.execute(sql + " ORDER BY id", args).fetchall()]
+
+    # -- gate passes ----------------------------------------------------------------
+    def record_pass(self, dataset: str, partition: str, policy_hash: str,
+                    parameters: dict[str, Any], via: str) -> None:
+        """Note that the gate let ``dataset``/``partition`` through under ``policy_hash``."""
+        self._write(
+            "INSERT INTO passes (dataset, partition, policy_hash, parameters, passed_at, via) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (dataset, partition, policy_hash, json.dumps(parameters, sort_keys=True,
+                                                         default=str), _now(), via))
+
+    def passes(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Gate passes (latest per partition wins when read in order), oldest first."""
+        sql = "SELECT dataset, partition, policy_hash, parameters, passed_at, via FROM passes"
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        with closing(self._connect()) as con:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        return [{"dataset": r[0], "partition": r[1], "policy_hash": r[2],
+                 "parameters": json.loads(r[3]), "passed_at": r[4], "via": r[5]} for r in rows]
 
     # -- withdrawals ----------------------------------------------------------------
     def withdraw(self, dataset: str, partition: str, reason: str, *, by: str, target: str,

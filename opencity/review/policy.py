@@ -1,38 +1,30 @@
 """The policy version a release is made under: the content hash of the stored release policy.
 
 :func:`policy_version` is the one place the review package asks "which policy governs this
-dataset now?". It returns the hash the approval gate compares with the approved versions and
-the parameters the release report shows and diffs.
+dataset now?" (privacy/policy.yaml, or $OPENCITY_POLICY, loaded by :mod:`privacy.policy`). The
+hash is the whole policy's (what every spend and published partition records); the parameters
+are the dataset's own entry, which the release report shows and diffs against the previous
+release.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
-from opencity.settings import Settings
+from opencity.errors import ConfigError
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+def policy_version(dataset: str, path: str | None = None) -> dict[str, Any]:
+    """``{"hash", "parameters", "source"}`` of the policy governing ``dataset`` now.
 
-
-def _settings_parameters(settings: Settings, dataset: str) -> dict[str, Any]:
-    """Privacy parameters of ``dataset`` as the run's Settings fix them (no stored policy)."""
-    if dataset.endswith("-microdata"):
-        return {"k": settings.microdata_k, "l": settings.microdata_l,
-                "max_suppression": settings.microdata_max_suppression}
-    if dataset.endswith("-weekly"):
-        return {"suppression_k": settings.suppression_k}
-    return {}
-
-
-def policy_version(settings: Settings, dataset: str) -> dict[str, Any]:
-    """``{"hash": ..., "parameters": {...}, "source": ...}`` of the policy governing ``dataset``.
-
-    The hash is 64 hex digits; ``source`` says where the parameters came from.
+    Raises:
+        ConfigError: the policy file is invalid, or has no entry for ``dataset``.
     """
-    params = _settings_parameters(settings, dataset)
-    return {"hash": _hash({"dataset": dataset, "parameters": params}), "parameters": params,
-            "source": "run settings"}
+    from privacy.policy import load_policy
+
+    policy = load_policy(path)
+    try:
+        params = policy.dataset(dataset).params()
+    except ConfigError:
+        raise
+    return {"hash": policy.hash, "parameters": params, "source": str(policy.path)}
