@@ -216,6 +216,12 @@ class ReviewStore:
             (dataset, policy_hash, partition, dag_id, run_id, report, _now()))
         return next(r for r in self.requests() if r.id == rid)
 
+    def set_report(self, dataset: str, policy_hash: str, partition: str, report: str) -> None:
+        """Attach the release report's path to the open request."""
+        self._write("UPDATE requests SET report = ? WHERE dataset = ? AND policy_hash = ? AND "
+                    "partition = ? AND status = 'open'", (report, dataset, policy_hash,
+                                                          partition))
+
     def requests(self, status: str | None = None) -> list[Request]:
         sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
                "requested_at, status FROM requests")
