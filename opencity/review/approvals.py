@@ -1,4 +1,4 @@
-"""The approval gate's records: requests, decisions and withdrawals (SQLite, one file per run dir).
+"""The approval gate's records: requests, decisions, gate passes and withdrawals.
 
 A dataset may be published under a policy version (the content hash of its privacy policy) only
 once a privacy officer approved that version for that dataset. The first publication of a
@@ -7,14 +7,17 @@ dataset and every release under a new policy version therefore open a *request*;
 through without a request. A *withdrawal* takes one published partition back off the portal;
 its record (reason, who, when) is kept for good, as is the budget the release spent.
 
-Schema (``registry/review.sqlite`` in the run directory)::
+They live in the portal's state database (the one of the budget ledger and the release
+registry: ``OPENCITY_STATE_URL``, SQLite or PostgreSQL, see :class:`privacy.dp.ledger.StateDB`),
+so every run directory, DAG and command of one portal sees the same approvals. Schema
+(``state_meta`` key ``schema_version:review`` = 1)::
 
-    requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
+    review_requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
              status)             -- status: open | approved | rejected
-    decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
+    review_decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
               partition)         -- decision: approved | rejected; source: airflow | cli | demo
-    withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
-    passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
+    review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+    review_passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
                                  -- every release the gate let through, and why:
                                  --   via = 'approval' (decided now) | 'approved policy'
 
@@ -25,40 +28,38 @@ from __future__ import annotations
 
 import getpass
 import json
-import sqlite3
-from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from opencity.errors import ConfigError, PipelineError
+from opencity.errors import ConfigError
 
-STORE_FILE = Path("registry") / "review.sqlite"
+SCHEMA_VERSION = "1"
 APPROVED, REJECTED, OPEN = "approved", "rejected", "open"
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS review_requests (
+    id {id},
     dataset TEXT NOT NULL, policy_hash TEXT NOT NULL, partition TEXT NOT NULL,
     dag_id TEXT, run_id TEXT, report TEXT, requested_at TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'open'
 );
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS review_decisions (
+    id {id},
     dataset TEXT NOT NULL, policy_hash TEXT NOT NULL,
     decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
     decided_by TEXT NOT NULL, decided_at TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
     source TEXT NOT NULL, partition TEXT
 );
-CREATE TABLE IF NOT EXISTS withdrawals (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS review_withdrawals (
+    id {id},
     dataset TEXT NOT NULL, partition TEXT NOT NULL, reason TEXT NOT NULL,
     withdrawn_by TEXT NOT NULL, withdrawn_at TEXT NOT NULL, target TEXT NOT NULL,
     resources TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS passes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+CREATE TABLE IF NOT EXISTS review_passes (
+    id {id},
     dataset TEXT NOT NULL, partition TEXT NOT NULL, policy_hash TEXT NOT NULL,
     parameters TEXT NOT NULL, passed_at TEXT NOT NULL, via TEXT NOT NULL
 );
@@ -130,51 +131,51 @@ class Withdrawal:
         return d
 
 
+def state_url(explicit: str | Path | None = None) -> str:
+    """The portal's state database: ``explicit``, else $OPENCITY_STATE_URL, else the default."""
+    from privacy.dp.ledger import default_state_url
+
+    return str(explicit) if explicit else default_state_url()
+
+
 class ReviewStore:
-    """Requests, decisions and withdrawals of one run directory.
+    """Requests, decisions, gate passes and withdrawals of one portal.
 
     Args:
-        path: the SQLite file (created with its folder on first use).
+        url: state URL (SQLite path, ``sqlite:///...`` or ``postgresql://...``) or a StateDB;
+            None = :func:`state_url`.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as con:
-                con.executescript(_DDL)
-        except sqlite3.Error as err:
-            raise ConfigError(f"cannot open the review records {self.path}: {err}") from err
+    def __init__(self, url: Any = None) -> None:
+        from privacy.dp.ledger import StateDB
 
-    @classmethod
-    def for_run_dir(cls, run_dir: str | Path) -> ReviewStore:
-        return cls(Path(run_dir) / STORE_FILE)
+        self.db = url if isinstance(url, StateDB) else StateDB(state_url(url))
+        self.db.ensure("review", SCHEMA_VERSION, _DDL)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+    def __repr__(self) -> str:
+        return f"ReviewStore({self.db.where!r})"
 
     def _write(self, sql: str, args: tuple) -> int:
-        try:
-            with closing(self._connect()) as con:
-                con.execute("BEGIN IMMEDIATE")
-                cur = con.execute(sql, args)
-                con.execute("COMMIT")
-                return int(cur.lastrowid or 0)
-        except sqlite3.OperationalError as err:
-            raise PipelineError(f"review records {self.path} are busy ({err}); retry",
-                                transient=True) from err
+        with self.db.write() as con:
+            if sql.startswith("INSERT"):
+                return int(con.execute(sql + " RETURNING id", args).fetchone()[0])
+            con.execute(sql, args)
+            return 0
+
+    def _read(self, sql: str, args: tuple = ()) -> list:
+        with self.db.read() as con:
+            return con.execute(sql, args).fetchall()
 
     # -- approvals -----------------------------------------------------------------
     def decisions(self, dataset: str | None = None) -> list[Decision]:
         """Every decision (optionally of one dataset), oldest first."""
         sql = ("SELECT dataset, policy_hash, decision, decided_by, decided_at, comment, source, "
-               "partition FROM decisions")
+               "partition FROM review_decisions")
         args: tuple = ()
         if dataset:
             sql += " WHERE dataset = ?"
             args = (dataset,)
-        with closing(self._connect()) as con:
-            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._read(sql + " ORDER BY id", args)
         return [Decision(*r) for r in rows]
 
     def latest_decision(self, dataset: str, policy_hash: str) -> Decision | None:
@@ -195,11 +196,11 @@ class ReviewStore:
         decision = Decision(dataset, policy_hash, APPROVED if approve else REJECTED, by or
                             current_user(), _now(), comment or "", source, partition)
         self._write(
-            "INSERT INTO decisions (dataset, policy_hash, decision, decided_by, decided_at, "
+            "INSERT INTO review_decisions (dataset, policy_hash, decision, decided_by, decided_at, "
             "comment, source, partition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (decision.dataset, decision.policy_hash, decision.decision, decision.decided_by,
              decision.decided_at, decision.comment, decision.source, decision.partition))
-        self._write("UPDATE requests SET status = ? WHERE dataset = ? AND policy_hash = ? "
+        self._write("UPDATE review_requests SET status = ? WHERE dataset = ? AND policy_hash = ? "
                     "AND status = 'open'", (decision.decision, dataset, policy_hash))
         return decision
 
@@ -211,46 +212,44 @@ class ReviewStore:
             if (r.dataset, r.policy_hash, r.partition) == (dataset, policy_hash, partition):
                 return r
         rid = self._write(
-            "INSERT INTO requests (dataset, policy_hash, partition, dag_id, run_id, report, "
+            "INSERT INTO review_requests (dataset, policy_hash, partition, dag_id, run_id, report, "
             "requested_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'open')",
             (dataset, policy_hash, partition, dag_id, run_id, report, _now()))
         return next(r for r in self.requests() if r.id == rid)
 
     def set_report(self, dataset: str, policy_hash: str, partition: str, report: str) -> None:
         """Attach the release report's path to the open request."""
-        self._write("UPDATE requests SET report = ? WHERE dataset = ? AND policy_hash = ? AND "
+        self._write("UPDATE review_requests SET report = ? WHERE dataset = ? AND policy_hash = ? AND "
                     "partition = ? AND status = 'open'", (report, dataset, policy_hash,
                                                           partition))
 
     def requests(self, status: str | None = None) -> list[Request]:
         sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
-               "requested_at, status FROM requests")
+               "requested_at, status FROM review_requests")
         args: tuple = ()
         if status:
             sql += " WHERE status = ?"
             args = (status,)
-        with closing(self._connect()) as con:
-            return [Request(*r) for r in con.execute(sql + " ORDER BY id", args).fetchall()]
+        return [Request(*r) for r in self._read(sql + " ORDER BY id", args)]
 
     # -- gate passes ----------------------------------------------------------------
     def record_pass(self, dataset: str, partition: str, policy_hash: str,
                     parameters: dict[str, Any], via: str) -> None:
         """Note that the gate let ``dataset``/``partition`` through under ``policy_hash``."""
         self._write(
-            "INSERT INTO passes (dataset, partition, policy_hash, parameters, passed_at, via) "
+            "INSERT INTO review_passes (dataset, partition, policy_hash, parameters, passed_at, via) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (dataset, partition, policy_hash, json.dumps(parameters, sort_keys=True,
                                                          default=str), _now(), via))
 
     def passes(self, dataset: str | None = None) -> list[dict[str, Any]]:
         """Gate passes (latest per partition wins when read in order), oldest first."""
-        sql = "SELECT dataset, partition, policy_hash, parameters, passed_at, via FROM passes"
+        sql = "SELECT dataset, partition, policy_hash, parameters, passed_at, via FROM review_passes"
         args: tuple = ()
         if dataset:
             sql += " WHERE dataset = ?"
             args = (dataset,)
-        with closing(self._connect()) as con:
-            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._read(sql + " ORDER BY id", args)
         return [{"dataset": r[0], "partition": r[1], "policy_hash": r[2],
                  "parameters": json.loads(r[3]), "passed_at": r[4], "via": r[5]} for r in rows]
 
@@ -262,7 +261,7 @@ class ReviewStore:
         w = Withdrawal(dataset, partition, reason.strip(), by or current_user(), _now(), target,
                        tuple(resources))
         self._write(
-            "INSERT INTO withdrawals (dataset, partition, reason, withdrawn_by, withdrawn_at, "
+            "INSERT INTO review_withdrawals (dataset, partition, reason, withdrawn_by, withdrawn_at, "
             "target, resources) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (w.dataset, w.partition, w.reason, w.withdrawn_by, w.withdrawn_at, w.target,
              json.dumps(list(w.resources))))
@@ -270,13 +269,12 @@ class ReviewStore:
 
     def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:
         sql = ("SELECT dataset, partition, reason, withdrawn_by, withdrawn_at, target, "
-               "resources FROM withdrawals")
+               "resources FROM review_withdrawals")
         args: tuple = ()
         if dataset:
             sql += " WHERE dataset = ?"
             args = (dataset,)
-        with closing(self._connect()) as con:
-            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        rows = self._read(sql + " ORDER BY id", args)
         return [Withdrawal(*r[:6], tuple(json.loads(r[6]))) for r in rows]
 
     def is_withdrawn(self, dataset: str, partition: str) -> bool:

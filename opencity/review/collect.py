@@ -31,7 +31,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from opencity.review.approvals import ReviewStore
 from opencity.settings import RunLayout
 
 log = logging.getLogger(__name__)
@@ -234,25 +233,29 @@ def dp_products(privacy: dict, outputs_dir: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ ledger
-def ledger_spends(layout: RunLayout) -> list[dict[str, Any]]:
-    """Every recorded spend (dataset, unit, period, partition, epsilon, delta), oldest first."""
-    path = layout.ledger
-    if not path.exists():
-        return []
+def ledger_spends(url: str | None = None) -> list[dict[str, Any]]:
+    """Every spend of the portal's ledger: one row per (release, privacy unit), oldest first.
+
+    ``period`` is the unit's account period (a calendar month under the default policy).
+    """
+    from privacy.dp.ledger import Ledger
+
+    from opencity.review.approvals import state_url
+
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-            rows = con.execute(
-                "SELECT dataset, privacy_unit, period, partition, epsilon, delta, created_at "
-                "FROM spends ORDER BY id").fetchall()
-    except sqlite3.Error as err:
-        log.warning("review: cannot read the ledger %s (%s)", path, err)
+        ledger = Ledger(state_url(url))
+        releases = ledger.releases()
+    except Exception as err:  # an unreadable ledger must not stop the report
+        log.warning("review: cannot read the ledger (%s); budget left out", err)
         return []
-    return [{"dataset": r[0], "privacy_unit": r[1], "period": r[2], "partition": r[3],
-             "epsilon": float(r[4]), "delta": float(r[5]), "recorded_at": r[6]} for r in rows]
+    return [{"dataset": r.dataset, "partition": r.partition, "release_id": r.release_id,
+             "policy_hash": r.policy_hash, "recorded_at": r.created_at,
+             "privacy_unit": s.unit, "period": s.period, "epsilon": float(s.epsilon),
+             "delta": float(s.delta)} for r in releases for s in r.spends]
 
 
 def month_of(spend: dict[str, Any]) -> str:
-    """Calendar month (YYYY-MM) a spend falls in, from its partition date or its period key."""
+    """Calendar month (YYYY-MM) of a partition or spend."""
     d = partition_date(spend.get("partition") or "")
     if d:
         return f"{d:%Y-%m}"
@@ -260,39 +263,33 @@ def month_of(spend: dict[str, Any]) -> str:
 
 
 def unit_totals(spends: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(privacy unit, month) -> total epsilon/delta across every dataset, with per-day bars."""
+    """(privacy unit, account period) -> total epsilon/delta across every dataset, with the
+    spends per partition and dataset (for the chart)."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for s in spends:
-        key = (s["privacy_unit"], month_of(s))
+        key = (s["privacy_unit"], s["period"])
         cur = out.setdefault(key, {"privacy_unit": key[0], "month": key[1], "epsilon": 0.0,
                                    "delta": 0.0, "datasets": {}, "by_partition": {}})
         cur["epsilon"] = math.fsum([cur["epsilon"], s["epsilon"]])
         cur["delta"] = math.fsum([cur["delta"], s["delta"]])
         cur["datasets"][s["dataset"]] = math.fsum(
             [cur["datasets"].get(s["dataset"], 0.0), s["epsilon"]])
-        part = s.get("partition") or s["period"]
-        bucket = cur["by_partition"].setdefault(part, {})
+        bucket = cur["by_partition"].setdefault(s["partition"], {})
         bucket[s["dataset"]] = math.fsum([bucket.get(s["dataset"], 0.0), s["epsilon"]])
     return out
 
 
-def unit_caps(layout: RunLayout) -> dict[str, dict[str, Any]]:
-    """Privacy unit -> {"epsilon", "delta", "period"} of the budget cap, from the DP releases.
+def unit_caps(policy_path: str | None = None) -> dict[str, dict[str, Any]]:
+    """Privacy unit -> {"epsilon", "delta", "period"}: the per-person cap of the policy."""
+    from privacy.policy import load_policy
 
-    The cap a release was checked against is part of its privacy.json; the largest period
-    wins (a monthly cap is what bounds a person's month).
-    """
-    caps: dict[str, dict[str, Any]] = {}
-    for p in sorted((layout.root / "outputs").glob("*/dt=*/privacy.json")):
-        doc = _json(p) or {}
-        unit = doc.get("privacy_unit")
-        cap = doc.get("cap")
-        if unit and isinstance(cap, dict) and cap.get("epsilon") is not None:
-            caps.setdefault(unit, dict(cap))
-        for u, b in (doc.get("budget_per_unit") or {}).items():
-            caps.setdefault(u, {"epsilon": b.get("epsilon"), "delta": b.get("delta"),
-                                "period": b.get("period", "month")})
-    return caps
+    try:
+        policy = load_policy(policy_path)
+    except Exception as err:
+        log.warning("review: cannot load the release policy (%s); caps left out", err)
+        return {}
+    return {u: {"epsilon": b.epsilon, "delta": b.delta, "period": b.period}
+            for u, b in policy.units.items()}
 
 
 # ------------------------------------------------------------------ quality, manifests
@@ -350,7 +347,7 @@ def reconciliation(manifest: dict | None, outputs_dir: Path) -> dict[str, Any] |
     return None
 
 
-def policy_of_release(store: ReviewStore, dataset: str, partition: str,
+def policy_of_release(store: Any, dataset: str, partition: str,
                       privacy: dict | None) -> dict[str, Any]:
     """The policy version recorded for this release (request or decision), else derived.
 

@@ -66,7 +66,7 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
 
     mode = approval_mode()
     part = partition_name(start)
-    store = ReviewStore.for_run_dir(settings.layout.root)
+    store = ReviewStore(getattr(settings, "state_url", None))
     out: dict[str, Any] = {"partition": part, "policy": {}, "parameters": {}, "pending": [],
                            "reports": {}, "summaries": {}, "dag_id": dag_id, "run_id": run_id}
     for ds in datasets:
@@ -80,8 +80,9 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
         try:
             from opencity.review.report import release_summary
 
-            report, html = write_release_report(settings.layout.root, ds, part,
-                                                _reports_out(settings))
+            report, html = write_release_report(
+                settings.layout.root, ds, part, _reports_out(settings),
+                store=store, state_url=getattr(settings, "state_url", None))
             out["reports"][ds] = str(html)
             out["summaries"][ds] = release_summary(report)
             store.set_report(ds, out["policy"][ds], part, str(html))
@@ -155,7 +156,7 @@ def record(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
         ``{"published": bool, "decision": ..., "discarded": {...}}``; ``published`` False
         means the caller must not publish (rejected).
     """
-    store = ReviewStore.for_run_dir(settings.layout.root)
+    store = ReviewStore(getattr(settings, "state_url", None))
     part = checked["partition"]
     pending = list(checked.get("pending") or [])
     if pending:

@@ -91,12 +91,17 @@ def _status(store: ReviewStore, dataset: str, partition: str, published: bool) -
 def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
                          store: ReviewStore | None = None,
                          packages: dict[str, dict] | None = None,
-                         spends: list[dict] | None = None) -> dict[str, Any]:
-    """Everything a privacy officer needs about one release (see the module docstring)."""
+                         spends: list[dict] | None = None,
+                         state_url: str | None = None) -> dict[str, Any]:
+    """Everything a privacy officer needs about one release (see the module docstring).
+
+    ``state_url``: the portal's state database (ledger, approvals); default
+    $OPENCITY_STATE_URL.
+    """
     layout = RunLayout(Path(run_dir))
-    store = store or ReviewStore.for_run_dir(layout.root)
+    store = store or ReviewStore(state_url)
     packages = collect.catalog_packages(layout) if packages is None else packages
-    spends = collect.ledger_spends(layout) if spends is None else spends
+    spends = collect.ledger_spends(state_url) if spends is None else spends
     pkg = packages.get(dataset)
     outputs = layout.root / "outputs" / dataset / partition
     reports = layout.root / "reports" / dataset / partition
@@ -154,7 +159,7 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     if method == "k_anonymity":
         report["microdata"] = _microdata_section(layout, outputs, kanon)
     elif method == "differential_privacy" and privacy:
-        report["dp"] = _dp_section(privacy, outputs, partition, spends, collect.unit_caps(layout))
+        report["dp"] = _dp_section(privacy, outputs, dataset, partition, spends, collect.unit_caps())
     elif method == "small_count_suppression":
         report["suppression"] = _suppression_section(outputs, pkg_privacy, manifest)
     report["changes"] = _changes(layout, store, packages, dataset, partition, report)
@@ -196,18 +201,14 @@ def _microdata_section(layout: RunLayout, outputs: Path, kanon: dict | None) -> 
     }
 
 
-def _dp_section(privacy: dict, outputs: Path, partition: str, spends: list[dict],
+def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spends: list[dict],
                 caps: dict[str, dict]) -> dict[str, Any]:
-    units = sorted({s["privacy_unit"] for s in spends if s["partition"] == partition
-                    and collect.month_of(s) == collect.month_of({"partition": partition})}
-                   | ({privacy["privacy_unit"]} if privacy.get("privacy_unit") else set())
-                   | set(privacy.get("budget_per_unit") or {}))
-    month = collect.month_of({"partition": partition})
+    mine = [s for s in spends if s["dataset"] == dataset and s["partition"] == partition]
+    accounts = sorted({(s["privacy_unit"], s["period"]) for s in mine})
     totals = collect.unit_totals(spends)
     per_unit = []
-    for u in units:
-        t = totals.get((u, month), {"epsilon": 0.0, "delta": 0.0, "datasets": {},
-                                    "by_partition": {}})
+    for u, month in accounts:
+        t = totals[(u, month)]
         cap = caps.get(u) or {}
         per_unit.append({
             "privacy_unit": u, "month": month,
@@ -218,7 +219,10 @@ def _dp_section(privacy: dict, outputs: Path, partition: str, spends: list[dict]
                              for p, v in sorted(t["by_partition"].items())],
         })
     return {
-        "privacy_unit": privacy.get("privacy_unit") or ", ".join(units),
+        "privacy_unit": privacy.get("privacy_unit") or ", ".join(sorted({u for u, _ in
+                                                                          accounts})),
+        "ledger_spends": [{k: s[k] for k in ("privacy_unit", "period", "epsilon", "delta",
+                                             "policy_hash", "recorded_at")} for s in mine],
         "budget": privacy.get("budget") or privacy.get("budget_per_unit"),
         "spent": privacy.get("spent"),
         "ledger": privacy.get("ledger"),
@@ -288,13 +292,13 @@ def _light(layout: RunLayout, store: ReviewStore, packages: dict, dataset: str,
 
 
 # ------------------------------------------------------------------ portal
-def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None
-                        ) -> dict[str, Any]:
+def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None, *,
+                        state_url: str | None = None) -> dict[str, Any]:
     """Every dataset with its releases, each unit's budget per month, approvals, withdrawals."""
     layout = RunLayout(Path(run_dir))
-    store = ReviewStore.for_run_dir(layout.root)
+    store = ReviewStore(state_url)
     packages = collect.catalog_packages(layout)
-    spends = collect.ledger_spends(layout)
+    spends = collect.ledger_spends(state_url)
     if releases is None:
         releases = [build_release_report(layout.root, d, p, store=store, packages=packages,
                                          spends=spends)
@@ -302,7 +306,7 @@ def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None
     by_ds: dict[str, list[dict]] = {}
     for r in releases:
         by_ds.setdefault(r["dataset"], []).append(r)
-    caps = collect.unit_caps(layout)
+    caps = collect.unit_caps()
     budget = []
     for (unit, month), t in sorted(collect.unit_totals(spends).items()):
         cap = caps.get(unit) or {}
@@ -414,21 +418,22 @@ def write_release_report(run_dir: str | Path, dataset: str, partition: str, out:
     return report, html_path
 
 
-def write_reports(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+def write_reports(run_dir: str | Path, out: str | Path, *, state_url: str | None = None
+                  ) -> dict[str, Any]:
     """Write every release report and the portal report; returns their paths and counts."""
     from opencity.review import render
 
     layout = RunLayout(Path(run_dir).resolve())
     out = Path(out).resolve()
-    store = ReviewStore.for_run_dir(layout.root)
+    store = ReviewStore(state_url)
     packages = collect.catalog_packages(layout)
-    spends = collect.ledger_spends(layout)
+    spends = collect.ledger_spends(state_url)
     releases = []
     for dataset, partition in release_keys(layout, packages, store):
         report, _ = write_release_report(layout.root, dataset, partition, out, store=store,
                                          packages=packages, spends=spends)
         releases.append(report)
-    portal = build_portal_report(layout.root, releases)
+    portal = build_portal_report(layout.root, releases, state_url=state_url)
     validate(portal, PORTAL_SCHEMA)
     _write(out / "portal.json", json.dumps(portal, indent=2, sort_keys=True, default=str))
     _write(out / "index.html", render.portal_html(portal, out))
