@@ -184,22 +184,15 @@ def demo_approvals(state_url: str | None) -> list[str]:
     """The demo's approval step: approve every dataset's current policy version, recorded as
     the demo's (not a privacy officer's) decision, so the approval gates let the runs publish.
     """
-    from opencity.review.approvals import ReviewStore
-    from opencity.review.policy import policy_version
+    from opencity.review.testing import approve_policy
     from privacy.policy import load_policy
 
-    store = ReviewStore(state_url)
-    done = []
-    for name in sorted(load_policy().datasets):
-        h = policy_version(name)["hash"]
-        if not store.is_approved(name, h):
-            store.decide(name, h, True, by="opencity demo", source="demo",
-                         comment="the demo's own approval (automatic; not a privacy officer's "
-                                 "review)")
-            done.append(name)
+    done = approve_policy(state_url, by="opencity demo", source="demo",
+                          comment="the demo's own approval (automatic; not a privacy "
+                                  "officer's review)")
     if done:
-        print(f"approval: the demo approves policy {h[:16]}… for {', '.join(done)} "
-              "(recorded as the demo's approval)", file=sys.stderr)
+        print(f"approval: the demo approves policy {load_policy().hash[:16]}… for "
+              f"{', '.join(done)} (recorded as the demo's approval)", file=sys.stderr)
     return done
 
 
