@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC
 from pathlib import Path
 
 from opencity.errors import ConfigError
@@ -173,13 +174,13 @@ def _approve(args: argparse.Namespace) -> int:
                      partition=waiting[-1].partition if waiting else None)
     print(f"{args.dataset}: policy {h[:16]}… {d.decision} by {d.decided_by} at {d.decided_at}")
     if args.reject and waiting:
-        from datetime import date, datetime, time, timezone
+        from datetime import date, datetime, time
 
         settings = _settings(args)
         for r in waiting:
             day = date.fromisoformat(r.partition.removeprefix("dt="))
             removed = discard_staged(settings, args.dataset,
-                                     datetime.combine(day, time(), timezone.utc))
+                                     datetime.combine(day, time(), UTC))
             print(f"  {r.partition}: nothing published; staged files discarded "
                   f"({', '.join(removed) or 'none left'})")
     elif waiting:

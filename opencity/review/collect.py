@@ -23,14 +23,13 @@ import hashlib
 import json
 import logging
 import math
-import sqlite3
 import statistics
 from collections import defaultdict
-from contextlib import closing
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from opencity.errors import PipelineError
 from opencity.settings import RunLayout
 
 log = logging.getLogger(__name__)
@@ -238,14 +237,13 @@ def ledger_spends(url: str | None = None) -> list[dict[str, Any]]:
 
     ``period`` is the unit's account period (a calendar month under the default policy).
     """
-    from privacy.dp.ledger import Ledger
-
     from opencity.review.approvals import state_url
+    from privacy.dp.ledger import Ledger
 
     try:
         ledger = Ledger(state_url(url))
         releases = ledger.releases()
-    except Exception as err:  # an unreadable ledger must not stop the report
+    except PipelineError as err:  # an unreadable ledger must not stop the report
         log.warning("review: cannot read the ledger (%s); budget left out", err)
         return []
     return [{"dataset": r.dataset, "partition": r.partition, "release_id": r.release_id,
@@ -285,7 +283,7 @@ def unit_caps(policy_path: str | None = None) -> dict[str, dict[str, Any]]:
 
     try:
         policy = load_policy(policy_path)
-    except Exception as err:
+    except PipelineError as err:
         log.warning("review: cannot load the release policy (%s); caps left out", err)
         return {}
     return {u: {"epsilon": b.epsilon, "delta": b.delta, "period": b.period}

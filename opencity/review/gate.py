@@ -86,7 +86,7 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
             out["reports"][ds] = str(html)
             out["summaries"][ds] = release_summary(report)
             store.set_report(ds, out["policy"][ds], part, str(html))
-        except Exception as err:  # a report problem must not hide the request
+        except Exception as err:  # noqa: BLE001 - a report problem must not hide the request
             log.warning("release report of %s %s could not be rendered: %s", ds, part, err)
             out["summaries"][ds] = f"(report not rendered: {type(err).__name__})"
     out["subject"], out["body"] = request_text(out)
@@ -108,8 +108,8 @@ def request_text(checked: dict[str, Any]) -> tuple[str, str]:
     if not pending:
         return f"No approval needed for {part}", "Every dataset's policy version is approved."
     subject = f"Privacy review: {', '.join(pending)} {part}"
-    lines = [f"**{len(pending)} release(s) of {part} wait for your approval** (first release "
-             "of the dataset, or a policy version not yet approved for it).", ""]
+    lines = [(f"**{len(pending)} release(s) of {part} wait for your approval** (first "
+              "release of the dataset, or a policy version not yet approved for it)."), ""]
     for ds in pending:
         lines += [f"* **{ds}**: {checked['summaries'].get(ds, '')}",
                   f"  * policy version `{checked['policy'][ds]}`",
@@ -118,9 +118,9 @@ def request_text(checked: dict[str, Any]) -> tuple[str, str]:
             lines.append(f"  * release report: [{Path(checked['reports'][ds]).name}]"
                          f"({Path(checked['reports'][ds]).as_uri()}) "
                          f"(`{checked['reports'][ds]}`)")
-    lines += ["", "**Approve** publishes these releases. **Reject** publishes nothing and "
-              "discards the staged files; budget a differentially private release already "
-              "spent stays spent (the ledger and the report say so)."]
+    lines += ["", ("**Approve** publishes these releases. **Reject** publishes nothing and "
+                   "discards the staged files; budget a differentially private release "
+                   "already spent stays spent (the ledger and the report say so).")]
     return subject, "\n".join(lines)
 
 

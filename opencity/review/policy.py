@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from opencity.errors import ConfigError
-
 
 def policy_version(dataset: str, path: str | None = None) -> dict[str, Any]:
     """``{"hash", "parameters", "source"}`` of the policy governing ``dataset`` now.
@@ -23,8 +21,5 @@ def policy_version(dataset: str, path: str | None = None) -> dict[str, Any]:
     from privacy.policy import load_policy
 
     policy = load_policy(path)
-    try:
-        params = policy.dataset(dataset).params()
-    except ConfigError:
-        raise
+    params = policy.dataset(dataset).params()
     return {"hash": policy.hash, "parameters": params, "source": str(policy.path)}

@@ -116,13 +116,13 @@ def bar_chart(labels: list[str], values: list[float], title: str, *, width: int 
     bw = w / n
     alt = f"{title}: " + "; ".join(f"{lab} {_num(v)}" for lab, v in zip(labels, values,
                                                                           strict=True))
-    out = [f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+    out = [(f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">'),
            f"<title>{_e(alt)}</title>",
-           f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
-           'stroke="#888"/>',
-           f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
-           f"{_e(_num(top))}</text>",
+           (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
+            'stroke="#888"/>'),
+           (f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
+            f"{_e(_num(top))}</text>"),
            f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end" font-size="10">0</text>']
     if y_label:
         out.append(f'<text x="10" y="{pad_t + h / 2}" font-size="10" transform="rotate(-90 10 '
@@ -142,11 +142,11 @@ def bar_chart(labels: list[str], values: list[float], title: str, *, width: int 
 
 
 def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, *,
-                 cap: float | None = None, width: int = 720, height: int = 230,
+                 cap: float | None = None, width: int = 800, height: int = 230,
                  cumulative: bool = True) -> str:
     """Stacked bars per label (one colour per series); with ``cumulative`` a running-total
     line and the cap as a dashed line, both on the same axis."""
-    pad_l, pad_b, pad_t, pad_r = 48, 58, 14, 130
+    pad_l, pad_b, pad_t, pad_r = 48, 58, 14, 210
     w, h = width - pad_l - pad_r, height - pad_b - pad_t
     totals = [sum(s[i] for s in series.values()) for i in range(len(labels))]
     running = []
@@ -162,13 +162,13 @@ def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, 
                                                                           strict=True))
            + (f"; total {_num(running[-1])}" if running else "")
            + (f"; cap {_num(cap)}" if cap is not None else ""))
-    out = [f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+    out = [(f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">'),
            f"<title>{_e(alt)}</title>",
-           f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
-           'stroke="#888"/>',
-           f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
-           f"{_e(_num(top))}</text>",
+           (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
+            'stroke="#888"/>'),
+           (f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
+            f"{_e(_num(top))}</text>"),
            f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end" font-size="10">0</text>']
     for i, lab in enumerate(labels):
         y = pad_t + h
@@ -198,7 +198,7 @@ def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, 
         out.append(f'<rect x="{pad_l + w + 4}" y="{ly + 14 * j + 14}" width="10" height="10" '
                    f'fill="{PALETTE[j % len(PALETTE)]}"/>')
         out.append(f'<text x="{pad_l + w + 18}" y="{ly + 14 * j + 23}" font-size="10">'
-                   f"{_e(name[:20])}</text>")
+                   f"{_e(name[:34])}</text>")
     if cumulative:
         out.append(f'<text x="{pad_l + w + 4}" y="{ly + 14 * len(series) + 36}" '
                    'font-size="10">— running total</text>')
@@ -212,7 +212,7 @@ def gauge(spent: float, cap: float | None, title: str, width: int = 260) -> str:
     colour = "#009E73" if share < 0.75 else "#E69F00" if share < 1.0 else "#D55E00"
     alt = f"{title}: ε {_num(spent)} of {_num(cap)} spent ({share:.0%})"
     return (f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="16" '
-            f'viewBox="0 0 {width} 16" xmlns="http://www.w3.org/2000/svg"><title>{_e(alt)}'
+            f'viewBox="0 0 {width} 16"><title>{_e(alt)}'
             f'</title><rect x="0" y="2" width="{width}" height="12" fill="#e6e9ed"/>'
             f'<rect x="0" y="2" width="{width * share:.1f}" height="12" fill="{colour}"/>'
             "</svg>")
@@ -264,15 +264,15 @@ def _changes_block(r: dict) -> str:
 def _microdata_block(m: dict) -> str:
     if not m.get("achievable"):
         return f"<p class=\"bad\">Not released: {_e(m.get('reason'))}</p>"
-    cards = [("k", m.get("k"), "every combination of the identifying columns is shared by at "
-              "least this many records"),
-             ("l", m.get("l"), f"different values of '{m.get('sensitive')}' in every group "
-              f"({m.get('l_variant') or 'distinct'} l-diversity)"),
+    cards = [("k", m.get("k"), ("every combination of the identifying columns is shared by "
+                                "at least this many records")),
+             ("l", m.get("l"), (f"different values of '{m.get('sensitive')}' in every group "
+                                f"({m.get('l_variant') or 'distinct'} l-diversity)")),
              ("t", m.get("t"), "t-closeness: distance of each group's distribution from the "
               "whole table's" if m.get("t") else "t-closeness not used"),
              ("records removed", m.get("suppressed_records"),
-              f"{_pct(m.get('suppressed_share'))} of the records (limit "
-              f"{_pct(m.get('suppression_limit'))})")]
+              (f"{_pct(m.get('suppressed_share'))} of the records (limit "
+               f"{_pct(m.get('suppression_limit'))})"))]
     out = ['<div class="cards">' + "".join(
         f'<div class="card"><div class="v">{_num(v)}</div><div class="l"><b>{_e(k)}</b>: '
         f"{_e(t)}</div></div>" for k, v, t in cards) + "</div>"]
@@ -335,13 +335,14 @@ def _budget_chart(t: dict, title: str) -> str:
 
 
 def _dp_block(dp: dict) -> str:
-    out = [f"<p>Privacy unit: <b>{_e(dp.get('privacy_unit'))}</b>. Budget of this release: "
-           f"<code>{_e(dp.get('spent') or dp.get('budget'))}</code>. Contribution bounding: "
-           f"{_e(dp.get('contribution_bounding') or 'per product, see the table')}.</p>",
-           "<p class=\"note\">ε (epsilon) and δ (delta) measure the privacy loss: smaller is "
-           "more private. The error bound is the largest error of a published number with 95 % "
-           "probability; the table shows it for the middle cell (median) and the worst cell."
-           "</p>"]
+    out = [(f"<p>Privacy unit: <b>{_e(dp.get('privacy_unit'))}</b>. Budget of this release: "
+            f"<code>{_e(_plain(dp.get('spent') or dp.get('budget')))}</code>. Contribution "
+            f"bounding: {_e(dp.get('contribution_bounding') or 'per product, see the table')}."
+            "</p>"),
+           ("<p class=\"note\">ε (epsilon) and δ (delta) measure the privacy loss: smaller "
+            "is more private. The error bound is the largest error of a published number with "
+            "95 % probability; the table shows it for the middle cell (median) and the worst "
+            "cell.</p>")]
     rows = []
     for p in dp.get("products") or []:
         eb = p.get("error_bound") or {}
@@ -385,8 +386,8 @@ def _guard_block(g: dict | None) -> str:
 
 def release_html(r: dict, base: Path) -> str:
     """The release report page; ``base`` is the folder the page is written to (for links)."""
-    body = [f"<p>Status: {_badge(r['status'])} &nbsp; Privacy method: "
-            f"<b>{_e(r['privacy_method'].replace('_', ' '))}</b></p>", _policy_block(r)]
+    body = [(f"<p>Status: {_badge(r['status'])} &nbsp; Privacy method: "
+             f"<b>{_e(r['privacy_method'].replace('_', ' '))}</b></p>"), _policy_block(r)]
     if r.get("withdrawal"):
         w = r["withdrawal"]
         body.append(f"<div class=\"box gone\"><b>Withdrawn</b> on {_e(w['withdrawn_at'])} by "
@@ -443,8 +444,9 @@ def release_html(r: dict, base: Path) -> str:
                     f"{_e(rec.get('source'))})</span></p>")
     hashes = (r.get("inputs") or {}).get("hashes") or {}
     if hashes:
-        body.append(_table(["input file", "SHA-256"], [[_e(k), f"<span class=\"hash\">{_e(v)}"
-                                                         "</span>"] for k, v in hashes.items()]))
+        body.append(_table(["input file", "SHA-256"],
+                           [[_e(k), f"<span class=\"hash\">{_e(v)}</span>"]
+                            for k, v in hashes.items()]))
     if r.get("resources"):
         body.append("<h2>Published files</h2>" + _table(
             ["resource", "format", "bytes", "hash"],
@@ -477,10 +479,10 @@ def portal_html(p: dict, base: Path) -> str:
                            [[_e(o["dataset"]), _e(o["partition"]),
                              f"<span class=\"hash\">{_e(o['policy_hash'][:16])}…</span>",
                              _e(o["requested_at"]),
-                             f'<a href="releases/{_e(o["dataset"])}/{_e(o["partition"])}.html">'
-                             "release report</a>",
-                             f"<code>opencity approve {_e(o['dataset'])} --policy "
-                             f"{_e(o['policy_hash'])}</code>"] for o in open_]))
+                             (f'<a href="releases/{_e(o["dataset"])}/{_e(o["partition"])}'
+                              '.html">release report</a>'),
+                             (f"<code>opencity approve {_e(o['dataset'])} --policy "
+                              f"{_e(o['policy_hash'])}</code>")] for o in open_]))
     else:
         body.append("<p class=\"ok\">Nothing is waiting for approval.</p>")
     body.append("<h2>Privacy budget per person</h2><p class=\"note\">Every differentially "
@@ -535,8 +537,8 @@ def portal_html(p: dict, base: Path) -> str:
         body.append(_table(["when", "dataset", "decision", "by", "policy version", "via",
                             "comment"],
                            [[_e(x["decided_at"]), _e(x["dataset"]),
-                             f"<span class=\"{'ok' if x['decision'] == 'approved' else 'bad'}\">"
-                             f"{_e(x['decision'])}</span>", _e(x["decided_by"]),
+                             (f"<span class=\"{'ok' if x['decision'] == 'approved' else 'bad'}\">"
+                              f"{_e(x['decision'])}</span>"), _e(x["decided_by"]),
                              f"<span class=\"hash\">{_e(x['policy_hash'][:16])}…</span>",
                              _e(x["source"]), _e(x["comment"])]
                             for x in p["approvals"]["decisions"]]))

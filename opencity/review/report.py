@@ -371,12 +371,14 @@ def release_summary(r: dict[str, Any]) -> str:
             bits.append(f"highest re-identification risk {risk:.2%}")
         return ", ".join(bits)
     if r.get("dp"):
-        spent = r["dp"].get("spent") or {}
-        eps = spent.get("epsilon")
-        if eps is None:
+        spends = r["dp"].get("ledger_spends") or []
+        if spends:
+            per = ", ".join(f"ε {s['epsilon']:g} per {s['privacy_unit']}" for s in spends)
+        else:
             eps = sum(p.get("epsilon") or 0 for p in r["dp"]["products"])
-        return (f"differential privacy, ε = {eps:g} per {r['dp']['privacy_unit']} "
-                f"for this release, {len(r['dp']['products'])} products")
+            per = f"ε {eps:g} per {r['dp']['privacy_unit']}"
+        return (f"differential privacy, {per} for this release, "
+                f"{len(r['dp']['products'])} products")
     if r.get("suppression"):
         s = r["suppression"]
         return (f"counts of fewer than {s['threshold']} {s.get('unit') or 'people'}s withheld "

@@ -34,8 +34,13 @@ def _atomic_json(path: Path, obj: Any) -> None:
 def withdraw_local(catalog_root: Path, dataset: str, partition: str, note: dict[str, Any]
                    ) -> list[str]:
     """Remove the partition's resources from the local catalog; returns their names."""
-    from publish.local import DATAPACKAGE_FILE, PACKAGE_FILE, LocalCatalog, datapackage, \
-        iter_releases
+    from publish.local import (
+        DATAPACKAGE_FILE,
+        PACKAGE_FILE,
+        LocalCatalog,
+        datapackage,
+        iter_releases,
+    )
 
     catalog = LocalCatalog(catalog_root)
     pkg = catalog.load_package(dataset)

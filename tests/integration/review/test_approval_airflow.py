@@ -100,10 +100,10 @@ class Airflow:
         return p.read_text(errors="replace")[-n:] if p.exists() else ""
 
     def stop(self) -> None:
-        for _name, (proc, log) in reversed(list(self.procs.items())):
+        for proc, _log in reversed(list(self.procs.values())):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGINT)
-        for _name, (proc, log) in self.procs.items():
+        for proc, log in self.procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
