@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                     "The HTML works offline (no script, no third-party host).")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, required=True, help="folder to write the reports to")
+    p.add_argument("--raw-dir", type=Path, default=None,
+                   help="where the city's reference tables are (district populations for the "
+                        "re-identification risk; default: OPENCITY_RAW_DIR, else RUN_DIR/raw)")
     p.add_argument("--state-url", default=None, help=_STATE_HELP)
     p.set_defaults(func=_report)
 
@@ -101,7 +104,8 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.run_dir.is_dir():
         raise ConfigError(f"run directory {args.run_dir} does not exist")
-    res = write_reports(args.run_dir, args.out, state_url=args.state_url)
+    res = write_reports(args.run_dir, args.out, state_url=args.state_url,
+                        raw_dir=args.raw_dir)
     print(f"portal report:   {res['index']}")
     print(f"portal JSON:     {res['portal_json']}")
     print(f"release reports: {res['releases']} in {Path(res['index']).parent / 'releases'}")

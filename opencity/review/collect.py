@@ -94,11 +94,11 @@ def privacy_method(pkg: dict | None, outputs_dir: Path, reports_dir: Path) -> st
 
 
 # ------------------------------------------------------------------ microdata risk
-def population_table(layout: RunLayout) -> dict[str, int] | None:
-    """District id -> residents, from the city's reference table raw/city/districts.csv."""
+def population_table(raw_dir: Path) -> dict[str, int] | None:
+    """District id -> residents, from the city's reference table <raw_dir>/city/districts.csv."""
     import pyarrow.csv as pcsv
 
-    path = layout.raw / "city" / "districts.csv"
+    path = Path(raw_dir) / "city" / "districts.csv"
     if not path.exists():
         return None
     t = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(

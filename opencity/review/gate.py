@@ -82,7 +82,8 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
 
             report, html = write_release_report(
                 settings.layout.root, ds, part, _reports_out(settings),
-                store=store, state_url=getattr(settings, "state_url", None))
+                store=store, state_url=getattr(settings, "state_url", None),
+                raw_dir=settings.raw_dir)
             out["reports"][ds] = str(html)
             out["summaries"][ds] = release_summary(report)
             store.set_report(ds, out["policy"][ds], part, str(html))

@@ -388,17 +388,22 @@ def release_html(r: dict, base: Path) -> str:
     """The release report page; ``base`` is the folder the page is written to (for links)."""
     body = [(f"<p>Status: {_badge(r['status'])} &nbsp; Privacy method: "
              f"<b>{_e(r['privacy_method'].replace('_', ' '))}</b></p>"), _policy_block(r)]
+    spent = r.get("budget_spent") or []
+    kept = ("; ".join(f"ε {_num(x['epsilon'])}, δ {_num(x['delta'])} per "
+                      f"{_e(x['privacy_unit'])} ({_e(x['period'])})" for x in spent))
     if r.get("withdrawal"):
         w = r["withdrawal"]
         body.append(f"<div class=\"box gone\"><b>Withdrawn</b> on {_e(w['withdrawn_at'])} by "
                     f"{_e(w['withdrawn_by'])}: {_e(w['reason'])}. Its files were removed "
-                    f"from the {_e(w['target'])} catalog; the record and any privacy budget "
-                    "it spent stay (spent budget cannot be given back).</div>")
+                    f"from the {_e(w['target'])} catalog; the record stays"
+                    + (f", and so does the privacy budget it spent ({kept}): spent budget "
+                       "cannot be given back" if spent else "") + ".</div>")
     if r["status"] == "rejected":
         body.append("<div class=\"box red\"><b>Rejected</b>: nothing of this release was "
                     "published and its staged files were discarded."
-                    + (" The privacy budget it spent stays spent (the ledger records it)."
-                       if r.get("dp") else "") + "</div>")
+                    + (f" The privacy budget it spent stays spent ({kept}): the ledger "
+                       "recorded it when the release was computed." if spent else "")
+                    + "</div>")
     body.append("<h2>What changed since the previous release</h2>" + _changes_block(r))
     body.append("<h2>Privacy guarantee</h2>")
     if r.get("microdata"):

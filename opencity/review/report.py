@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,17 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
                          store: ReviewStore | None = None,
                          packages: dict[str, dict] | None = None,
                          spends: list[dict] | None = None,
-                         state_url: str | None = None) -> dict[str, Any]:
+                         state_url: str | None = None,
+                         raw_dir: str | Path | None = None) -> dict[str, Any]:
     """Everything a privacy officer needs about one release (see the module docstring).
 
     ``state_url``: the portal's state database (ledger, approvals); default
-    $OPENCITY_STATE_URL.
+    $OPENCITY_STATE_URL. ``raw_dir``: where the city's reference tables are (the district
+    populations of the journalist/marketer risk); default $OPENCITY_RAW_DIR, else
+    RUN_DIR/raw.
     """
     layout = RunLayout(Path(run_dir))
+    raw = Path(raw_dir or os.environ.get("OPENCITY_RAW_DIR") or layout.raw)
     store = store or ReviewStore(state_url)
     packages = collect.catalog_packages(layout) if packages is None else packages
     spends = collect.ledger_spends(state_url) if spends is None else spends
@@ -155,9 +160,14 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
             for r in (pkg or {}).get("resources", []) if r.get("partition") == partition],
         "withdrawal": next((w.as_dict() for w in store.withdrawals(dataset)
                             if w.partition == partition), None),
+        # What the ledger holds for this release: it stays spent whatever happens next
+        # (rejected or withdrawn releases included).
+        "budget_spent": [{k: s[k] for k in ("privacy_unit", "period", "epsilon", "delta")}
+                         for s in spends if s["dataset"] == dataset
+                         and s["partition"] == partition],
     }
     if method == "k_anonymity":
-        report["microdata"] = _microdata_section(layout, outputs, kanon)
+        report["microdata"] = _microdata_section(raw, outputs, kanon)
     elif method == "differential_privacy" and privacy:
         report["dp"] = _dp_section(privacy, outputs, dataset, partition, spends, collect.unit_caps())
     elif method == "small_count_suppression":
@@ -166,7 +176,7 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     return report
 
 
-def _microdata_section(layout: RunLayout, outputs: Path, kanon: dict | None) -> dict[str, Any]:
+def _microdata_section(raw_dir: Path, outputs: Path, kanon: dict | None) -> dict[str, Any]:
     if not kanon:
         return {"achievable": False, "reason": "no k-anonymity report for this partition"}
     if kanon.get("achievable") is False:
@@ -174,7 +184,7 @@ def _microdata_section(layout: RunLayout, outputs: Path, kanon: dict | None) -> 
     models = kanon.get("privacy_models") or {}
     qis = list(kanon.get("quasi_identifiers") or [])
     parquet = next(iter(sorted(outputs.glob("*.parquet"))), outputs / "part-0.parquet")
-    risk = collect.microdata_risk(parquet, qis, collect.population_table(layout),
+    risk = collect.microdata_risk(parquet, qis, collect.population_table(raw_dir),
                                   threshold=(kanon.get("risk") or {}).get("threshold", 0.2))
     return {
         "achievable": True,
@@ -420,8 +430,8 @@ def write_release_report(run_dir: str | Path, dataset: str, partition: str, out:
     return report, html_path
 
 
-def write_reports(run_dir: str | Path, out: str | Path, *, state_url: str | None = None
-                  ) -> dict[str, Any]:
+def write_reports(run_dir: str | Path, out: str | Path, *, state_url: str | None = None,
+                  raw_dir: str | Path | None = None) -> dict[str, Any]:
     """Write every release report and the portal report; returns their paths and counts."""
     from opencity.review import render
 
@@ -433,7 +443,7 @@ def write_reports(run_dir: str | Path, out: str | Path, *, state_url: str | None
     releases = []
     for dataset, partition in release_keys(layout, packages, store):
         report, _ = write_release_report(layout.root, dataset, partition, out, store=store,
-                                         packages=packages, spends=spends)
+                                         packages=packages, spends=spends, raw_dir=raw_dir)
         releases.append(report)
     portal = build_portal_report(layout.root, releases, state_url=state_url)
     validate(portal, PORTAL_SCHEMA)

@@ -57,7 +57,7 @@ def run(airflow_db, sample_raw, tmp_path_factory):
             dr = dag.test(logical_date=datetime(2026, 10, day, tzinfo=UTC), run_conf=conf)
             assert dr.state == DagRunState.SUCCESS, name
     out = run_dir.parent / "review"
-    res = write_reports(run_dir, out)
+    res = write_reports(run_dir, out, raw_dir=sample_raw)
     return run_dir, out, res
 
 
@@ -166,7 +166,7 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_withdraw_removes_the_partition_and_keeps_the_record(run, capsys):
+def test_withdraw_removes_the_partition_and_keeps_the_record(run, sample_raw, capsys):
     from privacy.dp.ledger import Ledger
 
     run_dir, out, _ = run
@@ -187,7 +187,7 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, capsys):
     assert cli(["withdraw", CDR, "dt=2026-10-05", "--reason", "again",
                 "--run-dir", str(run_dir)]) == 1
     assert "dt=2026-10-06" in capsys.readouterr().err
-    assert cli(["report", str(run_dir), "--out", str(out)]) == 0
+    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(sample_raw)]) == 0
     portal = json.loads((out / "portal.json").read_text())
     assert [(w["dataset"], w["partition"]) for w in portal["withdrawn"]] == [
         (CDR, "dt=2026-10-05")]
@@ -244,7 +244,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path,
                     "--by", "officer-a", "--run-dir", str(run_dir)]) == 0
     dr = dag.test(logical_date=datetime(2026, 10, 19, tzinfo=UTC), run_conf=conf)
     assert dr.state == DagRunState.SUCCESS
-    assert cli(["report", str(run_dir), "--out", str(out)]) == 0
+    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(sample_raw)]) == 0
     r = _load(out, WEEKLY, "dt=2026-10-12")
     assert r["policy"]["hash"] == new_hash and r["policy"]["approved"]
     assert r["changes"]["policy_changed"] is True
