@@ -284,8 +284,6 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
 
 def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
-    from publish.targets import publisher_for
-
     budget = {u["privacy_unit"]: u["epsilon"] for u in staged["ledger"]}
     privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
                "Geometric (counts), Snapping (sums)", "delta": 0.0,
@@ -293,8 +291,12 @@ def publish(settings: Settings, committed: dict, staged: dict, start: datetime, 
                "suppression_min_units": staged["min_units"]}
     provenance = {"pipeline_version": __version__, "run_id": run_id,
                   "input_hashes": ingested.get("input_hashes", {})}
-    result = publisher_for(settings).publish(
-        release_for(settings, committed, start, end, provenance, privacy))
+    from opencity.registry import publish_partition
+
+    result = publish_partition(
+        settings, release_for(settings, committed, start, end, provenance, privacy),
+        {"spend": {u["privacy_unit"]: {"epsilon": u["epsilon"], "delta": u["delta"]}
+                   for u in staged["ledger"]}})
     return {"target": result.target, "url": result.url, "created": result.created,
             "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
 

@@ -34,7 +34,6 @@ from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from privacy.suppression import SmallCountSuppression, suppress_small_counts
 from publish.base import DatasetRelease, Field, Resource
-from publish.targets import publisher_for
 from transforms.schemas import DISTRICTS
 
 log = logging.getLogger(__name__)
@@ -199,8 +198,11 @@ def publish(settings: Settings, committed: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
     provenance = {"pipeline_version": __version__, "run_id": run_id,
                   "input_hashes": ingested.get("input_hashes", {})}
-    result = publisher_for(settings).publish(
-        release_for(settings, committed, start, end, provenance))
+    from opencity.registry import publish_partition  # policy + registry check, then record
+
+    result = publish_partition(settings, release_for(settings, committed, start, end,
+                                                     provenance),
+                               {"threshold": settings.suppression_k})
     return {"target": result.target, "url": result.url, "created": result.created,
             "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
 

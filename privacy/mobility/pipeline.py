@@ -87,7 +87,6 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
     import json
 
     from publish.base import DatasetRelease, Field, Resource
-    from publish.targets import publisher_for
 
     day = _day(start)
     out = Path(released["out_dir"])
@@ -119,5 +118,8 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         accrual_periodicity="R/P1D",
         provenance={"run_id": run_id, "ledger_id": released["ledger_id"]},
     )
-    res = publisher_for(settings).publish(rel)
+    from opencity.registry import publish_partition
+
+    res = publish_partition(settings, rel, {"epsilon": privacy["spent"]["epsilon"],
+                                            "delta": privacy["spent"]["delta"]})
     return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}

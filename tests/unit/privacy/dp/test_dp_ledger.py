@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from opencity.errors import ConfigError, PrivacyBudgetError
 from privacy.dp import DPBudget
 from privacy.dp.ledger import Ledger
-
 from privacy.policy import parse_policy
 
 DAY = date(2026, 10, 5)
