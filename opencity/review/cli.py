@@ -91,11 +91,24 @@ def register(subparsers) -> None:
     p.set_defaults(func=_withdraw)
 
 
+def _state(args: argparse.Namespace) -> str | None:
+    """--state-url, else RUN_DIR/state.url (a run with its own state, e.g. the demo), else
+    None (the settings default, OPENCITY_STATE_URL)."""
+    if args.state_url:
+        return args.state_url
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir:
+        from opencity.budget import state_url_for
+
+        return state_url_for(Path(run_dir))
+    return None
+
+
 def _settings(args: argparse.Namespace, **extra):
     from opencity.settings import Settings
 
     explicit = {"run_dir": str(args.run_dir) if getattr(args, "run_dir", None) else None,
-                **extra}
+                "state_url": _state(args), **extra}
     return Settings.resolve(explicit)
 
 
@@ -104,7 +117,7 @@ def _report(args: argparse.Namespace) -> int:
 
     if not args.run_dir.is_dir():
         raise ConfigError(f"run directory {args.run_dir} does not exist")
-    res = write_reports(args.run_dir, args.out, state_url=args.state_url,
+    res = write_reports(args.run_dir, args.out, state_url=_state(args),
                         raw_dir=args.raw_dir)
     print(f"portal report:   {res['index']}")
     print(f"portal JSON:     {res['portal_json']}")
@@ -116,7 +129,7 @@ def _report(args: argparse.Namespace) -> int:
 def _approvals(args: argparse.Namespace) -> int:
     from opencity.review.approvals import OPEN, ReviewStore
 
-    store = ReviewStore(args.state_url)
+    store = ReviewStore(_state(args))
     open_ = store.requests(status=OPEN)
     decisions = store.decisions()
     if args.json:
@@ -166,21 +179,23 @@ def _resolve_hash(store, dataset: str, given: str) -> str:
 
 def _approve(args: argparse.Namespace) -> int:
     from opencity.review.approvals import OPEN, ReviewStore, current_user
-    from opencity.review.gate import discard_staged
-    from opencity.settings import partition_name  # noqa: F401 - documented layout
+    from opencity.review.gate import discard_staged, record_in_registry
 
-    store = ReviewStore(args.state_url)
+    settings = _settings(args)
+    store = ReviewStore(settings.state_url)
     h = _resolve_hash(store, args.dataset, args.policy)
     waiting = [r for r in store.requests(status=OPEN)
                if r.dataset == args.dataset and r.policy_hash == h]
     d = store.decide(args.dataset, h, not args.reject, by=args.by or current_user(),
                      comment=args.comment, source="cli",
                      partition=waiting[-1].partition if waiting else None)
+    for part in sorted({r.partition for r in waiting}) or [""]:
+        record_in_registry(settings, args.dataset, part, not args.reject, d.decided_by,
+                           args.comment, h, "cli")
     print(f"{args.dataset}: policy {h[:16]}… {d.decision} by {d.decided_by} at {d.decided_at}")
     if args.reject and waiting:
         from datetime import date, datetime, time
 
-        settings = _settings(args)
         for r in waiting:
             day = date.fromisoformat(r.partition.removeprefix("dt="))
             removed = discard_staged(settings, args.dataset,
@@ -194,7 +209,7 @@ def _approve(args: argparse.Namespace) -> int:
         try:
             from opencity.review.gate import write_catalog_review
 
-            write_catalog_review(_settings(args), args.dataset, store)
+            write_catalog_review(settings, args.dataset, store)
         except ConfigError:
             pass
     return 0
@@ -205,8 +220,7 @@ def _withdraw(args: argparse.Namespace) -> int:
 
     extra = {"publish_target": args.target, "ckan_url": args.ckan_url}
     settings = _settings(args, **extra)
-    res = withdraw(settings, args.dataset, args.partition, args.reason, by=args.by,
-                   state_url=args.state_url)
+    res = withdraw(settings, args.dataset, args.partition, args.reason, by=args.by)
     print(f"{args.dataset} {args.partition} withdrawn from the {res['target']} catalog: "
           f"{len(res['removed'])} resource(s) removed ({', '.join(res['removed'])}).")
     print("  the registry entry, the reason and the privacy budget the release spent are kept")

@@ -66,7 +66,7 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
 
     mode = approval_mode()
     part = partition_name(start)
-    store = ReviewStore(getattr(settings, "state_url", None))
+    store = ReviewStore(settings.state_url)
     out: dict[str, Any] = {"partition": part, "policy": {}, "parameters": {}, "pending": [],
                            "reports": {}, "summaries": {}, "dag_id": dag_id, "run_id": run_id}
     for ds in datasets:
@@ -157,7 +157,7 @@ def record(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
         ``{"published": bool, "decision": ..., "discarded": {...}}``; ``published`` False
         means the caller must not publish (rejected).
     """
-    store = ReviewStore(getattr(settings, "state_url", None))
+    store = ReviewStore(settings.state_url)
     part = checked["partition"]
     pending = list(checked.get("pending") or [])
     if pending:
@@ -170,6 +170,8 @@ def record(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
         for ds in pending:
             store.decide(ds, checked["policy"][ds], approve, by=by, comment=comment,
                          source=source, partition=part)
+            record_in_registry(settings, ds, part, approve, by, comment,
+                               checked["policy"][ds], source)
         if not approve:
             discarded = {ds: discard_staged(settings, ds, start) for ds in checked["policy"]}
             log.warning("%s %s rejected by %s: nothing published, staged files discarded",
@@ -182,6 +184,16 @@ def record(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
         write_catalog_review(settings, ds, store)
     return {"published": True, "decision": "approved" if pending else "already approved",
             "by": _who(response) if pending else None}
+
+
+def record_in_registry(settings: Settings, dataset: str, partition: str, approve: bool,
+                       by: str, comment: str, policy_hash: str, source: str) -> None:
+    """The decision in the release registry too (opencity.registry, same state DB)."""
+    from opencity.registry import Registry
+
+    Registry(settings.state_url).record_decision(
+        dataset, partition, "approved" if approve else "rejected", by, comment,
+        details={"policy_hash": policy_hash, "source": source})
 
 
 def write_catalog_review(settings: Settings, dataset: str, store: ReviewStore) -> Path | None:

@@ -76,6 +76,18 @@ def release_parameters(method: str, kanon: dict | None, privacy: dict | None,
     return {k: v for k, v in package_privacy.items() if k not in collect._RELEASE_KEYS}
 
 
+def _registered(store: ReviewStore, dataset: str, partition: str):
+    """The release registry's record of this partition (same state DB), or None."""
+    from opencity.errors import PipelineError
+    from opencity.registry import Registry
+
+    try:
+        return Registry(store.db).get(dataset, partition)
+    except PipelineError as err:
+        log.warning("review: cannot read the release registry (%s)", err)
+        return None
+
+
 def _status(store: ReviewStore, dataset: str, partition: str, published: bool) -> str:
     if store.is_withdrawn(dataset, partition):
         return WITHDRAWN
@@ -119,8 +131,11 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
         outputs / "privacy.json").exists() else None
     manifest = collect.manifest_for(layout, dataset, partition)
 
+    registered = _registered(store, dataset, partition)
     passes = [p for p in store.passes(dataset) if p["partition"] == partition]
-    if passes:
+    if registered is not None:
+        policy = {"hash": registered.policy_hash, "source": "release registry"}
+    elif passes:
         policy = {"hash": passes[-1]["policy_hash"], "source": "approval gate"}
     else:
         policy = collect.policy_of_release(store, dataset, partition, pkg_privacy)
@@ -129,8 +144,12 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     policy["decisions"] = [d.as_dict() for d in store.decisions(dataset)
                            if d.policy_hash == policy["hash"]]
 
-    params = (passes[-1]["parameters"] if passes and passes[-1]["parameters"] else
-              release_parameters(method, kanon, privacy, manifest, pkg_privacy))
+    if registered is not None and registered.params:
+        params = dict(registered.params)
+    elif passes and passes[-1]["parameters"]:
+        params = passes[-1]["parameters"]
+    else:
+        params = release_parameters(method, kanon, privacy, manifest, pkg_privacy)
     report: dict[str, Any] = {
         "schema": RELEASE_SCHEMA_ID,
         "generated_at": _now(),
@@ -286,6 +305,10 @@ def _light(layout: RunLayout, store: ReviewStore, packages: dict, dataset: str,
     outputs = layout.root / "outputs" / dataset / partition
     reports = layout.root / "reports" / dataset / partition
     pkg_privacy = (pkg or {}).get("opencity", {}).get("privacy", {})
+    registered = _registered(store, dataset, partition)
+    if registered is not None:
+        return {"policy": {"hash": registered.policy_hash},
+                "parameters": dict(registered.params)}
     passes = [p for p in store.passes(dataset) if p["partition"] == partition]
     if passes:
         return {"policy": {"hash": passes[-1]["policy_hash"]},

@@ -117,8 +117,14 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
 
     if not reason or not reason.strip():
         raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
-    store = ReviewStore(state_url or getattr(settings, "state_url", None))
+    from opencity.registry import Registry
+
+    url = state_url or settings.state_url
+    store = ReviewStore(url)
+    registry = Registry(url)
     who = by or current_user()
+    if registry.withdrawn(dataset, partition):
+        raise ConfigError(f"{dataset} {partition} was already withdrawn")
     from datetime import UTC, datetime
 
     note = {"partition": partition, "reason": reason.strip(), "withdrawn_by": who,
@@ -129,6 +135,12 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
         removed = withdraw_local(settings.layout.catalog, dataset, partition, note)
     store.withdraw(dataset, partition, reason, by=who, target=settings.publish_target,
                    resources=removed)
+    if registry.get(dataset, partition) is not None:  # the registry keeps the release record
+        registry.withdraw(dataset, partition, who, reason.strip())
+    else:
+        log.warning("%s %s is not in the release registry %s (published before it existed?); "
+                    "the withdrawal is recorded in the review records only", dataset,
+                    partition, registry.db.where)
     write_catalog_review(settings, dataset, store)
     log.warning("%s %s withdrawn by %s: %s", dataset, partition, who, reason.strip())
     return {"target": settings.publish_target, "removed": removed}

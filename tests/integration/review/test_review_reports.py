@@ -42,14 +42,24 @@ def _dag(name: str, file: str):
 
 
 @pytest.fixture(scope="module")
-def run(airflow_db, sample_raw, tmp_path_factory):
+def raw(tmp_path_factory) -> Path:
+    """Three weeks of sample data (the third week is released under a changed policy)."""
+    from sample_data import generate
+
+    out = tmp_path_factory.mktemp("review-sample") / "raw"
+    generate(out, seed=7, scale=0.3, days=21, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(airflow_db, raw, tmp_path_factory):
     """A run directory with two weeks of 311 and two days of CDR releases, and its reports."""
     from airflow.sdk import DagRunState
 
     from opencity.review.report import write_reports
 
     run_dir = tmp_path_factory.mktemp("review") / "run"
-    conf = {"run_dir": str(run_dir), "raw_dir": str(sample_raw)}
+    conf = {"run_dir": str(run_dir), "raw_dir": str(raw)}
     for name, file, ends in (("opencity_311", "opencity_311.py", (12, 19)),
                              ("cdr_mobility", "cdr_mobility.py", (6, 7))):
         dag = _dag(name, file)
@@ -57,7 +67,7 @@ def run(airflow_db, sample_raw, tmp_path_factory):
             dr = dag.test(logical_date=datetime(2026, 10, day, tzinfo=UTC), run_conf=conf)
             assert dr.state == DagRunState.SUCCESS, name
     out = run_dir.parent / "review"
-    res = write_reports(run_dir, out, raw_dir=sample_raw)
+    res = write_reports(run_dir, out, raw_dir=raw)
     return run_dir, out, res
 
 
@@ -166,7 +176,7 @@ def _tree(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_withdraw_removes_the_partition_and_keeps_the_record(run, sample_raw, capsys):
+def test_withdraw_removes_the_partition_and_keeps_the_record(run, raw, capsys):
     from privacy.dp.ledger import Ledger
 
     run_dir, out, _ = run
@@ -184,10 +194,18 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, sample_raw, ca
     assert pkg["opencity"]["withdrawn"][0]["withdrawn_by"] == "officer-b"
     assert Ledger(state).accounts() == spent_before  # spent budget is never given back
     # Withdrawing again, or a partition that was never published, is refused by name.
+    capsys.readouterr()
     assert cli(["withdraw", CDR, "dt=2026-10-05", "--reason", "again",
                 "--run-dir", str(run_dir)]) == 1
-    assert "dt=2026-10-06" in capsys.readouterr().err
-    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(sample_raw)]) == 0
+    assert "already withdrawn" in capsys.readouterr().err
+    assert cli(["withdraw", CDR, "dt=2026-09-01", "--reason", "never there",
+                "--run-dir", str(run_dir)]) == 1
+    assert "dt=2026-10-06" in capsys.readouterr().err  # lists what is published
+    from opencity.registry import Registry
+
+    reg = Registry(state)
+    assert reg.withdrawn(CDR, "dt=2026-10-05") and reg.get(CDR, "dt=2026-10-05") is not None
+    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(raw)]) == 0
     portal = json.loads((out / "portal.json").read_text())
     assert [(w["dataset"], w["partition"]) for w in portal["withdrawn"]] == [
         (CDR, "dt=2026-10-05")]
@@ -197,8 +215,7 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, sample_raw, ca
     assert "wrong tower map" in (out / "index.html").read_text()
 
 
-def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path, monkeypatch,
-                                                      capsys):
+def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkeypatch, capsys):
     from airflow.sdk import DagRunState
 
     from opencity.review.approvals import ReviewStore
@@ -215,8 +232,8 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path,
     catalog_before = _tree(run_dir / "catalog")
 
     dag = _dag("opencity_311", "opencity_311.py")
-    conf = {"run_dir": str(run_dir), "raw_dir": str(sample_raw)}
-    dr = dag.test(logical_date=datetime(2026, 10, 19, tzinfo=UTC), run_conf=conf)
+    conf = {"run_dir": str(run_dir), "raw_dir": str(raw)}
+    dr = dag.test(logical_date=datetime(2026, 10, 26, tzinfo=UTC), run_conf=conf)
     assert dr.state == DagRunState.FAILED  # the check says: waiting for approval
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["approval.check"] == "failed"
@@ -224,7 +241,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path,
     assert _tree(run_dir / "catalog") == catalog_before
     pending = ReviewStore().requests(status="open")
     assert {(r.dataset, r.partition, r.policy_hash) for r in pending} >= {
-        (WEEKLY, "dt=2026-10-12", new_hash), (MICRO, "dt=2026-10-12", new_hash)}
+        (WEEKLY, "dt=2026-10-19", new_hash), (MICRO, "dt=2026-10-19", new_hash)}
 
     capsys.readouterr()
     assert cli(["approvals", str(run_dir)]) == 0
@@ -234,7 +251,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path,
     # Reject the microdata: its staged files go, nothing is published.
     assert cli(["approve", MICRO, "--policy", new_hash[:12], "--reject", "--comment",
                 "not this week", "--run-dir", str(run_dir)]) == 0
-    assert not (run_dir / "outputs" / MICRO / "dt=2026-10-12").exists()
+    assert not (run_dir / "outputs" / MICRO / "dt=2026-10-19").exists()
     # A wrong hash is refused with the current one in the message.
     assert cli(["approve", WEEKLY, "--policy", "deadbeefdeadbeef"]) == 1
     assert new_hash in capsys.readouterr().err
@@ -242,15 +259,22 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, sample_raw, tmp_path,
     for ds in (WEEKLY, MICRO):
         assert cli(["approve", ds, "--policy", new_hash, "--comment", "threshold 18 ok",
                     "--by", "officer-a", "--run-dir", str(run_dir)]) == 0
-    dr = dag.test(logical_date=datetime(2026, 10, 19, tzinfo=UTC), run_conf=conf)
+    dr = dag.test(logical_date=datetime(2026, 10, 26, tzinfo=UTC), run_conf=conf)
     assert dr.state == DagRunState.SUCCESS
-    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(sample_raw)]) == 0
-    r = _load(out, WEEKLY, "dt=2026-10-12")
+    assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(raw)]) == 0
+    r = _load(out, WEEKLY, "dt=2026-10-19")
     assert r["policy"]["hash"] == new_hash and r["policy"]["approved"]
     assert r["changes"]["policy_changed"] is True
     assert r["policy"]["decisions"][-1]["decided_by"] == "officer-a"
     review = json.loads((run_dir / "catalog" / WEEKLY / "review.json").read_text())
     assert review["approvals"][-1]["policy_hash"] == new_hash
+    from opencity.registry import Registry
+
+    reg = Registry(os.environ["OPENCITY_STATE_URL"])
+    assert reg.get(WEEKLY, "dt=2026-10-19").policy_hash == new_hash
+    decided = [(d["partition"], d["decision"], d["actor"]) for d in reg.decisions(MICRO)]
+    assert ("dt=2026-10-19", "rejected") in [(p, d) for p, d, _ in decided]
+    assert decided[-1][1:] == ("approved", "officer-a")
 
 
 # ------------------------------------------------------------------ headless Chromium
