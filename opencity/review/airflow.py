@@ -17,9 +17,12 @@ Inside the group::
   sits in ``awaiting_input`` without holding a worker slot until someone answers in the UI
   (Browse -> Required actions) or through the REST API; the request's body summarises the
   release report and links to it. An optional ``comment`` field is recorded with the decision.
+* the answer is recorded by ``wait`` itself the moment it arrives (who, when, policy hash,
+  comment; review records + release registry); a rejection discards the staged outputs there
+  (Airflow keeps no return value of a task that skips its downstream tasks);
 * ``record`` (trigger rule ``none_failed``: it also runs after a rejection, which skips
-  ``approved``) writes the decision to the review records and the catalog; on a rejection it
-  discards the staged outputs and skips itself, so every publish task after it is skipped.
+  ``approved``) notes the gate pass and the catalog's review file, or, when a dataset is not
+  approved, skips itself, so every publish task after it is skipped.
 
 Parsing a DAG that calls this imports only Airflow; the task bodies live in
 :mod:`opencity.review.gate`.
@@ -29,6 +32,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+
+class ReviewApprovalOperator(ApprovalOperator):
+    """Airflow's ApprovalOperator that records the answer in OpenCity's review records (and
+    the release registry) as soon as it arrives, before approving or skipping what follows.
+
+    Args:
+        check_task_id: the task whose ``checked`` XCom describes the request.
+    """
+
+    def __init__(self, *, check_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check_task_id = check_task_id
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            from opencity.airflow_context import data_interval, run_settings
+            from opencity.review import gate
+
+            checked = context["ti"].xcom_pull(task_ids=self.check_task_id, key="checked")
+            gate.decide(run_settings(), checked, _plain(event), data_interval()[0])
+        return super().execute_complete(context=context, event=event)
 
 
 def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
@@ -41,7 +69,6 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
         response_timeout: how long to wait for an answer before the task fails (None: wait).
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
     from airflow.sdk import Param, TaskGroup, task
 
     names = (datasets,) if isinstance(datasets, str) else tuple(datasets)
@@ -64,8 +91,9 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             return f"{group_id}.wait" if checked["pending"] else f"{group_id}.preapproved"
 
         pull = f"ti.xcom_pull(task_ids='{group_id}.check', key='%s')"
-        wait = ApprovalOperator(
+        wait = ReviewApprovalOperator(
             task_id="wait",
+            check_task_id=f"{group_id}.check",
             subject="{{ " + pull % "subject" + " }}",
             body="{{ " + pull % "body" + " }}",
             params={"comment": Param("", type="string", title="Comment",
@@ -80,13 +108,12 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from opencity.airflow_context import data_interval, run_settings
+            from opencity.airflow_context import run_settings
             from opencity.review import gate
 
             ti = get_current_context()["ti"]
             checked = ti.xcom_pull(task_ids=f"{group_id}.check", key="checked")
-            response = ti.xcom_pull(task_ids=f"{group_id}.wait") if checked["pending"] else None
-            result = gate.record(run_settings(), checked, _plain(response), data_interval()[0])
+            result = gate.record(run_settings(), checked)
             if not result["published"]:
                 raise AirflowSkipException(
                     f"rejected by {result['by']}: nothing published, staged files discarded")
@@ -101,10 +128,14 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
 
 
 def _plain(response):
-    """The ApprovalOperator's XCom (a TypedDict, datetimes inside) as plain JSON values."""
+    """The HITL answer (datetimes and models inside) as plain JSON values."""
     if response is None:
         return None
     out = dict(response)
     if out.get("responded_at") is not None and hasattr(out["responded_at"], "isoformat"):
         out["responded_at"] = out["responded_at"].isoformat()
+    user = out.get("responded_by_user")
+    if user is not None and not isinstance(user, dict):
+        out["responded_by_user"] = (user.model_dump() if hasattr(user, "model_dump")
+                                    else {"name": str(user)})
     return out

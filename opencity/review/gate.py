@@ -144,46 +144,66 @@ def discard_staged(settings: Settings, dataset: str, start: datetime) -> list[st
     return removed
 
 
-def record(settings: Settings, checked: dict[str, Any], response: dict[str, Any] | None,
+def decide(settings: Settings, checked: dict[str, Any], response: dict[str, Any],
            start: datetime, *, source: str = "airflow") -> dict[str, Any]:
-    """Record the decision on ``checked['pending']`` and the gate pass of every dataset.
+    """Record a privacy officer's answer to the request of :func:`check` (at the moment it
+    arrives, in the approval task itself) and, on a rejection, discard the staged files.
 
     Args:
         checked: what :func:`check` returned.
-        response: the ApprovalOperator's result (``chosen_options``, ``params_input``,
-            ``responded_by_user``...), None when nothing needed approval.
+        response: the answer: ``chosen_options`` (["Approve"] or ["Reject"]),
+            ``params_input`` (``comment``), ``responded_by_user`` ({"id", "name"}).
 
     Returns:
-        ``{"published": bool, "decision": ..., "discarded": {...}}``; ``published`` False
-        means the caller must not publish (rejected).
+        ``{"decision": "approved"|"rejected", "by": ..., "discarded": {...}}``.
     """
     store = ReviewStore(settings.state_url)
     part = checked["partition"]
     pending = list(checked.get("pending") or [])
-    if pending:
-        if not response or not response.get("chosen_options"):
-            raise PipelineError(f"{', '.join(pending)} {part} needed approval but no decision "
-                                "reached the gate; rerun the approval task")
-        approve = response["chosen_options"][0] == "Approve"
-        comment = str((response.get("params_input") or {}).get("comment") or "")
-        by = _who(response)
-        for ds in pending:
-            store.decide(ds, checked["policy"][ds], approve, by=by, comment=comment,
-                         source=source, partition=part)
-            record_in_registry(settings, ds, part, approve, by, comment,
-                               checked["policy"][ds], source)
-        if not approve:
-            discarded = {ds: discard_staged(settings, ds, start) for ds in checked["policy"]}
-            log.warning("%s %s rejected by %s: nothing published, staged files discarded",
-                        ", ".join(pending), part, by)
-            return {"published": False, "decision": "rejected", "by": by,
-                    "discarded": discarded}
+    if not response or not response.get("chosen_options"):
+        raise PipelineError(f"{', '.join(pending)} {part}: the approval task got no answer; "
+                            "this is a bug")
+    approve = response["chosen_options"][0] == "Approve"
+    comment = str((response.get("params_input") or {}).get("comment") or "")
+    by = _who(response)
+    for ds in pending:
+        store.decide(ds, checked["policy"][ds], approve, by=by, comment=comment,
+                     source=source, partition=part)
+        record_in_registry(settings, ds, part, approve, by, comment, checked["policy"][ds],
+                           source)
+    if approve:
+        return {"decision": "approved", "by": by, "discarded": {}}
+    discarded = {ds: discard_staged(settings, ds, start) for ds in checked["policy"]}
+    log.warning("%s %s rejected by %s: nothing published, staged files discarded",
+                ", ".join(pending), part, by)
+    return {"decision": "rejected", "by": by, "discarded": discarded}
+
+
+def record(settings: Settings, checked: dict[str, Any]) -> dict[str, Any]:
+    """After the gate: may this run publish? Records the gate pass of every dataset.
+
+    Every dataset that needed approval must now be approved under its policy version (by
+    :func:`decide`, the CLI or the UI); otherwise (rejected) nothing is published.
+
+    Returns:
+        ``{"published": bool, "decision": ..., "by": ...}``; ``published`` False means the
+        caller must not publish.
+    """
+    store = ReviewStore(settings.state_url)
+    part = checked["partition"]
+    pending = list(checked.get("pending") or [])
+    latest = {ds: store.latest_decision(ds, checked["policy"][ds]) for ds in pending}
+    refused = [ds for ds, d in latest.items() if d is None or d.decision != "approved"]
+    if refused:
+        by = ", ".join(sorted({d.decided_by for d in latest.values() if d})) or "nobody"
+        return {"published": False, "decision": "rejected", "by": by}
     for ds, h in checked["policy"].items():
         via = "approval" if ds in pending else "approved policy"
         store.record_pass(ds, part, h, checked["parameters"][ds], via)
         write_catalog_review(settings, ds, store)
+    by = ", ".join(sorted({d.decided_by for d in latest.values() if d})) or None
     return {"published": True, "decision": "approved" if pending else "already approved",
-            "by": _who(response) if pending else None}
+            "by": by}
 
 
 def record_in_registry(settings: Settings, dataset: str, partition: str, approve: bool,

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def policy_version(dataset: str, path: str | None = None) -> dict[str, Any]:
-    """``{"hash", "parameters", "source"}`` of the policy governing ``dataset`` now.
+    """``{"hash", "parameters", "source", "description"}`` of the policy governing ``dataset``.
 
     Raises:
         ConfigError: the policy file is invalid, or has no entry for ``dataset``.
@@ -21,5 +21,6 @@ def policy_version(dataset: str, path: str | None = None) -> dict[str, Any]:
     from privacy.policy import load_policy
 
     policy = load_policy(path)
-    params = policy.dataset(dataset).params()
-    return {"hash": policy.hash, "parameters": params, "source": str(policy.path)}
+    entry = policy.dataset(dataset)
+    return {"hash": policy.hash, "parameters": entry.params(), "source": str(policy.path),
+            "description": entry.description}

@@ -447,6 +447,9 @@ def release_html(r: dict, base: Path) -> str:
                    else "Not enough counts to reconcile.")
         body.append(f"<p>{verdict} <span class=\"note\">(from the "
                     f"{_e(rec.get('source'))})</span></p>")
+    if not rec:
+        body.append("<p class=\"note\">The row counts and input hashes of this release are in "
+                    "the run's manifest, which is written once the run has published.</p>")
     hashes = (r.get("inputs") or {}).get("hashes") or {}
     if hashes:
         body.append(_table(["input file", "SHA-256"],

@@ -76,6 +76,17 @@ def release_parameters(method: str, kanon: dict | None, privacy: dict | None,
     return {k: v for k, v in package_privacy.items() if k not in collect._RELEASE_KEYS}
 
 
+def _current_policy(dataset: str) -> dict[str, Any] | None:
+    """The current policy entry of ``dataset`` (hash, parameters, description), or None."""
+    from opencity.errors import PipelineError
+    from opencity.review.policy import policy_version
+
+    try:
+        return policy_version(dataset)
+    except PipelineError:
+        return None
+
+
 def _registered(store: ReviewStore, dataset: str, partition: str):
     """The release registry's record of this partition (same state DB), or None."""
     from opencity.errors import PipelineError
@@ -121,9 +132,15 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     spends = collect.ledger_spends(state_url) if spends is None else spends
     pkg = packages.get(dataset)
     outputs = layout.root / "outputs" / dataset / partition
+    if not outputs.is_dir():  # staged, waiting for the gate (e.g. microdata before publish)
+        staging = outputs.with_name(f".{partition}.staging")
+        outputs = staging if staging.is_dir() else outputs
     reports = layout.root / "reports" / dataset / partition
     pkg_privacy = (pkg or {}).get("opencity", {}).get("privacy", {})
+    current = _current_policy(dataset)
     method = collect.privacy_method(pkg, outputs, reports)
+    if method == "unknown" and current:
+        method = current["parameters"].get("method", "unknown")
     published = pkg is not None and partition in collect.published_partitions(pkg)
     kanon = collect._json(reports / "kanon-report.json") if (
         reports / "kanon-report.json").exists() else None
@@ -148,13 +165,15 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
         params = dict(registered.params)
     elif passes and passes[-1]["parameters"]:
         params = passes[-1]["parameters"]
+    elif pkg is None and current:  # not published yet: the policy it would be published under
+        params = dict(current["parameters"])
     else:
         params = release_parameters(method, kanon, privacy, manifest, pkg_privacy)
     report: dict[str, Any] = {
         "schema": RELEASE_SCHEMA_ID,
         "generated_at": _now(),
         "dataset": dataset,
-        "title": (pkg or {}).get("title") or dataset,
+        "title": (pkg or {}).get("title") or (current or {}).get("description") or dataset,
         "partition": partition,
         "privacy_method": method,
         "status": _status(store, dataset, partition, published),
