@@ -370,18 +370,28 @@ def _dp_block(dp: dict) -> str:
     return "".join(out)
 
 
-def _guard_block(g: dict | None) -> str:
+def _guard_block(g: dict | list | None) -> str:
+    """The composition guard's report (privacy.guard.GuardReport.as_dict: passed,
+    releases_considered, checks [{name, passed, ...details}])."""
     if g is None:
-        return "<p class=\"note\">No composition-guard findings were recorded for this release."
-    findings = g.get("findings") if isinstance(g, dict) else None
-    if isinstance(findings, list):
-        if not findings:
-            return "<p class=\"ok\">The composition guard found nothing to report.</p>"
-        rows = [[_e(f.get("severity") or f.get("level") or ""),
-                 _e(f.get("message") or f.get("finding") or f)] if isinstance(f, dict)
-                else ["", _e(f)] for f in findings]
-        return _table(["severity", "finding"], rows)
-    return f"<pre>{_e(g)}</pre>"
+        return ("<p class=\"note\">No composition-guard findings were recorded for this "
+                "release (the guard checks releases that share a source period).</p>")
+    if isinstance(g, dict) and isinstance(g.get("checks"), list):
+        verdict = ('<p class="ok">The composition guard passed: combining this release with '
+                   "the others of its period reveals nothing the policy forbids.</p>"
+                   if g.get("passed") else
+                   '<p class="bad">The composition guard refused this release.</p>')
+        considered = g.get("releases_considered") or []
+        rows = []
+        for c in g["checks"]:
+            details = ", ".join(f"{_e(k)} {_e(_plain(v))}" for k, v in sorted(c.items())
+                                if k not in ("name", "passed"))
+            rows.append([_e(c.get("name")), '<span class="ok">passed</span>' if c.get("passed")
+                         else '<span class="bad">failed</span>', details or "–"])
+        return (verdict + (f"<p class=\"note\">Releases considered: "
+                           f"{_e(', '.join(map(str, considered)))}</p>" if considered else "")
+                + _table(["check", "result", "details"], rows))
+    return f"<pre>{_e(_plain(g))}</pre>"
 
 
 def release_html(r: dict, base: Path) -> str:

@@ -50,3 +50,16 @@ def test_charts_escape_labels_and_have_text_alternatives():
     assert 'role="img"' in svg and "<title>Groups &amp; sizes" in svg
     svg = stacked_bars(["d1", "d2"], {"x": [1.0, 2.0]}, "Budget", cap=5.0)
     assert "cap 5" in svg and "total 3" in svg
+
+
+def test_guard_findings_render_each_check():
+    from opencity.review.render import _guard_block
+
+    html = _guard_block({"dataset": "d", "partition": "dt=2026-10-05", "passed": False,
+                         "releases_considered": ["opencity-311-requests-weekly dt=2026-10-05"],
+                         "checks": [{"name": "differencing", "passed": False, "cells": 2},
+                                    {"name": "small_counts", "passed": True}]})
+    assert "refused" in html and "differencing" in html and "cells 2" in html
+    assert html.count("<tr>") == 3  # header + one row per check
+    assert "nothing the policy forbids" in _guard_block({"passed": True, "checks": []})
+    assert "No composition-guard findings" in _guard_block(None)
