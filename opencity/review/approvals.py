@@ -13,7 +13,8 @@ so every run directory, DAG and command of one portal sees the same approvals. S
 (``state_meta`` key ``schema_version:review`` = 1)::
 
     review_requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
-             status)             -- status: open | approved | rejected
+             status,             -- status: open | approved | rejected
+             parameters)         -- the dataset's policy entry the release was made under
     review_decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
               partition)         -- decision: approved | rejected; source: airflow | cli | demo
     review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS review_requests (
     id {id},
     dataset TEXT NOT NULL, policy_hash TEXT NOT NULL, partition TEXT NOT NULL,
     dag_id TEXT, run_id TEXT, report TEXT, requested_at TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'open'
+    status TEXT NOT NULL DEFAULT 'open', parameters TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS review_decisions (
     id {id},
@@ -108,9 +109,12 @@ class Request:
     report: str | None
     requested_at: str
     status: str
+    parameters: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("parameters")
+        return d
 
 
 @dataclass(frozen=True)
@@ -206,15 +210,17 @@ class ReviewStore:
 
     def request(self, dataset: str, policy_hash: str, partition: str, *,
                 dag_id: str | None = None, run_id: str | None = None,
-                report: str | None = None) -> Request:
+                report: str | None = None, parameters: dict[str, Any] | None = None
+                ) -> Request:
         """Open a request (or return the open one for the same dataset, policy and partition)."""
         for r in self.requests(status=OPEN):
             if (r.dataset, r.policy_hash, r.partition) == (dataset, policy_hash, partition):
                 return r
         rid = self._write(
-            "INSERT INTO review_requests (dataset, policy_hash, partition, dag_id, run_id, report, "
-            "requested_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'open')",
-            (dataset, policy_hash, partition, dag_id, run_id, report, _now()))
+            "INSERT INTO review_requests (dataset, policy_hash, partition, dag_id, run_id, "
+            "report, requested_at, status, parameters) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+            (dataset, policy_hash, partition, dag_id, run_id, report, _now(),
+             json.dumps(parameters or {}, sort_keys=True, default=str)))
         return next(r for r in self.requests() if r.id == rid)
 
     def set_report(self, dataset: str, policy_hash: str, partition: str, report: str) -> None:
@@ -225,12 +231,13 @@ class ReviewStore:
 
     def requests(self, status: str | None = None) -> list[Request]:
         sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
-               "requested_at, status FROM review_requests")
+               "requested_at, status, parameters FROM review_requests")
         args: tuple = ()
         if status:
             sql += " WHERE status = ?"
             args = (status,)
-        return [Request(*r) for r in self._read(sql + " ORDER BY id", args)]
+        return [Request(*r[:9], json.loads(r[9] or "{}"))
+                for r in self._read(sql + " ORDER BY id", args)]
 
     # -- gate passes ----------------------------------------------------------------
     def record_pass(self, dataset: str, partition: str, policy_hash: str,

@@ -35,7 +35,8 @@ from opencity.settings import RunLayout
 log = logging.getLogger(__name__)
 
 # Keys of a catalog privacy block that describe one release, not the policy.
-_RELEASE_KEYS = {"suppressed_records", "generalization", "ledger_id", "ledger"}
+_RELEASE_KEYS = {"suppressed_records", "generalization", "ledger_id", "ledger", "partitions",
+                 "portal_budget", "policy_hash"}
 
 
 def _json(path: Path) -> Any:

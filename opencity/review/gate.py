@@ -76,7 +76,8 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
         if not store.is_approved(ds, pol["hash"]):
             out["pending"].append(ds)
     for ds in out["pending"]:
-        store.request(ds, out["policy"][ds], part, dag_id=dag_id, run_id=run_id)
+        store.request(ds, out["policy"][ds], part, dag_id=dag_id, run_id=run_id,
+                      parameters=out["parameters"][ds])
         try:
             from opencity.review.report import release_summary
 

@@ -422,10 +422,11 @@ def release_html(r: dict, base: Path) -> str:
         body.append(_dp_block(r["dp"]))
     elif r.get("suppression"):
         s = r["suppression"]
+        cells = (f" <b>{_num(s.get('cells_suppressed'))}</b> of {_num(s.get('cells'))} cells "
+                 "are withheld." if s.get("cells") is not None else "")
         body.append(f"<p>Every count backed by fewer than <b>{_num(s['threshold'])}</b> "
                     f"distinct {_e(s.get('unit') or 'people')}s is withheld (published empty "
-                    f"and flagged). <b>{_num(s.get('cells_suppressed'))}</b> of "
-                    f"{_num(s.get('cells'))} cells are withheld.</p>")
+                    f"and flagged).{cells}</p>")
     body.append("<h3>Parameters of this release</h3>" + _table(
         ["parameter", "value"], [[f"<code>{_e(k)}</code>", f"<code>{_e(_plain(v))}</code>"]
                                  for k, v in sorted(r["parameters"].items())]))

@@ -150,6 +150,8 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
 
     registered = _registered(store, dataset, partition)
     passes = [p for p in store.passes(dataset) if p["partition"] == partition]
+    requested = [r for r in store.requests() if r.dataset == dataset
+                 and r.partition == partition]
     if registered is not None:
         policy = {"hash": registered.policy_hash, "source": "release registry"}
     elif passes:
@@ -165,7 +167,9 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
         params = dict(registered.params)
     elif passes and passes[-1]["parameters"]:
         params = passes[-1]["parameters"]
-    elif pkg is None and current:  # not published yet: the policy it would be published under
+    elif requested and requested[-1].parameters:  # not published: what it was requested under
+        params = dict(requested[-1].parameters)
+    elif not published and current:  # not published: the policy it would be published under
         params = dict(current["parameters"])
     else:
         params = release_parameters(method, kanon, privacy, manifest, pkg_privacy)
@@ -209,7 +213,7 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     elif method == "differential_privacy" and privacy:
         report["dp"] = _dp_section(privacy, outputs, dataset, partition, spends, collect.unit_caps())
     elif method == "small_count_suppression":
-        report["suppression"] = _suppression_section(outputs, pkg_privacy, manifest)
+        report["suppression"] = _suppression_section(outputs, pkg_privacy, manifest, params)
     report["changes"] = _changes(layout, store, packages, dataset, partition, report)
     return report
 
@@ -281,8 +285,8 @@ def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spen
     }
 
 
-def _suppression_section(outputs: Path, pkg_privacy: dict, manifest: dict | None
-                         ) -> dict[str, Any]:
+def _suppression_section(outputs: Path, pkg_privacy: dict, manifest: dict | None,
+                         params: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     parquet = outputs / "part-0.parquet"
@@ -292,9 +296,11 @@ def _suppression_section(outputs: Path, pkg_privacy: dict, manifest: dict | None
         cells = t.num_rows
         if "suppressed" in t.column_names:
             suppressed = sum(bool(v) for v in t["suppressed"].to_pylist())
-    return {"threshold": (manifest or {}).get("parameters", {}).get(
-        "suppression_k", pkg_privacy.get("suppression_threshold")),
-        "unit": pkg_privacy.get("privacy_unit"), "cells": cells, "cells_suppressed": suppressed}
+    threshold = params.get("threshold") or (manifest or {}).get("parameters", {}).get(
+        "suppression_k", pkg_privacy.get("suppression_threshold"))
+    unit = pkg_privacy.get("privacy_unit") or (params.get("units") or [None])[0]
+    return {"threshold": threshold, "unit": unit, "cells": cells,
+            "cells_suppressed": suppressed}
 
 
 def _changes(layout: RunLayout, store: ReviewStore, packages: dict, dataset: str,
@@ -433,8 +439,10 @@ def release_summary(r: dict[str, Any]) -> str:
                 f"{len(r['dp']['products'])} products")
     if r.get("suppression"):
         s = r["suppression"]
-        return (f"counts of fewer than {s['threshold']} {s.get('unit') or 'people'}s withheld "
-                f"({s.get('cells_suppressed')} of {s.get('cells')} cells)")
+        text = f"counts of fewer than {s['threshold']} {s.get('unit') or 'people'}s withheld"
+        if s.get("cells") is not None:
+            text += f" ({s.get('cells_suppressed')} of {s.get('cells')} cells)"
+        return text
     return r["privacy_method"]
 
 
