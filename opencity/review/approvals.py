@@ -155,6 +155,18 @@ class ReviewStore:
 
         self.db = url if isinstance(url, StateDB) else StateDB(state_url(url))
         self.db.ensure("review", SCHEMA_VERSION, _DDL)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add columns that early version-1 stores lack (review_requests.parameters)."""
+        from opencity.errors import PipelineError
+
+        try:
+            self._read("SELECT parameters FROM review_requests WHERE 1 = 0")
+        except PipelineError:
+            with self.db.write() as con:
+                con.execute("ALTER TABLE review_requests ADD COLUMN parameters TEXT NOT NULL "
+                            "DEFAULT '{}'")
 
     def __repr__(self) -> str:
         return f"ReviewStore({self.db.where!r})"

@@ -1,4 +1,5 @@
-"""Helpers for tests and the demo: approve the current policy of every dataset."""
+"""Helpers for tests and the demo: approve the current policy of every dataset (recorded in
+the review records and the release registry, as the tests' or the demo's decision)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ def approve_policy(state_url: str | None = None, *, by: str = "opencity tests",
     from opencity.review.policy import policy_version
     from privacy.policy import load_policy
 
+    from opencity.registry import Registry
+
     store = ReviewStore(state_url)
+    registry = Registry(store.db)
     done = []
     for name in sorted(load_policy().datasets):
         h = policy_version(name)["hash"]
         if not store.is_approved(name, h):
             store.decide(name, h, True, by=by, comment=comment, source=source)
+            registry.record_decision(name, "", "approved", by, comment,
+                                     details={"policy_hash": h, "source": source})
             done.append(name)
     return done
