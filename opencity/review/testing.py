@@ -12,11 +12,10 @@ def approve_policy(state_url: str | None = None, *, by: str = "opencity tests",
     Returns the datasets approved now. The decision is recorded with ``by``/``source`` so it
     can never be mistaken for a privacy officer's.
     """
+    from opencity.registry import Registry
     from opencity.review.approvals import ReviewStore
     from opencity.review.policy import policy_version
     from privacy.policy import load_policy
-
-    from opencity.registry import Registry
 
     store = ReviewStore(state_url)
     registry = Registry(store.db)

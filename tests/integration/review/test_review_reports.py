@@ -228,6 +228,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     policy.write_text(text.replace("    threshold: 15\n", "    threshold: 18\n"))
     monkeypatch.setenv("OPENCITY_POLICY", str(policy))
     monkeypatch.setenv("OPENCITY_APPROVAL_MODE", "cli")
+    monkeypatch.setenv("OPENCITY_SUPPRESSION_K", "18")  # the run follows the new policy
     new_hash = load_policy().hash
     catalog_before = _tree(run_dir / "catalog")
 
@@ -265,6 +266,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     r = _load(out, WEEKLY, "dt=2026-10-19")
     assert r["policy"]["hash"] == new_hash and r["policy"]["approved"]
     assert r["changes"]["policy_changed"] is True
+    assert {"key": "threshold", "before": 15, "after": 18} in r["changes"]["parameters"]
     assert r["policy"]["decisions"][-1]["decided_by"] == "officer-a"
     review = json.loads((run_dir / "catalog" / WEEKLY / "review.json").read_text())
     assert review["approvals"][-1]["policy_hash"] == new_hash
