@@ -56,6 +56,14 @@ def _tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
 
 
+class HTTPFailure(AssertionError):
+    """An HTTP error answer of the Airflow REST API."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Airflow:
     """The Airflow components of the test, each started and stopped by PID."""
 
@@ -111,18 +119,27 @@ class Airflow:
                 proc.wait(timeout=10)
             log.close()
 
-    def request(self, method: str, path: str, body: dict | None = None, auth: bool = True):
+    def request(self, method: str, path: str, body: dict | None = None, auth: bool = True,
+                tries: int = 4):
+        """One REST call; a timeout or refused connection (an API server busy on a loaded
+        machine) is retried, an HTTP error is not."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{BASE}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if auth:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as err:
-            raise AssertionError(f"{method} {path}: HTTP {err.code} {err.read()[:500]!r}") \
-                from None
+        for attempt in range(tries):
+            req = urllib.request.Request(f"{BASE}{path}", data=data, method=method)
+            req.add_header("Content-Type", "application/json")
+            if auth:
+                req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return json.load(r)
+            except urllib.error.HTTPError as err:
+                raise HTTPFailure(err.code, f"{method} {path}: HTTP {err.code} "
+                                            f"{err.read()[:500]!r}") from None
+            except (TimeoutError, ConnectionError, urllib.error.URLError):
+                if attempt == tries - 1:
+                    raise
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def trigger(self, week_start: date) -> str:
         end = week_start + timedelta(weeks=1)
@@ -156,11 +173,16 @@ class Airflow:
                                      + self.tail("scheduler"))
             time.sleep(every)
 
-    def respond(self, run_id: str, option: str, comment: str) -> dict:
-        return self.request(
-            "PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approval.wait/-1/"
-                     "hitlDetails",
-            {"chosen_options": [option], "params_input": {"comment": comment}})
+    def respond(self, run_id: str, option: str, comment: str) -> dict | None:
+        try:
+            return self.request(
+                "PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approval.wait/"
+                         "-1/hitlDetails",
+                {"chosen_options": [option], "params_input": {"comment": comment}})
+        except HTTPFailure as err:
+            if err.code == 409:  # a retried PATCH whose first try was applied
+                return None
+            raise
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +250,7 @@ def _dag_ready(af: Airflow) -> bool:
     try:
         af.request("GET", f"/api/v2/dags/{DAG_ID}")
         return True
-    except AssertionError:
+    except HTTPFailure:
         return False
 
 
