@@ -17,6 +17,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+from opencity.review.airflow import approval_gate
 
 PRODUCT = Asset("opencity://outputs/opencity-cdr-mobility-daily")
 
@@ -56,7 +57,9 @@ def cdr_mobility():
         return pipeline.publish(run_settings(), released, start, end,
                                 get_current_context()["run_id"])
 
-    publish(release(ingest()))
+    released = release(ingest())
+    # A privacy officer approves the first release and every new policy version.
+    released >> approval_gate("opencity-cdr-mobility-daily") >> publish(released)
 
 
 cdr_mobility()

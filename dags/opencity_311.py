@@ -15,6 +15,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+from opencity.review.airflow import approval_gate
 
 PRODUCT = Asset("opencity://outputs/opencity-311-requests-weekly")
 MICRODATA = Asset("opencity://outputs/opencity-311-requests-microdata")
@@ -92,6 +93,9 @@ def opencity_311():
     published = publish(committed, ingested)
     staged_md = anonymize_microdata(ingested)
     published_md = publish_microdata(staged_md, ingested)
+    # A privacy officer approves the first release and every new policy version.
+    gate = approval_gate(("opencity-311-requests-weekly", "opencity-311-requests-microdata"))
+    [committed, staged_md] >> gate >> [published, published_md]
     manifest(ingested, staged, committed, published, staged_md, published_md)
 
 

@@ -24,6 +24,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+from opencity.review.airflow import approval_gate
 
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
 SOURCE_PRODUCTS = [Asset("opencity://outputs/opencity-311-requests-weekly"),
@@ -91,6 +92,8 @@ def opencity_kpi():
     rendered = dashboard(staged)
     committed = commit_partition(staged, rendered)
     published = publish(committed, staged, ingested)
+    # A privacy officer approves the first release and every new policy version.
+    committed >> approval_gate("opencity-kpis") >> published
     manifest(ingested, staged, committed, published)
 
 

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "privacy.mobility.cli",
     "kpi.cli",
     "opencity.budget",
+    "opencity.review.cli",
 )
 
 EXIT_OK = 0

@@ -104,6 +104,11 @@ def _module_state(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENCITY_STATE_URL",
                   str(tmp_path_factory.mktemp("state") / "state.sqlite"))
+        # DAG runs pass the approval gate: the test portal's policy is approved (as the demo
+        # does). Tests of the gate itself use a state of their own.
+        from opencity.review.testing import approve_policy
+
+        approve_policy(os.environ["OPENCITY_STATE_URL"])
         yield
 
 

@@ -1,0 +1,141 @@
+"""The approval gate as an Airflow task group, for DAG files: one call and two arrows.
+
+    from opencity.review.airflow import approval_gate
+
+    gate = approval_gate(("opencity-311-requests-weekly", "opencity-311-requests-microdata"))
+    [committed, staged_md] >> gate >> [published, published_md]
+
+Inside the group::
+
+    check ──(branch)──> wait (ApprovalOperator) ──> approved ──┐
+          └───────────> preapproved ──────────────────────────┴──> record ──> (publish tasks)
+
+* ``check`` opens a request (and renders the release report) for every dataset whose current
+  policy version no privacy officer approved yet; when there is none it takes the
+  ``preapproved`` branch and the run publishes without waiting.
+* ``wait`` is Airflow's own human-in-the-loop ``ApprovalOperator``: in Airflow 3.3 the task
+  sits in ``awaiting_input`` without holding a worker slot until someone answers in the UI
+  (Browse -> Required actions) or through the REST API; the request's body summarises the
+  release report and links to it. An optional ``comment`` field is recorded with the decision.
+* the answer is recorded by ``wait`` itself the moment it arrives (who, when, policy hash,
+  comment; review records + release registry); a rejection discards the staged outputs there
+  (Airflow keeps no return value of a task that skips its downstream tasks);
+* ``record`` (trigger rule ``none_failed``: it also runs after a rejection, which skips
+  ``approved``) notes the gate pass and the catalog's review file, or, when a dataset is not
+  approved, skips itself, so every publish task after it is skipped.
+
+Parsing a DAG that calls this imports only Airflow; the task bodies live in
+:mod:`opencity.review.gate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+
+class ReviewApprovalOperator(ApprovalOperator):
+    """Airflow's ApprovalOperator that records the answer in OpenCity's review records (and
+    the release registry) as soon as it arrives, before approving or skipping what follows.
+
+    Args:
+        check_task_id: the task whose ``checked`` XCom describes the request.
+    """
+
+    def __init__(self, *, check_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.check_task_id = check_task_id
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if "error" not in event:
+            from opencity.airflow_context import data_interval, run_settings
+            from opencity.review import gate
+
+            checked = context["ti"].xcom_pull(task_ids=self.check_task_id, key="checked")
+            gate.decide(run_settings(), checked, _plain(event), data_interval()[0])
+        return super().execute_complete(context=context, event=event)
+
+
+def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
+                  response_timeout: timedelta | None = None):
+    """A TaskGroup gating the publication of ``datasets`` on a privacy officer's approval.
+
+    Args:
+        datasets: catalog name(s) of the datasets the following publish tasks release.
+        group_id: task group id (unique within the DAG).
+        response_timeout: how long to wait for an answer before the task fails (None: wait).
+    """
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import Param, TaskGroup, task
+
+    names = (datasets,) if isinstance(datasets, str) else tuple(datasets)
+    with TaskGroup(group_id=group_id, tooltip="privacy officer's approval") as group:
+
+        @task.branch(task_id="check")
+        def check() -> str:
+            from airflow.sdk import get_current_context
+
+            from opencity.airflow_context import data_interval, run_settings
+            from opencity.review import gate
+
+            ctx = get_current_context()
+            checked = gate.check(run_settings(), names, data_interval()[0],
+                                 dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"])
+            ti = ctx["ti"]
+            ti.xcom_push(key="checked", value=checked)
+            ti.xcom_push(key="subject", value=checked["subject"])
+            ti.xcom_push(key="body", value=checked["body"])
+            return f"{group_id}.wait" if checked["pending"] else f"{group_id}.preapproved"
+
+        pull = f"ti.xcom_pull(task_ids='{group_id}.check', key='%s')"
+        wait = ReviewApprovalOperator(
+            task_id="wait",
+            check_task_id=f"{group_id}.check",
+            subject="{{ " + pull % "subject" + " }}",
+            body="{{ " + pull % "body" + " }}",
+            params={"comment": Param("", type="string", title="Comment",
+                                     description="Why you approve or reject (recorded)")},
+            response_timeout=response_timeout,
+        )
+        approved = EmptyOperator(task_id="approved")
+        preapproved = EmptyOperator(task_id="preapproved")
+
+        @task(task_id="record", trigger_rule="none_failed")
+        def record() -> dict:
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from opencity.airflow_context import run_settings
+            from opencity.review import gate
+
+            ti = get_current_context()["ti"]
+            checked = ti.xcom_pull(task_ids=f"{group_id}.check", key="checked")
+            result = gate.record(run_settings(), checked)
+            if not result["published"]:
+                raise AirflowSkipException(
+                    f"rejected by {result['by']}: nothing published, staged files discarded")
+            return result
+
+        c = check()
+        c >> [wait, preapproved]
+        r = record()
+        wait >> approved >> r
+        preapproved >> r
+    return group
+
+
+def _plain(response):
+    """The HITL answer (datetimes and models inside) as plain JSON values."""
+    if response is None:
+        return None
+    out = dict(response)
+    if out.get("responded_at") is not None and hasattr(out["responded_at"], "isoformat"):
+        out["responded_at"] = out["responded_at"].isoformat()
+    user = out.get("responded_by_user")
+    if user is not None and not isinstance(user, dict):
+        out["responded_by_user"] = (user.model_dump() if hasattr(user, "model_dump")
+                                    else {"name": str(user)})
+    return out

@@ -1,0 +1,300 @@
+"""The approval gate's records: requests, decisions, gate passes and withdrawals.
+
+A dataset may be published under a policy version (the content hash of its privacy policy) only
+once a privacy officer approved that version for that dataset. The first publication of a
+dataset and every release under a new policy version therefore open a *request*; a *decision*
+(approve or reject, who, when, comment) closes it. Later releases under an approved version go
+through without a request. A *withdrawal* takes one published partition back off the portal;
+its record (reason, who, when) is kept for good, as is the budget the release spent.
+
+They live in the portal's state database (the one of the budget ledger and the release
+registry: ``OPENCITY_STATE_URL``, SQLite or PostgreSQL, see :class:`privacy.dp.ledger.StateDB`),
+so every run directory, DAG and command of one portal sees the same approvals. Schema
+(``state_meta`` key ``schema_version:review`` = 1)::
+
+    review_requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
+             status,             -- status: open | approved | rejected
+             parameters)         -- the dataset's policy entry the release was made under
+    review_decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
+              partition)         -- decision: approved | rejected; source: airflow | cli | demo
+    review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+    review_passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
+                                 -- every release the gate let through, and why:
+                                 --   via = 'approval' (decided now) | 'approved policy'
+
+Nothing here holds row content: dataset names, partitions, hashes, user names and comments.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError
+
+SCHEMA_VERSION = "1"
+APPROVED, REJECTED, OPEN = "approved", "rejected", "open"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS review_requests (
+    id {id},
+    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL, partition TEXT NOT NULL,
+    dag_id TEXT, run_id TEXT, report TEXT, requested_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open', parameters TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS review_decisions (
+    id {id},
+    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+    decided_by TEXT NOT NULL, decided_at TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL, partition TEXT
+);
+CREATE TABLE IF NOT EXISTS review_withdrawals (
+    id {id},
+    dataset TEXT NOT NULL, partition TEXT NOT NULL, reason TEXT NOT NULL,
+    withdrawn_by TEXT NOT NULL, withdrawn_at TEXT NOT NULL, target TEXT NOT NULL,
+    resources TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS review_passes (
+    id {id},
+    dataset TEXT NOT NULL, partition TEXT NOT NULL, policy_hash TEXT NOT NULL,
+    parameters TEXT NOT NULL, passed_at TEXT NOT NULL, via TEXT NOT NULL
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def current_user() -> str:
+    """Who runs this command (the OS user); the CLI's --by overrides it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A privacy officer's decision on one policy version of one dataset."""
+
+    dataset: str
+    policy_hash: str
+    decision: str
+    decided_by: str
+    decided_at: str
+    comment: str
+    source: str
+    partition: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    """An open (or closed) request for approval of a dataset's release."""
+
+    id: int
+    dataset: str
+    policy_hash: str
+    partition: str
+    dag_id: str | None
+    run_id: str | None
+    report: str | None
+    requested_at: str
+    status: str
+    parameters: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("parameters")
+        return d
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A partition taken back off the portal; the record and the spent budget stay."""
+
+    dataset: str
+    partition: str
+    reason: str
+    withdrawn_by: str
+    withdrawn_at: str
+    target: str
+    resources: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["resources"] = list(self.resources)
+        return d
+
+
+def state_url(explicit: str | Path | None = None) -> str:
+    """The portal's state database: ``explicit``, else $OPENCITY_STATE_URL, else the default."""
+    from privacy.dp.ledger import default_state_url
+
+    return str(explicit) if explicit else default_state_url()
+
+
+class ReviewStore:
+    """Requests, decisions, gate passes and withdrawals of one portal.
+
+    Args:
+        url: state URL (SQLite path, ``sqlite:///...`` or ``postgresql://...``) or a StateDB;
+            None = :func:`state_url`.
+    """
+
+    def __init__(self, url: Any = None) -> None:
+        from privacy.dp.ledger import StateDB
+
+        self.db = url if isinstance(url, StateDB) else StateDB(state_url(url))
+        self.db.ensure("review", SCHEMA_VERSION, _DDL)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add columns that early version-1 stores lack (review_requests.parameters)."""
+        from opencity.errors import PipelineError
+
+        try:
+            self._read("SELECT parameters FROM review_requests WHERE 1 = 0")
+        except PipelineError:
+            with self.db.write() as con:
+                con.execute("ALTER TABLE review_requests ADD COLUMN parameters TEXT NOT NULL "
+                            "DEFAULT '{}'")
+
+    def __repr__(self) -> str:
+        return f"ReviewStore({self.db.where!r})"
+
+    def _write(self, sql: str, args: tuple) -> int:
+        with self.db.write() as con:
+            if sql.startswith("INSERT"):
+                return int(con.execute(sql + " RETURNING id", args).fetchone()[0])
+            con.execute(sql, args)
+            return 0
+
+    def _read(self, sql: str, args: tuple = ()) -> list:
+        with self.db.read() as con:
+            return con.execute(sql, args).fetchall()
+
+    # -- approvals -----------------------------------------------------------------
+    def decisions(self, dataset: str | None = None) -> list[Decision]:
+        """Every decision (optionally of one dataset), oldest first."""
+        sql = ("SELECT dataset, policy_hash, decision, decided_by, decided_at, comment, source, "
+               "partition FROM review_decisions")
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        rows = self._read(sql + " ORDER BY id", args)
+        return [Decision(*r) for r in rows]
+
+    def latest_decision(self, dataset: str, policy_hash: str) -> Decision | None:
+        found = [d for d in self.decisions(dataset) if d.policy_hash == policy_hash]
+        return found[-1] if found else None
+
+    def is_approved(self, dataset: str, policy_hash: str) -> bool:
+        """True when the latest decision on this dataset's policy version is an approval."""
+        d = self.latest_decision(dataset, policy_hash)
+        return d is not None and d.decision == APPROVED
+
+    def decide(self, dataset: str, policy_hash: str, approve: bool, *, by: str,
+               comment: str = "", source: str = "cli", partition: str | None = None
+               ) -> Decision:
+        """Record a decision and close the open requests it answers."""
+        if not dataset or not policy_hash:
+            raise ConfigError("a decision needs a dataset name and a policy hash")
+        decision = Decision(dataset, policy_hash, APPROVED if approve else REJECTED, by or
+                            current_user(), _now(), comment or "", source, partition)
+        self._write(
+            "INSERT INTO review_decisions (dataset, policy_hash, decision, decided_by, decided_at, "
+            "comment, source, partition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (decision.dataset, decision.policy_hash, decision.decision, decision.decided_by,
+             decision.decided_at, decision.comment, decision.source, decision.partition))
+        self._write("UPDATE review_requests SET status = ? WHERE dataset = ? AND policy_hash = ? "
+                    "AND status = 'open'", (decision.decision, dataset, policy_hash))
+        return decision
+
+    def request(self, dataset: str, policy_hash: str, partition: str, *,
+                dag_id: str | None = None, run_id: str | None = None,
+                report: str | None = None, parameters: dict[str, Any] | None = None
+                ) -> Request:
+        """Open a request (or return the open one for the same dataset, policy and partition)."""
+        for r in self.requests(status=OPEN):
+            if (r.dataset, r.policy_hash, r.partition) == (dataset, policy_hash, partition):
+                return r
+        rid = self._write(
+            "INSERT INTO review_requests (dataset, policy_hash, partition, dag_id, run_id, "
+            "report, requested_at, status, parameters) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
+            (dataset, policy_hash, partition, dag_id, run_id, report, _now(),
+             json.dumps(parameters or {}, sort_keys=True, default=str)))
+        return next(r for r in self.requests() if r.id == rid)
+
+    def set_report(self, dataset: str, policy_hash: str, partition: str, report: str) -> None:
+        """Attach the release report's path to the open request."""
+        self._write("UPDATE review_requests SET report = ? WHERE dataset = ? AND policy_hash = ? AND "
+                    "partition = ? AND status = 'open'", (report, dataset, policy_hash,
+                                                          partition))
+
+    def requests(self, status: str | None = None) -> list[Request]:
+        sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
+               "requested_at, status, parameters FROM review_requests")
+        args: tuple = ()
+        if status:
+            sql += " WHERE status = ?"
+            args = (status,)
+        return [Request(*r[:9], json.loads(r[9] or "{}"))
+                for r in self._read(sql + " ORDER BY id", args)]
+
+    # -- gate passes ----------------------------------------------------------------
+    def record_pass(self, dataset: str, partition: str, policy_hash: str,
+                    parameters: dict[str, Any], via: str) -> None:
+        """Note that the gate let ``dataset``/``partition`` through under ``policy_hash``."""
+        self._write(
+            "INSERT INTO review_passes (dataset, partition, policy_hash, parameters, passed_at, via) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (dataset, partition, policy_hash, json.dumps(parameters, sort_keys=True,
+                                                         default=str), _now(), via))
+
+    def passes(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Gate passes (latest per partition wins when read in order), oldest first."""
+        sql = "SELECT dataset, partition, policy_hash, parameters, passed_at, via FROM review_passes"
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        rows = self._read(sql + " ORDER BY id", args)
+        return [{"dataset": r[0], "partition": r[1], "policy_hash": r[2],
+                 "parameters": json.loads(r[3]), "passed_at": r[4], "via": r[5]} for r in rows]
+
+    # -- withdrawals ----------------------------------------------------------------
+    def withdraw(self, dataset: str, partition: str, reason: str, *, by: str, target: str,
+                 resources: list[str]) -> Withdrawal:
+        if not reason or not reason.strip():
+            raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
+        w = Withdrawal(dataset, partition, reason.strip(), by or current_user(), _now(), target,
+                       tuple(resources))
+        self._write(
+            "INSERT INTO review_withdrawals (dataset, partition, reason, withdrawn_by, withdrawn_at, "
+            "target, resources) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (w.dataset, w.partition, w.reason, w.withdrawn_by, w.withdrawn_at, w.target,
+             json.dumps(list(w.resources))))
+        return w
+
+    def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:
+        sql = ("SELECT dataset, partition, reason, withdrawn_by, withdrawn_at, target, "
+               "resources FROM review_withdrawals")
+        args: tuple = ()
+        if dataset:
+            sql += " WHERE dataset = ?"
+            args = (dataset,)
+        rows = self._read(sql + " ORDER BY id", args)
+        return [Withdrawal(*r[:6], tuple(json.loads(r[6]))) for r in rows]
+
+    def is_withdrawn(self, dataset: str, partition: str) -> bool:
+        return any(w.partition == partition for w in self.withdrawals(dataset))

@@ -1,0 +1,146 @@
+"""Withdraw a published partition: its files leave the catalog, its record stays.
+
+:func:`withdraw` removes every resource of ``(dataset, partition)`` from the configured
+catalog (the local catalog, or CKAN through ``publish.targets.publisher_for``), rewrites the
+package metadata and the Frictionless datapackage without them (with a ``withdrawn`` note),
+and records the withdrawal (reason, who, when, what) in the portal's review records. The
+release registry entry and the privacy budget the release spent are never touched: spent
+budget cannot be given back, and the portal report keeps listing the release as withdrawn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError, PublishError
+from opencity.review.approvals import ReviewStore, current_user
+from opencity.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def withdraw_local(catalog_root: Path, dataset: str, partition: str, note: dict[str, Any]
+                   ) -> list[str]:
+    """Remove the partition's resources from the local catalog; returns their names."""
+    from publish.local import (
+        DATAPACKAGE_FILE,
+        PACKAGE_FILE,
+        LocalCatalog,
+        datapackage,
+        iter_releases,
+    )
+
+    catalog = LocalCatalog(catalog_root)
+    pkg = catalog.load_package(dataset)
+    if pkg is None:
+        raise ConfigError(f"dataset {dataset!r} is not in the local catalog {catalog_root}")
+    gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
+    if not gone:
+        parts = sorted({r.get("partition") for r in pkg.get("resources", [])
+                        if r.get("partition")})
+        raise ConfigError(f"{dataset} has no published resources in partition {partition!r} "
+                          f"(published partitions: {', '.join(parts) or 'none'})")
+    release = next(r for r in iter_releases(catalog_root) if r.name == dataset)
+    kept = [r for r in pkg["resources"] if r.get("partition") != partition]
+    ddir = catalog.dataset_dir(dataset)
+    meta = pkg.setdefault("opencity", {})
+    withdrawn = [w for w in meta.get("withdrawn", []) if w.get("partition") != partition]
+    withdrawn.append(note)
+    meta["withdrawn"] = sorted(withdrawn, key=lambda w: w["partition"])
+    pkg["resources"] = kept
+    extras = [e for e in pkg.get("extras", []) if e.get("key") != "withdrawn_partitions"]
+    extras.append({"key": "withdrawn_partitions", "value": json.dumps(
+        [w["partition"] for w in meta["withdrawn"]])})
+    pkg["extras"] = sorted(extras, key=lambda e: e["key"])
+    dp = datapackage(release, kept)
+    dp["withdrawn"] = meta["withdrawn"]
+    _atomic_json(ddir / DATAPACKAGE_FILE, dp)
+    _atomic_json(ddir / PACKAGE_FILE, pkg)
+    for r in gone:  # files go last: a crash before leaves them unreferenced, not dangling
+        f = ddir / r["path"]
+        if f.exists():
+            f.unlink()
+    folder = ddir / "resources" / partition
+    if folder.is_dir() and not any(folder.iterdir()):
+        shutil.rmtree(folder)
+    return sorted(r["name"] for r in gone)
+
+
+def withdraw_ckan(settings: Settings, dataset: str, partition: str, note: dict[str, Any]
+                  ) -> list[str]:
+    """Delete the partition's resources from CKAN and note the withdrawal in the package."""
+    from publish.targets import publisher_for
+
+    pub = publisher_for(settings)
+    own = getattr(pub, "withdraw_partition", None)
+    if callable(own):  # the CKAN publisher's own entry point, when it has one
+        return list(own(dataset, partition, note))
+    call = getattr(pub, "_call", None)
+    if call is None:
+        raise PublishError("this CKAN publisher cannot delete resources; withdraw in the "
+                           "CKAN UI and rerun with --target local")
+    pkg = call("package_show", f"dataset {dataset!r}", id=dataset)
+    gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
+    if not gone:
+        raise ConfigError(f"{dataset} has no resources of partition {partition!r} on CKAN")
+    for r in gone:
+        call("resource_delete", f"resource {r.get('name')!r} of {dataset!r}", id=r["id"])
+    extras = [e for e in pkg.get("extras", []) if e.get("key") != "withdrawn_partitions"]
+    previous = next((json.loads(e["value"]) for e in pkg.get("extras", [])
+                     if e.get("key") == "withdrawn_partitions"), [])
+    extras.append({"key": "withdrawn_partitions",
+                   "value": json.dumps(sorted({*previous, partition}))})
+    call("package_patch", f"dataset {dataset!r}", id=pkg["id"], extras=extras)
+    return sorted(str(r.get("opencity_resource") or r.get("name")) for r in gone)
+
+
+def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
+             by: str | None = None, state_url: str | None = None) -> dict[str, Any]:
+    """Withdraw ``dataset``/``partition`` from the configured catalog and record it.
+
+    Raises:
+        ConfigError: no reason, or the partition is not published.
+    """
+    from opencity.review.gate import write_catalog_review
+
+    if not reason or not reason.strip():
+        raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
+    from opencity.registry import Registry
+
+    url = state_url or settings.state_url
+    store = ReviewStore(url)
+    registry = Registry(url)
+    who = by or current_user()
+    if registry.withdrawn(dataset, partition):
+        raise ConfigError(f"{dataset} {partition} was already withdrawn")
+    from datetime import UTC, datetime
+
+    note = {"partition": partition, "reason": reason.strip(), "withdrawn_by": who,
+            "withdrawn_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if settings.publish_target == "ckan":
+        removed = withdraw_ckan(settings, dataset, partition, note)
+    else:
+        removed = withdraw_local(settings.layout.catalog, dataset, partition, note)
+    store.withdraw(dataset, partition, reason, by=who, target=settings.publish_target,
+                   resources=removed)
+    if registry.get(dataset, partition) is not None:  # the registry keeps the release record
+        registry.withdraw(dataset, partition, who, reason.strip())
+    else:
+        log.warning("%s %s is not in the release registry %s (published before it existed?); "
+                    "the withdrawal is recorded in the review records only", dataset,
+                    partition, registry.db.where)
+    write_catalog_review(settings, dataset, store)
+    log.warning("%s %s withdrawn by %s: %s", dataset, partition, who, reason.strip())
+    return {"target": settings.publish_target, "removed": removed}

@@ -1,0 +1,49 @@
+"""The privacy officer's commands explain themselves and fail with clear messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from opencity.cli import main
+
+
+@pytest.mark.parametrize("cmd", ["report", "approve", "approvals", "withdraw"])
+def test_each_command_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: opencity " + cmd in capsys.readouterr().out
+
+
+def test_report_of_a_missing_run_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["xyz", "1234", "0" * 64])
+def test_approve_refuses_a_hash_that_is_not_a_policy_version(given, tmp_path, capsys):
+    code = main(["approve", "opencity-311-requests-weekly", "--policy", given,
+                 "--state-url", str(tmp_path / "s.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--policy" in err
+
+
+def test_approve_and_list(tmp_path, capsys):
+    from opencity.review.policy import policy_version
+
+    state = str(tmp_path / "s.sqlite")
+    h = policy_version("opencity-kpis")["hash"]
+    assert main(["approve", "opencity-kpis", "--policy", h[:10], "--by", "officer",
+                 "--comment", "fine", "--state-url", state,
+                 "--run-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["approvals", "--state-url", state]) == 0
+    out = capsys.readouterr().out
+    assert "nothing waits for approval" in out
+    assert "opencity-kpis: approved by officer (cli)" in out and "fine" in out
+
+
+def test_withdraw_needs_a_published_partition(tmp_path, capsys):
+    code = main(["withdraw", "opencity-kpis", "dt=2026-10-01", "--reason", "x",
+                 "--run-dir", str(tmp_path), "--state-url", str(tmp_path / "s.sqlite")])
+    assert code == 1 and "not in the local catalog" in capsys.readouterr().err
