@@ -59,6 +59,7 @@ PACKAGE_FILE = "package.json"
 DATAPACKAGE_FILE = "datapackage.json"
 RESOURCES_DIR = "resources"
 RECORD_FILE = ".release.json"
+WITHDRAWN_FILE = ".withdrawn.json"  # per snapshot: notes of withdrawn partitions
 CURRENT = "current"
 SNAPSHOTS_DIR = ".snapshots"
 LOCK_FILE = ".lock"
@@ -228,6 +229,33 @@ class LocalCatalog:
         return [f"{part}: {p}" for part, rec in _read_partitions(snap).items()
                 for p in _verify(snap / RESOURCES_DIR / part, rec)]
 
+    def withdraw(self, name: str, partition: str, note: dict[str, Any]) -> list[str]:
+        """Remove ``partition`` from dataset ``name`` in one atomic step; returns the names of
+        the resources removed.
+
+        The new snapshot keeps every other partition and records ``note`` (reason, who, when)
+        under ``withdrawn`` in package.json and datapackage.json, so the catalog says what was
+        taken back. Raises ConfigError when the partition is not in the catalog.
+        """
+        ddir = self.dataset_dir(name)
+        with _locked(ddir / LOCK_FILE):
+            current = self._current(ddir)
+            parts = _read_partitions(current)
+            if partition not in parts:
+                published = ", ".join(p for p in sorted(parts) if p != NO_PARTITION)
+                raise ConfigError(f"{name} has no published resources in partition "
+                                  f"{partition!r} (published partitions: {published or 'none'})")
+            self._clean_leftovers(ddir, current)
+            gone = parts[partition]
+            keep = {p: (rec, current / RESOURCES_DIR / p) for p, rec in parts.items()
+                    if p != partition}
+            notes = [n for n in _read_withdrawn(current) if n.get("partition") != partition]
+            notes.append({**note, "partition": partition, "release": gone["release"],
+                          "resources": sorted(r["name"] for r in gone["resources"])})
+            self._commit(ddir, current, keep, {}, {}, {},
+                         withdrawn=sorted(notes, key=lambda n: n["partition"]))
+        return sorted(r["name"] for r in gone["resources"])
+
     # -- publish ------------------------------------------------------------------------
 
     def publish(self, release: DatasetRelease) -> PublishResult:
@@ -322,8 +350,11 @@ class LocalCatalog:
 
     def _commit(self, ddir: Path, current: Path | None, keep: dict[str, tuple[dict, Path]],
                 new: dict[str, dict], by_part: dict[str, list[Resource]],
-                digests: dict) -> None:
-        """Assemble a new snapshot (kept + new partitions) and make it current atomically."""
+                digests: dict, withdrawn: list[dict] | None = None) -> None:
+        """Assemble a new snapshot (kept + new partitions) and make it current atomically.
+
+        ``withdrawn``: the withdrawal notes of the new snapshot (default: the current one's).
+        """
         sroot = ddir / SNAPSHOTS_DIR
         sroot.mkdir(exist_ok=True)
         sid = f"s-{uuid.uuid4().hex[:16]}"
@@ -349,6 +380,9 @@ class LocalCatalog:
                               digests[Path(res.path)][0])
             _write_durable(dst / RECORD_FILE, _json(new[part]).encode("utf-8"))
             _fsync_dir(dst)
+        notes = _read_withdrawn(current) if withdrawn is None else withdrawn
+        if notes:
+            _write_durable(staging / WITHDRAWN_FILE, _json(notes).encode("utf-8"))
         _fsync_dir(rdir)
         package, descriptor = _derive(staging, self.catalog_info)
         _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
@@ -382,6 +416,19 @@ class LocalCatalog:
             for snap in sroot.iterdir():
                 if snap != current:
                     _remove(snap)
+
+
+def _read_withdrawn(snapshot: Path | None) -> list[dict]:
+    """The withdrawal notes recorded in a snapshot (oldest partition first)."""
+    path = snapshot / WITHDRAWN_FILE if snapshot else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError):
+        log.error("local catalog %s: %s is unreadable; withdrawal notes left out", snapshot,
+                  WITHDRAWN_FILE)
+        return []
 
 
 def _legacy_partitions(ddir: Path) -> dict[str, tuple[dict, Path]]:
@@ -444,8 +491,19 @@ def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
     from publish.metadata import package_dict, privacy_sentence
 
     parts = sorted(_read_partitions(snapshot).items())
-    if not parts:
+    withdrawn = _read_withdrawn(snapshot)
+    if not parts and not withdrawn:
         raise PublishError(f"local catalog snapshot {snapshot} has no partition; this is a bug")
+    notes = [{k: v for k, v in n.items() if k != "release"} for n in withdrawn]
+    if not parts:  # every partition withdrawn: the dataset stays listed, with no files
+        meta = withdrawn[-1]["release"]
+        base = {"name": meta["name"], "title": meta["title"], "notes": meta.get("description", ""),
+                "license_id": meta.get("license_id", "CC-BY-4.0"), "resources": [],
+                "extras": [{"key": "withdrawn_partitions",
+                            "value": json.dumps([n["partition"] for n in notes])}],
+                "opencity": {"partitions": [], "withdrawn": notes}}
+        return base, {"name": meta["name"], "title": meta["title"], "resources": [],
+                      "partitions": [], "withdrawn": notes}
     newest_part, newest = parts[-1]
     spans = [rec["release"]["temporal_coverage"] for _p, rec in parts
              if rec["release"]["temporal_coverage"]]
@@ -476,6 +534,8 @@ def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
     for part, rec in parts:
         if part != NO_PARTITION:
             extras[f"privacy {part}"] = privacy_sentence(rec["release"]["privacy"])
+    if notes:
+        extras["withdrawn_partitions"] = json.dumps([n["partition"] for n in notes])
     package = {
         **core,
         "extras": [{"key": k, "value": v} for k, v in sorted(extras.items())],
@@ -492,10 +552,13 @@ def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
             "license_id": release.license_id,
             "newest_partition": None if newest_part == NO_PARTITION else newest_part,
             "partitions": partitions,
+            **({"withdrawn": notes} if notes else {}),
         },
     }
     descriptor = datapackage(release, entries)
     descriptor["partitions"] = partitions
+    if notes:
+        descriptor["withdrawn"] = notes
     return package, descriptor
 
 
@@ -524,6 +587,8 @@ def iter_releases(catalog_dir: str | Path) -> Iterator[DatasetRelease]:
         pkg = json.loads(pkg_path.read_text(encoding="utf-8"))
         meta = pkg.get("opencity", {})
         ddir = pkg_path.parent
+        if not pkg.get("resources"):  # every partition withdrawn
+            continue
         resources = tuple(
             Resource(path=ddir / r["path"], name=r["name"], format=r["format"].lower(),
                      description=r.get("description", ""), partition=r.get("partition"))

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,57 +22,20 @@ from opencity.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def withdraw_local(catalog_root: Path, dataset: str, partition: str, note: dict[str, Any]
                    ) -> list[str]:
-    """Remove the partition's resources from the local catalog; returns their names."""
-    from publish.local import (
-        DATAPACKAGE_FILE,
-        PACKAGE_FILE,
-        LocalCatalog,
-        datapackage,
-        iter_releases,
-    )
+    """Remove the partition's resources from the local catalog; returns their names.
+
+    The catalog's own atomic step (:meth:`publish.local.LocalCatalog.withdraw`): a new
+    snapshot without the partition, with the withdrawal noted in package.json and
+    datapackage.json; a crash leaves the old or the new state.
+    """
+    from publish.local import LocalCatalog
 
     catalog = LocalCatalog(catalog_root)
-    pkg = catalog.load_package(dataset)
-    if pkg is None:
+    if catalog.load_package(dataset) is None:
         raise ConfigError(f"dataset {dataset!r} is not in the local catalog {catalog_root}")
-    gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
-    if not gone:
-        parts = sorted({r.get("partition") for r in pkg.get("resources", [])
-                        if r.get("partition")})
-        raise ConfigError(f"{dataset} has no published resources in partition {partition!r} "
-                          f"(published partitions: {', '.join(parts) or 'none'})")
-    release = next(r for r in iter_releases(catalog_root) if r.name == dataset)
-    kept = [r for r in pkg["resources"] if r.get("partition") != partition]
-    ddir = catalog.dataset_dir(dataset)
-    meta = pkg.setdefault("opencity", {})
-    withdrawn = [w for w in meta.get("withdrawn", []) if w.get("partition") != partition]
-    withdrawn.append(note)
-    meta["withdrawn"] = sorted(withdrawn, key=lambda w: w["partition"])
-    pkg["resources"] = kept
-    extras = [e for e in pkg.get("extras", []) if e.get("key") != "withdrawn_partitions"]
-    extras.append({"key": "withdrawn_partitions", "value": json.dumps(
-        [w["partition"] for w in meta["withdrawn"]])})
-    pkg["extras"] = sorted(extras, key=lambda e: e["key"])
-    dp = datapackage(release, kept)
-    dp["withdrawn"] = meta["withdrawn"]
-    _atomic_json(ddir / DATAPACKAGE_FILE, dp)
-    _atomic_json(ddir / PACKAGE_FILE, pkg)
-    for r in gone:  # files go last: a crash before leaves them unreferenced, not dangling
-        f = ddir / r["path"]
-        if f.exists():
-            f.unlink()
-    folder = ddir / "resources" / partition
-    if folder.is_dir() and not any(folder.iterdir()):
-        shutil.rmtree(folder)
-    return sorted(r["name"] for r in gone)
+    return catalog.withdraw(dataset, partition, note)
 
 
 def withdraw_ckan(settings: Settings, dataset: str, partition: str, note: dict[str, Any]

@@ -192,6 +192,10 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, raw, capsys):
     assert all("2026-10-05" not in r["path"] for r in dp["resources"])
     assert dp["withdrawn"][0]["reason"] == "wrong tower map"
     assert pkg["opencity"]["withdrawn"][0]["withdrawn_by"] == "officer-b"
+    from publish.local import LocalCatalog
+
+    assert LocalCatalog(cat.parent).verify(CDR) == []  # what is listed is what is on disk
+    assert not (cat / "resources" / "dt=2026-10-05").exists()
     assert Ledger(state).accounts() == spent_before  # spent budget is never given back
     # Withdrawing again, or a partition that was never published, is refused by name.
     capsys.readouterr()

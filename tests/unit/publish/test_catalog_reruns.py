@@ -177,3 +177,34 @@ def test_a_catalog_of_the_old_layout_is_carried_over(tmp_path):
     assert [r["partition"] for r in pkg["resources"]] == ["dt=2026-10-05", "dt=2026-10-12"]
     assert not cat.verify("opencity-test")
     assert "migrated" in pkg["opencity"]["partitions"][0]["provenance"]
+
+
+def test_withdrawal_is_one_atomic_step_and_survives_later_publishes(tmp_path):
+    import pytest
+
+    from opencity.errors import ConfigError
+
+    cat = LocalCatalog(tmp_path / "catalog")
+    cat.publish(_release(tmp_path, "dt=2026-10-05", [20, 30]))
+    cat.publish(_release(tmp_path, "dt=2026-10-12", [25, 35]))
+    assert cat.withdraw("opencity-test", "dt=2026-10-05", {"reason": "wrong map"}) == ["counts"]
+    pkg = cat.load_package("opencity-test")
+    assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-12"}
+    assert [w["partition"] for w in pkg["opencity"]["withdrawn"]] == ["dt=2026-10-05"]
+    assert cat.verify("opencity-test") == []
+    assert not (tmp_path / "catalog" / "opencity-test" / "resources" / "dt=2026-10-05").exists()
+    # A later publish of another partition keeps the withdrawal note and does not bring the
+    # withdrawn partition back.
+    cat.publish(_release(tmp_path, "dt=2026-10-19", [40, 50]))
+    pkg = cat.load_package("opencity-test")
+    assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-12", "dt=2026-10-19"}
+    dp = json.loads((tmp_path / "catalog" / "opencity-test" / "datapackage.json").read_text())
+    assert dp["withdrawn"][0]["reason"] == "wrong map"
+    with pytest.raises(ConfigError, match="dt=2026-10-12"):
+        cat.withdraw("opencity-test", "dt=2026-10-05", {"reason": "again"})
+    # Withdrawing every partition leaves the dataset listed without files.
+    cat.withdraw("opencity-test", "dt=2026-10-12", {"reason": "r"})
+    cat.withdraw("opencity-test", "dt=2026-10-19", {"reason": "r"})
+    pkg = cat.load_package("opencity-test")
+    assert pkg["resources"] == [] and len(pkg["opencity"]["withdrawn"]) == 3
+    assert [r.name for r in iter_releases(tmp_path / "catalog")] == []
