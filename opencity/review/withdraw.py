@@ -10,12 +10,11 @@ budget cannot be given back, and the portal report keeps listing the release as 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from opencity.errors import ConfigError, PublishError
+from opencity.errors import ConfigError
 from opencity.review.approvals import ReviewStore, current_user
 from opencity.settings import Settings
 
@@ -44,26 +43,7 @@ def withdraw_ckan(settings: Settings, dataset: str, partition: str, note: dict[s
     from publish.targets import publisher_for
 
     pub = publisher_for(settings)
-    own = getattr(pub, "withdraw_partition", None)
-    if callable(own):  # the CKAN publisher's own entry point, when it has one
-        return list(own(dataset, partition, note))
-    call = getattr(pub, "_call", None)
-    if call is None:
-        raise PublishError("this CKAN publisher cannot delete resources; withdraw in the "
-                           "CKAN UI and rerun with --target local")
-    pkg = call("package_show", f"dataset {dataset!r}", id=dataset)
-    gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
-    if not gone:
-        raise ConfigError(f"{dataset} has no resources of partition {partition!r} on CKAN")
-    for r in gone:
-        call("resource_delete", f"resource {r.get('name')!r} of {dataset!r}", id=r["id"])
-    extras = [e for e in pkg.get("extras", []) if e.get("key") != "withdrawn_partitions"]
-    previous = next((json.loads(e["value"]) for e in pkg.get("extras", [])
-                     if e.get("key") == "withdrawn_partitions"), [])
-    extras.append({"key": "withdrawn_partitions",
-                   "value": json.dumps(sorted({*previous, partition}))})
-    call("package_patch", f"dataset {dataset!r}", id=pkg["id"], extras=extras)
-    return sorted(str(r.get("opencity_resource") or r.get("name")) for r in gone)
+    return list(pub.withdraw_partition(dataset, partition, note))
 
 
 def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,

@@ -220,6 +220,44 @@ class CkanPublisher:
             created=state.created, uploaded=tuple(state.uploaded),
             unchanged=tuple(state.unchanged))
 
+    def withdraw_partition(self, dataset: str, partition: str, note: dict[str, Any]
+                           ) -> list[str]:
+        """Delete every resource of ``dataset``/``partition`` and list the partition under
+        the package's ``withdrawn_partitions`` extra; returns the resource names removed.
+        Idempotent: a lost ``resource_delete`` response is recovered by re-reading."""
+        import ckanapi
+
+        c = self._client
+        what = f"dataset {dataset!r}"
+        self._organization_id()  # checks the token may write
+        pkg = c.show("package_show", what, id=dataset)
+        if pkg is None:
+            raise ConfigError(f"{what} is not on the portal {self.url}")
+        gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
+        if not gone:
+            raise ConfigError(f"{dataset} has no resources of partition {partition!r} on CKAN")
+        for r in gone:
+            rid = r["id"]
+
+            def _deleted(rid: str = rid) -> Any:
+                try:
+                    c.call("resource_show", "resource", id=rid)
+                except ckanapi.NotFound:
+                    return True
+                return None
+
+            try:
+                c.call("resource_delete", f"resource of {what}", id=rid, recover=_deleted)
+            except ckanapi.NotFound:
+                pass  # already gone
+        extras = {e["key"]: e["value"] for e in pkg.get("extras", [])}
+        previous = json.loads(extras.get("withdrawn_partitions", "[]"))
+        extras["withdrawn_partitions"] = json.dumps(sorted({*previous, partition}))
+        extras[f"withdrawn {partition}"] = str(note.get("reason", ""))
+        c.call("package_patch", what, id=pkg["id"],
+               extras=[{"key": k, "value": v} for k, v in sorted(extras.items())])
+        return sorted(str(r.get("opencity_resource") or r.get("name")) for r in gone)
+
     def publish_all(self, releases: Iterable[DatasetRelease]) -> list[PublishResult]:
         """Publish several releases in order; stops at the first error."""
         return [self.publish(r) for r in releases]
