@@ -54,6 +54,7 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
         ConfigError: no reason, or the partition is not published.
     """
     from opencity.review.gate import write_catalog_review
+    from publish.local import LocalCatalog
 
     if not reason or not reason.strip():
         raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
@@ -69,10 +70,24 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
 
     note = {"partition": partition, "reason": reason.strip(), "withdrawn_by": who,
             "withdrawn_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    if settings.publish_target == "ckan":
-        removed = withdraw_ckan(settings, dataset, partition, note)
-    else:
+    # The local catalog is the source every target is published from: the partition leaves
+    # it first, then the portal; the portal's datapackage and DataStore table are rebuilt from
+    # what remains (a DataStore table cannot drop one partition's rows by itself).
+    local = LocalCatalog(settings.layout.catalog)
+    in_local = local.load_package(dataset) is not None
+    removed: list[str] = []
+    if in_local or settings.publish_target != "ckan":
         removed = withdraw_local(settings.layout.catalog, dataset, partition, note)
+    if settings.publish_target == "ckan":
+        removed = sorted({*removed, *withdraw_ckan(settings, dataset, partition, note)})
+        if in_local:
+            from publish.local import iter_releases
+            from publish.targets import publisher_for
+
+            pub = publisher_for(settings)
+            for rel in iter_releases(settings.layout.catalog):
+                if rel.name == dataset:
+                    pub.publish(rel)
     store.withdraw(dataset, partition, reason, by=who, target=settings.publish_target,
                    resources=removed)
     if registry.get(dataset, partition) is not None:  # the registry keeps the release record

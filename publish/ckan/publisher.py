@@ -41,7 +41,7 @@ from publish.ckan.client import (
     resolve_token,
     resolve_url,
 )
-from publish.ckan.datastore import sync_datastore, table_key
+from publish.ckan.datastore import LOADED_PREFIX, sync_datastore, table_key
 from publish.ckan.resources import DATAPACKAGE_NAME, TABLE_NAME, ResourceSync, hex_hash
 from publish.frictionless import datapackage as frictionless_datapackage
 from publish.metadata import (
@@ -236,7 +236,12 @@ class CkanPublisher:
         gone = [r for r in pkg.get("resources", []) if r.get("partition") == partition]
         if not gone:
             raise ConfigError(f"{dataset} has no resources of partition {partition!r} on CKAN")
-        for r in gone:
+        # The DataStore table holds every partition's rows: it goes too, and the next publish
+        # of the dataset (from the local catalog) rebuilds it from the remaining partitions.
+        table = [r for r in pkg.get("resources", [])
+                 if r.get("opencity_resource") == TABLE_NAME
+                 and any(k == f"{LOADED_PREFIX}{partition}" for k in r)]
+        for r in [*gone, *table]:
             rid = r["id"]
 
             def _deleted(rid: str = rid) -> Any:

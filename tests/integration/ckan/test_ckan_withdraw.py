@@ -30,5 +30,13 @@ def test_withdraw_partition_removes_only_its_resources(samples, ckan_server, cka
     extras = {e["key"]: e["value"] for e in pkg["extras"]}
     assert json.loads(extras["withdrawn_partitions"]) == ["dt=2026-10-05"]
     assert extras["withdrawn dt=2026-10-05"] == "wrong map"
+    # The KPI release also went to the DataStore: its table (every partition's rows) is gone
+    # until the dataset is published again from what remains, which rebuilds it.
+    assert not [r for r in pkg["resources"] if r.get("opencity_resource") == "datastore-table"]
+    pub.publish(samples.kpi_release(name, tmp_path / "b", w2))
+    pkg = ckan_anon.action.package_show(id=name)
+    (table,) = [r for r in pkg["resources"] if r.get("opencity_resource") == "datastore-table"]
+    rows = ckan_anon.action.datastore_search(resource_id=table["id"], limit=1000)["records"]
+    assert rows and "datastore_loaded dt=2026-10-05" not in table
     with pytest.raises(ConfigError, match="dt=2026-10-05"):
         pub.withdraw_partition(name, "dt=2026-10-05", {"reason": "again"})
