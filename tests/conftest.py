@@ -42,3 +42,103 @@ def sample_raw(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "raw"
     generate(out, seed=7, scale=0.3, days=14, progress=False)
     return out
+
+
+# -- the portal's state DB (budget ledger + release registry) --------------------------------
+# Never the user's ~/.local/share/opencity/state.sqlite: one throwaway state per session, and
+# a fresh one per test module (modules run the same sample days in their own run dirs, and
+# one account per person would otherwise make a later module replay an earlier one's
+# releases). A test that needs its own state sets OPENCITY_STATE_URL itself.
+os.environ["OPENCITY_STATE_URL"] = str(Path(tempfile.mkdtemp(prefix="opencity-state-"))
+                                       / "state.sqlite")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_state(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENCITY_STATE_URL",
+                  str(tmp_path_factory.mktemp("state") / "state.sqlite"))
+        yield
+
+
+PG_PORT = 55410  # i10-core's assigned port (127.0.0.1 only)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian binaries) on 127.0.0.1:55410 for the session.
+
+    Fails (never skips) when it cannot start: the PostgreSQL ledger is the production one.
+    Yields the base URL (trust auth on 127.0.0.1 only, a throwaway cluster). Stopped by PID.
+    """
+    import glob
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not bins:
+        pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; "
+                    "install the Debian package 'postgresql'")
+    bindir = Path(bins[-1])
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", PG_PORT)) == 0:
+            pytest.fail(f"port {PG_PORT} is already in use; stop the program listening there")
+    root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="opencity-pg-"))
+    data = base / "data"
+    if root:
+        shutil.chown(base, "postgres", "postgres")
+    prefix = ["runuser", "-u", "postgres", "--"] if root else []
+    init = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                           "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+                          capture_output=True, text=True)
+    if init.returncode != 0:
+        pytest.fail(f"initdb failed: {init.stderr[-2000:]}")
+    log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [*prefix, str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
+         "-c", f"port={PG_PORT}", "-c", "unix_socket_directories=", "-c", "fsync=off",
+         "-c", "max_connections=50"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            break
+        except psycopg.OperationalError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("PostgreSQL did not start: "
+                            + (base / "server.log").read_text()[-2000:])
+            time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        pid_file = data / "postmaster.pid"
+        pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else proc.pid
+        os.kill(pid, signal.SIGINT)  # fast shutdown of the postmaster we started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_state_url(postgres_server):
+    """A fresh, empty database on the session's PostgreSQL server."""
+    import uuid
+
+    import psycopg
+
+    name = f"state_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

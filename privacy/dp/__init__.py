@@ -46,9 +46,10 @@ Contracts:
 * ``random_state`` (int or numpy RandomState) makes noise reproducible in tests; ``None``
   uses a cryptographic generator (production).
 
-Budget: :class:`privacy.dp.ledger.BudgetLedger` (SQLite) records spends per dataset, privacy
-unit and period: ``check`` before computing, ``spend`` after (atomic; reruns of the same
-release id return the recorded release).
+Budget: :class:`privacy.dp.ledger.Ledger` (SQLite or PostgreSQL) keeps one account per
+person, (privacy unit, period), across every dataset, capped by the stored policy
+(privacy/policy.yaml); :meth:`~privacy.dp.ledger.Ledger.release` runs the release protocol
+(recorded -> check -> compute -> spend -> artefacts; reruns return the recorded release).
 """
 
 from importlib import import_module
@@ -63,9 +64,9 @@ _EXPORTS = {
     "dp_mean": "privacy.dp.engine",
     "dp_sum": "privacy.dp.engine",
     "release_info": "privacy.dp.engine",
-    "BudgetCap": "privacy.dp.ledger",
-    "BudgetLedger": "privacy.dp.ledger",
-    "LedgerEntry": "privacy.dp.ledger",
+    "Ledger": "privacy.dp.ledger",
+    "LedgerRelease": "privacy.dp.ledger",
+    "ReleaseOutcome": "privacy.dp.ledger",
     "ContributionBounds": "privacy.dp.params",
     "DPBudget": "privacy.dp.params",
     "PartitionSelection": "privacy.dp.params",
@@ -80,12 +81,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BudgetCap",
-    "BudgetLedger",
     "ContributionBounds",
     "DPBudget",
-    "LedgerEntry",
+    "Ledger",
+    "LedgerRelease",
     "PartitionSelection",
+    "ReleaseOutcome",
     "bounded_aggregate",
     "dp_count",
     "dp_count_distinct",

@@ -1,3 +1,6 @@
+"""The per-person ledger: accounts (unit, period) across datasets, caps from the policy,
+atomic multi-unit spends, the release protocol, concurrency; SQLite and real PostgreSQL."""
+
 import json
 import math
 import multiprocessing as mp
@@ -8,128 +11,215 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opencity.errors import ConfigError, PrivacyBudgetError
-from privacy.dp import BudgetCap, BudgetLedger, DPBudget
+from privacy.dp import DPBudget
+from privacy.dp.ledger import Ledger
+
+from privacy.policy import parse_policy
 
 DAY = date(2026, 10, 5)
 
 
-def _ledger(path, eps=1.0, delta=1e-6, period="day"):
-    return BudgetLedger(path, caps={"cdr": BudgetCap(eps, delta, period, "subscriber")})
+def small_policy(sub_cap=1.0, sub_delta=1e-6, per_release=1.0, per_delta=1e-6, hh_cap=3.0,
+                 cadence="daily"):
+    """Subscriber cap per month ``sub_cap``; dataset 'cdr' (subscriber, ``cadence``) and
+    'kpi' (monthly, household + subscriber)."""
+    cols = {"value": "public"}
+    return parse_policy({
+        "version": 1,
+        "units": {"subscriber": {"period": "month", "epsilon": sub_cap, "delta": sub_delta},
+                  "household": {"period": "month", "epsilon": hh_cap, "delta": 0.0}},
+        "datasets": {
+            "cdr": {"method": "differential_privacy", "unit": "subscriber", "cadence": cadence,
+                    "epsilon": per_release, "delta": per_delta, "columns": cols},
+            "kpi": {"method": "differential_privacy", "unit": ["household", "subscriber"],
+                    "cadence": "monthly", "epsilon": {"household": hh_cap, "subscriber": sub_cap},
+                    "delta": {"household": 0.0, "subscriber": 0.0}, "columns": cols},
+        },
+    }, "test-policy")
 
 
-def test_spend_then_overspend_states_requested_and_remaining(tmp_path):
-    led = _ledger(tmp_path / "l.sqlite")
-    led.check("cdr", DAY, DPBudget(0.7))
-    e = led.spend("cdr", DAY, "dt=2026-10-05", "r1", DPBudget(0.7), {"x": 1})
-    assert e.newly_spent and e.period == "2026-10-05" and e.privacy_unit == "subscriber"
+def test_spend_then_overspend_names_unit_period_requested_remaining(state_url):
+    led = Ledger(state_url, small_policy(sub_cap=1.0, per_release=0.7))
+    led.check("cdr", DAY, {"subscriber": DPBudget(0.7)})
+    e = led.spend("cdr", "dt=2026-10-05", "r1", DAY, {"subscriber": DPBudget(0.7)}, {"x": 1})
+    assert e.newly_spent and e.spends[0].period == "2026-10" and e.epsilon == 0.7
+    assert e.policy_hash == led.policy.hash
     with pytest.raises(PrivacyBudgetError) as err:
-        led.check("cdr", DAY, DPBudget(0.5))
+        led.spend("cdr", "dt=2026-10-06", "r1", date(2026, 10, 6),
+                  {"subscriber": DPBudget(0.5)})
     msg = str(err.value)
-    assert "requested epsilon=0.5" in msg and "remaining epsilon=0.3" in msg
-    with pytest.raises(PrivacyBudgetError, match="remaining epsilon=0.3"):
-        led.spend("cdr", DAY, "dt=2026-10-05", "r2", DPBudget(0.5))
-    # The next day has its own budget.
-    led.spend("cdr", date(2026, 10, 6), "dt=2026-10-06", "r2", DPBudget(1.0))
-    assert led.remaining("cdr", DAY) == pytest.approx((0.3, 1e-6))
+    for part in ("'subscriber'", "period 2026-10", "requested epsilon=0.5",
+                 "remaining epsilon=0.3"):
+        assert part in msg
+    # Nothing was recorded by the refused spend.
+    assert len(led.releases()) == 1
+    assert led.remaining("subscriber", DAY) == pytest.approx((0.3, 1e-6))
+    # The next month has its own account.
+    led.spend("cdr", "dt=2026-11-01", "r1", date(2026, 11, 1), {"subscriber": DPBudget(0.7)})
 
 
-def test_delta_is_capped_too(tmp_path):
-    led = _ledger(tmp_path / "l.sqlite", delta=1e-6)
-    led.spend("cdr", DAY, "p", "a", DPBudget(0.1, 8e-7))
-    with pytest.raises(PrivacyBudgetError, match="delta"):
-        led.spend("cdr", DAY, "p", "b", DPBudget(0.1, 8e-7))
+def test_one_release_per_cadence_step(state_url):
+    """A second release id for the same day cannot double the day's loss (the old
+    --release-id / --daily-cap loophole), even with month budget left."""
+    led = Ledger(state_url, small_policy(sub_cap=30.0, per_release=1.0))
+    led.spend("cdr", "dt=2026-10-05", "daily", DAY, {"subscriber": DPBudget(1.0)})
+    with pytest.raises(PrivacyBudgetError, match="per subscriber per day"):
+        led.spend("cdr", "dt=2026-10-05", "again", DAY, {"subscriber": DPBudget(0.5)})
 
 
-def test_rerun_returns_recorded_release_without_spending(tmp_path):
-    path = tmp_path / "l.sqlite"
-    led = _ledger(path)
-    first = led.spend("cdr", DAY, "dt=2026-10-05", "daily", DPBudget(0.9), {"rows": 3},
-                      artifacts={"hourly.parquet": b"\x00PAR1"})
-    again = _ledger(path).spend("cdr", DAY, "dt=2026-10-05", "daily", DPBudget(0.9),
-                                {"rows": 999})
-    assert not again.newly_spent
-    assert again.id == first.id and again.release == {"rows": 3}
-    assert led.artifacts(first.id) == {"hourly.parquet": b"\x00PAR1"}
-    assert led.remaining("cdr", DAY)[0] == pytest.approx(0.1)
-    assert led.recorded("cdr", "dt=2026-10-05", "daily").id == first.id
-    assert led.recorded("cdr", "dt=2026-10-05", "other") is None
-
-
-def test_periods(tmp_path):
-    led = BudgetLedger(tmp_path / "l.sqlite", caps={"kpi": BudgetCap(1.0, period="month",
-                                                                      privacy_unit="household")})
-    led.spend("kpi", date(2026, 10, 1), "dt=2026-10-01", "a", DPBudget(0.6))
-    with pytest.raises(PrivacyBudgetError, match="per household per month 2026-10"):
-        led.spend("kpi", date(2026, 10, 31), "dt=2026-10-31", "a", DPBudget(0.6))
-    led.spend("kpi", date(2026, 11, 1), "dt=2026-11-01", "a", DPBudget(0.6))
-    assert BudgetCap(1.0, period="week").period_key(date(2026, 10, 5)) == "2026-W41"
-
-
-def test_unknown_dataset_and_bad_cost(tmp_path):
-    led = _ledger(tmp_path / "l.sqlite")
-    with pytest.raises(ConfigError, match="no budget cap configured"):
-        led.check("meters", DAY, DPBudget(0.1))
+def test_costs_may_only_tighten_the_policy(state_url):
+    led = Ledger(state_url, small_policy(per_release=1.0))
+    with pytest.raises(ConfigError, match="at most epsilon=1"):
+        led.check("cdr", DAY, {"subscriber": DPBudget(50.0)})
+    with pytest.raises(ConfigError, match="does not spend from unit 'household'"):
+        led.check("cdr", DAY, {"household": DPBudget(0.1)})
+    with pytest.raises(ConfigError, match="no entry in the release policy"):
+        led.check("meters", DAY, {"household": DPBudget(0.1)})
     with pytest.raises(ConfigError, match="DPBudget"):
-        led.spend("cdr", DAY, "p", "r", 0.1)  # type: ignore[arg-type]
+        led.check("cdr", DAY, {"subscriber": 0.1})  # type: ignore[dict-item]
+    assert led.releases() == []
+
+
+def test_delta_is_capped_too(state_url):
+    led = Ledger(state_url, small_policy(sub_cap=5.0, sub_delta=1e-6, per_delta=8e-7))
+    led.spend("cdr", "p1", "a", DAY, {"subscriber": DPBudget(0.1, 8e-7)})
+    with pytest.raises(PrivacyBudgetError, match="delta"):
+        led.spend("cdr", "p2", "a", date(2026, 10, 6), {"subscriber": DPBudget(0.1, 8e-7)})
+
+
+def test_account_is_the_persons_across_datasets(state_url):
+    """Mobility + KPI subscriber spends share one account; the KPI's multi-unit spend is
+    all or nothing."""
+    led = Ledger(state_url, small_policy(sub_cap=1.0, per_release=0.6))
+    led.spend("cdr", "dt=2026-10-05", "daily", DAY, {"subscriber": DPBudget(0.6)})
+    with pytest.raises(PrivacyBudgetError, match="'subscriber', period 2026-10"):
+        led.spend("kpi", "dt=2026-10-01", "kpis", date(2026, 10, 1),
+                  {"household": DPBudget(1.0), "subscriber": DPBudget(0.6)})
+    # all or nothing: the household account did not move either
+    assert led.spent("household", DAY) == (0.0, 0.0)
+    rec = led.spend("kpi", "dt=2026-10-01", "kpis", date(2026, 10, 1),
+                    {"household": DPBudget(1.0), "subscriber": DPBudget(0.4)})
+    assert {s.unit for s in rec.spends} == {"household", "subscriber"}
+    acc = {(a["unit"], a["period"]): a for a in led.accounts()}
+    sub = acc[("subscriber", "2026-10")]
+    assert sub["spent_epsilon"] == pytest.approx(1.0) and sub["cap_epsilon"] == 1.0
+    assert [r["dataset"] for r in sub["releases"]] == ["cdr", "kpi"]
+    assert sub["spent_epsilon"] == pytest.approx(math.fsum(r["epsilon"]
+                                                           for r in sub["releases"]))
+    assert acc[("household", "2026-10")]["spent_epsilon"] == 1.0
+
+
+def test_release_protocol_records_checks_computes_spends_replays(state_url):
+    led = Ledger(state_url, small_policy(sub_cap=1.0, per_release=1.0))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"rows": 3}, {"a.parquet": b"\x00PAR1"}
+
+    out = led.release("cdr", "dt=2026-10-05", DAY, {"subscriber": DPBudget(0.9)}, compute,
+                      release_id="daily")
+    assert not out.reused and out.artifacts == {"a.parquet": b"\x00PAR1"} and calls == [1]
+    again = Ledger(state_url, led.policy).release(
+        "cdr", "dt=2026-10-05", DAY, {"subscriber": DPBudget(0.9)}, compute,
+        release_id="daily")
+    assert again.reused and again.artifacts == {"a.parquet": b"\x00PAR1"} and calls == [1]
+    assert again.record.id == out.record.id and again.record.release == {"rows": 3}
+    assert led.recorded_spend("cdr", "dt=2026-10-05", "daily") == pytest.approx((0.9, 0.0))
+    assert led.recorded_spend("cdr", "dt=2026-10-06") is None
+    # Over the cap: refused before computing, nothing spent.
+    with pytest.raises(PrivacyBudgetError):
+        led.release("cdr", "dt=2026-10-06", date(2026, 10, 6), {"subscriber": DPBudget(0.5)},
+                    compute, release_id="daily")
+    assert calls == [1] and len(led.releases()) == 1
+
+
+def test_compute_failure_spends_nothing(state_url):
+    led = Ledger(state_url, small_policy())
+
+    def boom():
+        raise RuntimeError("compute failed")
+
+    with pytest.raises(RuntimeError):
+        led.release("cdr", "p", DAY, {"subscriber": DPBudget(0.5)}, boom)
+    assert led.releases() == [] and led.spent("subscriber", DAY) == (0.0, 0.0)
+
+
+def test_state_url_without_password_in_messages():
+    from privacy.dp.ledger import redact_url
+
+    assert redact_url("postgresql://u:secret@h:5/db") == "postgresql://u:***@h:5/db"
 
 
 spends = st.lists(
     st.tuples(st.floats(min_value=1e-3, max_value=0.6, allow_nan=False),
               st.sampled_from(["r1", "r2", "r3", "r4", "r5", "r6"]),
-              st.sampled_from([date(2026, 1, 1), date(2026, 1, 2)])),
+              st.sampled_from([date(2026, 1, 1), date(2026, 1, 2), date(2026, 2, 1)])),
     min_size=1, max_size=25,
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spends)
 def test_property_never_over_cap_and_idempotent(tmp_path_factory, ops):
     path = tmp_path_factory.mktemp("ledger") / "l.sqlite"
-    led = _ledger(path, eps=1.0, delta=0.0)
+    led = Ledger(path, small_policy(sub_cap=1.0, sub_delta=0.0, per_release=1.0, per_delta=0.0,
+                                    cadence="monthly"))
     seen: dict[tuple, float] = {}
     for eps, rid, day in ops:
         key = (day, rid)
         try:
-            entry = led.spend("cdr", day, f"dt={day}", rid, DPBudget(eps))
+            rec = led.spend("cdr", f"dt={day}", rid, day, {"subscriber": DPBudget(eps)})
         except PrivacyBudgetError:
-            spent = math.fsum(v for (d, _), v in seen.items() if d == day)
+            spent = math.fsum(v for (d, _), v in seen.items() if d.month == day.month)
             assert spent + eps > 1.0  # refused only when it really would go over
             continue
         if key in seen:
-            assert not entry.newly_spent and entry.epsilon == seen[key]
+            assert not rec.newly_spent and rec.epsilon == seen[key]
         else:
-            assert entry.newly_spent
+            assert rec.newly_spent
             seen[key] = eps
-    for day in {d for _, _, d in ops}:
-        total = math.fsum(e.epsilon for e in led.entries("cdr") if e.period == day.isoformat())
-        assert total <= 1.0 + 1e-9
-        assert led.remaining("cdr", day)[0] == pytest.approx(max(0.0, 1.0 - total), abs=1e-9)
+    for acc in led.accounts():
+        assert acc["spent_epsilon"] <= 1.0 + 1e-9
+        assert acc["spent_epsilon"] == pytest.approx(math.fsum(r["epsilon"]
+                                                               for r in acc["releases"]))
 
 
 def _worker(args):
-    path, rid = args
-    led = _ledger(path, eps=1.0, delta=0.0)
+    url, rid, unit_pair = args
+    led = Ledger(url, small_policy(sub_cap=1.0, sub_delta=0.0, per_release=1.0, per_delta=0.0,
+                                   hh_cap=1.0))
     try:
-        entry = led.spend("cdr", DAY, "dt=2026-10-05", rid, DPBudget(0.3), {"rid": rid})
-        return ("ok", entry.newly_spent)
+        if unit_pair:
+            rec = led.spend("kpi", "dt=2026-10-01", rid, DAY,
+                            {"household": DPBudget(0.3), "subscriber": DPBudget(0.3)})
+        else:
+            rec = led.spend("cdr", "dt=2026-10-05", rid, DAY, {"subscriber": DPBudget(0.3)},
+                            {"rid": rid})
+        return ("ok", rec.newly_spent)
     except PrivacyBudgetError:
         return ("refused", False)
 
 
-def test_concurrent_processes_cannot_double_spend(tmp_path):
-    path = str(tmp_path / "l.sqlite")
-    _ledger(path)
-    # 8 processes, 6 distinct release ids (two of them twice): only 3 x 0.3 fit under 1.0.
-    jobs = [(path, f"r{i}") for i in range(6)] + [(path, "r0"), (path, "r1")]
+def test_concurrent_processes_cannot_double_spend(state_url):
+    """Several processes spend the same subscriber account at once (single-unit mobility
+    releases and two-unit KPI releases): the cap holds and each release id counts once."""
+    led = Ledger(state_url, small_policy(sub_cap=1.0, sub_delta=0.0, per_release=1.0,
+                                         per_delta=0.0, hh_cap=1.0))
+    jobs = ([(state_url, f"r{i}", False) for i in range(5)] + [(state_url, "r0", False)]
+            + [(state_url, f"k{i}", True) for i in range(3)])
     # spawn, not fork: forking a pytest process that already runs DuckDB/Airflow threads can
-    # deadlock the child (seen in the full suite). The timeout keeps a hang from stalling CI.
+    # deadlock the child. The timeout keeps a hang from stalling CI.
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
         results = pool.map_async(_worker, jobs).get(timeout=300)
-    led = _ledger(path)
-    entries = led.entries("cdr")
-    assert len(entries) == 3
-    assert math.fsum(e.epsilon for e in entries) <= 1.0
-    assert len({e.release_id for e in entries}) == 3
+    sub = [a for a in led.accounts() if a["unit"] == "subscriber"]
+    assert len(sub) == 1
+    assert sub[0]["spent_epsilon"] <= 1.0 + 1e-9
+    assert len(sub[0]["releases"]) == 3  # only 3 x 0.3 fit under 1.0
     assert sum(1 for r in results if r == ("ok", True)) == 3
-    assert all(json.dumps(e.release) for e in entries)
+    hh = [a for a in led.accounts() if a["unit"] == "household"]
+    kpi_ok = sum(1 for r in sub[0]["releases"] if r["dataset"] == "kpi")
+    assert (hh[0]["spent_epsilon"] if hh else 0.0) == pytest.approx(0.3 * kpi_ok)
+    assert all(json.dumps(r.release) for r in led.releases())

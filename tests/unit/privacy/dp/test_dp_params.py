@@ -3,7 +3,8 @@ import math
 import pytest
 
 from opencity.errors import ConfigError
-from privacy.dp import BudgetCap, ContributionBounds, DPBudget, PartitionSelection
+from privacy.dp import ContributionBounds, DPBudget, PartitionSelection
+from privacy.policy import UnitBudget
 
 BAD_EPSILONS = [0, 0.0, -1.0, math.nan, math.inf, -math.inf, "1", None, True]
 
@@ -64,7 +65,10 @@ def test_partition_selection_share(share):
 
 @pytest.mark.parametrize("kw", [{"epsilon": 0}, {"epsilon": math.inf}, {"epsilon": 1, "delta": 1},
                                 {"epsilon": 1, "period": "fortnight"},
-                                {"epsilon": 1, "privacy_unit": ""}])
-def test_cap_rejects(kw):
+                                {"epsilon": 1, "name": "pet"}, {"epsilon": -1},
+                                {"epsilon": math.nan}, {"epsilon": "1"}])
+def test_unit_cap_rejects(kw):
+    """The per-unit cap (now the policy's UnitBudget) is validated like DPBudget."""
+    args = {"name": "subscriber", "period": "month"} | kw
     with pytest.raises(ConfigError):
-        BudgetCap(**kw)
+        UnitBudget(**args)
