@@ -209,7 +209,7 @@ def _transit_inputs(sample_raw, tmp_path):
     d = taps.filter(keep)
     d_prime = d.filter(pc.not_equal(d.column("card_pid"), pa.scalar(cards[0])))
     districts = read_reference_csv(Path(sample_raw) / "city" / "districts.csv", DISTRICTS)
-    mk = lambda t: KpiInputs(districts=districts, transit_stops=stops, transit_taps=t)  # noqa: E731
+    mk = lambda t: KpiInputs(districts=districts, transit_stops=stops, transit_taps=t)
     return mk(d), mk(d_prime), registry, start, end
 
 
