@@ -1,12 +1,13 @@
 """CDR mobility: ingest the day's CDR (pseudonymized) -> DP mobility products -> publish.
 
 Runs once per daily data interval (00:00 UTC to the next 00:00). Budget per subscriber per
-day from params (epsilon, delta, daily_cap); the ledger is the run directory's
-ledger/privacy_budget.sqlite, so a retry or rerun of a day returns the recorded release.
+day from the stored release policy (privacy/policy.yaml); the params epsilon/delta may only
+tighten it. The ledger is the portal's state DB (OPENCITY_STATE_URL), so a retry or rerun of a
+day returns the recorded release, whatever run_dir says.
 Task bodies live in privacy.mobility.pipeline and are imported inside the tasks.
 
 Params (or OPENCITY_* environment variables): run_dir, raw_dir, publish_target, ckan_url,
-epsilon (default 1.0), delta (default 1e-7), daily_cap (default 1.0).
+epsilon (default 1.0), delta (default 1e-7).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ PRODUCT = Asset("opencity://outputs/opencity-cdr-mobility-daily")
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    params={**SETTINGS_PARAMS, "epsilon": 1.0, "delta": 1e-7, "daily_cap": 1.0},
+    params={**SETTINGS_PARAMS, "epsilon": 1.0, "delta": 1e-7},
     tags=["opencity", "cdr", "differential-privacy"],
     doc_md=__doc__,
 )
@@ -45,7 +46,7 @@ def cdr_mobility():
 
         params = get_current_context()["params"]
         return pipeline.release(run_settings(), ingested, data_interval()[0], float(params["epsilon"]),
-                                float(params["delta"]), float(params["daily_cap"]))
+                                float(params["delta"]))
 
     @task(outlets=[PRODUCT])
     def publish(released: dict) -> dict:

@@ -32,7 +32,7 @@ Context for each kind of table (keys of ``context``; see expectations.gate for a
       {"privacy": {"kind": "dp", "count_columns": ["value"],
                    "threshold": selection_threshold_or_None,
                    "statement": out_dir / "privacy.json",
-                   "ledger": ledger_path, "ledger_dataset": "cdr_mobility",
+                   "ledger": ledger, "ledger_dataset": "opencity-cdr-mobility-daily",
                    "partition": "dt=2026-10-05", "release_id": "daily"},
        "min_rows": 0}
 

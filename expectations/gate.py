@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import re
-import sqlite3
 import time
 import uuid
 from collections.abc import Mapping
@@ -53,7 +52,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from opencity.errors import ConfigError, DataQualityError, InternalError
+from opencity.errors import ConfigError, DataQualityError, InternalError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -180,27 +179,23 @@ def statement_budget(statement: Mapping[str, Any] | None) -> dict | None:
     return dict(statement)
 
 
-def ledger_spend(path: str | Path, dataset: str, partition: str,
+def ledger_spend(ledger: Any, dataset: str, partition: str,
                  release_id: str | None = None) -> tuple[float, float] | None:
-    """(epsilon, delta) the SQLite budget ledger recorded for a release (None if none)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    sql = "SELECT count(*), sum(epsilon), sum(delta) FROM spends WHERE dataset = ? AND " \
-          "partition = ?"
-    args: list[Any] = [dataset, partition]
-    if release_id is not None:
-        sql += " AND release_id = ?"
-        args.append(release_id)
+    """(epsilon, delta) the budget ledger recorded for a release (None if none).
+
+    ``ledger`` is the portal ledger (``privacy.dp.ledger.Ledger``), read through its API
+    (``recorded_spend``); it is passed in by the pipeline, so this stage package neither
+    imports the ledger nor reads its tables.
+    """
+    reader = getattr(ledger, "recorded_spend", None)
+    if not callable(reader):
+        raise ConfigError("privacy 'ledger' must be the budget ledger object (privacy.dp.ledger."
+                          f"Ledger), got {type(ledger).__name__}")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            n, eps, delta = con.execute(sql, args).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error as err:
-        raise DataQualityError(f"cannot read the budget ledger {path}: {err}") from err
-    return (float(eps), float(delta)) if n else None
+        spent = reader(dataset, partition, release_id)
+    except PipelineError as err:
+        raise DataQualityError(f"cannot read the budget ledger {ledger!r}: {err}") from err
+    return (float(spent[0]), float(spent[1])) if spent else None
 
 
 def privacy_checks(spec: Mapping[str, Any] | None):
@@ -208,7 +203,7 @@ def privacy_checks(spec: Mapping[str, Any] | None):
 
     Keys: ``kind``; ``quasi_identifiers`` + ``k`` (microdata); ``count_columns`` +
     ``threshold`` (dp, suppressed); ``statement`` (dict or path of privacy.json, dp);
-    ``ledger`` (SQLite path) + ``ledger_dataset`` + ``partition`` [+ ``release_id``], or
+    ``ledger`` (the Ledger object) + ``ledger_dataset`` + ``partition`` [+ ``release_id``], or
     ``ledger_epsilon`` + ``ledger_delta`` directly (dp); ``forbidden_columns``,
     ``allowed_columns``, ``text_columns``.
     """
@@ -633,14 +628,15 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
     return summary
 
 
-def validate_dp_release(out_dir: str | Path, *, ledger: str | Path, reports_dir: str | Path,
+def validate_dp_release(out_dir: str | Path, *, ledger: Any, reports_dir: str | Path,
                         run_id: str | None = None, statement_file: str = "privacy.json"
                         ) -> dict[str, Any]:
     """Validate every product of a DP release directory (privacy.mobility layout).
 
     Reads ``out_dir/privacy.json`` (``dataset``, ``date``, ``release_id``, ``products`` with
     ``file`` and ``selection_threshold_subscribers``) and validates each product file with
-    the dp privacy expectations against the ledger. A missing statement fails the gate.
+    the dp privacy expectations against the ledger (``ledger``: the portal Ledger, read
+    through its API). A missing statement fails the gate.
 
     Returns:
         product name -> summary of :func:`validate_or_raise`.

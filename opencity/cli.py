@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "privacy.kanon.cli",
     "privacy.mobility.cli",
     "kpi.cli",
+    "opencity.budget",
 )
 
 EXIT_OK = 0

@@ -84,10 +84,18 @@ def _airflow_env(layout: RunLayout) -> dict[str, str]:
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "OPENCITY_RUN_DIR": str(layout.root),
         "OPENCITY_RAW_DIR": str(layout.raw),
+        # The demo is a throwaway portal on sample data: it keeps its own state DB (ledger +
+        # registry) inside its directory, named in DIR/state.url for `opencity budget DIR`.
+        "OPENCITY_STATE_URL": demo_state_url(layout),
         "GX_ANALYTICS_ENABLED": "false",
         "PYTHONWARNINGS": "ignore",
     })
     return env
+
+
+def demo_state_url(layout: RunLayout) -> str:
+    """The demo's own state DB (never the portal's default)."""
+    return str(layout.root / "state" / "state.sqlite")
 
 
 def _present_dags() -> set[str]:
@@ -118,6 +126,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         generate(layout.raw, seed=seed, scale=scale, start=start, days=days, progress=True)
         stamp.write_text(json.dumps(params))
     env = _airflow_env(layout)
+    layout.state_pointer.write_text(env["OPENCITY_STATE_URL"] + "\n", encoding="utf-8")
     if not os.environ.get(HMAC_ENV_VAR):
         env[HMAC_ENV_VAR] = throwaway_key().reveal()  # logs that it is a throwaway key
     present = _present_dags()

@@ -13,8 +13,18 @@ Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
     DIR/manifests/<dag_id>/<partition>.json  one manifest per run and partition
     DIR/reports/<dataset>/dt=YYYY-MM-DD/     privacy reports, validation results, Data Docs
     DIR/catalog/<dataset>/                   the local catalog (embedded publish target)
-    DIR/ledger/privacy_budget.sqlite         the persistent privacy-budget ledger
     DIR/airflow/                             AIRFLOW_HOME of the demo (SQLite metadata DB)
+    DIR/state.url                            only for a run that keeps its own state DB (the
+                                             demo): the URL of that state, read by
+                                             ``opencity budget DIR``
+
+The privacy-budget ledger and the release registry live in ONE state database per portal,
+``Settings.state_url`` (``OPENCITY_STATE_URL``; default
+``$XDG_DATA_HOME/opencity/state.sqlite``, i.e. ``~/.local/share/opencity/state.sqlite``),
+never inside the run directory: a different ``run_dir`` must not open a second budget account
+for the same people. It is not a DAG param (the trigger form cannot choose it); set it in the
+environment of the scheduler and workers. A ``postgresql://`` URL selects the PostgreSQL
+ledger (production); give the password through libpq (PGPASSWORD / a passfile), not in the URL.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError
+from privacy.dp.ledger import STATE_ENV, default_state_url  # noqa: F401 - re-exported
 
 ENV_PREFIX = "OPENCITY_"
 
@@ -51,8 +62,9 @@ class RunLayout:
         return self.root / "catalog"
 
     @property
-    def ledger(self) -> Path:
-        return self.root / "ledger" / "privacy_budget.sqlite"
+    def state_pointer(self) -> Path:
+        """File naming the state URL of a run that keeps its own state DB (the demo)."""
+        return self.root / "state.url"
 
     @property
     def airflow_home(self) -> Path:
@@ -95,6 +107,8 @@ class Settings:
         ckan_organization: CKAN organization that owns the datasets.
         city_name: shown in dataset titles and spatial coverage.
         seed: run seed for reproducible sampling (contribution bounding).
+        state_url: the portal's state DB (budget ledger + release registry): a SQLite path
+            or ``sqlite:///path``, or ``postgresql://...`` (see the module docstring).
     """
 
     run_dir: str = field(default_factory=_default_run_dir)
@@ -108,6 +122,7 @@ class Settings:
     ckan_organization: str = "opencity"
     city_name: str = "OpenCity sample city"
     seed: int = 20261123
+    state_url: str = field(default_factory=default_state_url)
 
     def __post_init__(self) -> None:
         if not self.raw_dir:

@@ -131,7 +131,7 @@ class DatasetPolicy:
     columns: tuple[Column, ...]
     spend: Mapping[str, DPBudget] = field(default_factory=dict)
     k: int | None = None
-    l: int | None = None  # noqa: E741 - the l of l-diversity
+    l: int | None = None
     max_suppression: float | None = None
     threshold: int | None = None
     description: str = ""
@@ -182,7 +182,7 @@ class DatasetPolicy:
 
     def tightened(self, *, epsilon: float | Mapping[str, float] | None = None,
                   delta: float | Mapping[str, float] | None = None, k: int | None = None,
-                  l: int | None = None, max_suppression: float | None = None,  # noqa: E741
+                  l: int | None = None, max_suppression: float | None = None,
                   threshold: int | None = None) -> DatasetPolicy:
         """This entry with caller overrides that may only tighten (None = keep the policy's).
 

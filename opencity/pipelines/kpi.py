@@ -5,8 +5,8 @@
                       raw landing area itself, so it does not depend on how the other DAGs
                       partition their clean data)
     compute           clean inputs + catalog -> staged kpis.parquet / kpis.csv / privacy.json;
-                      the budget ledger is checked before and charged after (one spend per
-                      privacy unit); a rerun of the same month returns the recorded table
+                      through the portal ledger's release protocol (one release spending
+                      for every privacy unit at once, caps from the policy); a rerun of the same month returns the recorded table
                       instead of drawing new noise
     dashboard         staged table + earlier KPI partitions -> staged dashboard.html
     commit_partition  staging -> outputs/opencity-kpis/dt=YYYY-MM-01/
@@ -45,7 +45,6 @@ from transforms.schemas import DISTRICTS, TOWERS
 log = logging.getLogger(__name__)
 
 DATASET = "opencity-kpis"
-LEDGER_PREFIX = "opencity-kpi/"
 # source -> raw path relative to the raw directory (transforms/schemas.py layout)
 RAW_SOURCES: dict[str, str] = {
     "meter_registry": "meters/registry.csv",
@@ -118,17 +117,21 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None) -> dict
     return out
 
 
-def _ledger(settings: Settings, registry):
-    from privacy.dp import BudgetCap, BudgetLedger
+def _ledger(settings: Settings):
+    """The portal ledger (settings.state_url); caps and per-release budgets from the policy."""
+    from privacy.dp import Ledger
 
-    caps = {LEDGER_PREFIX + u.name: BudgetCap(u.epsilon, 0.0, "month", u.name)
-            for u in registry.privacy_units.values()}
-    return BudgetLedger(settings.layout.ledger, caps)
+    return Ledger(settings.state_url)
 
 
 def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: datetime,
             registry_path: str | None = None, random_state: int | None = None) -> dict:
-    """Compute the KPI table of the month, charging the privacy-budget ledger."""
+    """Compute the KPI table of the month through the ledger's release protocol.
+
+    One release spends for every privacy unit at once (all or nothing) from the portal-wide
+    accounts; the registry's spend per unit may not exceed the policy's per-release budget
+    of ``opencity-kpis``. A rerun of the month returns the recorded table (no fresh noise).
+    """
     from kpi.compute import KpiInputs, KpiRunConfig, compute_kpis
     from kpi.io import read_catalog_partitions, read_optional_parquet
     from kpi.registry import load_registry
@@ -137,20 +140,11 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     registry = load_registry(registry_path)
     part = partition_name(start)
     release_id = f"kpis-{start:%Y-%m}"
-    ledger = _ledger(settings, registry)
-    spend = registry.spend_by_unit()
-    recorded = {u: ledger.recorded(LEDGER_PREFIX + u, part, release_id) for u in spend}
+    ledger = _ledger(settings)
+    costs = {unit: DPBudget(eps) for unit, eps in registry.spend_by_unit().items()}
     staging = _staging(settings, start)
-    reused = next((r for r in recorded.values() if r is not None), None)
-    if reused is not None:
-        # A rerun: publish the recorded release again; fresh noise would leak more.
-        table = pq.read_table(io.BytesIO(ledger.artifacts(reused.id)["kpis.parquet"]))
-        releases = reused.release.get("releases", [])
-        log.info("KPI release %s was already recorded (ledger id %s); reusing it",
-                 release_id, reused.id)
-    else:
-        for unit, eps in spend.items():
-            ledger.check(LEDGER_PREFIX + unit, start.date(), DPBudget(eps))
+
+    def run() -> tuple[dict, dict[str, bytes]]:
         sources = ingested["sources"]
         tables = {s: read_optional_parquet(v["clean_path"]) for s, v in sources.items()}
         raw = Path(settings.raw_dir)
@@ -164,19 +158,36 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
         cfg = KpiRunConfig(start, end, end, seed=settings.seed, random_state=random_state,
                            exclude_datasets=(DATASET,))
         table, releases = compute_kpis(inputs, registry, cfg)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    entries = []
-    for unit, eps in spend.items():
-        entry = ledger.spend(LEDGER_PREFIX + unit, start.date(), part, release_id, DPBudget(eps),
-                             release={"releases": [r for r in releases
-                                                   if r["privacy_unit"] == unit]},
-                             artifacts={"kpis.parquet": buf.getvalue()})
-        entries.append(entry.as_dict())
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return ({"releases": json.loads(json.dumps(releases, default=str))},
+                {"kpis.parquet": buf.getvalue()})
+
+    outcome = ledger.release(DATASET, part, start.date(), costs, run, release_id=release_id)
+    if outcome.reused:
+        # A rerun: publish the recorded release again; fresh noise would leak more.
+        log.info("KPI release %s was already recorded (ledger id %s); reusing it",
+                 release_id, outcome.record.id)
+    table = pq.read_table(io.BytesIO(outcome.artifacts["kpis.parquet"]))
+    releases = outcome.record.release.get("releases", [])
+    rec = outcome.record
+    entries = [{"ledger_id": rec.id, "dataset": rec.dataset, "partition": rec.partition,
+                "release_id": rec.release_id, "policy_hash": rec.policy_hash,
+                "privacy_unit": sp.unit, "period": sp.period, "epsilon": sp.epsilon,
+                "delta": sp.delta} for sp in rec.spends]
+    reused = rec if outcome.reused else None
+    spend = {sp.unit: sp.epsilon for sp in rec.spends}
     write_parquet_atomic(table, staging / "kpis.parquet")
     privacy = {"dataset": DATASET, "period": f"{start:%Y-%m}", "ledger": entries,
                "budget_per_unit": {u: {"epsilon": e, "delta": 0.0, "period": "month"}
                                    for u, e in spend.items()},
+               "portal_budget_per_unit": {
+                   u: {"cap_epsilon": ledger.policy.unit(u).epsilon,
+                       "cap_delta": ledger.policy.unit(u).delta,
+                       "period": ledger.policy.unit(u).period,
+                       "per": f"{u} per calendar {ledger.policy.unit(u).period}, every "
+                              "dataset of the portal together"} for u in spend},
+               "policy_hash": rec.policy_hash,
                "releases": [{k: v for k, v in r.items()} for r in releases]}
     (staging / "privacy.json").write_text(json.dumps(privacy, indent=2, default=str))
     methods = table.column("method").to_pylist()
@@ -273,17 +284,19 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
 
 def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
-    from publish.targets import publisher_for
-
-    budget = {u["dataset"].removeprefix(LEDGER_PREFIX): u["epsilon"] for u in staged["ledger"]}
+    budget = {u["privacy_unit"]: u["epsilon"] for u in staged["ledger"]}
     privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
                "Geometric (counts), Snapping (sums)", "delta": 0.0,
                "epsilon_per_unit_per_month": budget,
                "suppression_min_units": staged["min_units"]}
     provenance = {"pipeline_version": __version__, "run_id": run_id,
                   "input_hashes": ingested.get("input_hashes", {})}
-    result = publisher_for(settings).publish(
-        release_for(settings, committed, start, end, provenance, privacy))
+    from opencity.registry import publish_partition
+
+    result = publish_partition(
+        settings, release_for(settings, committed, start, end, provenance, privacy),
+        {"spend": {u["privacy_unit"]: {"epsilon": u["epsilon"], "delta": u["delta"]}
+                   for u in staged["ledger"]}})
     return {"target": result.target, "url": result.url, "created": result.created,
             "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
 

@@ -176,8 +176,6 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
 def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
                        end: datetime, run_id: str, input_hashes: dict) -> dict[str, Any]:
     """Move the staged release into outputs/ and publish it (no-op when not released)."""
-    from publish.targets import publisher_for
-
     if not staged.get("released"):
         return {"published": False, "skipped": bool(staged.get("skipped")),
                 "reason": staged.get("reason", "not released")}
@@ -236,7 +234,11 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         provenance={"pipeline_version": __version__, "run_id": run_id,
                     "input_hashes": input_hashes},
     )
-    result = publisher_for(settings).publish(release)
+    from opencity.registry import publish_partition  # policy + registry check, then record
+
+    result = publish_partition(settings, release, {
+        "k": staged["k"], "l": staged["l"], "max_suppression": staged["suppression_limit"],
+        "quasi_identifiers": staged["quasi_identifiers"], "sensitive": staged["sensitive"][0]})
     return {"published": True, "output_dir": str(final), "target": result.target,
             "url": result.url, "uploaded": list(result.uploaded),
             "unchanged": list(result.unchanged), "validation": validation, "guard": guard}

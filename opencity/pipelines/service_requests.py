@@ -51,7 +51,6 @@ from privacy.suppression import (
     suppress_small_counts,
 )
 from publish.base import DatasetRelease, Field, Resource
-from publish.targets import publisher_for
 from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
 
 log = logging.getLogger(__name__)
@@ -294,9 +293,7 @@ def _policy_entry(settings: Settings):
 
 
 def _state_url(settings: Settings) -> str:
-    from privacy.dp.ledger import default_state_url
-
-    return str(getattr(settings, "state_url", None) or default_state_url())
+    return str(settings.state_url)
 
 
 def _is_skipped(*steps: dict[str, Any] | None) -> bool:
@@ -563,14 +560,27 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     )
 
 
+def release_params(settings: Settings) -> dict[str, Any]:
+    """The privacy parameters of this week's release, for the release registry."""
+    entry = _policy_entry(settings)
+    if entry.method == "differential_privacy":
+        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        return {"epsilon": cfg.epsilon, "delta": 0.0,
+                "count_share": cfg.count_share, "max_cells": cfg.max_cells,
+                "max_rows_per_cell": cfg.max_rows_per_cell}
+    return {"threshold": entry.threshold, "secondary_suppression": True}
+
+
 def publish(settings: Settings, committed: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
     if _is_skipped(committed):
         return _skipped(DATASET, start)
     provenance = {"pipeline_version": __version__, "run_id": run_id,
                   "input_hashes": ingested.get("input_hashes", {})}
-    result = publisher_for(settings).publish(
-        release_for(settings, committed, start, end, provenance))
+    from opencity.registry import publish_partition  # policy + registry check, then record
+
+    result = publish_partition(settings, release_for(settings, committed, start, end,
+                                                     provenance), release_params(settings))
     return {"target": result.target, "url": result.url, "created": result.created,
             "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
 

@@ -47,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "home region (where they are at night) and a histogram of how far people range "
             "during the day (radius of gyration). Each table uses a fixed share of the "
             "day's privacy budget --epsilon (40/30/20/10 %) and every number comes with its "
-            "noise level and 95 % error bound. The budget is recorded in a ledger: a day "
-            "cannot be released twice beyond its cap, and rerunning the same day returns "
-            "the recorded release."
+            "noise level and 95 % error bound. The budget is recorded in the portal's "
+            "ledger, one account per subscriber per month across every dataset, capped by "
+            "the stored release policy: a day cannot be released twice beyond its budget, "
+            "and rerunning the same day returns the recorded release."
         ),
         epilog=(
             "Example: opencity mobility raw/cdr --towers raw/city/towers.csv --epsilon 1 "
@@ -66,24 +67,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with subscriber_pid (or raw subscriber_id), event_time (UTC), cell_id")
     p.add_argument("--towers", required=True, type=Path, metavar="TOWERS.csv",
                    help="cell tower table with cell_id, lat, lon, region_id")
-    p.add_argument("--epsilon", required=True, type=_float, metavar="E",
+    p.add_argument("--epsilon", type=_float, default=None, metavar="E",
                    help="privacy budget per subscriber for this day, all tables together "
-                        "(> 0; smaller = more private, noisier; 1 is a common choice)")
+                        "(> 0; smaller = more private, noisier). At most the release "
+                        "policy's per-release epsilon (default: the policy's, 1.0): a larger "
+                        "value is refused")
     p.add_argument("--delta", type=_float, default=0.0, metavar="D",
                    help="probability that a rare origin-destination pair leaks; must be "
-                        "below 1/number of subscribers, e.g. 1e-7 (default: 0 = none)")
+                        "below 1/number of subscribers, e.g. 1e-7, and at most the policy's "
+                        "per-release delta (default: 0 = none)")
     p.add_argument("--date", required=True, type=_date, metavar="YYYY-MM-DD",
                    help="the day (UTC) to release; events on other days are counted and "
                         "set aside")
     p.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output directory (created if missing)")
-    p.add_argument("--ledger", type=Path, default=None, metavar="PATH",
-                   help="privacy budget ledger, a SQLite file (default: $OPENCITY_LEDGER or "
-                        "~/.local/share/opencity/privacy-ledger.sqlite)")
-    p.add_argument("--daily-cap", type=_float, default=1.0, metavar="E",
-                   help="most epsilon per subscriber per day over all releases (default: 1.0)")
-    p.add_argument("--daily-delta-cap", type=_float, default=1e-5, metavar="D",
-                   help="most delta per subscriber per day over all releases (default: 1e-5)")
+    p.add_argument("--ledger", default=None, metavar="URL",
+                   help="the portal's state database holding the privacy-budget ledger: a "
+                        "SQLite file or a postgresql:// URL (default: $OPENCITY_STATE_URL or "
+                        "~/.local/share/opencity/state.sqlite, the same one the DAGs use). "
+                        "Caps are not a flag: they come from the release policy "
+                        "(privacy/policy.yaml or $OPENCITY_POLICY)")
     p.add_argument("--release-id", default="daily", metavar="ID",
                    help="name of this release; rerunning a day with the same id returns the "
                         "recorded release without spending budget (default: daily)")
@@ -101,11 +104,14 @@ def run(args: argparse.Namespace) -> int:
     """Run one daily release and print where it went."""
     from tqdm import tqdm
 
-    from privacy.dp import BudgetCap, DPBudget
-    from privacy.mobility.release import run_daily_release
+    from privacy.dp import DPBudget
+    from privacy.mobility.release import DATASET, run_daily_release
+    from privacy.policy import load_policy
 
-    budget = DPBudget(args.epsilon, args.delta)
-    cap = BudgetCap(args.daily_cap, args.daily_delta_cap, "day", "subscriber")
+    eps = args.epsilon
+    if eps is None:
+        eps = load_policy().dataset(DATASET).budget.epsilon
+    budget = DPBudget(eps, args.delta)  # checked against the policy (tighten only)
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     steps = ["read", "hourly_presence", "od_matrix", "home_region", "gyration", "ledger"]
@@ -118,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = run_daily_release(
-            args.cdr, args.towers, args.date, args.out, budget, ledger_path=args.ledger,
-            cap=cap, release_id=args.release_id, seed=args.seed,
+            args.cdr, args.towers, args.date, args.out, budget, ledger=args.ledger,
+            release_id=args.release_id, seed=args.seed,
             config={"max_region_hours": args.max_region_hours,
                     "max_od_pairs": args.max_od_pairs},
             progress=progress,

@@ -40,18 +40,24 @@ def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]
     return out
 
 
-def release(settings: Settings, ingested: dict[str, Any], start: datetime, epsilon: float,
-            delta: float, daily_cap: float) -> dict[str, Any]:
-    """DP products of the interval's day into outputs/<dataset>/dt=DAY (temp dir, renamed)."""
-    from privacy.dp import BudgetCap, DPBudget
-    from privacy.mobility.release import run_daily_release
+def release(settings: Settings, ingested: dict[str, Any], start: datetime,
+            epsilon: float | None = None, delta: float | None = None) -> dict[str, Any]:
+    """DP products of the interval's day into outputs/<dataset>/dt=DAY (temp dir, renamed).
+
+    ``epsilon``/``delta`` (DAG params) may only tighten the release policy's per-release
+    budget; the caps come from the policy, the ledger from ``settings.state_url``.
+    """
+    from privacy.dp import DPBudget, Ledger
+    from privacy.mobility.release import DATASET, run_daily_release
 
     final = settings.layout.output(DATASET_NAME, start)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    ledger = Ledger(settings.state_url)
+    allowed = ledger.policy.dataset(DATASET).budget
+    budget = DPBudget(allowed.epsilon if epsilon is None else epsilon,
+                      allowed.delta if delta is None else delta)
     result = run_daily_release(
-        ingested["clean_path"], ingested["towers"], _day(start), tmp, DPBudget(epsilon, delta),
-        ledger_path=settings.layout.ledger,
-        cap=BudgetCap(daily_cap, max(delta, 1e-5), "day", "subscriber"),
+        ingested["clean_path"], ingested["towers"], _day(start), tmp, budget, ledger=ledger,
         release_id="daily",
     )
     from expectations.gate import validate_dp_release
@@ -60,7 +66,7 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime, epsil
     # Release gate: every product is checked against its privacy statement and the ledger
     # before it is moved into outputs/ (a failure discards the staged release).
     with discard_on_failure(tmp):
-        validation = validate_dp_release(tmp, ledger=settings.layout.ledger,
+        validation = validate_dp_release(tmp, ledger=ledger,
                                          reports_dir=settings.layout.reports(DATASET_NAME, start))
     replace_dir(tmp, final)
     return {
@@ -81,7 +87,6 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
     import json
 
     from publish.base import DatasetRelease, Field, Resource
-    from publish.targets import publisher_for
 
     day = _day(start)
     out = Path(released["out_dir"])
@@ -113,5 +118,8 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         accrual_periodicity="R/P1D",
         provenance={"run_id": run_id, "ledger_id": released["ledger_id"]},
     )
-    res = publisher_for(settings).publish(rel)
+    from opencity.registry import publish_partition
+
+    res = publish_partition(settings, rel, {"epsilon": privacy["spent"]["epsilon"],
+                                            "delta": privacy["spent"]["delta"]})
     return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}

@@ -35,8 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import DataQualityError
-from privacy.dp import BudgetCap, BudgetLedger, DPBudget
-from privacy.dp.ledger import LedgerEntry
+from privacy.dp import DPBudget
+from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
 from privacy.mobility.products import (
     MobilityConfig,
     compute_products,
@@ -46,19 +46,9 @@ from privacy.mobility.products import (
 
 log = logging.getLogger(__name__)
 
-DATASET = "cdr_mobility"
-LEDGER_ENV = "OPENCITY_LEDGER"
+DATASET = "opencity-cdr-mobility-daily"  # the release policy's dataset (= catalog name)
 PRIVACY_FILE = "privacy.json"
 REPORT_FILE = "_run/report.json"
-
-
-def default_ledger_path() -> Path:
-    """$OPENCITY_LEDGER, else $XDG_DATA_HOME/opencity/privacy-ledger.sqlite (~/.local/share)."""
-    env = os.environ.get(LEDGER_ENV)
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "opencity" / "privacy-ledger.sqlite"
 
 
 @dataclass(frozen=True)
@@ -67,7 +57,7 @@ class ReleaseResult:
 
     out_dir: Path
     files: dict[str, Path]
-    ledger_entry: LedgerEntry
+    ledger_entry: LedgerRelease
     reused: bool
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -113,7 +103,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _privacy_document(release: dict[str, Any], entry: LedgerEntry) -> bytes:
+def _privacy_document(release: dict[str, Any], entry: LedgerRelease) -> bytes:
     doc = dict(release)
     doc["ledger"] = entry.as_dict()
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
@@ -124,10 +114,9 @@ def run_daily_release(
     towers_path: str | Path,
     day: date,
     out_dir: str | Path,
-    budget: DPBudget,
+    budget: DPBudget | None = None,
     *,
-    ledger_path: str | Path | None = None,
-    cap: BudgetCap | None = None,
+    ledger: Ledger | str | Path | None = None,
     release_id: str = "daily",
     seed: int | None = None,
     config: dict[str, Any] | None = None,
@@ -135,15 +124,18 @@ def run_daily_release(
 ) -> ReleaseResult:
     """Compute, account and write the mobility products of one UTC day.
 
+    The per-release budget and the caps come from the stored release policy (dataset
+    ``opencity-cdr-mobility-daily``, unit ``subscriber``); ``budget`` may only tighten it.
+
     Args:
         cdr_path: CDR Parquet file, directory or glob (subscriber_pid or subscriber_id,
             event_time, cell_id).
         towers_path: towers CSV (cell_id, lat, lon, region_id).
         day: the UTC day to release; other rows are counted as ``outside_date``.
         out_dir: output directory (created).
-        budget: (epsilon, delta) per subscriber for this day, all products together.
-        ledger_path: SQLite ledger (default :func:`default_ledger_path`).
-        cap: daily cap per subscriber (default: epsilon 1.0, delta 1e-5).
+        budget: (epsilon, delta) per subscriber for this day, all products together; None =
+            the policy's per-release budget. Larger than the policy's: ConfigError.
+        ledger: the portal ledger, or its state URL (default :func:`default_state_url`).
         release_id: same id and day = same release (returned from the ledger on rerun).
         seed: fixes bounding and noise for tests; None = random bounding key and
             cryptographic noise (production).
@@ -151,79 +143,87 @@ def run_daily_release(
         progress: optional callable(step_name).
 
     Raises:
-        PrivacyBudgetError: the day's cap would be exceeded.
+        PrivacyBudgetError: the subscriber's monthly account or the day's per-release budget
+            would be exceeded (nothing computed, written or spent).
         DataQualityError / ConfigError: bad input or parameters (messages name the value).
     """
     out = Path(out_dir)
+    if not isinstance(ledger, Ledger):
+        ledger = Ledger(ledger or default_state_url())
+    policy = ledger.policy.dataset(DATASET)
+    if budget is not None:
+        policy = policy.tightened(epsilon=budget.epsilon, delta=budget.delta)
+    budget = policy.budget
     bound_seed = seed if seed is not None else secrets.randbits(62)
     cfg = MobilityConfig(budget=budget, seed=bound_seed, **(config or {}))
-    cap = cap or BudgetCap(epsilon=1.0, delta=1e-5, period="day", privacy_unit="subscriber")
-    ledger = BudgetLedger(ledger_path or default_ledger_path(), caps={DATASET: cap})
+    unit = ledger.policy.unit(policy.unit)
     partition = f"dt={day.isoformat()}"
+    report: dict[str, Any] = {}
 
-    recorded = ledger.recorded(DATASET, partition, release_id)
-    if recorded is not None:
-        log.info("release %s %s already recorded (ledger id %s): rewriting it, no new spend",
-                 DATASET, partition, recorded.id)
-        return _write(out, ledger.artifacts(recorded.id), recorded, reused=True, report={})
-
-    ledger.check(DATASET, day, cfg.spent)
-    con = duckdb.connect()
-    try:
-        if progress:
-            progress("read")
-        prepared = prepare_events(con, read_cdr(con, cdr_path), read_towers(con, towers_path),
-                                  day, source=f"CDR input {cdr_path}")
-        report = {
+    def compute() -> tuple[dict[str, Any], dict[str, bytes]]:
+        con = duckdb.connect()
+        try:
+            if progress:
+                progress("read")
+            prepared = prepare_events(con, read_cdr(con, cdr_path),
+                                      read_towers(con, towers_path), day,
+                                      source=f"CDR input {cdr_path}")
+            report.update({
+                "date": day.isoformat(),
+                "rows_read": prepared.rows_in,
+                "rows_used": prepared.rows_used,
+                "rows_set_aside": prepared.quarantined,
+                "unknown_cell_ids_sample": list(prepared.unknown_cells),
+                "regions": len(prepared.regions),
+            })
+            for reason, n in prepared.quarantined.items():
+                log.warning("%s rows set aside: %s", f"{n:,}", reason)
+            tables = compute_products(prepared, cfg, random_state=seed, progress=progress)
+        finally:
+            con.close()
+        day_value = pa.scalar(day, pa.date32())
+        artifacts: dict[str, bytes] = {}
+        products_meta: dict[str, Any] = {}
+        for name, table in tables.items():
+            meta = product_metadata(name, table, cfg)
+            meta["file"] = f"{name}.parquet"
+            products_meta[name] = meta
+            dated = table.add_column(0, "date", pa.repeat(day_value, table.num_rows))
+            artifacts[meta["file"]] = _parquet_bytes(
+                dated.replace_schema_metadata(table.schema.metadata))
+        release = {
+            "dataset": DATASET,
             "date": day.isoformat(),
-            "rows_read": prepared.rows_in,
-            "rows_used": prepared.rows_used,
-            "rows_set_aside": prepared.quarantined,
-            "unknown_cell_ids_sample": list(prepared.unknown_cells),
-            "regions": len(prepared.regions),
+            "privacy_method": "differential_privacy",
+            "privacy_unit": unit.name,
+            "budget": {"epsilon": budget.epsilon, "delta": budget.delta,
+                       "per": "subscriber per day (UTC), all products together"},
+            "spent": {"epsilon": cfg.spent.epsilon, "delta": cfg.spent.delta},
+            "cap": {"epsilon": unit.epsilon, "delta": unit.delta, "period": unit.period,
+                    "per": f"{unit.name} per calendar {unit.period}, every dataset of the "
+                           "portal together (release policy)"},
+            "policy_hash": ledger.policy.hash,
+            "products": products_meta,
+            "contribution_bounding": "keyed-hash sampling per subscriber (seeded per run)",
+            "noise_library": "diffprivlib",
+            "hours": "UTC",
+            "night_hours_utc": list(cfg.night_hours),
+            "release_id": release_id,
         }
-        for reason, n in prepared.quarantined.items():
-            log.warning("%s rows set aside: %s", f"{n:,}", reason)
-        tables = compute_products(prepared, cfg, random_state=seed, progress=progress)
-    finally:
-        con.close()
+        if progress:
+            progress("ledger")
+        return release, artifacts
 
-    day_value = pa.scalar(day, pa.date32())
-    artifacts: dict[str, bytes] = {}
-    products_meta: dict[str, Any] = {}
-    for name, table in tables.items():
-        meta = product_metadata(name, table, cfg)
-        meta["file"] = f"{name}.parquet"
-        products_meta[name] = meta
-        dated = table.add_column(0, "date", pa.repeat(day_value, table.num_rows))
-        artifacts[meta["file"]] = _parquet_bytes(
-            dated.replace_schema_metadata(table.schema.metadata))
-    release = {
-        "dataset": DATASET,
-        "date": day.isoformat(),
-        "privacy_method": "differential_privacy",
-        "privacy_unit": "subscriber",
-        "budget": {"epsilon": budget.epsilon, "delta": budget.delta,
-                   "per": "subscriber per day (UTC), all products together"},
-        "spent": {"epsilon": cfg.spent.epsilon, "delta": cfg.spent.delta},
-        "cap": {"epsilon": cap.epsilon, "delta": cap.delta, "period": cap.period},
-        "products": products_meta,
-        "contribution_bounding": "keyed-hash sampling per subscriber (seeded per run)",
-        "noise_library": "diffprivlib",
-        "hours": "UTC",
-        "night_hours_utc": list(cfg.night_hours),
-        "release_id": release_id,
-    }
-    if progress:
-        progress("ledger")
-    entry = ledger.spend(DATASET, day, partition, release_id, cfg.spent, release,
-                         artifacts=artifacts)
-    if not entry.newly_spent:  # a concurrent run recorded it first: publish that one
-        return _write(out, ledger.artifacts(entry.id), entry, reused=True, report=report)
-    return _write(out, artifacts, entry, reused=False, report=report)
+    outcome = ledger.release(DATASET, partition, day, {unit.name: cfg.spent}, compute,
+                             release_id=release_id)
+    if outcome.reused:
+        log.info("release %s %s already recorded (ledger id %s): rewriting it, no new spend",
+                 DATASET, partition, outcome.record.id)
+    return _write(out, outcome.artifacts, outcome.record, reused=outcome.reused,
+                  report=report)
 
 
-def _write(out: Path, artifacts: dict[str, bytes], entry: LedgerEntry, *, reused: bool,
+def _write(out: Path, artifacts: dict[str, bytes], entry: LedgerRelease, *, reused: bool,
            report: dict[str, Any]) -> ReleaseResult:
     files: dict[str, Path] = {}
     for name, data in artifacts.items():

@@ -45,7 +45,28 @@ def test_cdr_mobility_dag_runs_and_reruns_without_spending(airflow_db, sample_ra
     dr2 = dag.test(logical_date=datetime(2026, 10, 7, tzinfo=UTC), run_conf=conf)
     assert dr2.state == DagRunState.SUCCESS
     assert (out / "hourly_presence.parquet").read_bytes() == before
-    from privacy.dp import BudgetCap, BudgetLedger
-    ledger = BudgetLedger(run_dir / "ledger" / "privacy_budget.sqlite",
-                          {"cdr_mobility": BudgetCap(1.0)})
-    assert len(ledger.entries("cdr_mobility")) == 1
+    import os
+
+    from privacy.dp import Ledger
+    ledger = Ledger(os.environ["OPENCITY_STATE_URL"])
+    assert len(ledger.releases("opencity-cdr-mobility-daily")) == 1
+    assert not (run_dir / "ledger").exists()  # the account is not inside the run dir
+
+    # Issue 10 attack replay: a changed run_dir used to open a fresh ledger and spend the same
+    # day again. Now the account is the portal's: the day is replayed byte for byte.
+    run2 = tmp_path / "run2"
+    dr3 = dag.test(logical_date=datetime(2026, 10, 7, tzinfo=UTC),
+                   run_conf={"run_dir": str(run2), "raw_dir": str(sample_raw)})
+    assert dr3.state == DagRunState.SUCCESS
+    out2 = run2 / "outputs" / "opencity-cdr-mobility-daily" / "dt=2026-10-06"
+    assert (out2 / "hourly_presence.parquet").read_bytes() == before
+    assert len(ledger.releases()) == 1
+    assert ledger.spent("subscriber", datetime(2026, 10, 6).date()) == pytest.approx((1.0, 1e-7))
+
+    # A trigger form cannot raise the budget: epsilon above the policy fails the run and
+    # spends nothing (daily_cap is no longer a param).
+    assert "daily_cap" not in dag.params
+    dr4 = dag.test(logical_date=datetime(2026, 10, 8, tzinfo=UTC),
+                   run_conf={**conf, "epsilon": 50.0})
+    assert dr4.state == DagRunState.FAILED
+    assert len(ledger.releases()) == 1

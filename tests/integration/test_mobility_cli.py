@@ -89,18 +89,18 @@ def _hashes(d: Path) -> dict[str, str]:
 def test_release_files_privacy_json_and_rerun(inputs, tmp_path, capsys):
     cdr, towers, msisdn = inputs
     out, ledger = tmp_path / "out", tmp_path / "ledger.sqlite"
-    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-5",
+    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-7",
                 "--seed", "3") == 0
     names = {"hourly_presence.parquet", "od_matrix.parquet", "home_region.parquet",
              "gyration.parquet", "privacy.json"}
     assert names <= {p.name for p in out.iterdir()}
     doc = json.loads((out / "privacy.json").read_text())
-    assert doc["budget"] == {"epsilon": 1.0, "delta": 1e-5,
+    assert doc["budget"] == {"epsilon": 1.0, "delta": 1e-7,
                              "per": "subscriber per day (UTC), all products together"}
     prods = doc["products"]
     assert set(prods) == {"hourly_presence", "od_matrix", "home_region", "gyration"}
     assert sum(p["epsilon"] for p in prods.values()) == pytest.approx(1.0)
-    assert prods["od_matrix"]["delta"] == 1e-5 and prods["hourly_presence"]["delta"] == 0
+    assert prods["od_matrix"]["delta"] == 1e-7 and prods["hourly_presence"]["delta"] == 0
     assert prods["od_matrix"]["selection_threshold_subscribers"] > 1
     assert all(p["mechanism"] == "Geometric" for p in prods.values())
     assert doc["ledger"]["epsilon"] == 1.0 and doc["ledger"]["partition"] == f"dt={DAY}"
@@ -127,16 +127,54 @@ def test_release_files_privacy_json_and_rerun(inputs, tmp_path, capsys):
 
     # Rerun: same bytes, no new spend.
     before = _hashes(out)
-    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-5") == 0
+    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-7") == 0
     assert "already recorded" in capsys.readouterr().out
     assert _hashes(out) == before
 
-    # A second release the same day goes over the daily cap.
+    # A second release the same day goes over the day's per-release budget (policy).
     assert _run(cdr, towers, tmp_path / "o2", ledger, "--epsilon", "0.5",
                 "--release-id", "extra") == 1
     err = capsys.readouterr().err
     assert "requested epsilon=0.5" in err and "remaining epsilon=0" in err
     assert not (tmp_path / "o2" / "privacy.json").exists()
+
+
+def test_attack_caller_cannot_raise_the_cap(inputs, tmp_path, capsys):
+    """Issue 10 attack replay: on a ledger that already released the day,
+    `--daily-cap 100 --epsilon 50` succeeded and the day read epsilon = 52. Now the flag is
+    gone (usage error) and --epsilon may only tighten the policy: nothing is spent."""
+    from privacy.dp import Ledger
+
+    cdr, towers, _ = inputs
+    ledger = tmp_path / "state.sqlite"
+    assert _run(cdr, towers, tmp_path / "o1", ledger, "--epsilon", "1") == 0
+    with pytest.raises(SystemExit) as exc:
+        _run(cdr, towers, tmp_path / "o2", ledger, "--daily-cap", "100", "--epsilon", "50",
+             "--release-id", "x")
+    assert exc.value.code == 2 and "--daily-cap" in capsys.readouterr().err
+    assert _run(cdr, towers, tmp_path / "o3", ledger, "--epsilon", "50",
+                "--release-id", "x") == 1
+    err = capsys.readouterr().err
+    assert "may only lower it" in err and "allows at most 1 per release" in err
+    led = Ledger(ledger)
+    assert [r.epsilon for r in led.releases()] == [1.0]
+    assert led.recorded_spend("opencity-cdr-mobility-daily", f"dt={DAY}") == (1.0, 0.0)
+    assert not (tmp_path / "o3").exists()
+
+
+def test_cli_default_state_is_the_shared_one(inputs, tmp_path, monkeypatch, capsys):
+    """Without --ledger the CLI spends from OPENCITY_STATE_URL, the DAGs' state: another
+    --out does not open another account."""
+    cdr, towers, _ = inputs
+    state = tmp_path / "shared.sqlite"
+    monkeypatch.setenv("OPENCITY_STATE_URL", str(state))
+    base = ["mobility", str(cdr), "--towers", str(towers), "--date", DAY, "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    assert "already recorded" in capsys.readouterr().out
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+    from privacy.dp import Ledger
+    assert len(Ledger(state).releases()) == 1
 
 
 @pytest.mark.parametrize("eps,msg", [("0", "epsilon must be > 0"), ("-1", "epsilon must be > 0")])
@@ -155,15 +193,29 @@ def test_non_finite_epsilon_is_refused_by_the_parser(inputs, tmp_path, capsys, e
     assert "finite" in capsys.readouterr().err
 
 
-def test_delta_too_large_for_the_population(inputs, tmp_path, capsys):
+def test_delta_too_large_for_the_population(inputs, tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from privacy.policy import DEFAULT_POLICY
+
     cdr, towers, _ = inputs
+    # Above the stored policy's per-release delta: refused before anything runs.
     assert _run(cdr, towers, tmp_path / "o", tmp_path / "l.sqlite", "--epsilon", "1",
-                "--delta", "0.001", "--daily-delta-cap", "0.01") == 1
+                "--delta", "0.001") == 1
+    assert "delta[subscriber]: the policy allows at most 1e-07" in capsys.readouterr().err
+    # A (reviewed) policy that allows it still meets the 1/n rule of the mechanism.
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["units"]["subscriber"]["delta"] = 0.1
+    doc["datasets"]["opencity-cdr-mobility-daily"]["delta"] = 0.01
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
+    assert _run(cdr, towers, tmp_path / "o", tmp_path / "l.sqlite", "--epsilon", "1",
+                "--delta", "0.001") == 1
     err = capsys.readouterr().err
     assert "1/n" in err and "3000 privacy units" in err
     # Nothing was spent.
-    from privacy.dp import BudgetCap, BudgetLedger
-    assert BudgetLedger(tmp_path / "l.sqlite", {"cdr_mobility": BudgetCap(1.0)}).entries() == []
+    from privacy.dp import Ledger
+    assert Ledger(tmp_path / "l.sqlite").releases() == []
 
 
 def test_glob_input_and_missing_file(inputs, tmp_path, capsys):

@@ -129,18 +129,19 @@ def test_privacy_statement_against_ledger(tmp_path, statement, ledger, ok):
                               reports_dir=tmp_path)
 
 
-def test_statement_is_read_from_privacy_json_and_the_sqlite_ledger(tmp_path):
+def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
+    """The gate reads the portal ledger through its API (Ledger.recorded_spend)."""
     from datetime import date
 
-    from privacy.dp import BudgetCap, BudgetLedger, DPBudget
+    from privacy.dp import DPBudget, Ledger
 
-    ledger = tmp_path / "ledger.sqlite"
-    BudgetLedger(ledger, {"cdr_mobility": BudgetCap(1.0, 1e-5)}).spend(
-        "cdr_mobility", date(2026, 10, 5), "dt=2026-10-05", "daily", DPBudget(0.8, 1e-6))
+    ledger = Ledger(tmp_path / "state.sqlite")
+    ledger.spend("opencity-cdr-mobility-daily", "dt=2026-10-05", "daily", date(2026, 10, 5),
+                 {"subscriber": DPBudget(0.8, 1e-8)})
     (tmp_path / "privacy.json").write_text(json.dumps(
-        {"spent": {"epsilon": 0.8, "delta": 1e-6}}))
+        {"spent": {"epsilon": 0.8, "delta": 1e-8}}))
     privacy = {"kind": "dp", "count_columns": ["value"], "statement": tmp_path / "privacy.json",
-               "ledger": ledger, "ledger_dataset": "cdr_mobility",
+               "ledger": ledger, "ledger_dataset": "opencity-cdr-mobility-daily",
                "partition": "dt=2026-10-05", "release_id": "daily"}
     out = validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                             reports_dir=tmp_path / "r")
@@ -150,8 +151,13 @@ def test_statement_is_read_from_privacy_json_and_the_sqlite_ledger(tmp_path):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                           reports_dir=tmp_path / "r")
     (tmp_path / "privacy.json").write_text(json.dumps({"spent": {"epsilon": 0.8, "delta": 0}}))
-    with pytest.raises(DataQualityError, match="statement delta 0 != ledger delta 1e-06"):
+    with pytest.raises(DataQualityError, match="statement delta 0 != ledger delta 1e-08"):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
+                          reports_dir=tmp_path / "r")
+    # A path is not the ledger: the gate no longer opens the database itself.
+    with pytest.raises(ConfigError, match="must be the budget ledger object"):
+        validate_or_raise("cdr_mobility.x", COUNTS,
+                          context={"privacy": privacy | {"ledger": tmp_path / "state.sqlite"}},
                           reports_dir=tmp_path / "r")
 
 

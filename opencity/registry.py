@@ -1,0 +1,369 @@
+"""The release registry: every published partition, with the parameters that protected it.
+
+Lives in the portal's state database (``Settings.state_url``, next to the budget ledger).
+The publish step of every pipeline goes through :func:`publish_partition`::
+
+    from opencity.registry import publish_partition
+
+    result = publish_partition(settings, release, params={"threshold": 15})
+
+which (1) checks ``params`` against the stored release policy (a caller may only tighten);
+(2) refuses, with :class:`RepublishRefusedError` naming the partition and the old and new
+parameters, to publish an already published partition with different privacy parameters
+(nothing in the catalog changes); (3) publishes through the configured publisher, with the
+package's privacy block stating the parameters **per partition** (``privacy["partitions"]``)
+and, for DP datasets, the per-person portal budget of the period (``privacy["portal_budget"]``);
+(4) records (dataset, partition, params, policy hash, file hashes, time). Re-running a
+published partition with the same parameters publishes it again (the files are the replayed
+release, byte for byte) and keeps its first record.
+
+Schema (``state_meta`` key ``schema_version:registry`` = 1)::
+
+    published(dataset, partition, params_json, policy_hash, files_json,   -- {name: sha256}
+              statement_json,        -- the partition's privacy statement, fixed at first
+                                     -- publication (params, policy hash, portal budget)
+              published_at, PRIMARY KEY(dataset, partition))
+    decisions(id, dataset, partition, decision, actor, reason, details_json, decided_at)
+    withdrawals(dataset, partition, actor, reason, withdrawn_at, PRIMARY KEY(...))
+
+Extension points for approvals and withdrawals (issue 11, ``opencity/review``):
+:meth:`Registry.record_decision` appends an approval decision (``approved``/``rejected``/
+anything the review flow defines) for a partition, :meth:`Registry.decisions` reads them back;
+:meth:`Registry.withdraw` marks a published partition withdrawn and :meth:`Registry.withdrawn`
+tells whether it is. The registry does not enforce approvals itself: a review gate calls
+``decisions`` before :func:`publish_partition`. A withdrawn partition is refused by
+:func:`publish_partition` (withdrawal is final; a new release needs a new partition).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError
+from privacy.dp.ledger import Ledger, StateDB
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_DDL = """
+CREATE TABLE IF NOT EXISTS published (
+    dataset TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    params_json TEXT NOT NULL,
+    policy_hash TEXT NOT NULL,
+    files_json TEXT NOT NULL,
+    statement_json TEXT NOT NULL,
+    published_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, partition)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id {id},
+    dataset TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    details_json TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    dataset TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    withdrawn_at TEXT NOT NULL,
+    PRIMARY KEY (dataset, partition)
+)
+"""
+
+
+class RepublishRefusedError(ConfigError):
+    """A published partition was asked to be published again with other parameters."""
+
+
+@dataclass(frozen=True)
+class PublishedPartition:
+    """One registry record."""
+
+    dataset: str
+    partition: str
+    params: dict[str, Any]
+    policy_hash: str
+    files: dict[str, str]
+    statement: dict[str, Any]
+    published_at: str
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    """The release registry in the state DB.
+
+    Args:
+        url: state URL (SQLite path / ``postgresql://``) or a StateDB.
+        policy: the release policy (default :func:`privacy.policy.load_policy`).
+    """
+
+    def __init__(self, url: str | Path | StateDB, policy: Any = None) -> None:
+        from privacy.policy import load_policy
+
+        self.db = url if isinstance(url, StateDB) else StateDB(url)
+        self.policy = policy if policy is not None else load_policy()
+        self.db.ensure("registry", SCHEMA_VERSION, _DDL)
+
+    # -- reads ------------------------------------------------------------------------------
+    _COLS = ("dataset, partition, params_json, policy_hash, files_json, statement_json, "
+             "published_at")
+
+    @staticmethod
+    def _row(r: tuple) -> PublishedPartition:
+        return PublishedPartition(r[0], r[1], json.loads(r[2]), r[3], json.loads(r[4]),
+                                  json.loads(r[5]), r[6])
+
+    def get(self, dataset: str, partition: str) -> PublishedPartition | None:
+        """The record of a published partition, if any."""
+        with self.db.read() as con:
+            row = con.execute(f"SELECT {self._COLS} FROM published WHERE dataset = ? AND "
+                              "partition = ?", (dataset, partition)).fetchone()
+        return self._row(row) if row else None
+
+    def partitions(self, dataset: str | None = None) -> list[PublishedPartition]:
+        """Every published partition (of one dataset), by dataset and partition."""
+        sql, args = f"SELECT {self._COLS} FROM published", ()
+        if dataset is not None:
+            sql, args = sql + " WHERE dataset = ?", (dataset,)
+        with self.db.read() as con:
+            rows = con.execute(sql + " ORDER BY dataset, partition", args).fetchall()
+        return [self._row(r) for r in rows]
+
+    # -- the checks before publishing -------------------------------------------------------
+    def check_policy(self, dataset: str, params: Mapping[str, Any]) -> None:
+        """Raise ConfigError if ``params`` are looser than the policy's entry for ``dataset``.
+
+        Known keys: epsilon, delta (single-unit DP), spend ({unit: {epsilon, delta}}), k, l,
+        threshold (at least the policy's), max_suppression (at most the policy's).
+        """
+        ds = self.policy.dataset(dataset)
+        where = f"datasets.{dataset}"
+
+        def _loose(key: str, policy_value: Any, value: Any, larger_is_tighter: bool) -> None:
+            if policy_value is None or value is None:
+                raise ConfigError(f"{where}.{key}: parameter {key}={value!r} does not apply to "
+                                  f"a {ds.method} release")
+            if (value < policy_value) if larger_is_tighter else (value > policy_value * (
+                    1 + 1e-9)):
+                raise ConfigError(
+                    f"{where}.{key}: the release would use {key}={value!r} but the release "
+                    f"policy ({self.policy.path}) requires "
+                    f"{'at least' if larger_is_tighter else 'at most'} {policy_value!r}; "
+                    "callers may only tighten the policy. Nothing was published")
+
+        spend = dict(params.get("spend") or {})
+        if "epsilon" in params or "delta" in params:
+            spend[ds.unit] = {"epsilon": params.get("epsilon", 0.0),
+                              "delta": params.get("delta", 0.0)}
+        for unit, cost in spend.items():
+            allowed = ds.spend.get(unit)
+            if allowed is None:
+                raise ConfigError(f"{where}: the release spends from unit {unit!r}, which the "
+                                  f"policy does not list for it ({', '.join(ds.units)})")
+            _loose(f"epsilon[{unit}]", allowed.epsilon, float(cost.get("epsilon", 0.0)), False)
+            _loose(f"delta[{unit}]", allowed.delta, float(cost.get("delta", 0.0)), False)
+        for key, tighter_up in (("k", True), ("l", True), ("threshold", True),
+                                ("max_suppression", False)):
+            if key in params:
+                _loose(key, getattr(ds, key), params[key], tighter_up)
+
+    def check(self, dataset: str, partition: str, params: Mapping[str, Any]
+              ) -> PublishedPartition | None:
+        """Refuse a publication that the policy or the partition's history forbids.
+
+        Returns the existing record when this is a replay with the same parameters.
+
+        Raises:
+            ConfigError: looser than the policy.
+            RepublishRefusedError: the partition was published (or withdrawn) with other
+                parameters.
+        """
+        self.check_policy(dataset, params)
+        if self.withdrawn(dataset, partition):
+            raise RepublishRefusedError(
+                f"{dataset} {partition} was withdrawn; a withdrawn partition is not published "
+                "again (publish a new partition instead). Nothing was published")
+        old = self.get(dataset, partition)
+        if old is not None and _canonical(old.params) != _canonical(params):
+            raise RepublishRefusedError(
+                f"{dataset} {partition} is already published with privacy parameters "
+                f"{_canonical(old.params)} (policy {old.policy_hash[:12]}, {old.published_at});"
+                f" refusing to republish it with {_canonical(params)}: together the two "
+                "versions would disclose more than either. A policy change applies to "
+                "partitions not yet published. Nothing in the catalog was changed")
+        return old
+
+    # -- writes -----------------------------------------------------------------------------
+    def record(self, dataset: str, partition: str, params: Mapping[str, Any],
+               files: Mapping[str, str], statement: Mapping[str, Any]) -> PublishedPartition:
+        """Record a publication (first one wins; a replay updates only the file hashes)."""
+        params_json = _canonical(params)
+        with self.db.write() as con:
+            row = con.execute(f"SELECT {self._COLS} FROM published WHERE dataset = ? AND "
+                              "partition = ?", (dataset, partition)).fetchone()
+            if row is None:
+                con.execute(
+                    "INSERT INTO published (dataset, partition, params_json, policy_hash, "
+                    "files_json, statement_json, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (dataset, partition, params_json, self.policy.hash,
+                     json.dumps(dict(files), sort_keys=True),
+                     json.dumps(dict(statement), sort_keys=True, default=str), _now()))
+            else:
+                if row[2] != params_json:
+                    raise RepublishRefusedError(
+                        f"{dataset} {partition} was recorded with {row[2]} while this run "
+                        f"published {params_json}; this is a race between two runs")
+                con.execute("UPDATE published SET files_json = ? WHERE dataset = ? AND "
+                            "partition = ?",
+                            (json.dumps(dict(files), sort_keys=True), dataset, partition))
+        rec = self.get(dataset, partition)
+        assert rec is not None
+        return rec
+
+    def record_decision(self, dataset: str, partition: str, decision: str, actor: str,
+                        reason: str = "", details: Mapping[str, Any] | None = None) -> int:
+        """Append an approval decision for a partition (extension point for review flows).
+
+        Returns the decision id.
+        """
+        if not decision or not actor:
+            raise ConfigError("a decision needs a decision name and an actor")
+        with self.db.write() as con:
+            row = con.execute(
+                "INSERT INTO decisions (dataset, partition, decision, actor, reason, "
+                "details_json, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (dataset, partition, decision, actor, reason,
+                 json.dumps(dict(details or {}), sort_keys=True, default=str), _now())
+            ).fetchone()
+        return int(row[0])
+
+    def decisions(self, dataset: str, partition: str | None = None) -> list[dict[str, Any]]:
+        """Recorded decisions, oldest first."""
+        sql = ("SELECT id, dataset, partition, decision, actor, reason, details_json, "
+               "decided_at FROM decisions WHERE dataset = ?")
+        args: list[Any] = [dataset]
+        if partition is not None:
+            sql += " AND partition = ?"
+            args.append(partition)
+        with self.db.read() as con:
+            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+        return [{"id": r[0], "dataset": r[1], "partition": r[2], "decision": r[3],
+                 "actor": r[4], "reason": r[5], "details": json.loads(r[6]),
+                 "decided_at": r[7]} for r in rows]
+
+    def withdraw(self, dataset: str, partition: str, actor: str, reason: str) -> None:
+        """Mark a published partition withdrawn (removing its files from the catalog is the
+        publisher's job; the budget it spent stays spent)."""
+        if self.get(dataset, partition) is None:
+            raise ConfigError(f"{dataset} {partition} is not published; nothing to withdraw")
+        with self.db.write() as con:
+            if con.execute("SELECT 1 FROM withdrawals WHERE dataset = ? AND partition = ?",
+                           (dataset, partition)).fetchone() is None:
+                con.execute("INSERT INTO withdrawals (dataset, partition, actor, reason, "
+                            "withdrawn_at) VALUES (?, ?, ?, ?, ?)",
+                            (dataset, partition, actor, reason, _now()))
+
+    def withdrawn(self, dataset: str, partition: str) -> bool:
+        with self.db.read() as con:
+            return con.execute("SELECT 1 FROM withdrawals WHERE dataset = ? AND partition = ?",
+                               (dataset, partition)).fetchone() is not None
+
+
+def _partition_of(release: Any) -> str:
+    parts = {r.partition for r in release.resources if r.partition}
+    if len(parts) != 1:
+        raise ConfigError(f"release {release.name} must publish exactly one partition, got "
+                          f"{sorted(parts) or 'none'}")
+    return parts.pop()
+
+
+def _partition_date(partition: str) -> date:
+    try:
+        return date.fromisoformat(partition.removeprefix("dt="))
+    except ValueError:
+        raise ConfigError(f"partition {partition!r} is not dt=YYYY-MM-DD") from None
+
+
+def _statement(registry: Registry, dataset: str, partition: str,
+               params: Mapping[str, Any]) -> dict[str, Any]:
+    """The partition's privacy statement, fixed at its first publication."""
+    ds = registry.policy.dataset(dataset)
+    out: dict[str, Any] = {"params": dict(params), "policy_hash": registry.policy.hash}
+    if ds.method == "differential_privacy":
+        ledger = Ledger(registry.db, registry.policy)
+        when = _partition_date(partition)
+        budget = {}
+        for unit in ds.units:
+            ub = registry.policy.unit(unit)
+            spent = ledger.spent(unit, when)
+            budget[unit] = {
+                "period": ub.period_key(when), "cap_epsilon": ub.epsilon,
+                "cap_delta": ub.delta, "spent_epsilon_at_publication": spent[0],
+                "spent_delta_at_publication": spent[1],
+                "per": f"{unit} per calendar {ub.period}, every dataset of the portal",
+            }
+        out["portal_budget"] = budget
+    return out
+
+
+def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
+                      publisher: Any = None) -> Any:
+    """Check, publish and record one partition of ``release`` (a publish.base.DatasetRelease).
+
+    Args:
+        settings: the run's Settings (state_url, publish target).
+        release: the DatasetRelease of this run (exactly one partition in its resources).
+        params: the privacy parameters this partition was produced with (epsilon/delta or
+            spend per unit, k/l/max_suppression, threshold, ...); compared with the policy and
+            with the partition's earlier publication.
+        publisher: a publisher (default ``publish.targets.publisher_for(settings)``).
+
+    Returns:
+        the publisher's PublishResult.
+
+    Raises:
+        ConfigError / RepublishRefusedError: refused; nothing was published.
+    """
+    from publish.base import sha256_file
+
+    registry = Registry(settings.state_url)
+    dataset = release.name
+    partition = _partition_of(release)
+    old = registry.check(dataset, partition, params)
+    statement = old.statement if old is not None else _statement(registry, dataset, partition,
+                                                                 params)
+    history = {p.partition: p.statement for p in registry.partitions(dataset)}
+    history[partition] = statement
+    privacy = {**release.privacy, "policy_hash": statement["policy_hash"],
+               "partitions": dict(sorted(history.items()))}
+    if "portal_budget" in statement:
+        privacy["portal_budget"] = statement["portal_budget"]
+    if publisher is None:
+        from publish.targets import publisher_for
+
+        publisher = publisher_for(settings)
+    result = publisher.publish(replace(release, privacy=privacy))
+    files = {f"{r.partition}/{r.name}": sha256_file(Path(r.path)) for r in release.resources}
+    registry.record(dataset, partition, params, files, statement)
+    log.info("registry: %s %s %s with %s", dataset, partition,
+             "replayed" if old is not None else "published", _canonical(params))
+    return result
