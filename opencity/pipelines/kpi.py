@@ -243,11 +243,27 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
         raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "
                                f"in {staging}; rerun the compute and dashboard tasks")
     with discard_on_failure(staging):
+        guard = _guard(settings, pq.read_table(parquet), start)
         validation = _validate(settings, staging, start)
     write_csv_atomic(pq.read_table(parquet), staging / "kpis.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "validation": validation}
+            "validation": validation, "guard": guard}
+
+
+# Person-level sources: a KPI built from them is never 'public' (privacy.guard.kpi_rows).
+PERSON_SOURCES = ("meter_readings", "transit_taps", "waste_pickups", "service_requests", "cdr")
+
+
+def _guard(settings: Settings, table, start: datetime) -> dict:
+    """Composition guard on the KPI table (reports/opencity-kpis/dt=.../guard.json)."""
+    from privacy import guard as g
+
+    report = g.guard(DATASET, partition_name(start),
+                     [g.kpi_rows(table, person_sources=PERSON_SOURCES)], [DATASET])
+    path = report.write(settings.layout.reports(DATASET, start) / "guard.json")
+    report.raise_if_failed(path)
+    return {"passed": True, "report": str(path)}
 
 
 def _validate(settings: Settings, staging: Path, start: datetime) -> dict:

@@ -3,7 +3,7 @@
 Each test runs the pipeline's own task bodies (ingest, aggregate, commit, publish, microdata,
 KPI compute) on generated sample data, then attacks only what was published, using the clean
 partition as the oracle that says whether a guess is right. Each one failed on the code before
-issue 10 (numbers in the docstrings, measured on this fixture).
+issue 10 (numbers in the docstrings, measured with these fixtures on main at 9ad86ad).
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def _withheld(table: pa.Table) -> list[tuple[str, str]]:
 def test_a_no_withheld_cell_recovered_by_differencing(published_311):
     """Attack (a): withheld weekly cells from the microdata's per-type city totals minus the
     published cells of that type (a type with one withheld cell), else from the microdata's
-    own per-(district, type) count. Before issue 10 (k = 15 suppression, scale 0.3): 40 of 104
-    withheld cells recovered exactly in week 1 (and similar in week 2)."""
+    own per-(district, type) count. Before issue 10 (k = 15 suppression, no secondary
+    suppression): 7 of 199 withheld cells of the two demo weeks recovered exactly (119 of
+    239 on the scale-0.3 sample). Now the table is DP: nothing withheld."""
     settings, runs = published_311
     recovered = withheld_total = 0
     for start in WEEKS:
@@ -135,7 +136,7 @@ def test_a_no_withheld_cell_recovered_by_differencing(published_311):
 def test_b_no_microdata_class_below_k_over_every_published_column(published_311):
     """Attack (b): recount the microdata's classes over EVERY published non-sensitive column
     (an attacker does not care which columns were declared quasi-identifiers). Before issue 10:
-    'status' was published but not a QI: 78 records in classes below k in week 1."""
+    'status' was published but not a QI: 159 records in 107 classes below k = 5 in week 1."""
     settings, runs = published_311
     for start in WEEKS:
         md = _microdata(settings, start)
@@ -160,7 +161,7 @@ def test_b_no_microdata_class_below_k_over_every_published_column(published_311)
 def test_c_no_published_median_is_one_requests_duration(published_311):
     """Attack (c): a published median_resolution_hours equal (to the second) to one request's
     exact duration (an exact median of an odd-sized group is one request's value). Before
-    issue 10: 10 of 19 published medians at scale 1; here see the printed count."""
+    issue 10: 17 of 41 published medians of the two demo weeks."""
     settings, runs = published_311
     hits = cells = 0
     for start in WEEKS:
@@ -275,8 +276,8 @@ def _snapshot(settings) -> list:
 
 def test_e_empty_month_publishes_nothing_and_spends_nothing(sample_raw, tmp_path):
     """Attack (e): the KPI pipeline for a month without activity rows (December 2026; the
-    sample covers October). Before issue 10: an all-suppressed table was published and the
-    ledger recorded a spend for every privacy unit."""
+    sample covers October). Before issue 10: compute returned a 144-row table (staged for
+    publication) and the ledger recorded a spend for every privacy unit."""
     from opencity.pipelines import kpi as p
     from opencity.settings import Settings
 
@@ -294,7 +295,8 @@ def test_e_empty_month_publishes_nothing_and_spends_nothing(sample_raw, tmp_path
 
 def test_e_empty_week_publishes_nothing(sample_raw, tmp_path):
     """The 311 pipeline for a week without requests (2026-11-30): nothing is published, the
-    steps say 'skipped'. Before issue 10: an all-zero/all-suppressed week was published."""
+    steps say 'skipped'. Before issue 10: the run failed in the clean-partition GX gate
+    (DataQualityError, row count), with no 'nothing to publish' status."""
     from opencity.pipelines import service_requests as p
     from opencity.settings import Settings
 
