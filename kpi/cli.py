@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     c.set_defaults(func=_check)
     r = sub.add_parser("run", help="compute one month's KPIs and dashboard without Airflow")
     r.add_argument("--run-dir", required=True, type=Path, help="run directory (outputs, "
-                   "catalog, ledger go here)")
+                   "catalog go here; the budget ledger is the portal's, $OPENCITY_STATE_URL)")
     r.add_argument("--month", required=True, type=_month, help="the month, YYYY-MM")
     r.add_argument("--raw-dir", type=Path, help="raw landing area (default RUN_DIR/raw)")
     r.add_argument("--registry", type=Path, help="registry YAML (default: the packaged one)")

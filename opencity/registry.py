@@ -10,7 +10,8 @@ The publish step of every pipeline goes through :func:`publish_partition`::
 which (1) checks ``params`` against the stored release policy (a caller may only tighten);
 (2) refuses, with :class:`RepublishRefusedError` naming the partition and the old and new
 parameters, to publish an already published partition with different privacy parameters
-(nothing in the catalog changes); (3) publishes through the configured publisher, with the
+(nothing in the catalog changes); refuses a table with a column the policy does not list
+with a role; (3) publishes through the configured publisher, with the
 package's privacy block stating the parameters **per partition** (``privacy["partitions"]``)
 and, for DP datasets, the per-person portal budget of the period (``privacy["portal_budget"]``);
 (4) records (dataset, partition, params, policy hash, file hashes, time). Re-running a
@@ -303,6 +304,32 @@ def _partition_date(partition: str) -> date:
         raise ConfigError(f"partition {partition!r} is not dt=YYYY-MM-DD") from None
 
 
+def check_columns(policy_ds: Any, resources: Any) -> None:
+    """Every column of a published table (Parquet schema, CSV header) must be listed in the
+    policy with a role; anything else is refused (a new column needs a reviewed policy)."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    allowed = set(policy_ds.published_columns)
+    for res in resources:
+        path = Path(res.path)
+        if res.format == "parquet":
+            names = pq.read_schema(path).names
+        elif res.format == "csv":
+            with path.open(newline="", encoding="utf-8") as fh:
+                names = next(csv.reader(fh), [])
+        else:
+            continue
+        extra = [c for c in names if c not in allowed]
+        if extra:
+            raise ConfigError(
+                f"{policy_ds.name}: {path.name} publishes column(s) {', '.join(extra)} that "
+                f"the release policy does not list under datasets.{policy_ds.name}.columns "
+                "(every published column needs a role: quasi_identifier, sensitive or "
+                "public). Nothing was published")
+
+
 def _statement(registry: Registry, dataset: str, partition: str,
                params: Mapping[str, Any]) -> dict[str, Any]:
     """The partition's privacy statement, fixed at its first publication."""
@@ -349,6 +376,7 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
     dataset = release.name
     partition = _partition_of(release)
     old = registry.check(dataset, partition, params)
+    check_columns(registry.policy.dataset(dataset), release.resources)
     statement = old.statement if old is not None else _statement(registry, dataset, partition,
                                                                  params)
     history = {p.partition: p.statement for p in registry.partitions(dataset)}

@@ -122,7 +122,7 @@ class Settings:
     ckan_organization: str = "opencity"
     city_name: str = "OpenCity sample city"
     seed: int = 20261123
-    state_url: str = field(default_factory=default_state_url)
+    state_url: str = field(default_factory=default_state_url, repr=False)  # may hold a password
 
     def __post_init__(self) -> None:
         if not self.raw_dir:

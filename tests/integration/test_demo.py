@@ -34,6 +34,17 @@ def test_demo_end_to_end(tmp_path):
     assert products
     catalog = sorted((out / "catalog").glob("*/package.json"))
     assert catalog
+    # The demo keeps its own state DB and names it; every account is within its cap and
+    # equals the sum of its releases (issue 10: the per-person totals were never stated).
+    from opencity.budget import budget_report, state_url_for
+
+    assert state_url_for(out) == str(out / "state" / "state.sqlite")
+    units = budget_report(state_url_for(out))["units"]
+    assert {u["unit"] for u in units} >= {"subscriber", "household", "card", "requester"}
+    for u in units:
+        assert u["spent_epsilon"] == pytest.approx(sum(r["epsilon"] for r in u["releases"]))
+        assert u["spent_epsilon"] <= u["cap_epsilon"] + 1e-9
+        assert u["spent_delta"] <= u["cap_delta"] + 1e-12
     # No raw identifier may reach any output, log or report: check every file of the run
     # except the landed raw inputs themselves (Parquet decoded, everything else as bytes).
     cols = ("requester_email", "requester_phone", "requester_name", "requester_address")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def state_url(request, tmp_path):
     """A fresh state DB on each backend (the PostgreSQL server is real; it fails, not skips,
