@@ -45,33 +45,42 @@ def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample
     dr = dag.test(logical_date=week, run_conf=conf)
     assert dr.state == DagRunState.FAILED
     failed = {ti.task_id for ti in dr.get_task_instances() if ti.state == "failed"}
-    assert "publish" in failed
+    # k = 3 is looser than the policy: refused where the microdata parameters are read (the
+    # k-anonymity step, and the composition guard that re-checks the published microdata
+    # before the weekly commit). The weekly table is DP (i10-releases): suppression_k does not
+    # apply to it, and its recorded release would be replayed byte for byte.
+    assert {"anonymize_microdata", "commit_partition"} <= failed
     assert _snapshot(catalog) == first
 
     # Other (even tighter) parameters for an already published week: refused by the registry.
-    monkeypatch.setenv("OPENCITY_SUPPRESSION_K", "20")
-    monkeypatch.delenv("OPENCITY_MICRODATA_K")
+    monkeypatch.delenv("OPENCITY_SUPPRESSION_K")
+    monkeypatch.setenv("OPENCITY_MICRODATA_K", "6")
     dr = dag.test(logical_date=week, run_conf=conf)
     assert dr.state == DagRunState.FAILED
     now = _snapshot(catalog)
-    # the weekly dataset is untouched; the microdata (same parameters) was replayed: its
-    # files are the same bytes (only package.json's provenance names the new run)
-    assert {k: v for k, v in now.items() if k.startswith(WEEKLY)} == {
-        k: v for k, v in first.items() if k.startswith(WEEKLY)}
+    # the weekly DP release was replayed from the ledger (same bytes; only package.json's
+    # provenance names the new run); the microdata with k = 6 was refused: every published
+    # file is the same bytes, and the microdata package is untouched
+    assert {k: v for k, v in now.items() if k.startswith(MICRO)} == {
+        k: v for k, v in first.items() if k.startswith(MICRO)}
     assert {k: v for k, v in now.items() if "/resources/" in k} == {
         k: v for k, v in first.items() if "/resources/" in k}
     reg = Registry(tmp_path / "state.sqlite")
-    assert reg.get(WEEKLY, "dt=2026-10-05").params == {"threshold": 15}
+    from privacy.policy import load_policy
+
+    weekly_params = reg.get(WEEKLY, "dt=2026-10-05").params
+    assert weekly_params["epsilon"] == load_policy().dataset(WEEKLY).budget.epsilon
+    assert reg.get(MICRO, "dt=2026-10-05").params["k"] == 5
 
     # The same parameters again: a replay, the published files are byte-identical.
-    monkeypatch.delenv("OPENCITY_SUPPRESSION_K")
+    monkeypatch.delenv("OPENCITY_MICRODATA_K")
     assert dag.test(logical_date=week, run_conf=conf).state == DagRunState.SUCCESS
     again = _snapshot(catalog)
     assert {k: v for k, v in again.items() if "/resources/" in k} == {
         k: v for k, v in first.items() if "/resources/" in k}
     pkg = json.loads((catalog / WEEKLY / "package.json").read_text())
-    assert pkg["opencity"]["privacy"]["partitions"]["dt=2026-10-05"]["params"] == {
-        "threshold": 15}
+    assert pkg["opencity"]["privacy"]["partitions"]["dt=2026-10-05"]["params"] == (
+        weekly_params)
     assert pkg["opencity"]["privacy"]["policy_hash"] == reg.policy.hash
     if (catalog / MICRO).exists():
         assert reg.get(MICRO, "dt=2026-10-05").params["k"] == 5
