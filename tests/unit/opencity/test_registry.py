@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +18,26 @@ from opencity.settings import Settings
 from publish.base import DatasetRelease, Resource
 
 WEEKLY = "opencity-311-requests-weekly"
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(autouse=True)
+def _suppression_policy(tmp_path, monkeypatch):
+    """These tests exercise a small-count-suppression dataset (threshold parameters): a copy
+    of the stored policy whose weekly 311 entry uses that method (the stored policy's weekly
+    table is DP since i10-releases; a reviewed policy may choose suppression)."""
+    import yaml
+
+    data = yaml.safe_load((REPO / "privacy" / "policy.yaml").read_text())
+    data["datasets"][WEEKLY] = {
+        "method": "small_count_suppression", "unit": "requester", "cadence": "weekly",
+        "threshold": 15,
+        "columns": {c: "public" for c in ("week_start", "district_id", "request_type",
+                                           "requests", "median_resolution_hours",
+                                           "suppressed")}}
+    path = tmp_path / "suppression-policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("OPENCITY_POLICY", str(path))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
