@@ -414,8 +414,11 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
     md_margins = []
     if microdata is not None:
         md_entry = policy.dataset(MICRODATA_DATASET)
-        if new_dataset == MICRODATA_DATASET:  # the new release: this run's (tighter) k, l
-            md_entry = md_entry.tightened(k=settings.microdata_k, l=settings.microdata_l)
+        # Settings may only tighten (a looser k or l is refused here too); the run's tighter
+        # k, l apply to a new microdata release, a published one is checked at the policy's.
+        run_entry = md_entry.tightened(k=settings.microdata_k, l=settings.microdata_l)
+        if new_dataset == MICRODATA_DATASET:
+            md_entry = run_entry
         checks.append(g.microdata_classes(microdata, sensitive=md_entry.sensitive,
                                           k=md_entry.k, l=md_entry.l,
                                           policy_columns=md_entry.published_columns))
