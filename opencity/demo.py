@@ -192,4 +192,6 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"  {key:<11} {summary[key]}")
     print(f"  datasets    {', '.join(datasets) or '(none)'}")
     print(f"  summary     {Path(summary['run_dir']) / 'demo-summary.json'}")
+    print(f"  budget      opencity budget {summary['run_dir']}  (privacy loss per person, "
+          "state in its state/ folder)")
     return 0

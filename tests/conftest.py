@@ -64,9 +64,22 @@ def _module_state(tmp_path_factory):
 PG_PORT = 55410  # i10-core's assigned port (127.0.0.1 only)
 
 
+def _free_port() -> int:
+    """55410 when free, else an ephemeral port (other checkouts run this fixture too)."""
+    import socket
+
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", PG_PORT)) != 0:
+            return PG_PORT
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server (Debian binaries) on 127.0.0.1:55410 for the session.
+    """A real PostgreSQL server (Debian binaries) on 127.0.0.1 (port 55410, or an ephemeral
+    port when another checkout's server holds it) for the session.
 
     Fails (never skips) when it cannot start: the PostgreSQL ledger is the production one.
     Yields the base URL (trust auth on 127.0.0.1 only, a throwaway cluster). Stopped by PID.
@@ -74,7 +87,6 @@ def postgres_server():
     import glob
     import shutil
     import signal
-    import socket
     import subprocess
     import time
 
@@ -83,9 +95,7 @@ def postgres_server():
         pytest.fail("PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; "
                     "install the Debian package 'postgresql'")
     bindir = Path(bins[-1])
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", PG_PORT)) == 0:
-            pytest.fail(f"port {PG_PORT} is already in use; stop the program listening there")
+    port = _free_port()
     root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="opencity-pg-"))
     data = base / "data"
@@ -94,28 +104,41 @@ def postgres_server():
     prefix = ["runuser", "-u", "postgres", "--"] if root else []
     init = subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                            "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
-                          capture_output=True, text=True)
+                          check=False, capture_output=True, text=True)
     if init.returncode != 0:
         pytest.fail(f"initdb failed: {init.stderr[-2000:]}")
-    log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [*prefix, str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
-         "-c", f"port={PG_PORT}", "-c", "unix_socket_directories=", "-c", "fsync=off",
-         "-c", "max_connections=50"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres"
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     import psycopg
 
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=2).close()
+    cmd = [*prefix, str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
+           "-c", f"port={port}", "-c", "unix_socket_directories=", "-c", "fsync=off",
+           "-c", "max_connections=50"]
+    for attempt in range(5):  # the port may have been taken meanwhile: retry on another
+        log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline, ready = time.monotonic() + 60, False
+        while not ready:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                ready = True
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        if ready:
             break
-        except psycopg.OperationalError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("PostgreSQL did not start: "
-                            + (base / "server.log").read_text()[-2000:])
-            time.sleep(0.3)
+        if proc.poll() is None:  # running but never accepted a connection
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        text = (base / "server.log").read_text()
+        if "Address already in use" not in text or attempt == 4:
+            proc.kill()
+            pytest.fail("PostgreSQL did not start: " + text[-2000:])
+        time.sleep(1)
+        port = _free_port()
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        cmd = [c if not c.startswith("port=") else f"port={port}" for c in cmd]
     try:
         yield url
     finally:

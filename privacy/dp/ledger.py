@@ -204,6 +204,12 @@ class StateDB:
         finally:
             raw.close()
 
+    def table_exists(self, con: _Con, table: str) -> bool:
+        if self.kind == "sqlite":
+            return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (table,)).fetchone() is not None
+        return con.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is not None
+
     def ensure(self, name: str, version: str, ddl: str) -> None:
         """Create the tables of ``name`` (e.g. 'ledger', 'registry') once, check the version."""
         if name in self._ready:
@@ -211,6 +217,12 @@ class StateDB:
         key = f"schema_version:{name}"
         try:
             with self.write() as con:
+                if self.table_exists(con, "ledger_meta"):
+                    raise ConfigError(
+                        f"{self.where} is a budget ledger of the old per-dataset format "
+                        "(schema 1, one cap per dataset); it cannot be read as the portal's "
+                        "per-person ledger. Point OPENCITY_STATE_URL (or --ledger) at a new "
+                        "state database")
                 con.execute("CREATE TABLE IF NOT EXISTS state_meta "
                             "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 for stmt in self.ddl(ddl):

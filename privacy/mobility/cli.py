@@ -139,6 +139,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"Released {args.date} to {result.out_dir}: spent epsilon={entry.epsilon:g}, "
               f"delta={entry.delta:g} per subscriber (ledger entry {entry.id}).")
+    doc_cap = entry.release.get("cap") or {}
+    if doc_cap:
+        from privacy.dp import Ledger
+        from privacy.dp.ledger import default_state_url
+
+        spent = Ledger(args.ledger or default_state_url()).spent(entry.spends[0].unit,
+                                                                 args.date)
+        print(f"  per-person total {entry.spends[0].unit} {entry.spends[0].period}: epsilon "
+              f"{spent[0]:g} of {doc_cap['epsilon']:g}, delta {spent[1]:g} of "
+              f"{doc_cap['delta']:g} (every dataset of the portal; see opencity budget)")
     for name, path in result.files.items():
         print(f"  {name:<16} {path}")
     set_aside = result.report.get("rows_set_aside") or {}

@@ -1,7 +1,9 @@
 """Issue 10 attack replay on the real 311 DAG: re-running the published week dt=2026-10-05
 with weaker parameters (OPENCITY_SUPPRESSION_K=10 OPENCITY_MICRODATA_K=3) used to succeed,
 replace the partition's files and rewrite the package's privacy block. Now the run fails,
-the catalog stays byte-identical, and the package states each partition's parameters."""
+every published file stays byte-identical, and the package states each partition's
+parameters. Whatever method the stored policy gives the weekly table (suppression or DP),
+the k-anonymous microdata is where a caller could change k, so it carries the checks."""
 
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+def _published(snap: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in snap.items() if "/resources/" in k}
+
+
+def _micro(snap: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in snap.items() if k.startswith(f"{MICRO}/")}
+
+
 def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample_raw, tmp_path,
                                                               monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
@@ -30,6 +40,8 @@ def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample
     from opencity.registry import Registry
 
     monkeypatch.setenv("OPENCITY_STATE_URL", str(tmp_path / "state.sqlite"))
+    for var in ("OPENCITY_SUPPRESSION_K", "OPENCITY_MICRODATA_K"):
+        monkeypatch.delenv(var, raising=False)
     dag = DagBag(dag_folder=str(DAGS / "opencity_311.py")).get_dag("opencity_311")
     run_dir = tmp_path / "run"
     conf = {"run_dir": str(run_dir), "raw_dir": str(sample_raw)}
@@ -38,49 +50,47 @@ def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample
     catalog = run_dir / "catalog"
     first = _snapshot(catalog)
     assert any(k.startswith(f"{WEEKLY}/resources/dt=2026-10-05") for k in first)
+    assert any(k.startswith(f"{MICRO}/resources/dt=2026-10-05") for k in first)
+    reg = Registry(tmp_path / "state.sqlite")
+    k_published = reg.get(MICRO, "dt=2026-10-05").params["k"]
+    assert k_published == reg.policy.dataset(MICRO).k
 
-    # The attacker's rerun: weaker suppression and k. Refused by the policy.
+    # The attacker's rerun: weaker suppression and k. Refused (policy: tighten only).
     monkeypatch.setenv("OPENCITY_SUPPRESSION_K", "10")
     monkeypatch.setenv("OPENCITY_MICRODATA_K", "3")
-    dr = dag.test(logical_date=week, run_conf=conf)
-    assert dr.state == DagRunState.FAILED
-    failed = {ti.task_id for ti in dr.get_task_instances() if ti.state == "failed"}
-    # k = 3 is looser than the policy: refused where the microdata parameters are read (the
-    # k-anonymity step, and the composition guard that re-checks the published microdata
-    # before the weekly commit). The weekly table is DP (i10-releases): suppression_k does not
-    # apply to it, and its recorded release would be replayed byte for byte.
-    assert {"anonymize_microdata", "commit_partition"} <= failed
-    assert _snapshot(catalog) == first
-
-    # Other (even tighter) parameters for an already published week: refused by the registry.
-    monkeypatch.delenv("OPENCITY_SUPPRESSION_K")
-    monkeypatch.setenv("OPENCITY_MICRODATA_K", "6")
-    dr = dag.test(logical_date=week, run_conf=conf)
-    assert dr.state == DagRunState.FAILED
+    assert dag.test(logical_date=week, run_conf=conf).state == DagRunState.FAILED
     now = _snapshot(catalog)
-    # the weekly DP release was replayed from the ledger (same bytes; only package.json's
-    # provenance names the new run); the microdata with k = 6 was refused: every published
-    # file is the same bytes, and the microdata package is untouched
-    assert {k: v for k, v in now.items() if k.startswith(MICRO)} == {
-        k: v for k, v in first.items() if k.startswith(MICRO)}
-    assert {k: v for k, v in now.items() if "/resources/" in k} == {
-        k: v for k, v in first.items() if "/resources/" in k}
-    reg = Registry(tmp_path / "state.sqlite")
-    from privacy.policy import load_policy
+    assert _published(now) == _published(first) and _micro(now) == _micro(first)
 
-    weekly_params = reg.get(WEEKLY, "dt=2026-10-05").params
-    assert weekly_params["epsilon"] == load_policy().dataset(WEEKLY).budget.epsilon
-    assert reg.get(MICRO, "dt=2026-10-05").params["k"] == 5
+    # Other (even tighter) parameters for the already published week: refused by the
+    # registry, which names the partition and both parameter sets.
+    monkeypatch.delenv("OPENCITY_SUPPRESSION_K")
+    monkeypatch.setenv("OPENCITY_MICRODATA_K", str(k_published + 2))
+    assert dag.test(logical_date=week, run_conf=conf).state == DagRunState.FAILED
+    now = _snapshot(catalog)
+    assert _published(now) == _published(first) and _micro(now) == _micro(first)
+    assert reg.get(MICRO, "dt=2026-10-05").params["k"] == k_published
 
-    # The same parameters again: a replay, the published files are byte-identical.
+    # The same parameters again: a replay; the published files are byte-identical.
     monkeypatch.delenv("OPENCITY_MICRODATA_K")
     assert dag.test(logical_date=week, run_conf=conf).state == DagRunState.SUCCESS
-    again = _snapshot(catalog)
-    assert {k: v for k, v in again.items() if "/resources/" in k} == {
-        k: v for k, v in first.items() if "/resources/" in k}
-    pkg = json.loads((catalog / WEEKLY / "package.json").read_text())
-    assert pkg["opencity"]["privacy"]["partitions"]["dt=2026-10-05"]["params"] == (
-        weekly_params)
-    assert pkg["opencity"]["privacy"]["policy_hash"] == reg.policy.hash
-    if (catalog / MICRO).exists():
-        assert reg.get(MICRO, "dt=2026-10-05").params["k"] == 5
+    assert _published(_snapshot(catalog)) == _published(first)
+    for ds in (WEEKLY, MICRO):
+        privacy = json.loads((catalog / ds / "package.json").read_text())["opencity"]["privacy"]
+        assert privacy["partitions"]["dt=2026-10-05"]["params"] == reg.get(
+            ds, "dt=2026-10-05").params
+        assert privacy["policy_hash"] == reg.policy.hash
+
+
+def test_registry_refusal_message_names_partition_and_parameters(tmp_path, monkeypatch):
+    """The refusal the DAG run above hits, read directly."""
+    from opencity.registry import Registry, RepublishRefusedError
+
+    reg = Registry(tmp_path / "state.sqlite")
+    k = reg.policy.dataset(MICRO).k
+    reg.record(MICRO, "dt=2026-10-05", {"k": k}, {}, {"params": {"k": k}})
+    with pytest.raises(RepublishRefusedError) as err:
+        reg.check(MICRO, "dt=2026-10-05", {"k": k + 2})
+    msg = str(err.value)
+    assert MICRO in msg and "dt=2026-10-05" in msg
+    assert f'{{"k":{k}}}' in msg and f'{{"k":{k + 2}}}' in msg

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,31 +16,30 @@ from opencity.registry import Registry, RepublishRefusedError, publish_partition
 from opencity.settings import Settings
 from publish.base import DatasetRelease, Resource
 
-WEEKLY = "opencity-311-requests-weekly"
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(autouse=True)
-def _suppression_policy(tmp_path, monkeypatch):
-    """These tests exercise a small-count-suppression dataset (threshold parameters): a copy
-    of the stored policy whose weekly 311 entry uses that method (the stored policy's weekly
-    table is DP since i10-releases; a reviewed policy may choose suppression)."""
-    import yaml
-
-    data = yaml.safe_load((REPO / "privacy" / "policy.yaml").read_text())
-    data["datasets"][WEEKLY] = {
-        "method": "small_count_suppression", "unit": "requester", "cadence": "weekly",
-        "threshold": 15,
-        "columns": {c: "public" for c in ("week_start", "district_id", "request_type",
-                                           "requests", "median_resolution_hours",
-                                           "suppressed")}}
-    path = tmp_path / "suppression-policy.yaml"
-    path.write_text(yaml.safe_dump(data))
-    monkeypatch.setenv("OPENCITY_POLICY", str(path))
+WEEKLY = "test-weekly"
+DP = "test-dp"
+# The registry's own test policy (independent of how the stored policy releases each dataset).
+POLICY = {
+    "version": 1,
+    "units": {"subscriber": {"period": "month", "epsilon": 32.0, "delta": 1e-5},
+              "requester": {"period": "month", "epsilon": 5.0, "delta": 0.0}},
+    "datasets": {
+        WEEKLY: {"method": "small_count_suppression", "unit": "requester",
+                 "cadence": "weekly", "threshold": 15,
+                 "columns": {"district_id": "public", "requests": "public"}},
+        DP: {"method": "differential_privacy", "unit": "subscriber", "cadence": "daily",
+             "epsilon": 1.0, "delta": 1e-7,
+             "columns": {"region_id": "public", "value": "public"}},
+    },
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def settings(request, tmp_path):
+def settings(request, tmp_path, monkeypatch):
+    import yaml
+
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(POLICY))
+    monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
     url = (str(tmp_path / "state.sqlite") if request.param == "sqlite"
            else request.getfixturevalue("postgres_state_url"))
     return Settings(run_dir=str(tmp_path / "run"), state_url=url)
@@ -101,7 +99,7 @@ def test_replay_same_params_refuse_other_params(settings, tmp_path):
 def test_dp_partition_states_the_portal_budget(settings, tmp_path):
     from privacy.dp import DPBudget, Ledger
 
-    ds = "opencity-cdr-mobility-daily"
+    ds = DP
     Ledger(settings.state_url).spend(ds, "dt=2026-10-05", "daily", date(2026, 10, 5),
                                      {"subscriber": DPBudget(1.0, 1e-7)})
     publish_partition(settings, _release(tmp_path, "dt=2026-10-05", [1, 2], name=ds,

@@ -129,13 +129,15 @@ def test_tighten_is_allowed_loosen_is_refused():
                                                         "max_suppression")):
         with pytest.raises(ConfigError, match=f"{MICRO}.{key}: the policy sets"):
             micro.tightened(**kw)
-    # the weekly 311 table is DP per requester (i10-releases)
-    weekly = p.dataset(WEEKLY)
-    assert weekly.tightened(epsilon=0.3).budget.epsilon == 0.3
-    with pytest.raises(ConfigError, match=r"epsilon\[requester\]"):
-        weekly.tightened(epsilon=weekly.budget.epsilon * 2)
-    with pytest.raises(ConfigError, match="does not apply"):
-        weekly.tightened(threshold=20)
+    # a small-count-suppressed table (whatever method the stored policy gives the 311 table)
+    weekly = parse_policy(_with(lambda d: d["datasets"].update(sup={
+        "method": "small_count_suppression", "unit": "requester", "cadence": "weekly",
+        "threshold": 15, "columns": {"requests": "public"}})), "t").dataset("sup")
+    assert weekly.tightened(threshold=20).threshold == 20
+    with pytest.raises(ConfigError, match="threshold: the policy sets 15"):
+        weekly.tightened(threshold=10)
+    with pytest.raises(ConfigError, match="do not apply"):
+        weekly.tightened(epsilon=0.1)
     kpi = p.dataset("opencity-kpis")
     assert kpi.tightened(epsilon={"card": 0.5}).spend["card"].epsilon == 0.5
     with pytest.raises(ConfigError, match=r"epsilon\[household\]"):

@@ -144,6 +144,19 @@ def test_compute_failure_spends_nothing(state_url):
     assert led.releases() == [] and led.spent("subscriber", DAY) == (0.0, 0.0)
 
 
+def test_old_per_dataset_ledger_is_refused(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "privacy_budget.sqlite"
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    con.execute("INSERT INTO ledger_meta VALUES ('schema_version', '1')")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match="old per-dataset format"):
+        Ledger(old, small_policy())
+
+
 def test_state_url_without_password_in_messages():
     from privacy.dp.ledger import redact_url
 
