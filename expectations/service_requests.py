@@ -46,11 +46,19 @@ def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
                      {"dataset": "service_requests", "stage": "clean"})
 
 
+DP_PRODUCT_KINDS = {"week_start": "date", "district_id": "string", "request_type": "string",
+                    "requests": "integer", "requests_error_bound_95": "float",
+                    "median_resolution_hours": "float",
+                    "median_resolution_hours_error_bound_95": "float"}
+
+
 def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
-    """Suite of the weekly 311 product (small-count suppression)."""
+    """Suite of the weekly 311 product (differentially private, or small-count suppression)."""
     privacy = ctx.privacy or PrivacyChecks(kind="suppressed", count_columns=("requests",),
                                            threshold=ctx.extra.get("suppression_k", 2))
     ctx = SuiteContext(**{**ctx.__dict__, "privacy": privacy})
+    if privacy.kind == "dp":
+        return _dp_product_suite(ctx)
     exps = [
         gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(PRODUCT_KINDS)),
         ExpectColumnKindsToMatch(kinds=PRODUCT_KINDS),
@@ -123,3 +131,30 @@ def microdata_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
                                "patterns": {**MICRODATA_PATTERNS, **p.patterns},
                                "every_column_has_domain": True})
     return generic(SuiteContext(**{**ctx.__dict__, "privacy": privacy}))
+
+def _dp_product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
+    """The DP weekly table: every cell published (no NULL count), an error bound per cell."""
+    exps = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(DP_PRODUCT_KINDS)),
+        ExpectColumnKindsToMatch(kinds=DP_PRODUCT_KINDS),
+        *row_count_expectations(ctx),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["week_start", "district_id", "request_type"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="district_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="request_type"),
+        gxe.ExpectColumnValuesToNotBeNull(column="requests"),
+        gxe.ExpectColumnValuesToNotBeNull(column="requests_error_bound_95"),
+        gxe.ExpectColumnValuesToBeBetween(column="requests_error_bound_95", min_value=0,
+                                          strict_min=True),
+        gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours", min_value=0),
+    ]
+    if ctx.interval is not None:
+        week = ctx.interval[0].date()
+        exps.append(gxe.ExpectColumnValuesToBeBetween(
+            column="week_start", min_value=week, max_value=week,
+            notes="the week of the data interval"))
+    if ctx.district_ids is not None:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column="district_id",
+                                                    value_set=list(ctx.district_ids)))
+    exps += privacy_expectations(ctx)
+    return new_suite(f"{PRODUCT}.product", exps, {"dataset": PRODUCT, "stage": "product"})

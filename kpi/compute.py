@@ -396,13 +396,45 @@ def waste_collection_rate(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
                       scale=100.0, clip=(0.0, 1.0))
 
 
+ISO_WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
+
+
+def public_service_days(start: date, end: date, service_weekdays: Any = ISO_WEEKDAYS,
+                        no_service_dates: Any = ()) -> int:
+    """Days in [start, end) on which the public timetable schedules service (pure).
+
+    The operator's published calendar (GTFS ``calendar.txt`` weekdays and
+    ``calendar_dates.txt`` exceptions), given as ISO weekdays with service (1 = Monday) and
+    dates without service; never derived from the tap data, so it costs no privacy budget
+    and is the same for neighbouring datasets.
+
+    Raises:
+        ConfigError: a weekday outside 1..7 or a date that is not YYYY-MM-DD.
+    """
+    days = set()
+    for d in service_weekdays:
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 7:
+            raise ConfigError(f"service_weekdays must be ISO weekdays 1..7, got {d!r}")
+        days.add(d)
+    try:
+        closed = {date.fromisoformat(str(x)) for x in no_service_dates}
+    except ValueError as err:
+        raise ConfigError(f"no_service_dates must be YYYY-MM-DD dates: {err}") from None
+    n, day = 0, start
+    while day < end:
+        n += day.isoweekday() in days and day not in closed
+        day += timedelta(days=1)
+    return n
+
+
 def transit_trips_per_capita(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
                              registry: Registry) -> AreaValues:
     """DP taps per 1,000 inhabitants per service day, by the boarding stop's district.
 
     DP count of taps per district (L0 = max_districts, L-inf = max_rows per card); city =
-    sum over districts. Service days: days with >= min_units distinct cards (thresholded
-    operator metadata). Populations are public census figures.
+    sum over districts. Service days: from the public timetable calendar
+    (:func:`public_service_days`, KPI params ``service_weekdays`` / ``no_service_dates``),
+    never counted from the taps. Populations are public census figures.
     """
     taps = _need(inputs.transit_taps, "transit_taps", kpi)
     stops = _need(inputs.transit_stops, "transit_stops", kpi)
@@ -411,9 +443,9 @@ def transit_trips_per_capita(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
     s = con.from_arrow(stops.select(["stop_id", "district_id"]))  # noqa: F841
     located = con.sql(
         "SELECT t.card_pid, s.district_id FROM t JOIN s USING (stop_id)").to_arrow_table()
-    days = con.execute(
-        "SELECT count(*) FROM (SELECT tap_time::DATE AS d FROM t GROUP BY d "
-        "HAVING count(DISTINCT card_pid) >= ?)", [registry.min_units]).fetchall()[0][0]
+    days = public_service_days(cfg.period_start.date(), cfg.period_end.date(),
+                               kpi.params.get("service_weekdays", ISO_WEEKDAYS),
+                               kpi.params.get("no_service_dates", ()))
     keys_t = _keys(inputs)
     keys = keys_t.column("district_id").to_pylist()
     bounds = ContributionBounds(int(kpi.params.get("max_districts", 2)),
@@ -635,6 +667,16 @@ COMPUTE = {
     "daytime_population_ratio": daytime_population_ratio,
     "commuter_share": commuter_share,
 }
+
+
+# Sources whose rows belong to one period (activity of people); the others are registries.
+PERIOD_SOURCES = ("meter_readings", "transit_taps", "waste_pickups", "service_requests", "cdr")
+
+
+def period_without_data(rows_by_source: dict[str, int]) -> bool:
+    """True when no period source has a row for the period (then nothing is computed,
+    published or spent). ``rows_by_source``: clean rows per ingested source (missing = 0)."""
+    return all(int(rows_by_source.get(s, 0) or 0) == 0 for s in PERIOD_SOURCES)
 
 
 def compute_kpi(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,

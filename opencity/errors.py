@@ -34,6 +34,13 @@ class NotAchievableError(PipelineError):
     """No anonymization satisfies the requested privacy model with these settings."""
 
 
+class GuardError(PipelineError):
+    """The composition guard found a release exposing what another release protects (a
+    withheld cell recoverable, a microdata class below k over its published columns, ...).
+
+    Terminal: rerunning does not help; the report it names lists what is exposed."""
+
+
 class PublishError(PipelineError):
     """Publishing to a catalog failed."""
 

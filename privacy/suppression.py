@@ -60,3 +60,50 @@ def suppress_small_counts(table: pa.Table, rule: SmallCountSuppression) -> pa.Ta
         ).to_arrow_table()
     finally:
         con.close()
+
+
+def secondary_suppression(table: pa.Table, *, keys: tuple[str, ...], count_columns: tuple[str, ...],
+                          flag: str = "suppressed") -> pa.Table:
+    """Withhold more cells so that no line of the table has exactly one withheld cell.
+
+    A line is every row sharing the value of one key column (e.g. one district across all
+    request types, one request type across all districts). With a single withheld cell in a
+    line, anyone who learns the line's total (from another release) recovers the cell by
+    differencing. Repeatedly, for each such line, the published cell with the smallest
+    first count column is withheld too (ties broken by the key values), until no line has
+    exactly one withheld cell. Pure; the composition guard (privacy.guard.withheld_cells)
+    verifies the result.
+
+    Args:
+        table: output of :func:`suppress_small_counts` (``flag`` column, NULL counts).
+        keys: the key columns spanning the table's lines.
+        count_columns: the columns withheld together (the first one ranks candidates).
+        flag: boolean column marking withheld rows.
+    """
+    missing = [c for c in (*keys, *count_columns, flag) if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"secondary suppression: column(s) {', '.join(missing)} not in the "
+                          "table")
+    rows = table.to_pylist()
+    rank = count_columns[0]
+    changed = True
+    while changed:
+        changed = False
+        for key in keys:
+            lines: dict[object, list[int]] = {}
+            for i, r in enumerate(rows):
+                lines.setdefault(r[key], []).append(i)
+            for members in lines.values():
+                withheld = [i for i in members if rows[i][flag]]
+                if len(withheld) != 1:
+                    continue
+                candidates = [i for i in members if not rows[i][flag]]
+                if not candidates:
+                    continue
+                pick = min(candidates, key=lambda i: (rows[i][rank] if rows[i][rank] is not None
+                                                      else 0, [str(rows[i][k]) for k in keys]))
+                rows[pick][flag] = True
+                for c in count_columns:
+                    rows[pick][c] = None
+                changed = True
+    return pa.Table.from_pylist(rows, schema=table.schema)

@@ -118,6 +118,15 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None) -> dict
     return out
 
 
+SKIPPED_REASON = ("no input rows for the period in any activity source: no KPI computed, "
+                  "nothing published, no privacy budget spent")
+
+
+def _skipped(start: datetime) -> dict[str, Any]:
+    log.warning("%s %s: %s", DATASET, partition_name(start), SKIPPED_REASON)
+    return {"skipped": True, "reason": SKIPPED_REASON, "partition": partition_name(start)}
+
+
 def _ledger(settings: Settings):
     """The portal ledger (settings.state_url); caps and per-release budgets from the policy."""
     from privacy.dp import Ledger
@@ -133,11 +142,14 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     accounts; the registry's spend per unit may not exceed the policy's per-release budget
     of ``opencity-kpis``. A rerun of the month returns the recorded table (no fresh noise).
     """
-    from kpi.compute import KpiInputs, KpiRunConfig, compute_kpis
+    from kpi.compute import KpiInputs, KpiRunConfig, compute_kpis, period_without_data
     from kpi.io import read_catalog_partitions, read_optional_parquet
     from kpi.registry import load_registry
     from privacy.dp import DPBudget
 
+    rows = {s: v.get("rows_out", 0) for s, v in ingested.get("sources", {}).items()}
+    if period_without_data(rows):
+        return _skipped(start)
     registry = load_registry(registry_path)
     part = partition_name(start)
     release_id = f"kpis-{start:%Y-%m}"
@@ -207,6 +219,8 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
     from kpi.io import read_kpi_history
     from kpi.registry import load_registry
 
+    if staged.get("skipped"):
+        return _skipped(start)
     staging = Path(staged["staging_dir"])
     table = pq.read_table(staging / "kpis.parquet")
     history = read_kpi_history(settings.layout.root / "outputs" / DATASET,
@@ -222,19 +236,37 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
 
 def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
     """Add the CSV copy and move the staging directory to outputs/opencity-kpis/dt=.../."""
+    if staged.get("skipped"):
+        return _skipped(start)
     staging = Path(staged["staging_dir"])
     parquet = staging / "kpis.parquet"
     if not parquet.exists() or not (staging / "dashboard.html").exists():
         raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "
                                f"in {staging}; rerun the compute and dashboard tasks")
     with discard_on_failure(staging):
+        guard = _guard(settings, pq.read_table(parquet), start)
         validation = _validate(settings, staging, start)
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     write_csv_atomic(pq.read_table(final / "kpis.parquet"),
                      settings.layout.csv(DATASET, start) / "kpis.csv")
     clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "validation": validation}
+            "validation": validation, "guard": guard}
+
+
+# Person-level sources: a KPI built from them is never 'public' (privacy.guard.kpi_rows).
+PERSON_SOURCES = ("meter_readings", "transit_taps", "waste_pickups", "service_requests", "cdr")
+
+
+def _guard(settings: Settings, table, start: datetime) -> dict:
+    """Composition guard on the KPI table (reports/opencity-kpis/dt=.../guard.json)."""
+    from privacy import guard as g
+
+    report = g.guard(DATASET, partition_name(start),
+                     [g.kpi_rows(table, person_sources=PERSON_SOURCES)], [DATASET])
+    path = report.write(settings.layout.reports(DATASET, start) / "guard.json")
+    report.raise_if_failed(path)
+    return {"passed": True, "report": str(path)}
 
 
 def _validate(settings: Settings, staging: Path, start: datetime) -> dict:
@@ -288,6 +320,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
 
 def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
+    if staged.get("skipped") or committed.get("skipped"):
+        return _skipped(start)
     budget = {u["privacy_unit"]: u["epsilon"] for u in staged["ledger"]}
     privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
                "Geometric (counts), Snapping (sums)", "delta": 0.0,
@@ -308,6 +342,18 @@ def publish(settings: Settings, committed: dict, staged: dict, start: datetime, 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
              ingested: dict, staged: dict, committed: dict, published: dict) -> str:
     path = settings.layout.manifest(dag_id, start)
+    if staged.get("skipped"):
+        write_manifest(path, {
+            "dag_id": dag_id, "run_id": run_id, "partition": partition_name(start),
+            "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
+            "status": "skipped", "reason": SKIPPED_REASON,
+            "inputs": ingested.get("input_hashes", {}),
+            "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
+                           for s, d in ingested.get("sources", {}).items()},
+            "published": published,
+        })
+        log.info("manifest written (skipped period): %s", path)
+        return str(path)
     write_manifest(path, {
         "dag_id": dag_id,
         "run_id": run_id,

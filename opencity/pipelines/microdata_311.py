@@ -1,10 +1,15 @@
 """311 microdata release: one record per request, k-anonymous (privacy.kanon).
 
-Released attributes: requester age band, gender, district, day/week of the request (the
-quasi-identifiers, generalized by the optimal full-domain generalization), request type
-(the sensitive attribute, l-diverse within every class) and status. Records of classes that
-violate the model are removed while their share stays within the suppression limit; when no
-generalization satisfies the model the partition is not released (and the run says so).
+The released columns are exactly those the release policy lists for the dataset
+(privacy/policy.yaml, ``datasets.opencity-311-requests-microdata.columns``), each one a
+quasi-identifier (generalized by the optimal full-domain generalization: requester age band,
+gender, district, day/week of the request, status), the sensitive attribute (request type,
+l-diverse within every class) or not released at all. k, l and the suppression limit come from
+the policy; settings may only tighten them. Records of classes that violate the model are
+removed while their share stays within the suppression limit; when no generalization
+satisfies the model the partition is not released (and the run says so). Before publication
+the composition guard (privacy.guard) recounts every class over every published
+non-sensitive column and checks the release against the weekly table of the same week.
 
 Task bodies behind the microdata branch of dags/opencity_311.py.
 """
@@ -22,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from opencity import __version__
-from opencity.errors import NotAchievableError
+from opencity.errors import ConfigError, NotAchievableError
 from opencity.io import (
     discard_on_failure,
     read_reference_csv,
@@ -33,43 +38,78 @@ from opencity.io import (
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS
+from transforms.schemas import DISTRICTS, SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
 
 DATASET = "opencity-311-requests-microdata"
-QUASI_IDENTIFIERS = ("age", "gender", "district_id", "created")
-SENSITIVE = "request_type"
 GENDERS = ("female", "male", "other")
-FIELDS = (
-    Field("age", "string", "Requester age, generalized (interval or '*')"),
-    Field("gender", "string", "Requester gender, generalized ('*' when withheld)"),
-    Field("district_id", "string", "District, generalized ('*' when withheld)"),
-    Field("created", "string", "Day (YYYY-MM-DD) or ISO week (WYYYY-MM-DD) of the request"),
-    Field("request_type", "string", "Type of service request (l-diverse in every class)"),
-    Field("status", "string", "Request status at extraction time"),
-)
+STATUSES = next(c.allowed for c in SERVICE_REQUESTS.columns if c.name == "status")
+# Every column this release knows how to build: clean source column and field description.
+# The policy decides which of them are published and with which role.
+SOURCES = {
+    "age": "requester_age",
+    "gender": "requester_gender",
+    "district_id": "district_id",
+    "created": "created_at",
+    "status": "status",
+    "request_type": "request_type",
+}
+_DESCRIPTIONS = {
+    "age": ("string", "Requester age, generalized (interval or '*')"),
+    "gender": ("string", "Requester gender, generalized ('*' when withheld)"),
+    "district_id": ("string", "District, generalized ('*' when withheld)"),
+    "created": ("string", "Day (YYYY-MM-DD) or ISO week (WYYYY-MM-DD) of the request"),
+    "status": ("string", "Request status at extraction time, generalized ('*' when withheld)"),
+    "request_type": ("string", "Type of service request (l-diverse in every class)"),
+}
 
 
-def microdata_table(clean: pa.Table) -> tuple[pa.Table, int]:
-    """Project the clean 311 rows to the released attributes.
+def policy_entry(settings: Settings):
+    """The microdata's policy entry, tightened by the settings (never loosened).
 
-    Returns the table and the number of rows left out because a quasi-identifier is missing
-    (e.g. the requester gave no age): they cannot be placed in a class and are not released.
+    Raises:
+        ConfigError: a policy column this release cannot build, or a settings value that
+            would loosen the policy.
     """
-    table = pa.table({
-        "age": clean["requester_age"],
-        "gender": clean["requester_gender"],
-        "district_id": clean["district_id"],
-        "created": clean["created_at"],
-        "request_type": clean["request_type"],
-        "status": clean["status"],
-    })
+    from privacy.policy import load_policy
+
+    entry = load_policy().dataset(DATASET)
+    if entry.method != "k_anonymity":
+        raise ConfigError(f"release policy: datasets.{DATASET}.method must be k_anonymity, got "
+                          f"{entry.method!r}")
+    unknown = [c for c in entry.published_columns if c not in SOURCES]
+    if unknown:
+        raise ConfigError(f"release policy: datasets.{DATASET}.columns lists {unknown}, which "
+                          f"this release cannot build (known: {sorted(SOURCES)})")
+    public = [c.name for c in entry.columns if c.role == "public"]
+    if public:
+        raise ConfigError(f"release policy: datasets.{DATASET}.columns {public} have role "
+                          "public; a record-level release has only quasi_identifier and "
+                          "sensitive columns (drop the others)")
+    return entry.tightened(k=settings.microdata_k, l=settings.microdata_l,
+                           max_suppression=settings.microdata_max_suppression)
+
+
+def fields_for(entry) -> tuple[Field, ...]:
+    """The published fields, in the policy's order."""
+    return tuple(Field(c, *_DESCRIPTIONS[c]) for c in entry.published_columns)
+
+
+def microdata_table(clean: pa.Table, columns: tuple[str, ...] = tuple(SOURCES)
+                    ) -> tuple[pa.Table, int]:
+    """Project the clean 311 rows to the released ``columns`` (nothing else).
+
+    Returns the table and the number of rows left out because a released attribute is
+    missing (e.g. the requester gave no age): they cannot be placed in a class and are not
+    released.
+    """
+    table = pa.table({c: clean[SOURCES[c]] for c in columns})
     mask = None
-    for col in (*QUASI_IDENTIFIERS, SENSITIVE):
+    for col in columns:
         valid = pc.is_valid(table[col])
         mask = valid if mask is None else pc.and_(mask, valid)
-    kept = table.filter(mask)
+    kept = table.filter(mask) if mask is not None else table
     return kept, table.num_rows - kept.num_rows
 
 
@@ -78,17 +118,32 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
     """Run the k-anonymity search on the interval's clean rows and stage the release."""
     from privacy.kanon import Hierarchy, KAnonymity, LDiversity, anonymize
 
+    if ingested.get("skipped"):
+        log.warning("%s %s: %s", DATASET, partition_name(start), ingested.get("reason"))
+        return {"released": False, "skipped": True, "reason": ingested.get("reason")}
+    entry = policy_entry(settings)
+    qis, sensitive = entry.quasi_identifiers, entry.sensitive
+    if len(sensitive) != 1:
+        raise ConfigError(f"release policy: datasets.{DATASET} needs exactly one sensitive "
+                          f"column, got {list(sensitive)}")
     districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
-    table, missing_qi = microdata_table(pq.read_table(ingested["clean_path"]))
-    hierarchies = {
+    table, missing_qi = microdata_table(pq.read_table(ingested["clean_path"]),
+                                        entry.published_columns)
+    all_hierarchies = {
         "age": Hierarchy.intervals(0, 120, (5, 10, 20)),
         "gender": Hierarchy.flat(GENDERS),
         "district_id": Hierarchy.flat(districts["district_id"].to_pylist()),
         "created": Hierarchy.timestamps(start, end, ("day", "week")),
+        "status": Hierarchy.flat(STATUSES),
     }
-    model = KAnonymity(k=settings.microdata_k, quasi_identifiers=QUASI_IDENTIFIERS,
-                       max_suppression=settings.microdata_max_suppression)
-    ldiv = LDiversity(sensitive=SENSITIVE, l=settings.microdata_l, variant="distinct")
+    missing_h = [q for q in qis if q not in all_hierarchies]
+    if missing_h:
+        raise ConfigError(f"release policy: quasi-identifier(s) {missing_h} of {DATASET} have "
+                          "no generalization hierarchy")
+    hierarchies = {q: all_hierarchies[q] for q in qis}
+    model = KAnonymity(k=entry.k, quasi_identifiers=qis,
+                       max_suppression=entry.max_suppression)
+    ldiv = LDiversity(sensitive=sensitive[0], l=entry.l, variant="distinct")
     reports = settings.layout.reports(DATASET, start)
     reports.mkdir(parents=True, exist_ok=True)
     report_path = reports / "kanon-report.json"
@@ -113,21 +168,32 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
             "rows_out": released.num_rows,
             "suppressed_records": report.get("suppressed_records"),
             "generalization": result.generalization,
-            "k": model.k, "l": ldiv.l, "suppression_limit": model.max_suppression}
+            "k": model.k, "l": ldiv.l, "suppression_limit": model.max_suppression,
+            "quasi_identifiers": list(qis), "sensitive": list(sensitive),
+            "columns": list(released.column_names)}
 
 
 def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
                        end: datetime, run_id: str, input_hashes: dict) -> dict[str, Any]:
     """Move the staged release into outputs/ and publish it (no-op when not released)."""
     if not staged.get("released"):
-        return {"published": False, "reason": staged.get("reason", "not released")}
+        return {"published": False, "skipped": bool(staged.get("skipped")),
+                "reason": staged.get("reason", "not released")}
     from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
+    from opencity.pipelines import service_requests as weekly
 
+    entry = policy_entry(settings)
     with discard_on_failure(Path(staged["staging_dir"])):
+        records = pq.read_table(Path(staged["staging_dir"]) / "part-0.parquet")
+        guard = weekly.guard_period(
+            settings, start, weekly=weekly._published_table(settings, weekly.DATASET, start),
+            microdata=records, new_dataset=DATASET)
         validation = validate_or_raise(
             DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
             context={"privacy": {"kind": "microdata",
-                                 "quasi_identifiers": list(QUASI_IDENTIFIERS),
+                                 # every published non-sensitive column, not only the QIs
+                                 "quasi_identifiers": [c for c in records.column_names
+                                                       if c not in entry.sensitive],
                                  "k": staged["k"]}, "run_id": run_id},
             reports_dir=settings.layout.reports(DATASET, start))
     final = replace_dir(Path(staged["staging_dir"]), settings.layout.output(DATASET, start))
@@ -140,7 +206,7 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         title=f"311 service requests, anonymized records - {settings.city_name}",
         description=(
             "One record per 311 service request with the requester's age band, gender, "
-            "district and the day or week of the request, generalized so that every "
+            "district, the day or week of the request and its status, generalized so that every "
             f"combination is shared by at least {staged['k']} records (k-anonymity) and every "
             f"group holds at least {staged['l']} request types (distinct l-diversity). "
             "Records that would need more generalization were removed within the "
@@ -152,14 +218,14 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
             Resource(csv_copy, "requests-microdata-csv", "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
-        fields=FIELDS,
+        fields=fields_for(entry),
         privacy={
             "privacy_method": "k_anonymity",
             "k_anonymity_k": staged["k"],
             "l_diversity_l": staged["l"],
             "l_diversity_variant": "distinct",
-            "sensitive_attribute": SENSITIVE,
-            "quasi_identifiers": list(QUASI_IDENTIFIERS),
+            "sensitive_attribute": staged["sensitive"][0],
+            "quasi_identifiers": staged["quasi_identifiers"],
             "suppression_limit": staged["suppression_limit"],
             "suppressed_records": staged["suppressed_records"],
             "generalization": staged["generalization"],
@@ -175,7 +241,7 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
 
     result = publish_partition(settings, release, {
         "k": staged["k"], "l": staged["l"], "max_suppression": staged["suppression_limit"],
-        "quasi_identifiers": list(QUASI_IDENTIFIERS), "sensitive": SENSITIVE})
+        "quasi_identifiers": staged["quasi_identifiers"], "sensitive": staged["sensitive"][0]})
     return {"published": True, "output_dir": str(final), "target": result.target,
             "url": result.url, "uploaded": list(result.uploaded),
-            "unchanged": list(result.unchanged), "validation": validation}
+            "unchanged": list(result.unchanged), "validation": validation, "guard": guard}

@@ -5,24 +5,37 @@ and returns a small JSON-able dict (paths and counts) for XCom. Steps are idempo
 interval: a rerun overwrites its own partition and nothing else.
 
     ingest            raw/service_requests/requests.csv -> clean + quarantine partitions
-    aggregate         clean partition -> staged weekly district x type counts, small counts
-                      suppressed (fewer than Settings.suppression_k distinct requesters)
-    commit_partition  staged files -> outputs/<dataset>/dt=.../ (Parquet + CSV copy)
+    aggregate         clean partition -> staged weekly district x type table, as the release
+                      policy (privacy/policy.yaml) says: differentially private per requester
+                      (default; spends from the requester's account through the ledger's
+                      release protocol) or small-count suppression with secondary suppression
+    commit_partition  composition guard (privacy.guard, against the microdata and KPI releases
+                      of the same period) + GX gate, then staged files -> outputs/<dataset>/dt=.../
+                      (Parquet + CSV copy)
     publish           outputs partition -> the configured catalog (local by default)
     manifest          row counts, input hashes, parameters, code version
+
+A week without input rows publishes nothing and spends nothing: every step returns
+``{"skipped": True, "reason": ...}`` and logs why.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
+import json
 import logging
+import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity import __version__
-from opencity.errors import DataQualityError
+from opencity.errors import ConfigError, DataQualityError
 from opencity.io import (
     discard_on_failure,
     read_reference_csv,
@@ -32,16 +45,41 @@ from opencity.io import (
 )
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
-from privacy.suppression import SmallCountSuppression, suppress_small_counts
+from privacy.suppression import (
+    SmallCountSuppression,
+    secondary_suppression,
+    suppress_small_counts,
+)
 from publish.base import DatasetRelease, Field, Resource
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS
+from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
 
 log = logging.getLogger(__name__)
 
 SOURCE = "service_requests"
 DATASET = "opencity-311-requests-weekly"
 RAW_FILE = Path("service_requests") / "requests.csv"
+MICRODATA_DATASET = "opencity-311-requests-microdata"
+KPI_DATASET = "opencity-kpis"
+KEYS = ("district_id", "request_type")
+SKIPPED_REASON = "no input rows for the period: nothing published, no privacy budget spent"
+DP_FIELDS = (
+    Field("week_start", "date", "Monday (UTC) that starts the week of the requests"),
+    Field("district_id", "string", "District identifier (see the districts reference table)"),
+    Field("request_type", "string", "Type of service request"),
+    Field("requests", "integer",
+          "Number of requests, differentially private per requester (noise added; each "
+          "requester counts at most a bounded number of requests); never withheld"),
+    Field("requests_error_bound_95", "number",
+          "|requests - true count after contribution bounding| <= this with probability 0.95"),
+    Field("median_resolution_hours", "number",
+          "City-wide median hours from creation to closure of this request type's closed "
+          "requests in the week (DP histogram over public hour buckets; the same in every "
+          "district row of the type); empty when the noisy number of closed requests is 0",
+          unit="h"),
+    Field("median_resolution_hours_error_bound_95", "number",
+          "Approximate 95 % error bound of median_resolution_hours", unit="h"),
+)
 FIELDS = (
     Field("week_start", "date", "Monday (UTC) that starts the week of the requests"),
     Field("district_id", "string", "District identifier (see the districts reference table)"),
@@ -77,6 +115,9 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
     out = result.as_dict()
     out["interval"] = _interval_dict(start, end)
     out["input_hashes"] = input_hashes([raw, districts_csv])
+    if out["rows_out"] == 0 and out["rows_quarantined"] == 0:
+        # No request of this week at all: nothing to validate, publish or spend.
+        return {**out, **_skipped(SOURCE, start)}
     out["validation"] = _validate_clean(settings, out, start, end, reference.districts,
                                         profile)
     return out
@@ -104,25 +145,201 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
     return summary
 
 
-def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime) -> dict[str, Any]:
-    """Weekly district x type counts with small-count suppression, staged for commit."""
+@dataclass(frozen=True)
+class WeeklyDPConfig:
+    """How the weekly DP table spends its per-release epsilon (from the policy).
+
+    Attributes:
+        epsilon: per requester, this release (the policy's per-release epsilon).
+        count_share: share of epsilon for the district x type counts; the rest goes to the
+            median histogram.
+        max_cells: L0, cells (district x type) one requester counts in.
+        max_rows_per_cell: L-inf, requests one requester counts in one cell.
+        bucket_edges_h: public hour buckets of the median histogram (start at 0, increasing).
+    """
+
+    epsilon: float
+    count_share: float = 0.75
+    max_cells: int = 2
+    max_rows_per_cell: int = 1
+    bucket_edges_h: tuple[float, ...] = (0, 2, 4, 8, 12, 16, 20, 24, 30, 36, 48, 72, 96, 144,
+                                         240, 720)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epsilon, (int, float)) and math.isfinite(self.epsilon)
+                and self.epsilon > 0):
+            raise ConfigError(f"WeeklyDPConfig.epsilon must be a finite number > 0, got "
+                              f"{self.epsilon!r}")
+        if not 0 < self.count_share < 1:
+            raise ConfigError(f"WeeklyDPConfig.count_share must be in (0, 1), got "
+                              f"{self.count_share!r}")
+        for name in ("max_cells", "max_rows_per_cell"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"WeeklyDPConfig.{name} must be an integer >= 1, got {v!r}")
+        e = self.bucket_edges_h
+        if len(e) < 3 or e[0] != 0 or any(b <= a for a, b in itertools.pairwise(e)):
+            raise ConfigError("WeeklyDPConfig.bucket_edges_h must start at 0 and increase")
+
+
+def public_keys(districts: pa.Table,
+                request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES) -> pa.Table:
+    """The public key set: districts (reference table) x request types (schema domain)."""
+    ids = sorted(str(d) for d in districts.column("district_id").to_pylist())
+    return pa.table({"district_id": [d for d in ids for _ in request_types],
+                     "request_type": [t for _ in ids for t in request_types]})
+
+
+def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
+                    cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None
+                    ) -> tuple[pa.Table, dict[str, Any]]:
+    """The weekly 311 table, differentially private per requester (pure).
+
+    * Counts: DP count per (district, request type) of the public key set; each requester
+      (pseudonym; a request without one is its own unit) counts at most ``max_rows_per_cell``
+      requests in at most ``max_cells`` cells (hash-sampled with ``seed``); epsilon x
+      count_share. Every key is published, zero cells included; nothing is withheld.
+    * Median resolution: per request type (city-wide, a coarser statistic than the cell),
+      from a DP histogram of closed requests over public hour buckets; each requester
+      counts one closed request; epsilon x (1 - count_share). Linear interpolation inside
+      the bucket (kpi.compute.histogram_median).
+
+    Returns:
+        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta).
+    """
+    import duckdb
+
+    from kpi.compute import histogram_median
+    from privacy.dp import ContributionBounds, DPBudget, dp_count
+    from privacy.dp import release_info as dp_info
+
+    keys = public_keys(districts)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("clean", clean)
+        base = con.sql(
+            """SELECT coalesce(requester_pid, request_id) AS u,
+                      CAST(district_id AS VARCHAR) AS district_id, request_type,
+                      CASE WHEN closed_at IS NOT NULL AND created_at IS NOT NULL
+                           THEN greatest(date_diff('second', created_at, closed_at), 0) / 3600.0
+                      END AS hours
+               FROM clean""").to_arrow_table()
+    finally:
+        con.close()
+    eps_c = cfg.epsilon * cfg.count_share
+    eps_m = cfg.epsilon - eps_c
+    counts = dp_count(base, unit="u", by=list(KEYS), budget=DPBudget(eps_c),
+                      bounds=ContributionBounds(cfg.max_cells, cfg.max_rows_per_cell),
+                      public_keys=keys, seed=seed, random_state=random_state)
+    edges = [float(e) for e in cfg.bucket_edges_h]
+    nb = len(edges) - 1
+    closed = base.filter(pa.compute.is_valid(base.column("hours")))
+    hours = [min(h, edges[-1] - 1e-9) for h in closed.column("hours").to_pylist()]
+    import numpy as np
+
+    bucket = np.clip(np.searchsorted(edges, hours, side="right") - 1, 0, nb - 1)
+    closed = closed.append_column("bucket", pa.array(bucket.tolist(), pa.int64()))
+    types = list(SERVICE_REQUEST_TYPES)
+    hist_keys = pa.table({"request_type": [t for t in types for _ in range(nb)],
+                          "bucket": [b for _ in types for b in range(nb)]})
+    hist = dp_count(closed, unit="u", by=["request_type", "bucket"], budget=DPBudget(eps_m),
+                    bounds=ContributionBounds(1, 1), public_keys=hist_keys, seed=seed,
+                    random_state=random_state)
+    lookup = dict(zip(zip(hist.column("request_type").to_pylist(),
+                          hist.column("bucket").to_pylist()), hist.column("value").to_pylist()))
+    h = np.array([[float(lookup.get((t, b), 0)) for b in range(nb)] for t in types])
+    std = float(hist.column("noise_std")[0].as_py()) if hist.num_rows else 0.0
+    med, med_bound, _ = histogram_median(h, np.full(len(types), std), np.asarray(edges))
+    med_by_type = {t: (None if not math.isfinite(m) else round(float(m), 3),
+                       None if not math.isfinite(b) else round(float(b), 3))
+                   for t, m, b in zip(types, med, med_bound)}
+    ts = counts.column("request_type").to_pylist()
+    table = pa.table({
+        "week_start": pa.array([week_start.date()] * counts.num_rows, pa.date32()),
+        "district_id": counts.column("district_id").cast(pa.string()),
+        "request_type": counts.column("request_type").cast(pa.string()),
+        "requests": counts.column("value").cast(pa.int64()),
+        "requests_error_bound_95": counts.column("error_bound_95").cast(pa.float64()),
+        "median_resolution_hours": pa.array([med_by_type[t][0] for t in ts], pa.float64()),
+        "median_resolution_hours_error_bound_95": pa.array([med_by_type[t][1] for t in ts],
+                                                           pa.float64()),
+    })
+    statement = {
+        "privacy_method": "differential_privacy", "privacy_unit": "requester",
+        "epsilon": cfg.epsilon, "delta": 0.0,
+        "releases": {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
+                     "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
+                                          "bucket_edges_h": edges}},
+        "key_set": "public: districts reference table x request types of the schema",
+    }
+    return table, statement
+
+
+def _short(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in ("statistic", "bounds", "mechanisms", "key_source") if k in info}
+
+
+def _policy_entry(settings: Settings):
+    """The weekly dataset's policy entry, tightened by the settings (never loosened)."""
+    from privacy.policy import load_policy
+
+    entry = load_policy().dataset(DATASET)
+    if entry.method == "small_count_suppression":
+        entry = entry.tightened(threshold=settings.suppression_k)
+    elif entry.method != "differential_privacy":
+        raise ConfigError(f"release policy: datasets.{DATASET}.method must be "
+                          "differential_privacy or small_count_suppression, got "
+                          f"{entry.method!r}")
+    return entry
+
+
+def _state_url(settings: Settings) -> str:
+    return str(settings.state_url)
+
+
+def _is_skipped(*steps: dict[str, Any] | None) -> bool:
+    return any(bool(s and s.get("skipped")) for s in steps)
+
+
+def _skipped(what: str, start: datetime) -> dict[str, Any]:
+    log.warning("%s %s: %s", what, partition_name(start), SKIPPED_REASON)
+    return {"skipped": True, "reason": SKIPPED_REASON, "partition": partition_name(start)}
+
+
+def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
+              random_state: Any = None) -> dict[str, Any]:
+    """The weekly district x type table, as the policy says, staged for commit.
+
+    DP (policy method differential_privacy): through the ledger's release protocol, so a
+    rerun of a recorded week replays the recorded bytes and spends nothing more; the
+    requester account pays the policy's per-release epsilon. Suppression: small-count
+    suppression at the policy's threshold plus secondary suppression.
+    """
+    if _is_skipped(ingested):
+        return _skipped(DATASET, start)
+    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    entry = _policy_entry(settings)
+    staging = settings.layout.output(DATASET, start).with_name(
+        f".{partition_name(start)}.staging")
+    clean = pq.read_table(ingested["clean_path"])
+    if entry.method == "differential_privacy":
+        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state)
     from transforms.service_requests import weekly_requests
 
-    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
-    clean = pq.read_table(ingested["clean_path"])
     counts = weekly_requests(clean, districts, start)
     rule = SmallCountSuppression(
-        threshold=settings.suppression_k,
+        threshold=entry.threshold,
         count_columns=("requests", "median_resolution_hours"),
         unit_column="requesters",
     )
-    released = suppress_small_counts(counts, rule)
-    staging = settings.layout.output(DATASET, start).with_name(
-        f".{partition_name(start)}.staging")
+    released = secondary_suppression(suppress_small_counts(counts, rule), keys=KEYS,
+                                     count_columns=rule.count_columns)
     write_parquet_atomic(released, staging / "part-0.parquet")
     n_suppressed = sum(released.column("suppressed").to_pylist())
     return {
         "staging_dir": str(staging),
+        "method": entry.method,
         "rows": released.num_rows,
         "rows_suppressed": n_suppressed,
         "requests_in_clean": clean.num_rows,
@@ -132,51 +349,203 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime) -> 
             v for v, s in zip(counts.column("requests").to_pylist(),
                               released.column("suppressed").to_pylist()) if s and v),
         "unmatched_requests": clean.num_rows - sum(counts.column("requests").to_pylist()),
-        "suppression": {"threshold": rule.threshold, "unit": "distinct requesters"},
+        "suppression": {"threshold": rule.threshold, "unit": "distinct requesters",
+                        "secondary": True},
     }
 
 
+def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
+                  start: datetime, staging: Path, random_state: Any) -> dict[str, Any]:
+    from privacy.dp import Ledger
+
+    cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+    part = partition_name(start)
+
+    def compute():
+        table, statement = dp_weekly_table(clean, districts, start, cfg, seed=settings.seed,
+                                           random_state=random_state)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return statement, {"part-0.parquet": buf.getvalue(),
+                           "privacy.json": json.dumps(statement, indent=2,
+                                                      sort_keys=True).encode()}
+
+    ledger = Ledger(_state_url(settings))
+    outcome = ledger.release(DATASET, part, start.date(), {entry.unit: entry.budget}, compute)
+    staging.mkdir(parents=True, exist_ok=True)
+    for name, content in outcome.artifacts.items():
+        tmp = staging / f".{name}.tmp"
+        tmp.write_bytes(content)
+        tmp.replace(staging / name)
+    table = pq.read_table(staging / "part-0.parquet")
+    spend = outcome.record.spend_for(entry.unit)
+    return {
+        "staging_dir": str(staging),
+        "method": entry.method,
+        "rows": table.num_rows,
+        "rows_suppressed": 0,
+        "requests_in_clean": clean.num_rows,
+        "requests_published": sum(table.column("requests").to_pylist()),
+        "reused_release": outcome.reused,
+        "ledger": {"release_pk": outcome.record.id, "unit": entry.unit,
+                   "period": spend.period, "epsilon": spend.epsilon, "delta": spend.delta,
+                   "policy_hash": outcome.record.policy_hash},
+        "dp": {"epsilon": cfg.epsilon, "count_share": cfg.count_share,
+               "max_cells": cfg.max_cells, "max_rows_per_cell": cfg.max_rows_per_cell},
+    }
+
+
+def _published_table(settings: Settings, dataset: str, start: datetime,
+                     name: str = "part-0.parquet") -> pa.Table | None:
+    path = settings.layout.output(dataset, start) / name
+    return pq.read_table(path) if path.exists() else None
+
+
+def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None,
+                 microdata: pa.Table | None, new_dataset: str) -> dict[str, Any]:
+    """Run the composition guard over the 311 releases of one source week (the new one and
+    what is already in outputs/), write reports/<new_dataset>/dt=.../guard.json, and raise
+    GuardError when a check fails. Returns the report dict."""
+    from privacy import guard as g
+    from privacy.policy import load_policy
+
+    policy = load_policy()
+    considered = [d for d, t in ((DATASET, weekly), (MICRODATA_DATASET, microdata))
+                  if t is not None]
+    checks = []
+    md_margins = []
+    if microdata is not None:
+        md_entry = policy.dataset(MICRODATA_DATASET)
+        # Settings may only tighten (a looser k or l is refused here too); the run's tighter
+        # k, l apply to a new microdata release, a published one is checked at the policy's.
+        run_entry = md_entry.tightened(k=settings.microdata_k, l=settings.microdata_l)
+        if new_dataset == MICRODATA_DATASET:
+            md_entry = run_entry
+        checks.append(g.microdata_classes(microdata, sensitive=md_entry.sensitive,
+                                          k=md_entry.k, l=md_entry.l,
+                                          policy_columns=md_entry.published_columns))
+        md_margins.append(g.margins_from_records(microdata, KEYS))
+    if weekly is not None:
+        entry = _policy_entry(settings)
+        extra = sorted(set(weekly.column_names) - set(entry.published_columns))
+        checks.append(g.Check("published_columns", not extra,
+                              {"columns_not_in_policy": extra,
+                               "columns": list(weekly.column_names)}))
+        if "suppressed" in weekly.column_names:
+            checks.append(g.withheld_cells(weekly, keys=KEYS, count="requests",
+                                           threshold=entry.threshold or 2,
+                                           margins=md_margins))
+        else:
+            districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv",
+                                           DISTRICTS)
+            checks.append(g.dp_cells(weekly, keys=KEYS, count="requests",
+                                     error_bound="requests_error_bound_95",
+                                     public_keys=public_keys(districts), margins=md_margins))
+    month = start.replace(day=1)
+    kpis = _published_table(settings, KPI_DATASET, month, "kpis.parquet")
+    if kpis is not None:
+        considered.append(KPI_DATASET)
+        checks.append(g.kpi_rows(kpis, person_sources=("service_requests",)))
+    report = g.guard(new_dataset, partition_name(start), checks, considered)
+    path = report.write(settings.layout.reports(new_dataset, start) / "guard.json")
+    report.raise_if_failed(path)
+    return {"passed": True, "report": str(path),
+            "checks": [c.name for c in report.checks], "releases_considered": considered}
+
+
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
-    """Move the staged product into outputs/<dataset>/dt=.../ and add a CSV copy."""
+    """Guard + GX gate, then move the staged product into outputs/<dataset>/dt=.../ and add
+    a CSV copy."""
+    if _is_skipped(staged):
+        return _skipped(DATASET, start)
     staging = Path(staged["staging_dir"])
     parquet = staging / "part-0.parquet"
     if not parquet.exists():
         raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "
                                f"{parquet} is missing; rerun the aggregate task")
     with discard_on_failure(staging):
-        validation = _validate_product(settings, parquet, start)
-    table = pq.read_table(parquet)
+        table = pq.read_table(parquet)
+        guard = guard_period(settings, start, weekly=table,
+                             microdata=_published_table(settings, MICRODATA_DATASET, start),
+                             new_dataset=DATASET)
+        validation = _validate_product(settings, parquet, start, staged)
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     write_csv_atomic(table, settings.layout.csv(DATASET, start) / "part-0.csv")
     clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "rows": table.num_rows, "validation": validation}
+            "rows": table.num_rows, "validation": validation, "guard": guard,
+            "method": staged.get("method")}
 
 
-def _validate_product(settings: Settings, parquet: Path, start: datetime) -> dict[str, Any]:
+def _validate_product(settings: Settings, parquet: Path, start: datetime,
+                      staged: dict[str, Any]) -> dict[str, Any]:
     """GX gate on the staged weekly product; a failure stops the run before anything moves."""
     from expectations.gate import validate_or_raise
 
     districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    if staged.get("method") == "differential_privacy":
+        statement_path = parquet.with_name("privacy.json")
+        statement = (json.loads(statement_path.read_text()) if statement_path.exists()
+                     else None)
+        privacy = {"kind": "dp", "count_columns": ["requests"], "statement": statement,
+                   "ledger_epsilon": staged["ledger"]["epsilon"],
+                   "ledger_delta": staged["ledger"]["delta"]}
+    else:
+        privacy = {"kind": "suppressed", "count_columns": ["requests"],
+                   "threshold": staged.get("suppression", {}).get("threshold",
+                                                                  settings.suppression_k)}
     return validate_or_raise(
         DATASET, parquet, reports_dir=settings.layout.reports(DATASET, start),
         context={"interval": (start, start + timedelta(weeks=1)), "districts": districts,
                  "previous_partition": settings.layout.output(DATASET, start),
-                 "privacy": {"kind": "suppressed", "count_columns": ["requests"],
-                             "threshold": settings.suppression_k}})
+                 "privacy": privacy})
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
                 provenance: dict) -> DatasetRelease:
     out = Path(committed["output_dir"])
     part = partition_name(start)
+    entry = _policy_entry(settings)
+    if entry.method == "differential_privacy":
+        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        return DatasetRelease(
+            name=DATASET,
+            title=f"311 service requests per district and type, weekly - {settings.city_name}",
+            description=(
+                "Weekly number of 311 service requests per district and request type, "
+                f"differentially private per requester (epsilon = {cfg.epsilon:g} per "
+                "requester per week, from the requester's portal-wide monthly budget): each "
+                f"requester counts at most {cfg.max_rows_per_cell} request(s) in at most "
+                f"{cfg.max_cells} cells, noise is added to every cell and its 95 % error "
+                "bound is published next to it. Every district x type cell is published; "
+                "none is withheld. The median resolution time is a city-wide DP median per "
+                "request type. No personal data of requesters is published."
+            ),
+            resources=(
+                Resource(out / "part-0.parquet", "requests-weekly", "parquet",
+                         f"Week starting {start:%Y-%m-%d} (Parquet)", part),
+                Resource(out / "part-0.csv", "requests-weekly-csv", "csv",
+                         f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
+            ),
+            fields=DP_FIELDS,
+            privacy={"privacy_method": "differential_privacy", "privacy_unit": "requester",
+                     "epsilon_per_release": cfg.epsilon, "delta": 0.0,
+                     "contribution_bounds": {"max_cells": cfg.max_cells,
+                                             "max_rows_per_cell": cfg.max_rows_per_cell},
+                     "dp_mechanisms": "Geometric (counts, median histogram)"},
+            tags=("311", "service-requests", "kpi", "open-data", "differential-privacy"),
+            temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
+            spatial_coverage=settings.city_name,
+            accrual_periodicity="R/P1W",
+            provenance=provenance,
+        )
     return DatasetRelease(
         name=DATASET,
         title=f"311 service requests per district and type, weekly - {settings.city_name}",
         description=(
             "Weekly number of 311 service requests per district and request type, with the "
             "median resolution time. Counts backed by fewer than "
-            f"{settings.suppression_k} distinct requesters are withheld (empty) and flagged "
+            f"{entry.threshold} distinct requesters are withheld (empty) and flagged "
             "in the 'suppressed' column; no personal data of requesters is published."
         ),
         resources=(
@@ -188,7 +557,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         ),
         fields=FIELDS,
         privacy={"privacy_method": "small_count_suppression",
-                 "suppression_threshold": settings.suppression_k,
+                 "suppression_threshold": entry.threshold,
+                 "secondary_suppression": True,
                  "privacy_unit": "requester"},
         tags=("311", "service-requests", "kpi", "open-data"),
         temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
@@ -198,15 +568,27 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     )
 
 
+def release_params(settings: Settings) -> dict[str, Any]:
+    """The privacy parameters of this week's release, for the release registry."""
+    entry = _policy_entry(settings)
+    if entry.method == "differential_privacy":
+        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        return {"epsilon": cfg.epsilon, "delta": 0.0,
+                "count_share": cfg.count_share, "max_cells": cfg.max_cells,
+                "max_rows_per_cell": cfg.max_rows_per_cell}
+    return {"threshold": entry.threshold, "secondary_suppression": True}
+
+
 def publish(settings: Settings, committed: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
+    if _is_skipped(committed):
+        return _skipped(DATASET, start)
     provenance = {"pipeline_version": __version__, "run_id": run_id,
                   "input_hashes": ingested.get("input_hashes", {})}
     from opencity.registry import publish_partition  # policy + registry check, then record
 
     result = publish_partition(settings, release_for(settings, committed, start, end,
-                                                     provenance),
-                               {"threshold": settings.suppression_k})
+                                                     provenance), release_params(settings))
     return {"target": result.target, "url": result.url, "created": result.created,
             "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
 
@@ -215,13 +597,28 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
              ingested: dict, staged: dict, committed: dict, published: dict,
              extra: dict | None = None) -> str:
     path = settings.layout.manifest(dag_id, start)
+    if _is_skipped(ingested, staged, committed):
+        write_manifest(path, {
+            "dag_id": dag_id, "run_id": run_id, "partition": partition_name(start),
+            "data_interval": _interval_dict(start, end), "status": "skipped",
+            "reason": SKIPPED_REASON, "inputs": ingested.get("input_hashes", {}),
+            "row_counts": {k: ingested.get(k) for k in ("rows_in", "rows_out",
+                                                         "rows_quarantined",
+                                                         "rows_other_intervals")},
+            "published": published, **(extra or {}),
+        })
+        log.info("manifest written (skipped period): %s", path)
+        return str(path)
     write_manifest(path, {
         "dag_id": dag_id,
         "run_id": run_id,
         "partition": partition_name(start),
         "data_interval": _interval_dict(start, end),
-        "parameters": {"suppression_k": settings.suppression_k,
+        "parameters": {"method": staged.get("method"),
+                       "suppression_k": staged.get("suppression", {}).get("threshold"),
+                       "dp": staged.get("dp"), "ledger": staged.get("ledger"),
                        "publish_target": settings.publish_target},
+        "guard": committed.get("guard"),
         "inputs": ingested.get("input_hashes", {}),
         "row_counts": {
             "rows_in": ingested["rows_in"],
