@@ -110,7 +110,7 @@ def microdata_domains(ctx: SuiteContext) -> dict[str, tuple[str, ...]]:
     col = SERVICE_REQUESTS.column
     domains = {
         "request_type": tuple(ctx.extra.get("request_types", col("request_type").allowed)),
-        "status": tuple(col("status").allowed),
+        "status": (*col("status").allowed, "*"),  # a quasi-identifier: may be generalized
         "gender": (*col("requester_gender").allowed, "*"),
     }
     if ctx.district_ids is not None:

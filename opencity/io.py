@@ -185,6 +185,23 @@ def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: boo
     return target
 
 
+def write_bytes_atomic(content: bytes, target: str | Path, *, restricted: bool = False) -> Path:
+    """Write ``content`` to ``target`` through a temporary name (see
+    :func:`write_parquet_atomic`; restricted inside a staging folder)."""
+    target = Path(target)
+    restricted = _parent(target, restricted)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(content)
+        if restricted:
+            restricted_file(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
 def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False) -> Path:
     """Write ``table`` as CSV through a temporary name (see :func:`write_parquet_atomic`)."""
     target = Path(target)

@@ -40,6 +40,7 @@ from opencity.io import (
     discard_on_failure,
     read_reference_csv,
     replace_dir,
+    write_bytes_atomic,
     write_csv_atomic,
     write_parquet_atomic,
 )
@@ -372,11 +373,8 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
 
     ledger = Ledger(_state_url(settings))
     outcome = ledger.release(DATASET, part, start.date(), {entry.unit: entry.budget}, compute)
-    staging.mkdir(parents=True, exist_ok=True)
     for name, content in outcome.artifacts.items():
-        tmp = staging / f".{name}.tmp"
-        tmp.write_bytes(content)
-        tmp.replace(staging / name)
+        write_bytes_atomic(content, staging / name)  # staging: restricted, owner-only
     table = pq.read_table(staging / "part-0.parquet")
     spend = outcome.record.spend_for(entry.unit)
     return {
@@ -524,7 +522,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
             resources=(
                 Resource(out / "part-0.parquet", "requests-weekly", "parquet",
                          f"Week starting {start:%Y-%m-%d} (Parquet)", part),
-                Resource(out / "part-0.csv", "requests-weekly-csv", "csv",
+                Resource(settings.layout.csv(DATASET, start) / "part-0.csv",
+                         "requests-weekly-csv", "csv",
                          f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
             ),
             fields=DP_FIELDS,

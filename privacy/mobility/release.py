@@ -22,9 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import secrets
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -35,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import DataQualityError
+from opencity.io import write_bytes_atomic
 from privacy.dp import DPBudget
 from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
 from privacy.mobility.products import (
@@ -94,13 +93,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     return buf.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _privacy_document(release: dict[str, Any], entry: LedgerRelease) -> bytes:
@@ -227,10 +219,10 @@ def _write(out: Path, artifacts: dict[str, bytes], entry: LedgerRelease, *, reus
            report: dict[str, Any]) -> ReleaseResult:
     files: dict[str, Path] = {}
     for name, data in artifacts.items():
-        _atomic_write(out / name, data)
+        write_bytes_atomic(data, out / name)
         files[name.removesuffix(".parquet")] = out / name
-    _atomic_write(out / PRIVACY_FILE, _privacy_document(entry.release, entry))
+    write_bytes_atomic(_privacy_document(entry.release, entry), out / PRIVACY_FILE)
     files["privacy"] = out / PRIVACY_FILE
     if report:
-        _atomic_write(out / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
+        write_bytes_atomic((json.dumps(report, indent=2) + "\n").encode(), out / REPORT_FILE)
     return ReleaseResult(out, files, entry, reused, report)

@@ -86,8 +86,9 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
     part = run_dir / "outputs" / "opencity-311-requests-weekly" / "dt=2026-10-05"
     table = pq.read_table(part / "part-0.parquet")
     assert table.num_rows > 0
-    # outputs/ holds only Parquet (a Hive-partitioned table); the CSV copy is in csv/.
-    assert sorted(p.name for p in part.iterdir()) == ["part-0.parquet"]
+    # outputs/ holds the table as Parquet (a Hive-partitioned table) and the DP release's
+    # privacy statement (a JSON file, which a *.parquet reader skips); the CSV copy is in csv/.
+    assert sorted(p.name for p in part.iterdir()) == ["part-0.parquet", "privacy.json"]
     assert (run_dir / "csv" / "opencity-311-requests-weekly" / "dt=2026-10-05" /
             "part-0.csv").exists()
     forbidden = {"requester_name", "requester_phone", "requester_email", "requester_address",
