@@ -124,15 +124,21 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
     if not staged.get("released"):
         return {"published": False, "reason": staged.get("reason", "not released")}
     from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
+    from opencity.pipelines.partitions import committed
 
-    with discard_on_failure(Path(staged["staging_dir"])):
+    staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    # Rerun alone after an earlier try committed: check and publish the committed partition.
+    already = committed(staging, final, "part-0.parquet", "part-0.csv")
+    with discard_on_failure(staging):
         validation = validate_or_raise(
-            DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
+            DATASET, (final if already else staging) / "part-0.parquet",
             context={"privacy": {"kind": "microdata",
                                  "quasi_identifiers": list(QUASI_IDENTIFIERS),
                                  "k": staged["k"]}, "run_id": run_id},
             reports_dir=settings.layout.reports(DATASET, start))
-    final = replace_dir(Path(staged["staging_dir"]), settings.layout.output(DATASET, start))
+    if not already:
+        final = replace_dir(staging, final)
     part = partition_name(start)
     release = DatasetRelease(
         name=DATASET,

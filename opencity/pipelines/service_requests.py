@@ -137,7 +137,16 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime) -> 
 
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
     """Move the staged product into outputs/<dataset>/dt=.../ and add a CSV copy."""
+    from opencity.pipelines.partitions import committed
+
     staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    if committed(staging, final, "part-0.parquet", "part-0.csv"):
+        # Rerun alone after an earlier try moved the staging directory into place.
+        validation = _validate_product(settings, final / "part-0.parquet", start)
+        return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
+                "rows": pq.read_metadata(final / "part-0.parquet").num_rows,
+                "validation": validation}
     parquet = staging / "part-0.parquet"
     if not parquet.exists():
         raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "
