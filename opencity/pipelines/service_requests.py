@@ -75,6 +75,10 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
         profile=profile,
     )
     out = result.as_dict()
+    # An interval without input fails here, with that message, leaving no empty partition.
+    from opencity.pipelines.partitions import require_input
+
+    require_input(out, SOURCE, start, end, layout.clean(SOURCE, start))
     out["interval"] = _interval_dict(start, end)
     out["input_hashes"] = input_hashes([raw, districts_csv])
     out["validation"] = _validate_clean(settings, out, start, end, reference.districts)
