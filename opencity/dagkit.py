@@ -305,6 +305,36 @@ def dag_kwargs(dag_id: str, *, schedule, start_date: datetime, doc_md: str, peri
     return kwargs
 
 
+def check_shared_run_dir(run_dir: str, dag_id: str, run_id: str, first: bool) -> None:
+    """Fail clearly when this worker does not see the run directory the run started in.
+
+    Tasks hand each other paths inside the run directory, so every worker must mount the
+    same run directory (a shared volume). The run's first task writes a marker
+    ``<run_dir>/_runs/<dag_id>/<run_id>.json``; every later task checks it is there.
+    """
+    import re
+    import socket
+    from pathlib import Path
+
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", run_id)
+    marker = Path(run_dir) / "_runs" / dag_id / f"{safe}.json"
+    if first:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"dag_id": dag_id, "run_id": run_id,
+                                          "started_on": socket.gethostname()}))
+        except OSError as err:
+            raise ConfigError(f"cannot write to the run directory {run_dir} ({err}); check "
+                              "that the shared run volume is mounted and writable") from err
+        return
+    if not marker.is_file():
+        raise ConfigError(
+            f"this worker ({socket.gethostname()}) does not see the run directory {run_dir} "
+            f"that run {run_id} started in (missing {marker}). Every Celery worker must mount "
+            "the same run directory (shared volume) at the same path; see README 'Production "
+            "Airflow'.")
+
+
 def _fail_fast(err: PipelineError):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -326,6 +356,10 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
             try:
                 ctx = get_current_context()
                 check_conf_keys(getattr(ctx.get("dag_run"), "conf", None), ctx["dag"].params)
+                from opencity.airflow_context import run_settings
+
+                check_shared_run_dir(run_settings().run_dir, ctx["dag"].dag_id, ctx["run_id"],
+                                     first=not ctx["task"].upstream_task_ids)
                 return f(*args, **kwargs)
             except PipelineError as err:
                 if err.transient:

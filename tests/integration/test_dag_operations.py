@@ -274,3 +274,27 @@ def test_every_cdr_task_can_be_cleared_and_rerun_alone(airflow_db, sample_raw, t
     for task_id in ("publish", "release", "ingest"):
         assert _rerun_alone(dag, dr, task_id) == "success", task_id
         assert _tree_digest(run_dir) == before, f"rerunning {task_id} alone changed outputs"
+
+
+def test_a_worker_without_the_shared_run_dir_fails_with_a_clear_message(airflow_db, sample_raw,
+                                                                       tmp_path, alerts):
+    """Tasks hand each other run-directory paths: a worker that does not mount the shared
+    run directory (simulated by removing the run's marker) fails its task saying so."""
+    import shutil
+
+    from airflow.sdk import DagRunState
+
+    dag = _dag("cdr_mobility", "cdr_mobility.py")
+    run_dir = tmp_path / "run"
+    dr = dag.test(logical_date=datetime(2026, 10, 6, tzinfo=UTC),
+                  run_conf={"run_dir": str(run_dir), "raw_dir": str(sample_raw)})
+    assert dr.state == DagRunState.SUCCESS
+    markers = list((run_dir / "_runs" / "cdr_mobility").glob("*.json"))
+    assert len(markers) == 1
+    shutil.rmtree(run_dir / "_runs")
+    assert _rerun_alone(dag, dr, "publish") == "failed"
+    from airflow.settings import Session
+
+    ti = next(t for t in dr.get_task_instances(session=Session()) if t.task_id == "publish")
+    assert ti.try_number == 2  # one rerun, no retry: the failure is terminal
+    assert "does not see the run directory" in alerts.posts[-1]["message"]
