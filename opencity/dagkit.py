@@ -302,6 +302,7 @@ def dag_kwargs(dag_id: str, *, schedule, start_date: datetime, doc_md: str, peri
     }
     if deadline is not None:
         kwargs["deadline"] = deadline
+
     return kwargs
 
 
