@@ -120,6 +120,8 @@ class Cluster:
             "GX_ANALYTICS_ENABLED": "false",
             # Only triggered intervals and backfills here: no scheduled "latest" interval.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # Run ids name their partition (manual__dt=2026-10-05): allow "=" in them.
+            "AIRFLOW__SCHEDULER__ALLOWED_RUN_ID_PATTERN": r"^[A-Za-z0-9_.~:+=-]+$",
             "PYTHONUNBUFFERED": "1",
             "OPENCITY_TASK_RETRIES": "1",
             "OPENCITY_RETRY_DELAY_SECONDS": "2",
@@ -233,8 +235,14 @@ class Cluster:
             f"http://127.0.0.1:{API_PORT}{path}", method=method,
             data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if method == "GET" and err.code >= 500:
+                raise
+            raise AssertionError(f"{method} {path}: HTTP {err.code}: "
+                                 f"{err.read()[:2000].decode(errors='replace')}") from None
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         from urllib.parse import quote
