@@ -22,7 +22,7 @@ from airflow.sdk import dag, get_current_context
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import CDR_DAILY_CAP, asset, dag_kwargs, pipeline_task
+from opencity.dagkit import CDR_DAILY_CAP, asset, before_publish, dag_kwargs, pipeline_task
 
 
 @dag(**dag_kwargs(
@@ -59,7 +59,8 @@ def cdr_mobility():
         return pipeline.publish(run_settings(), released, start, end,
                                 get_current_context()["run_id"])
 
-    publish(release(ingest()))
+    released = release(ingest())
+    before_publish("cdr_mobility", released, publish(released))
 
 
 cdr_mobility()

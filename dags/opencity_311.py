@@ -24,7 +24,7 @@ from airflow.sdk import dag, get_current_context
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 
 
 @dag(**dag_kwargs(
@@ -94,8 +94,10 @@ def opencity_311():
     staged = aggregate(ingested)
     committed = commit_partition(staged)
     published = publish(committed, ingested)
+    before_publish("311_weekly", committed, published)
     staged_md = anonymize_microdata(ingested)
     published_md = publish_microdata(staged_md, ingested)
+    before_publish("311_microdata", staged_md, published_md)
     manifest(ingested, staged, committed, published, staged_md, published_md)
 
 

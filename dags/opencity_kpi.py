@@ -22,7 +22,7 @@ from airflow.sdk import dag, get_current_context
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
 SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
@@ -84,6 +84,7 @@ def opencity_kpi():
     rendered = dashboard(staged)
     committed = commit_partition(staged, rendered)
     published = publish(committed, staged, ingested)
+    before_publish("kpis", committed, published)
     manifest(ingested, staged, committed, published)
 
 

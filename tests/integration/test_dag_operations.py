@@ -298,3 +298,25 @@ def test_a_worker_without_the_shared_run_dir_fails_with_a_clear_message(airflow_
     ti = next(t for t in dr.get_task_instances(session=Session()) if t.task_id == "publish")
     assert ti.try_number == 2  # one rerun, no retry: the failure is terminal
     assert "does not see the run directory" in alerts.posts[-1]["message"]
+
+
+def test_a_release_step_is_wired_before_every_publish_in_one_edit(monkeypatch):
+    """opencity.dagkit.RELEASE_STEPS: one factory puts a step (e.g. an approval) between the
+    committed partition and its publication in every DAG."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    from opencity import dagkit
+
+    monkeypatch.setattr(dagkit, "RELEASE_STEPS",
+                        [lambda key: EmptyOperator(task_id=f"approve_{key}")])
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    expected = {"opencity_311": {"approve_311_weekly": "publish",
+                                 "approve_311_microdata": "publish_microdata"},
+                "cdr_mobility": {"approve_cdr_mobility": "publish"},
+                "opencity_kpi": {"approve_kpis": "publish"}}
+    for dag_id, steps in expected.items():
+        dag = bag.dags[dag_id]
+        for step, publish in steps.items():
+            assert step in dag.task_dict[publish].upstream_task_ids, (dag_id, step)
