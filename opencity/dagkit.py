@@ -198,7 +198,7 @@ def send_alert(payload: dict[str, Any], conn_id: str | None = None) -> bool:
         _alert_url(conn), data=json.dumps(payload, default=str).encode(), method="POST",
         headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - our connection
+        with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
         return True
     except OSError as err:

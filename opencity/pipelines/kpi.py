@@ -194,7 +194,6 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
     from kpi.dashboard import render_dashboard
     from kpi.io import read_kpi_history
     from kpi.registry import load_registry
-
     from opencity.pipelines.partitions import committed
 
     staging = Path(staged["staging_dir"])

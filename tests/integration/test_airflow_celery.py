@@ -142,7 +142,7 @@ class Cluster:
 
     def run(self, cmd: list[str], timeout: float = 180, env: dict | None = None) -> str:
         out = subprocess.run(cmd, env=env or self.env, capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, check=False)
         if out.returncode:
             raise AssertionError(f"{' '.join(cmd[:4])} failed ({out.returncode}):\n"
                                  f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -187,7 +187,7 @@ class Cluster:
                                     "-c", "max_connections=200"])
         psql = [*as_pg, str(pg / "psql"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-U",
                 "postgres", "-tAc"]
-        _wait("PostgreSQL", lambda: subprocess.run([*psql, "select 1"], capture_output=True)
+        _wait("PostgreSQL", lambda: subprocess.run([*psql, "select 1"], capture_output=True, check=False)
               .returncode == 0, 60, [("postgres", p)])
         self.run([*psql, "CREATE DATABASE airflow"])
 
@@ -303,6 +303,16 @@ def _catalog_partitions(run_dir: Path, dataset: str) -> set[str]:
     return {r["partition"] for r in pkg["resources"]}
 
 
+def test_bad_params_are_refused_by_the_rest_api(cluster):
+    """Typed params: a wrong type or a looser-than-policy value never creates a run."""
+    for conf in ({"epsilon": "lots"}, {"epsilon": 5}):
+        with pytest.raises(AssertionError, match=r"HTTP 400.*epsilon"):
+            cluster.api("POST", "/api/v2/dags/cdr_mobility/dagRuns", {
+                "logical_date": "2026-10-05T00:00:00Z", "conf": conf})
+    runs = cluster.api("GET", "/api/v2/dags/cdr_mobility/dagRuns")["dag_runs"]
+    assert runs == []
+
+
 def test_311_week_via_rest_with_explicit_interval(cluster):
     t0 = time.monotonic()
     run_id = "manual__dt=2026-10-05"
@@ -353,6 +363,8 @@ def test_cdr_backfill_of_7_days_keeps_every_partition(cluster):
     backfill = {r["data_interval_start"][:10]: r for r in runs if r["run_type"] == "backfill"}
     assert sorted(backfill) == days
     assert {r["state"] for r in backfill.values()} == {"success"}, cluster.diagnostics()
+    for day, r in backfill.items():  # the backfill's run id names the interval it ran
+        assert day in r["run_id"], r["run_id"]
     assert _catalog_partitions(cluster.run_dir, "opencity-cdr-mobility-daily") == {
         f"dt={d}" for d in days}
     print(f"7-day backfill: {time.monotonic() - t0:.1f} s")

@@ -22,8 +22,8 @@ def test_registry_defines_meters_transit_and_waste():
 @pytest.mark.parametrize("body, fragment", [
     ("sources: {}", "non-empty"),
     ("sources: {waste_pickups: {path: w.parquet, schedule: '0 0 * * 1'}}", "start_date"),
-    ("sources: {waste_pickups: {path: w.parquet, schedule: '0 0 * * 1', start_date: "
-     "2026-10-05, shedule: x}}", "shedule"),
+    (("sources: {waste_pickups: {path: w.parquet, schedule: '0 0 * * 1', start_date: "
+      "2026-10-05, shedule: x}}"), "shedule"),
     ("sources: {waste_pickups: {path: ../etc, schedule: '0 0 * * 1', start_date: 2026-10-05}}",
      "relative"),
     ("sources: {waste_pickups: {path: w, schedule: 'weekly', start_date: 2026-10-05}}", "cron"),
