@@ -39,9 +39,10 @@ def opencity_kpi():
     @pipeline_task(inlets=SOURCE_PRODUCTS)
     def ingest() -> dict:
         from opencity.pipelines import kpi as p
+        from opencity.pipelines.partitions import require_any_input
 
         start, end = data_interval()
-        return p.ingest(run_settings(), start, end)
+        return require_any_input(p.ingest(run_settings(), start, end), start, end)
 
     @pipeline_task
     def compute(ingested: dict) -> dict:

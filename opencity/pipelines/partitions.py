@@ -37,3 +37,19 @@ def committed(staging: Path, final: Path, *names: str) -> bool:
     """True when ``staging`` lacks ``names`` but ``final`` holds them all (already committed)."""
     staged = all((staging / n).exists() for n in names)
     return not staged and all((final / n).exists() for n in names)
+
+
+def require_any_input(ingested: dict[str, Any], start: datetime, end: datetime) -> dict:
+    """KPI ingest: raise (terminal) when no source has a clean row in the interval, removing
+    the empty per-source partitions; return ``ingested`` otherwise."""
+    sources = ingested.get("sources", {})
+    if any(s.get("rows_out", 0) > 0 for s in sources.values()):
+        return ingested
+    for s in sources.values():
+        if s.get("clean_path"):
+            shutil.rmtree(Path(s["clean_path"]).parent, ignore_errors=True)
+    raise DataQualityError(
+        f"no input rows for any KPI source in the data interval [{start:%Y-%m-%d}, "
+        f"{end:%Y-%m-%d}) UTC (sources read: {sorted(sources) or 'none'}; missing: "
+        f"{sorted(ingested.get('missing', []))}); land the raw files for this interval and "
+        "rerun. Nothing was published for this interval.")

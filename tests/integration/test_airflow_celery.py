@@ -364,7 +364,7 @@ def test_cdr_backfill_of_7_days_keeps_every_partition(cluster):
     assert sorted(backfill) == days
     assert {r["state"] for r in backfill.values()} == {"success"}, cluster.diagnostics()
     for day, r in backfill.items():  # the backfill's run id names the interval it ran
-        assert day in r["run_id"], r["run_id"]
+        assert day in r["dag_run_id"], r["dag_run_id"]
     assert _catalog_partitions(cluster.run_dir, "opencity-cdr-mobility-daily") == {
         f"dt={d}" for d in days}
     print(f"7-day backfill: {time.monotonic() - t0:.1f} s")

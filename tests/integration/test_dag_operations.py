@@ -320,3 +320,18 @@ def test_a_release_step_is_wired_before_every_publish_in_one_edit(monkeypatch):
         dag = bag.dags[dag_id]
         for step, publish in steps.items():
             assert step in dag.task_dict[publish].upstream_task_ids, (dag_id, step)
+
+
+def test_kpi_month_without_input_fails_at_ingest(airflow_db, sample_raw, tmp_path, alerts):
+    from airflow.sdk import DagRunState
+
+    dag = _dag("opencity_kpi", "opencity_kpi.py")
+    run_dir = tmp_path / "run"
+    dr = dag.test(logical_date=datetime(2026, 12, 1, tzinfo=UTC),  # November: no sample data
+                  run_conf={"run_dir": str(run_dir), "raw_dir": str(sample_raw)})
+    assert dr.state == DagRunState.FAILED
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert tis["ingest"].state == "failed" and tis["ingest"].try_number == 1
+    assert not list(run_dir.glob("clean/**/dt=*")), "an empty clean partition was left"
+    assert not (run_dir / "outputs").exists()
+    assert "no input rows for any KPI source" in alerts.posts[-1]["message"]
