@@ -26,7 +26,7 @@ from opencity.dagkit import CDR_DAILY_CAP, asset, before_publish, dag_kwargs, pi
 
 
 @dag(**dag_kwargs(
-    "cdr_mobility",
+    dag_id="cdr_mobility",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",

@@ -28,7 +28,7 @@ from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 
 
 @dag(**dag_kwargs(
-    "opencity_311",
+    dag_id="opencity_311",
     schedule=CronDataIntervalTimetable("0 0 * * 1", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     doc_md=__doc__, period="week", example="2026-10-05", example_end="2026-10-12",

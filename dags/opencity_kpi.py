@@ -29,7 +29,7 @@ SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
 
 
 @dag(**dag_kwargs(
-    "opencity_kpi",
+    dag_id="opencity_kpi",
     schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     doc_md=__doc__, period="month", example="2026-10-01", example_end="2026-11-01",
