@@ -39,17 +39,23 @@ def committed(staging: Path, final: Path, *names: str) -> bool:
     return not staged and all((final / n).exists() for n in names)
 
 
-def require_any_input(ingested: dict[str, Any], start: datetime, end: datetime) -> dict:
-    """KPI ingest: raise (terminal) when no source has a clean row in the interval, removing
-    the empty per-source partitions; return ``ingested`` otherwise."""
+# Sources whose rows carry an event time (registries such as meter_registry do not: they
+# have rows in every interval, so they cannot tell whether the interval has input).
+EVENT_SOURCES = ("service_requests", "cdr", "meter_readings", "transit_taps", "waste_pickups")
+
+
+def require_any_input(ingested: dict[str, Any], start: datetime, end: datetime,
+                      event_sources=EVENT_SOURCES) -> dict:
+    """KPI ingest: raise (terminal) when no event source has a clean row in the interval,
+    removing the per-source partitions it wrote; return ``ingested`` otherwise."""
     sources = ingested.get("sources", {})
-    if any(s.get("rows_out", 0) > 0 for s in sources.values()):
+    if any(s.get("rows_out", 0) > 0 for n, s in sources.items() if n in event_sources):
         return ingested
     for s in sources.values():
         if s.get("clean_path"):
             shutil.rmtree(Path(s["clean_path"]).parent, ignore_errors=True)
     raise DataQualityError(
-        f"no input rows for any KPI source in the data interval [{start:%Y-%m-%d}, "
+        f"no input rows for any KPI event source {list(event_sources)} in the data interval [{start:%Y-%m-%d}, "
         f"{end:%Y-%m-%d}) UTC (sources read: {sorted(sources) or 'none'}; missing: "
         f"{sorted(ingested.get('missing', []))}); land the raw files for this interval and "
         "rerun. Nothing was published for this interval.")

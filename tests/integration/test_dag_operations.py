@@ -334,4 +334,4 @@ def test_kpi_month_without_input_fails_at_ingest(airflow_db, sample_raw, tmp_pat
     assert tis["ingest"].state == "failed" and tis["ingest"].try_number == 1
     assert not list(run_dir.glob("clean/**/dt=*")), "an empty clean partition was left"
     assert not (run_dir / "outputs").exists()
-    assert "no input rows for any KPI source" in alerts.posts[-1]["message"]
+    assert "no input rows for any KPI event source" in alerts.posts[-1]["message"]
