@@ -363,8 +363,12 @@ def test_cdr_backfill_of_7_days_keeps_every_partition(cluster):
     backfill = {r["data_interval_start"][:10]: r for r in runs if r["run_type"] == "backfill"}
     assert sorted(backfill) == days
     assert {r["state"] for r in backfill.values()} == {"success"}, cluster.diagnostics()
-    for day, r in backfill.items():  # the backfill's run id names the interval it ran
-        assert day in r["dag_run_id"], r["dag_run_id"]
+    for day, r in backfill.items():
+        # Airflow names a backfill run after its logical date, which for this timetable is
+        # the END of the interval (the run for dt=2026-10-05 is backfill__2026-10-06...):
+        # the partition is the run's data_interval_start (README "Production Airflow").
+        assert r["dag_run_id"].startswith("backfill__" + r["logical_date"][:10])
+        assert r["data_interval_end"][:10] == r["logical_date"][:10]
     assert _catalog_partitions(cluster.run_dir, "opencity-cdr-mobility-daily") == {
         f"dt={d}" for d in days}
     print(f"7-day backfill: {time.monotonic() - t0:.1f} s")
