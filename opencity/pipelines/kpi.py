@@ -218,7 +218,7 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
 
     staging = Path(staged["staging_dir"])
     final = settings.layout.output(DATASET, start)
-    if committed(staging, final, "kpis.parquet", "dashboard.html", "kpis.csv"):
+    if committed(staging, final, "kpis.parquet", "dashboard.html"):
         # Rerun alone after an earlier try moved the staging directory into place.
         return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
                 "validation": _validate(settings, final, start)}

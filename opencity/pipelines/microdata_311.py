@@ -129,7 +129,7 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
     staging = Path(staged["staging_dir"])
     final = settings.layout.output(DATASET, start)
     # Rerun alone after an earlier try committed: check and publish the committed partition.
-    already = committed(staging, final, "part-0.parquet", "part-0.csv")
+    already = committed(staging, final, "part-0.parquet")
     with discard_on_failure(staging):
         validation = validate_or_raise(
             DATASET, (final if already else staging) / "part-0.parquet",

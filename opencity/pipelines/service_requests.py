@@ -145,7 +145,7 @@ def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime
 
     staging = Path(staged["staging_dir"])
     final = settings.layout.output(DATASET, start)
-    if committed(staging, final, "part-0.parquet", "part-0.csv"):
+    if committed(staging, final, "part-0.parquet"):
         # Rerun alone after an earlier try moved the staging directory into place.
         validation = _validate_product(settings, final / "part-0.parquet", start)
         return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
