@@ -9,7 +9,10 @@ Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
     DIR/raw/                                 landed raw inputs (restricted: personal data)
     DIR/clean/<source>/dt=YYYY-MM-DD/        ingested, typed, pseudonymized rows (restricted)
     DIR/quarantine/<source>/dt=YYYY-MM-DD/   rows that failed ingestion, with a reason
-    DIR/outputs/<dataset>/dt=YYYY-MM-DD/     anonymized products (what may be published)
+    DIR/outputs/<dataset>/dt=YYYY-MM-DD/     anonymized products (what may be published);
+                                             Parquet tables only, so the tree reads as one
+                                             Hive-partitioned table
+    DIR/csv/<dataset>/dt=YYYY-MM-DD/         CSV copies of those tables (published as well)
     DIR/manifests/<dag_id>/<partition>.json  one manifest per run and partition
     DIR/reports/<dataset>/dt=YYYY-MM-DD/     privacy reports, validation results, Data Docs
     DIR/catalog/<dataset>/                   the local catalog (embedded publish target)
@@ -67,6 +70,10 @@ class RunLayout:
     def output(self, dataset: str, day: date | datetime) -> Path:
         return self.root / "outputs" / dataset / partition_name(day)
 
+    def csv(self, dataset: str, day: date | datetime) -> Path:
+        """CSV copies of a partition's tables, in a tree beside outputs/ (Hive layout)."""
+        return self.root / "csv" / dataset / partition_name(day)
+
     def reports(self, dataset: str, day: date | datetime) -> Path:
         return self.root / "reports" / dataset / partition_name(day)
 
@@ -94,6 +101,10 @@ class Settings:
         ckan_url: CKAN base URL when publish_target is "ckan".
         ckan_organization: CKAN organization that owns the datasets.
         city_name: shown in dataset titles and spatial coverage.
+        publisher_name: the publishing body in the catalog metadata (DCAT-AP dct:publisher).
+        publisher_uri: its http(s) IRI (empty: none).
+        contact_email: the datasets' contact point (DCAT-AP dcat:contactPoint).
+        ckan_timeout: seconds to wait for one CKAN HTTP response (OPENCITY_CKAN_TIMEOUT).
         seed: run seed for reproducible sampling (contribution bounding).
     """
 
@@ -107,6 +118,10 @@ class Settings:
     ckan_url: str = ""
     ckan_organization: str = "opencity"
     city_name: str = "OpenCity sample city"
+    publisher_name: str = "OpenCity open data team"
+    publisher_uri: str = "https://opencity.example.org/"
+    contact_email: str = "opendata@opencity.example.org"
+    ckan_timeout: float = 30.0
     seed: int = 20261123
 
     def __post_init__(self) -> None:
@@ -121,6 +136,9 @@ class Settings:
         if not 0 <= self.microdata_max_suppression < 1:
             raise ConfigError("microdata_max_suppression must be in [0, 1), got "
                               f"{self.microdata_max_suppression!r}")
+        if not 0 < self.ckan_timeout <= 3600:
+            raise ConfigError(f"ckan_timeout must be a number of seconds in (0, 3600], got "
+                              f"{self.ckan_timeout!r}")
         if self.publish_target not in ("local", "ckan"):
             raise ConfigError(
                 f"publish_target must be 'local' or 'ckan', got {self.publish_target!r}"

@@ -1,84 +1,201 @@
-"""The local catalog: the embedded default publish target.
+"""The local catalog: the embedded default publish target, crash-consistent.
 
 Layout (one folder per dataset):
 
-    CATALOG/<dataset-name>/package.json      CKAN-style package dict (name, title, notes,
-                                              license_id, tags, extras, resources) plus an
-                                              "opencity" block holding the full release
-    CATALOG/<dataset-name>/datapackage.json  Frictionless Data Package (schema per resource)
-    CATALOG/<dataset-name>/resources/<partition>/<file>
+    CATALOG/<dataset>/package.json       -> current/package.json  (CKAN-style package dict)
+    CATALOG/<dataset>/datapackage.json   -> current/datapackage.json  (Frictionless, v2)
+    CATALOG/<dataset>/resources          -> current/resources  (resources/<partition>/<file>)
+    CATALOG/<dataset>/current            -> .snapshots/<id>  (the ONE pointer that changes)
+    CATALOG/<dataset>/.snapshots/<id>/   an immutable snapshot of the whole dataset: its
+                                         partitions, each with ``.release.json`` (the
+                                         partition's release record: metadata, privacy,
+                                         provenance, sha256 and size of every file), and the
+                                         package.json / datapackage.json derived from them
+    CATALOG/<dataset>/.lock              publishers of one dataset serialise on it (fcntl)
 
-Publishing is idempotent per (dataset, resource name, partition): a rerun replaces the file of
-the same partition (only when its SHA-256 changed) and keeps every other partition. Every write
-goes to a temporary name first and is renamed, so a crash never leaves a half-written file.
+How a publish stays consistent whatever instant it is killed at:
+
+* the new state of the dataset is assembled as a new snapshot under a unique name (files of
+  unchanged partitions hard-linked from the current snapshot, new files copied, every file
+  and folder fsynced), and made visible in ONE atomic step: a new ``current`` symlink
+  replaces the old one (``os.replace``). A reader sees the old or the new dataset, files and
+  metadata together, never a mix;
+* ``package.json`` and ``datapackage.json`` are computed from the partition records and files
+  of the snapshot they sit in; they are never read, modified and written back;
+* every publish verifies the files on disk of each partition it publishes against the release
+  (sha256 + size) and replaces the partition when they differ; the other partitions are
+  checked against their own records (size; ``verify`` checks sha256 too) and one that no
+  longer matches is left out of the next snapshot (logged), never listed;
+* leftovers of killed runs (snapshots ``current`` does not point to, ``*.tmp``) are removed
+  under the lock by the next publish and are never reachable through ``current`` meanwhile.
+
+A rerun with byte-identical files and the same metadata writes nothing, so ``package.json``
+and ``datapackage.json`` stay byte-identical: provenance (run id, input hashes) and privacy
+parameters are recorded per partition, by the run that produced the partition's files.
 ``iter_releases`` reads a catalog back as DatasetRelease objects (used by the CKAN publisher).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from opencity.errors import PublishError
-from publish.base import (
-    DatasetRelease,
-    Field,
-    PublishResult,
-    Resource,
-    datapackage_descriptor,
-    sha256_file,
-)
+from opencity.errors import ConfigError, PublishError
+from publish.base import DatasetRelease, Field, PublishResult, Resource, sha256_file
+
+log = logging.getLogger(__name__)
 
 PACKAGE_FILE = "package.json"
 DATAPACKAGE_FILE = "datapackage.json"
+RESOURCES_DIR = "resources"
+RECORD_FILE = ".release.json"
+CURRENT = "current"
+SNAPSHOTS_DIR = ".snapshots"
+LOCK_FILE = ".lock"
+NO_PARTITION = "_"
+RECORD_FORMAT = 1
+STATIC_LINKS = (PACKAGE_FILE, DATAPACKAGE_FILE, RESOURCES_DIR)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def _extras(release: DatasetRelease) -> list[dict[str, str]]:
-    extras: dict[str, Any] = {f"{k}": v for k, v in release.privacy.items()}
-    if release.temporal_coverage:
-        extras["temporal_start"], extras["temporal_end"] = release.temporal_coverage
-    extras["spatial_coverage"] = release.spatial_coverage
-    extras["accrual_periodicity"] = release.accrual_periodicity
-    for k, v in release.provenance.items():
-        extras[f"provenance_{k}"] = v
-    return [
-        {"key": k, "value": v if isinstance(v, str) else json.dumps(v, sort_keys=True)}
-        for k, v in sorted(extras.items())
-    ]
+def _write_durable(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
-def _resource_key(res: dict | Resource) -> tuple[str, str]:
-    if isinstance(res, Resource):
-        return res.name, res.partition or ""
-    return res["name"], res.get("partition") or ""
+def _copy_durable(src: Path, dst: Path, expected_sha256: str) -> None:
+    """Copy ``src`` to ``dst`` and fsync it; the copied bytes must hash to ``expected``."""
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(1 << 20):
+            h.update(block)
+            fout.write(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    if h.hexdigest() != expected_sha256:
+        raise PublishError(f"{src} changed while it was being published; rerun the publish "
+                           "once the task that writes it has finished")
 
 
-def _widen_coverage(release: DatasetRelease, previous: list | None) -> DatasetRelease:
-    """The dataset's temporal coverage spans every partition published so far."""
-    if not previous or not release.temporal_coverage:
-        return release
-    start = min(previous[0], release.temporal_coverage[0])
-    end = max(previous[1], release.temporal_coverage[1])
-    return replace(release, temporal_coverage=(start, end))
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+        with open(dst, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Exclusive fcntl lock on ``lock_path`` (released by the kernel if the process dies)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _release_meta(release: DatasetRelease) -> dict[str, Any]:
+    """The dataset-level metadata a partition's record carries (everything but provenance)."""
+    return {
+        "name": release.name,
+        "title": release.title,
+        "description": release.description,
+        "fields": [asdict(f) for f in release.fields],
+        "privacy": release.privacy,
+        "tags": list(release.tags),
+        "temporal_coverage": list(release.temporal_coverage)
+        if release.temporal_coverage else None,
+        "spatial_coverage": release.spatial_coverage,
+        "accrual_periodicity": release.accrual_periodicity,
+        "license_id": release.license_id,
+        "primary_key": list(release.primary_key),
+    }
+
+
+def _intended_record(release: DatasetRelease, partition: str, resources: list[Resource],
+                     digests: dict[Path, tuple[str, int]]) -> dict[str, Any]:
+    files = []
+    for res in resources:
+        sha, size = digests[Path(res.path)]
+        files.append({"name": res.name, "file": Path(res.path).name,
+                      "format": res.format.lower(), "description": res.description,
+                      "sha256": sha, "size": size})
+    record = {"format": RECORD_FORMAT, "partition": partition,
+              "release": _release_meta(release),
+              "resources": sorted(files, key=lambda r: r["name"]),
+              "provenance": release.provenance}
+    return json.loads(_json(record))  # as it reads back from disk (tuples -> lists, ...)
+
+
+def _same_content(a: dict, b: dict) -> bool:
+    """Records that differ only in provenance describe the same published partition."""
+    return ({k: v for k, v in a.items() if k != "provenance"}
+            == {k: v for k, v in b.items() if k != "provenance"})
+
+
+def _verify(folder: Path, record: dict, hashes: bool = True) -> list[str]:
+    """Mismatches between a partition folder and its record (empty when it is intact)."""
+    problems = []
+    listed = {r["file"] for r in record["resources"]}
+    for r in record["resources"]:
+        path = folder / r["file"]
+        if not path.is_file():
+            problems.append(f"{r['file']} is missing")
+        elif path.stat().st_size != r["size"] or (hashes and sha256_file(path) != r["sha256"]):
+            problems.append(f"{r['file']} does not match its recorded sha256/size")
+    extra = {p.name for p in folder.iterdir()} - listed - {RECORD_FILE}
+    problems += [f"{name} is not part of the release" for name in sorted(extra)]
+    return problems
+
+
+def _read_partitions(snapshot: Path | None) -> dict[str, dict]:
+    """Partition -> record of a snapshot (a partition without a readable record is skipped)."""
+    found: dict[str, dict] = {}
+    rdir = snapshot / RESOURCES_DIR if snapshot else None
+    if rdir is None or not rdir.is_dir():
+        return found
+    for folder in sorted(rdir.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            found[folder.name] = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            log.error("local catalog %s: partition %s has no readable %s; left out",
+                      snapshot, folder.name, RECORD_FILE)
+    return found
 
 
 class LocalCatalog:
@@ -86,8 +203,11 @@ class LocalCatalog:
 
     target = "local"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, catalog_info: Any = None) -> None:
+        """``catalog_info``: publisher and contact point (publish.metadata.CatalogInfo; its
+        defaults when None)."""
         self.root = Path(root)
+        self.catalog_info = catalog_info
 
     def dataset_dir(self, name: str) -> Path:
         return self.root / name
@@ -99,91 +219,299 @@ class LocalCatalog:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise PublishError(f"local catalog file {path} is corrupt: {err}") from err
+            raise PublishError(f"local catalog file {path} is corrupt: {err}; publish the "
+                               "dataset again to rebuild it from its partitions") from err
+
+    def verify(self, name: str) -> list[str]:
+        """Every mismatch between the dataset's files and its records (sha256 + size)."""
+        snap = self._current(self.dataset_dir(name))
+        return [f"{part}: {p}" for part, rec in _read_partitions(snap).items()
+                for p in _verify(snap / RESOURCES_DIR / part, rec)]
+
+    # -- publish ------------------------------------------------------------------------
 
     def publish(self, release: DatasetRelease) -> PublishResult:
-        """Add or update ``release``; returns what changed."""
-        ddir = self.dataset_dir(release.name)
-        old = self.load_package(release.name)
-        created = old is None
-        resources: dict[tuple[str, str], dict] = {}
-        for res in (old or {}).get("resources", []):
-            resources[_resource_key(res)] = res
-        uploaded, unchanged = [], []
+        """Add or replace the partitions of ``release``; returns what changed.
+
+        Idempotent per (dataset, partition): a partition whose files on disk already match the
+        release (sha256 + size) and whose metadata is unchanged is left alone (provenance
+        included: it stays the one of the run that produced the files); otherwise the
+        release's files replace the partition. Every other partition is kept. Safe against
+        concurrent publishers (file lock) and crashes (see the module docstring).
+        """
+        by_part: dict[str, list[Resource]] = {}
         for res in release.resources:
-            digest = sha256_file(res.path)
-            rel = Path("resources") / (res.partition or "_") / Path(res.path).name
-            entry = {
-                "name": res.name,
-                "path": rel.as_posix(),
-                "format": res.format.upper(),
-                "description": res.description,
-                "partition": res.partition,
-                "hash": f"sha256:{digest}",
-                "size": Path(res.path).stat().st_size,
-            }
-            prev = resources.get(_resource_key(res))
-            if prev and prev.get("hash") == entry["hash"] and (ddir / rel).exists():
-                unchanged.append(res.name)
-            else:
-                _atomic_copy(Path(res.path), ddir / rel)
-                uploaded.append(res.name)
-            resources[_resource_key(res)] = entry
-        ordered = sorted(resources.values(), key=lambda r: (r["name"], r.get("partition") or ""))
-        release = _widen_coverage(release, (old or {}).get("opencity", {}).get("temporal_coverage"))
-        package = {
-            "name": release.name,
-            "title": release.title,
-            "notes": release.description,
-            "license_id": release.license_id,
-            "tags": [{"name": t} for t in release.tags],
-            "extras": _extras(release),
-            "resources": ordered,
-            "opencity": {
-                "privacy": release.privacy,
-                "fields": [asdict(f) for f in release.fields],
-                "temporal_coverage": list(release.temporal_coverage)
-                if release.temporal_coverage else None,
-                "spatial_coverage": release.spatial_coverage,
-                "accrual_periodicity": release.accrual_periodicity,
-                "provenance": release.provenance,
-                "primary_key": list(release.primary_key),
-                "tags": list(release.tags),
-            },
-        }
+            by_part.setdefault(res.partition or NO_PARTITION, []).append(res)
+        for part, resources in by_part.items():
+            if part.startswith(".") or "/" in part:
+                raise ConfigError(f"dataset {release.name!r}: partition {part!r} must not start "
+                                  "with '.' or contain '/'")
+            names = [Path(r.path).name for r in resources]
+            dupes = sorted({n for n in names if names.count(n) > 1 or n.startswith(".")})
+            if dupes:
+                raise ConfigError(f"dataset {release.name!r} partition {part}: file name(s) "
+                                  f"{', '.join(dupes)} used twice or hidden; give every "
+                                  "resource of a partition its own file name")
+        digests = {Path(r.path): (sha256_file(Path(r.path)), Path(r.path).stat().st_size)
+                   for r in release.resources}
+        intended = {part: _intended_record(release, part, resources, digests)
+                    for part, resources in by_part.items()}
+        ddir = self.dataset_dir(release.name)
         ddir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(ddir / DATAPACKAGE_FILE, json.dumps(
-            datapackage(release, ordered), indent=2, sort_keys=True, default=str))
-        _atomic_write_text(ddir / PACKAGE_FILE, json.dumps(
-            package, indent=2, sort_keys=True, default=str))
+        uploaded: list[str] = []
+        unchanged: list[str] = []
+        with _locked(ddir / LOCK_FILE):
+            current = self._current(ddir)
+            created = current is None
+            self._clean_leftovers(ddir, current)
+            old = ({p: (rec, current / RESOURCES_DIR / p)
+                    for p, rec in _read_partitions(current).items()}
+                   if current is not None else _legacy_partitions(ddir))
+            keep: dict[str, tuple[dict, Path]] = {}
+            dirty = False
+            for part, (record, folder) in old.items():
+                if part in intended:
+                    names = [r.name for r in by_part[part]]
+                    if _same_content(record, intended[part]) and not _verify(folder, record):
+                        keep[part] = (record, folder)
+                        unchanged += names
+                    else:
+                        if _same_content(record, intended[part]):
+                            log.warning("local catalog %s %s: files on disk did not match the "
+                                        "release; replacing them", release.name, part)
+                        uploaded += names
+                        dirty = True
+                    continue
+                problems = _verify(folder, record, hashes=False)
+                if problems:
+                    log.error("local catalog %s %s: withdrawn (%s); publish the partition "
+                              "again", release.name, part, "; ".join(problems))
+                    dirty = True
+                else:
+                    keep[part] = (record, folder)
+            for part in sorted(set(intended) - set(old)):
+                uploaded += [r.name for r in by_part[part]]
+                dirty = True
+            if not dirty and current is not None and self._metadata_current(current):
+                return PublishResult(name=release.name, target=self.target,
+                                     url=ddir.resolve().as_uri(), created=False,
+                                     uploaded=(), unchanged=tuple(unchanged))
+            new = {p: intended[p] for p in intended if p not in keep}
+            self._commit(ddir, current, keep, new, by_part, digests)
         return PublishResult(
             name=release.name, target=self.target, url=ddir.resolve().as_uri(), created=created,
             uploaded=tuple(uploaded), unchanged=tuple(unchanged),
         )
 
+    @staticmethod
+    def _current(ddir: Path) -> Path | None:
+        link = ddir / CURRENT
+        if not link.is_symlink() or not link.resolve().is_dir():
+            return None
+        return link.resolve()
 
-_FRICTIONLESS_FORMATS = {"PARQUET": "parquet", "CSV": "csv", "JSON": "json", "HTML": "html"}
+    def _metadata_current(self, snapshot: Path) -> bool:
+        """Do the snapshot's package.json and datapackage.json equal what it derives?"""
+        try:
+            package, descriptor = _derive(snapshot, self.catalog_info)
+            return ((snapshot / PACKAGE_FILE).read_text(encoding="utf-8") == _json(package)
+                    and (snapshot / DATAPACKAGE_FILE).read_text(encoding="utf-8")
+                    == _json(descriptor))
+        except (OSError, ValueError, ConfigError):
+            return False
+
+    def _commit(self, ddir: Path, current: Path | None, keep: dict[str, tuple[dict, Path]],
+                new: dict[str, dict], by_part: dict[str, list[Resource]],
+                digests: dict) -> None:
+        """Assemble a new snapshot (kept + new partitions) and make it current atomically."""
+        sroot = ddir / SNAPSHOTS_DIR
+        sroot.mkdir(exist_ok=True)
+        sid = f"s-{uuid.uuid4().hex[:16]}"
+        staging = sroot / f"{sid}.staging"
+        rdir = staging / RESOURCES_DIR
+        rdir.mkdir(parents=True)
+        for part in sorted(keep):
+            record, src = keep[part]
+            dst = rdir / part
+            dst.mkdir()
+            for r in record["resources"]:
+                _link_or_copy(src / r["file"], dst / r["file"])
+            if (src / RECORD_FILE).is_file():
+                _link_or_copy(src / RECORD_FILE, dst / RECORD_FILE)
+            else:  # a partition of the pre-snapshot layout
+                _write_durable(dst / RECORD_FILE, _json(record).encode("utf-8"))
+            _fsync_dir(dst)
+        for part in sorted(new):
+            dst = rdir / part
+            dst.mkdir()
+            for res in by_part[part]:
+                _copy_durable(Path(res.path), dst / Path(res.path).name,
+                              digests[Path(res.path)][0])
+            _write_durable(dst / RECORD_FILE, _json(new[part]).encode("utf-8"))
+            _fsync_dir(dst)
+        _fsync_dir(rdir)
+        package, descriptor = _derive(staging, self.catalog_info)
+        _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
+        _write_durable(staging / DATAPACKAGE_FILE, _json(descriptor).encode("utf-8"))
+        _fsync_dir(staging)
+        os.rename(staging, sroot / sid)
+        _fsync_dir(sroot)
+        tmp = ddir / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
+        os.symlink(Path(SNAPSHOTS_DIR) / sid, tmp)
+        os.replace(tmp, ddir / CURRENT)  # the one step that makes the new state visible
+        _fsync_dir(ddir)
+        for name in STATIC_LINKS:  # fixed links through ``current``, made once
+            link = ddir / name
+            if link.is_symlink():
+                continue
+            if link.exists():  # the pre-snapshot layout (now carried over into the snapshot)
+                os.rename(link, ddir / f".{name}.{uuid.uuid4().hex}.old")
+            os.symlink(Path(CURRENT) / name, link)
+        _fsync_dir(ddir)
+        if current is not None:
+            shutil.rmtree(current, ignore_errors=True)
+
+    @staticmethod
+    def _clean_leftovers(ddir: Path, current: Path | None) -> None:
+        """Remove what killed publishes left (called under the lock)."""
+        for path in ddir.iterdir():
+            if path.name.startswith(".") and path.name.endswith((".tmp", ".old")):
+                _remove(path)
+        sroot = ddir / SNAPSHOTS_DIR
+        if sroot.is_dir():
+            for snap in sroot.iterdir():
+                if snap != current:
+                    _remove(snap)
 
 
-def datapackage(release: DatasetRelease, resources: list[dict]) -> dict:
-    """The Frictionless Data Package of a catalog entry (paths relative to its folder)."""
-    entries = []
-    for r in resources:
-        fmt = _FRICTIONLESS_FORMATS.get(r["format"], r["format"].lower())
-        entries.append({
-            "name": f"{r['name']}-{r['partition']}".lower().replace("=", "-")
-            if r.get("partition") else r["name"],
-            "path": r["path"],
-            "format": fmt,
-            "hash": r["hash"],
-            "bytes": r["size"],
-        })
-    return {
-        **datapackage_descriptor(release, entries),
-        "temporal": release.temporal_coverage and {
-            "start": release.temporal_coverage[0], "end": release.temporal_coverage[1]},
-        "provenance": release.provenance,
+def _legacy_partitions(ddir: Path) -> dict[str, tuple[dict, Path]]:
+    """Partitions of a catalog written before snapshots (a plain package.json and resources/
+    folder), as records, so the first publish carries them over. Only files that still match
+    the hash recorded for them are taken; the privacy parameters of such a catalog were
+    recorded per dataset, which the partition's provenance says."""
+    path = ddir / PACKAGE_FILE
+    if path.is_symlink() or not path.is_file():
+        return {}
+    try:
+        pkg = json.loads(path.read_text(encoding="utf-8"))
+        meta = pkg.get("opencity", {})
+        release_meta = {
+            "name": pkg["name"], "title": pkg["title"], "description": pkg.get("notes", ""),
+            "fields": meta.get("fields", []), "privacy": meta.get("privacy", {}),
+            "tags": meta.get("tags", []), "temporal_coverage": meta.get("temporal_coverage"),
+            "spatial_coverage": meta.get("spatial_coverage", ""),
+            "accrual_periodicity": meta.get("accrual_periodicity", "R/P1W"),
+            "license_id": pkg.get("license_id", "CC-BY-4.0"),
+            "primary_key": meta.get("primary_key", []),
+        }
+        entries = pkg.get("resources", [])
+    except (OSError, KeyError, json.JSONDecodeError, AttributeError):
+        log.error("local catalog %s: the old package.json cannot be read; its partitions are "
+                  "not carried over", ddir.name)
+        return {}
+    found: dict[str, tuple[dict, Path]] = {}
+    for entry in entries:
+        file = ddir / entry.get("path", "")
+        part = entry.get("partition") or NO_PARTITION
+        sha = str(entry.get("hash", "")).removeprefix("sha256:")
+        if not file.is_file() or sha256_file(file) != sha:
+            log.error("local catalog %s %s: %s does not match its recorded hash; not carried "
+                      "over", ddir.name, part, entry.get("name"))
+            found.pop(part, None)
+            continue
+        record, _ = found.setdefault(part, ({
+            "format": RECORD_FORMAT, "partition": part, "release": release_meta,
+            "resources": [], "provenance": {
+                **meta.get("provenance", {}),
+                "migrated": "from a catalog that recorded privacy and provenance per dataset"}},
+            file.parent))
+        record["resources"].append({
+            "name": entry["name"], "file": file.name, "format": entry["format"].lower(),
+            "description": entry.get("description", ""), "sha256": sha,
+            "size": file.stat().st_size})
+    return {p: (json.loads(_json(rec)), folder) for p, (rec, folder) in found.items()}
+
+
+def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
+    """package.json and datapackage.json of a snapshot, from its partition records.
+
+    The CKAN-style part (name, title, notes, licence, tags, extras) is publish.metadata's
+    ``package_dict`` of the newest partition's release over the whole temporal span, with one
+    privacy sentence per partition (each partition's own parameters); the Frictionless part
+    is publish.frictionless's ``datapackage``.
+    """
+    from publish.frictionless import datapackage
+    from publish.metadata import package_dict, privacy_sentence
+
+    parts = sorted(_read_partitions(snapshot).items())
+    if not parts:
+        raise PublishError(f"local catalog snapshot {snapshot} has no partition; this is a bug")
+    newest_part, newest = parts[-1]
+    spans = [rec["release"]["temporal_coverage"] for _p, rec in parts
+             if rec["release"]["temporal_coverage"]]
+    coverage = [min(c[0] for c in spans), max(c[1] for c in spans)] if spans else None
+    resources, entries = [], []
+    for part, record in parts:
+        for r in record["resources"]:
+            rel = f"{RESOURCES_DIR}/{part}/{r['file']}"
+            entry = {"name": r["name"], "path": rel, "format": r["format"].upper(),
+                     "description": r["description"],
+                     "partition": None if part == NO_PARTITION else part,
+                     "hash": f"sha256:{r['sha256']}", "size": r["size"]}
+            resources.append(entry)
+            entries.append({**entry, "format": r["format"], "local_path": snapshot / rel})
+    resources.sort(key=lambda r: (r["name"], r.get("partition") or ""))
+    entries.sort(key=lambda r: (r["name"], r.get("partition") or ""))
+    partitions = [{"partition": None if part == NO_PARTITION else part,
+                   "privacy": rec["release"]["privacy"], "provenance": rec["provenance"],
+                   "temporal_coverage": rec["release"]["temporal_coverage"],
+                   "resources": sorted(r["name"] for r in rec["resources"])}
+                  for part, rec in parts]
+    release = _release_from_meta(
+        {**newest["release"], "temporal_coverage": coverage}, provenance=newest["provenance"],
+        resources=tuple(Resource(e["local_path"], e["name"], e["format"], e["description"],
+                                 e["partition"]) for e in entries))
+    core = package_dict(release, catalog_info)
+    extras = {e["key"]: e["value"] for e in core["extras"]}
+    for part, rec in parts:
+        if part != NO_PARTITION:
+            extras[f"privacy {part}"] = privacy_sentence(rec["release"]["privacy"])
+    package = {
+        **core,
+        "extras": [{"key": k, "value": v} for k, v in sorted(extras.items())],
+        "resources": resources,
+        "opencity": {
+            "privacy": release.privacy,
+            "fields": [asdict(f) for f in release.fields],
+            "temporal_coverage": coverage,
+            "spatial_coverage": release.spatial_coverage,
+            "accrual_periodicity": release.accrual_periodicity,
+            "provenance": release.provenance,
+            "primary_key": list(release.primary_key),
+            "tags": list(release.tags),
+            "license_id": release.license_id,
+            "newest_partition": None if newest_part == NO_PARTITION else newest_part,
+            "partitions": partitions,
+        },
     }
+    descriptor = datapackage(release, entries)
+    descriptor["partitions"] = partitions
+    return package, descriptor
+
+
+def _release_from_meta(meta: dict, provenance: dict, resources: tuple[Resource, ...]
+                       ) -> DatasetRelease:
+    cov = meta.get("temporal_coverage")
+    return DatasetRelease(
+        name=meta["name"], title=meta["title"], description=meta.get("description", ""),
+        resources=resources, fields=tuple(Field(**f) for f in meta.get("fields", [])),
+        privacy=meta.get("privacy", {}), tags=tuple(meta.get("tags", [])),
+        temporal_coverage=tuple(cov) if cov else None,
+        spatial_coverage=meta.get("spatial_coverage", ""),
+        accrual_periodicity=meta.get("accrual_periodicity", "R/P1W"),
+        license_id=meta.get("license_id", "CC-BY-4.0"), provenance=provenance,
+        primary_key=tuple(meta.get("primary_key", [])),
+    )
 
 
 def iter_releases(catalog_dir: str | Path) -> Iterator[DatasetRelease]:
@@ -213,7 +541,7 @@ def iter_releases(catalog_dir: str | Path) -> Iterator[DatasetRelease]:
             temporal_coverage=tuple(cov) if cov else None,
             spatial_coverage=meta.get("spatial_coverage", ""),
             accrual_periodicity=meta.get("accrual_periodicity", "R/P1W"),
-            license_id=pkg.get("license_id", "CC-BY-4.0"),
+            license_id=meta.get("license_id", pkg.get("license_id", "CC-BY-4.0")),
             provenance=meta.get("provenance", {}),
             primary_key=tuple(meta.get("primary_key", [])),
         )

@@ -13,5 +13,6 @@ def publisher_for(settings: Settings) -> Publisher:
 
         return CkanPublisher.from_settings(settings)
     from publish.local import LocalCatalog
+    from publish.metadata import CatalogInfo
 
-    return LocalCatalog(settings.layout.catalog)
+    return LocalCatalog(settings.layout.catalog, catalog_info=CatalogInfo.from_settings(settings))

@@ -40,6 +40,7 @@ from opencity.io import (
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
+from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS, TOWERS
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,10 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
                                f"in {staging}; rerun the compute and dashboard tasks")
     with discard_on_failure(staging):
         validation = _validate(settings, staging, start)
-    write_csv_atomic(pq.read_table(parquet), staging / "kpis.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))
+    write_csv_atomic(pq.read_table(final / "kpis.parquet"),
+                     settings.layout.csv(DATASET, start) / "kpis.csv")
+    clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
             "validation": validation}
 
@@ -267,7 +270,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         ),
         resources=(
             Resource(out / "kpis.parquet", "kpis", "parquet", f"KPIs {month} (Parquet)", part),
-            Resource(out / "kpis.csv", "kpis-csv", "csv", f"KPIs {month} (CSV copy)", part),
+            Resource(settings.layout.csv(DATASET, start) / "kpis.csv", "kpis-csv", "csv",
+                     f"KPIs {month} (CSV copy)", part),
             Resource(out / "dashboard.html", "dashboard", "html",
                      f"Monitoring dashboard {month} (static HTML, works offline)", part),
         ),

@@ -32,6 +32,7 @@ from opencity.io import (
 )
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
+from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,6 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
     # rerun publishes nothing new (the search's group-bys return rows in no fixed order).
     released = result.table.sort_by([(c, "ascending") for c in result.table.column_names])
     write_parquet_atomic(released, staging / "part-0.parquet")
-    write_csv_atomic(released, staging / "part-0.csv")
     return {**base, "released": True, "staging_dir": str(staging),
             "rows_out": released.num_rows,
             "suppressed_records": report.get("suppressed_records"),
@@ -139,6 +139,9 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
             reports_dir=settings.layout.reports(DATASET, start))
     if not already:
         final = replace_dir(staging, final)
+    csv_copy = write_csv_atomic(pq.read_table(final / "part-0.parquet"),
+                                settings.layout.csv(DATASET, start) / "part-0.csv")
+    clean_partition_leftovers(final)
     part = partition_name(start)
     release = DatasetRelease(
         name=DATASET,
@@ -154,7 +157,7 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         resources=(
             Resource(final / "part-0.parquet", "requests-microdata", "parquet",
                      f"Week starting {start:%Y-%m-%d} (Parquet)", part),
-            Resource(final / "part-0.csv", "requests-microdata-csv", "csv",
+            Resource(csv_copy, "requests-microdata-csv", "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
         fields=FIELDS,

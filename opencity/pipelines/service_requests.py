@@ -34,6 +34,7 @@ from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from privacy.suppression import SmallCountSuppression, suppress_small_counts
 from publish.base import DatasetRelease, Field, Resource
+from publish.leftovers import clean_partition_leftovers
 from publish.targets import publisher_for
 from transforms.schemas import DISTRICTS
 
@@ -158,8 +159,9 @@ def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime
     with discard_on_failure(staging):
         validation = _validate_product(settings, parquet, start)
     table = pq.read_table(parquet)
-    write_csv_atomic(table, staging / "part-0.csv")
     final = replace_dir(staging, settings.layout.output(DATASET, start))
+    write_csv_atomic(table, settings.layout.csv(DATASET, start) / "part-0.csv")
+    clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
             "rows": table.num_rows, "validation": validation}
 
@@ -193,7 +195,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         resources=(
             Resource(out / "part-0.parquet", "requests-weekly", "parquet",
                      f"Week starting {start:%Y-%m-%d} (Parquet)", part),
-            Resource(out / "part-0.csv", "requests-weekly-csv", "csv",
+            Resource(settings.layout.csv(DATASET, start) / "part-0.csv", "requests-weekly-csv",
+                     "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
         fields=FIELDS,

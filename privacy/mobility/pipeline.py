@@ -87,10 +87,12 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
     import json
 
     from publish.base import DatasetRelease, Field, Resource
+    from publish.leftovers import clean_partition_leftovers
     from publish.targets import publisher_for
 
     day = _day(start)
     out = Path(released["out_dir"])
+    clean_partition_leftovers(out)  # temp folders of killed release tasks
     privacy = json.loads((out / "privacy.json").read_text())
     part = f"dt={day.isoformat()}"
     resources = tuple(

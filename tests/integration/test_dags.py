@@ -56,7 +56,10 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
     part = run_dir / "outputs" / "opencity-311-requests-weekly" / "dt=2026-10-05"
     table = pq.read_table(part / "part-0.parquet")
     assert table.num_rows > 0
-    assert (part / "part-0.csv").exists()
+    # outputs/ holds only Parquet (a Hive-partitioned table); the CSV copy is in csv/.
+    assert sorted(p.name for p in part.iterdir()) == ["part-0.parquet"]
+    assert (run_dir / "csv" / "opencity-311-requests-weekly" / "dt=2026-10-05" /
+            "part-0.csv").exists()
     forbidden = {"requester_name", "requester_phone", "requester_email", "requester_address",
                  "requester_pid", "requesters", "lat", "lon", "description"}
     assert not forbidden & set(table.column_names)
@@ -74,6 +77,17 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
                      .read_text())
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-05"}
     assert (run_dir / "catalog" / "opencity-311-requests-weekly" / "datapackage.json").exists()
+    from catalog_checks import (
+        frictionless_errors,
+        hive_problems,
+        undescribed_columns,
+    )
+
+    errors = frictionless_errors(run_dir / "catalog")
+    assert set(errors) == {"opencity-311-requests-weekly", "opencity-311-requests-microdata"}
+    assert not any(errors.values()), errors
+    assert not undescribed_columns(run_dir / "catalog")
+    assert not hive_problems(run_dir / "outputs")
 
     # The k-anonymous microdata: recount every equivalence class independently.
     md = manifest["microdata"]

@@ -53,3 +53,17 @@ def test_demo_end_to_end(tmp_path):
     everything = b"\n".join(blobs)
     leaked = [v for v in identifiers if v.encode() in everything]
     assert not leaked, f"{len(leaked)} raw identifiers found outside raw/"
+
+    # Open-data standards: every package validates with `frictionless validate`, every
+    # published column is described, and outputs/ reads as one Hive table per dataset.
+    from catalog_checks import (
+        frictionless_errors,
+        hive_problems,
+        undescribed_columns,
+    )
+
+    errors = frictionless_errors(out / "catalog")
+    assert len(errors) == len(catalog)
+    assert not any(errors.values()), errors
+    assert not undescribed_columns(out / "catalog")
+    assert not hive_problems(out / "outputs")

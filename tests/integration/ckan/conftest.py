@@ -256,3 +256,151 @@ def samples() -> SimpleNamespace:
     return SimpleNamespace(kpi_release=kpi_release, microdata_release=microdata_release,
                            kpi_table=kpi_table, portal_state=portal_state,
                            unique_name=unique_name)
+
+
+# ------------------------------------------------------------------------ fault proxy
+FAULT_PORTS = range(5070, 5090)  # i15-ckan's assigned fault-proxy ports
+
+
+@dataclass
+class Fault:
+    """One planned fault: on the ``nth`` (1-based) call of ``action``, do ``mode``.
+
+    Modes: ``drop`` (forward, let CKAN commit, then close the client connection without an
+    answer), ``delay`` (forward, then hold the answer ``delay_s`` seconds: beyond the
+    client's timeout), ``reset`` (send a TCP RST before forwarding: nothing reaches CKAN).
+    """
+
+    action: str
+    mode: str
+    nth: int = 1
+    delay_s: float = 6.0
+    fired: int = 0
+
+
+class FaultProxy:
+    """A small threaded HTTP proxy between the publisher and the real CKAN (127.0.0.1).
+
+    Every request is forwarded to ``upstream`` unchanged (one upstream connection per
+    request); ``calls`` counts API actions by name; planned :class:`Fault` s fire once.
+    """
+
+    def __init__(self, upstream: str, port: int) -> None:
+        import http.server
+        import socketserver
+        import threading
+        import urllib.parse
+
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.faults: list[Fault] = []
+        self.calls: dict[str, int] = {}
+        self.log: list[tuple[str, str]] = []  # (action, what happened)
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _handle(self) -> None:
+                proxy._forward(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def fault(action: str, mode: str, nth: int = 1, delay_s: float = 6.0) -> Fault:
+        """A :class:`Fault` (test modules cannot import this conftest)."""
+        if mode not in ("drop", "delay", "reset"):
+            raise ValueError(f"unknown fault mode {mode!r}")
+        return Fault(action, mode, nth, delay_s)
+
+    def plan(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults = list(faults)
+            self.calls = {}
+            self.log = []
+
+    def _fault_for(self, action: str) -> Fault | None:
+        with self._lock:
+            self.calls[action] = self.calls.get(action, 0) + 1
+            for f in self.faults:
+                if f.action == action and (f.nth == 0 or (f.nth == self.calls[action]
+                                                          and not f.fired)):
+                    f.fired += 1
+                    return f
+        return None
+
+    def _forward(self, h) -> None:
+        import http.client
+        import socket
+        import struct
+
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        action = h.path.split("?")[0].rsplit("/", 1)[-1] if "/api/" in h.path else "GET"
+        fault = self._fault_for(action)
+        if fault and fault.mode == "reset":
+            self.log.append((action, "reset"))
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+            h.close_connection = True
+            h.connection.close()
+            return
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port,
+                                          timeout=300)
+        headers = {k: v for k, v in h.headers.items()
+                   if k.lower() not in ("host", "connection", "keep-alive")}
+        headers["Host"] = f"{self.upstream.hostname}:{self.upstream.port}"
+        conn.request(h.command, h.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        if fault and fault.mode == "drop":
+            self.log.append((action, f"dropped after CKAN answered {resp.status}"))
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault and fault.mode == "delay":
+            self.log.append((action, f"delayed {fault.delay_s} s after {resp.status}"))
+            time.sleep(fault.delay_s)
+        try:
+            h.send_response_only(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    h.send_header(k, v)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+        except OSError:
+            h.close_connection = True
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def fault_proxy(ckan_server):
+    """A FaultProxy in front of the local CKAN, on the first free port of 5070-5089."""
+    proxy = None
+    for port in FAULT_PORTS:
+        try:
+            proxy = FaultProxy(ckan_server.url, port)
+            break
+        except OSError:
+            continue
+    if proxy is None:
+        pytest.fail("no free fault-proxy port in 5070-5089")
+    yield proxy
+    proxy.close()

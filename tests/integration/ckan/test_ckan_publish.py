@@ -40,10 +40,11 @@ def test_publish_sample_products_and_download_them_anonymously(
         pkg = ckan_anon.action.package_show(id=release.name)  # public now
         assert pkg["private"] is False
         assert pkg["organization"]["name"] == org_name
-        assert pkg["license_id"] == "CC-BY-4.0"
+        assert pkg["license_id"] == "cc-by"  # CKAN's licence list id for CC-BY-4.0
         for res in release.resources:
             portal = by_key(pkg)[(res.name, res.partition)]
-            assert portal["hash"] == f"sha256:{sha256_file(res.path)}"
+            assert portal["hash"] == sha256_file(res.path)  # hex, algorithm apart
+            assert portal["hash_algorithm"].endswith("checksumAlgorithm_sha256")
             body = requests.get(portal["url"], timeout=30)  # anonymous, public URL
             assert body.status_code == 200
             if res.format == "parquet":
@@ -63,7 +64,8 @@ def test_publish_sample_products_and_download_them_anonymously(
     assert extras["suppression_limit"] == "0.02"
     assert extras["temporal_start"] == "2026-10-05"
     assert extras["temporal_end"] == "2026-10-05"  # inclusive last day of [05, 06)
-    assert extras["frequency"] == "R/P1D"
+    assert extras["frequency"] == \
+        "http://publications.europa.eu/resource/authority/frequency/DAILY"
     assert extras["provenance_run_id"] == "test__2026-10-05"
     kpi_extras = {e["key"]: e["value"]
                   for e in ckan_anon.action.package_show(id=kpi.name)["extras"]}
@@ -113,7 +115,7 @@ def test_new_partition_adds_resources_and_same_partition_patches_in_place(
     assert set(third) == set(second)  # no new resource
     key = ("requests-weekly", "dt=2026-10-12")
     assert third[key]["id"] == second[key]["id"]
-    assert third[key]["hash"] == f"sha256:{sha256_file(corrected.resources[0].path)}" \
+    assert third[key]["hash"] == sha256_file(corrected.resources[0].path) \
         != second[key]["hash"]
     assert "requests-weekly dt=2026-10-12" in result.uploaded
     assert "requests-weekly dt=2026-10-05" not in result.uploaded
@@ -178,7 +180,7 @@ def test_kill_ckan_mid_publish_then_rerun_is_consistent(
     assert len(keys) == len(set(keys)) == 4  # parquet, csv, datapackage, table: no duplicate
     for res in release.resources:
         assert by_key(pkg)[(res.name, res.partition)]["hash"] == \
-            f"sha256:{sha256_file(res.path)}"
+            sha256_file(res.path)
     assert "requests-weekly dt=2026-10-05" in result.unchanged  # verified first upload kept
 
 
@@ -213,7 +215,8 @@ def test_dcat_endpoints_parse_as_rdf(samples, ckan_server, org_name, tmp_path):
     assert len(datasets) == 1
     ds = datasets[0]
     assert str(g.value(ds, DCTERMS.title)) == release.title
-    assert str(g.value(ds, DCTERMS.accrualPeriodicity)) == "R/P1W"
+    assert str(g.value(ds, DCTERMS.accrualPeriodicity)) == \
+        "http://publications.europa.eu/resource/authority/frequency/WEEKLY"
     assert g.value(ds, DCTERMS.temporal) is not None
     assert len(list(g.objects(ds, DCAT.distribution))) >= 3
     cat = requests.get(f"{ckan_server.url}/catalog.ttl", timeout=30)

@@ -1,0 +1,371 @@
+"""CkanPublisher: a DatasetRelease -> one CKAN dataset, idempotent under lost responses.
+
+Order of one publish (see the package docstring for the contract):
+
+1. check the token (``organization_list_for_user``): a wrong token fails even when nothing
+   needs uploading;
+2. find the dataset by name (``package_show``), else create it private (a lost
+   ``package_create`` response is recovered by reading it back);
+3. patch its metadata when :func:`publish.metadata.package_dict` differs;
+4. sync every file resource by key, then the datapackage descriptor, then the DataStore;
+5. re-read, delete duplicates, repair what is missing or has a wrong/empty hash (rounds);
+6. make it public (only a dataset this publisher created and staged);
+7. download every resource of the release through its public URL and compare SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError, PublishError
+from opencity.secrets import Secret
+from publish.base import (
+    DatasetRelease,
+    PublishResult,
+    datapackage_descriptor,
+    sha256_file,
+)
+from publish.ckan.client import (
+    AIRFLOW_CONN_ID,
+    TOKEN_ENV,
+    CkanClient,
+    RetryPolicy,
+    resolve_timeout,
+    resolve_token,
+    resolve_url,
+)
+from publish.ckan.datastore import sync_datastore, table_key
+from publish.ckan.resources import DATAPACKAGE_NAME, TABLE_NAME, ResourceSync, hex_hash
+from publish.metadata import (
+    SHA256_ALGORITHM,
+    CatalogInfo,
+    format_iris,
+    package_dict,
+    portal_resource_name,
+    resource_dict,
+    resource_key,
+    resource_key_of,
+)
+
+log = logging.getLogger("publish.ckan")
+
+STATE_KEY = "opencity_release_state"
+STATE_STAGING = "staging"
+STATE_PUBLISHED = "published"
+_REPAIR_ROUNDS = 3
+
+#: Progress callback: (event, detail) with event in "uploaded", "unchanged", "upserted",
+#: "published", "repaired"; used by the CLI for progress output.
+ProgressHook = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class _State:
+    created: bool = False
+    uploaded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class CkanPublisher:
+    """Publishes DatasetReleases to one CKAN organization. See the package docstring."""
+
+    target = "ckan"
+
+    def __init__(
+        self,
+        url: str | None,
+        token: str | Secret | None = None,
+        *,
+        organization: str = "opencity",
+        organization_title: str | None = None,
+        retries: int = 4,
+        backoff_s: float = 1.0,
+        timeout_s: float | None = None,
+        verify_uploads: bool = True,
+        verify_public_downloads: bool = True,
+        catalog: CatalogInfo | None = None,
+        progress: ProgressHook | None = None,
+    ) -> None:
+        """Args:
+            url: portal base URL, e.g. ``http://127.0.0.1:5055``; None: $OPENCITY_CKAN_URL
+                or the Airflow connection ``opencity_ckan``.
+            token: API token (a sysadmin's or an editor of ``organization``); None resolves it
+                from $OPENCITY_CKAN_TOKEN or the Airflow connection ``opencity_ckan``.
+            organization: name of the owning organization; created when missing.
+            retries: extra tries of a call after a transient failure (backoff 1, 2, 4... s).
+            timeout_s: seconds to wait for one HTTP response; None: $OPENCITY_CKAN_TIMEOUT,
+                else 30.
+            verify_uploads: download every uploaded file back and compare its SHA-256
+                before recording its hash.
+            verify_public_downloads: at the end, download every resource of the release
+                through its public URL and compare its SHA-256.
+            catalog: publisher and contact point of the metadata (default CatalogInfo()).
+            progress: optional callback ``(event, detail)`` for progress reporting.
+        """
+        if not re.match(r"^[a-z0-9][a-z0-9_-]{1,99}$", organization or ""):
+            raise ConfigError(f"CKAN organization name {organization!r} is invalid: use 2-100 "
+                              "lowercase letters, digits, '-' or '_'")
+        self.url = resolve_url(url)
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"CKAN URL {self.url!r} must start with http:// or https://")
+        self.organization = organization
+        self.organization_title = organization_title or organization
+        self.policy = RetryPolicy(retries=retries, backoff_s=backoff_s)
+        self.timeout_s = resolve_timeout(timeout_s)
+        self.verify_uploads = verify_uploads
+        self.verify_public_downloads = verify_public_downloads
+        self.catalog = catalog or CatalogInfo()
+        self.progress = progress
+        self._client = CkanClient(self.url, resolve_token(token), self.policy, self.timeout_s,
+                                  organization)
+        self._org_id: str | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"CkanPublisher(url={self.url!r}, organization={self.organization!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> CkanPublisher:
+        """Build from an :class:`opencity.settings.Settings` (ckan_url, ckan_organization,
+        ckan_timeout, publisher and contact fields)."""
+        kwargs.setdefault("timeout_s", getattr(settings, "ckan_timeout", None))
+        kwargs.setdefault("catalog", CatalogInfo.from_settings(settings))
+        return cls(settings.ckan_url or None, organization=settings.ckan_organization, **kwargs)
+
+    # ------------------------------------------------------------------ organization
+    def _organization_id(self) -> str:
+        """The organization's id, after checking that the token may write to it."""
+        if self._org_id is not None:
+            return self._org_id
+        c = self._client
+        what = f"organization {self.organization!r}"
+        mine = c.call("organization_list_for_user", what, permission="create_dataset",
+                      include_dataset_count=False)
+        for org in mine:
+            if org.get("name") == self.organization:
+                self._org_id = org["id"]
+                return self._org_id
+        org = c.show("organization_show", what, id=self.organization, include_datasets=False)
+        if org is not None:
+            raise PublishError(
+                f"CKAN at {self.url}: the API token cannot create datasets in {what} (not a "
+                f"valid token, or not a sysadmin or editor there); check {TOKEN_ENV} or the "
+                f"Airflow connection {AIRFLOW_CONN_ID!r}")
+        log.info("creating CKAN %s", what)
+        org = c.call("organization_create", what, name=self.organization,
+                     title=self.organization_title,
+                     recover=lambda: c.show("organization_show", what, id=self.organization,
+                                            include_datasets=False))
+        self._org_id = org["id"]
+        return self._org_id
+
+    # ------------------------------------------------------------------ publish
+    def publish(self, release: DatasetRelease) -> PublishResult:
+        """Create or update the dataset of ``release``; see the module docstring."""
+        c = self._client
+        what = f"dataset {release.name!r}"
+        state = _State()
+        org_id = self._organization_id()
+        pkg = c.show("package_show", what, id=release.name)
+        if pkg is None:
+            log.info("creating private %s on %s", what, self.url)
+            wanted = self._metadata(release, None)
+            try:
+                pkg = c.call("package_create", what, name=release.name, owner_org=org_id,
+                             private=True,
+                             recover=lambda: c.show("package_show", what, id=release.name),
+                             **wanted)
+                state.created = True
+            except PublishError as err:
+                # another publisher created it between our read and our create
+                pkg = c.show("package_show", what, id=release.name)
+                if pkg is None or "already in use" not in str(err):
+                    raise
+        if pkg.get("owner_org") not in (None, org_id):
+            raise PublishError(f"{what} already exists on {self.url} in another organization; "
+                               f"refusing to change it (expected organization "
+                               f"{self.organization!r})")
+        wanted = self._metadata(release, pkg)
+        if _metadata_differs(pkg, wanted):
+            pkg = c.call("package_patch", what, id=pkg["id"], **wanted)
+
+        rsync = ResourceSync(c, release.name, pkg, self.verify_uploads, self._emit)
+        rsync.dedupe()
+        files = self._file_fields(release)
+        for key, (path, digest, fields, label) in files.items():
+            self._sync_one(rsync, key, path, digest, fields, label, state)
+        self._sync_datapackage(release, rsync, state)
+        if release.primary_key:
+            loaded = sync_datastore(release, rsync)
+            for label in loaded:
+                state.uploaded.append(label)
+                self._emit("upserted", {"dataset": release.name, "partition": label})
+            if not loaded:
+                state.unchanged.append(TABLE_NAME)
+        self._reconcile(release, rsync, files, state)
+
+        pkg = rsync.refresh()
+        extras = {e["key"]: e["value"] for e in pkg.get("extras", [])}
+        if pkg.get("private") and extras.get(STATE_KEY, STATE_STAGING) == STATE_STAGING:
+            extras[STATE_KEY] = STATE_PUBLISHED
+            pkg = c.call("package_patch", what, id=pkg["id"], private=False,
+                         extras=[{"key": k, "value": v} for k, v in sorted(extras.items())])
+            log.info("%s is now public at %s/dataset/%s", what, self.url, release.name)
+            self._emit("published", {"dataset": release.name})
+        if self.verify_public_downloads:
+            self._check_downloads(release, rsync.refresh(), files)
+        return PublishResult(
+            name=release.name, target=self.target, url=f"{self.url}/dataset/{release.name}",
+            created=state.created, uploaded=tuple(state.uploaded),
+            unchanged=tuple(state.unchanged))
+
+    def publish_all(self, releases: Iterable[DatasetRelease]) -> list[PublishResult]:
+        """Publish several releases in order; stops at the first error."""
+        return [self.publish(r) for r in releases]
+
+    # ------------------------------------------------------------------ metadata
+    def _metadata(self, release: DatasetRelease, pkg: dict | None) -> dict[str, Any]:
+        wanted = package_dict(release, self.catalog, previous=pkg)
+        wanted.pop("name")
+        extras = {e["key"]: e["value"] for e in wanted["extras"]}
+        extras.setdefault(STATE_KEY, STATE_STAGING)
+        wanted["extras"] = [{"key": k, "value": v} for k, v in sorted(extras.items())]
+        return wanted
+
+    # ------------------------------------------------------------------ resources
+    def _file_fields(self, release: DatasetRelease) -> dict[str, tuple]:
+        out = {}
+        for res in release.resources:
+            path = Path(res.path)
+            digest = sha256_file(path)
+            fields = resource_dict(release, res, digest, size=path.stat().st_size)
+            out[resource_key(release.name, res)] = (path, digest, fields,
+                                                    portal_resource_name(res))
+        return out
+
+    def _sync_one(self, rsync: ResourceSync, key: str, path: Path, digest: str,
+                  fields: dict, label: str, state: _State, force: bool = False) -> None:
+        _, uploaded = rsync.sync_file(key, path, digest, fields, label, force=force)
+        if uploaded:
+            state.uploaded.append(label)
+            self._emit("uploaded", {"dataset": rsync.dataset, "resource": label,
+                                    "bytes": path.stat().st_size})
+        elif label not in state.unchanged and label not in state.uploaded:
+            state.unchanged.append(label)
+            self._emit("unchanged", {"dataset": rsync.dataset, "resource": label})
+
+    def _sync_datapackage(self, release: DatasetRelease, rsync: ResourceSync,
+                          state: _State) -> None:
+        """Upload datapackage.json: the data dictionary of every tabular resource."""
+        ours = [group[0] for key, group in sorted(rsync.groups().items())
+                if group[0].get("opencity_resource") not in (DATAPACKAGE_NAME, TABLE_NAME)]
+        descriptor = ckan_datapackage(release, ours)
+        text = json.dumps(descriptor, indent=2, sort_keys=True, default=str) + "\n"
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        fmt_iri, media_iri = format_iris("json")
+        fields = {"name": "datapackage.json", "format": fmt_iri, "mimetype": media_iri,
+                  "description": "Frictionless Data Package descriptor: the data dictionary "
+                                 "(column names, types, units, descriptions) of every table in "
+                                 "this dataset.",
+                  "opencity_resource": DATAPACKAGE_NAME, "partition": ""}
+        with tempfile.TemporaryDirectory(prefix="opencity-ckan-") as tmp:
+            path = Path(tmp) / "datapackage.json"
+            path.write_text(text, encoding="utf-8")
+            self._sync_one(rsync, resource_key_of(release.name, DATAPACKAGE_NAME), path,
+                           digest, fields, "datapackage.json", state)
+
+    def _reconcile(self, release: DatasetRelease, rsync: ResourceSync, files: dict,
+                   state: _State) -> None:
+        """Re-read the dataset; delete duplicates; repair missing files and wrong hashes.
+
+        A lost or late response, or another publisher, can leave a duplicate or remove a
+        resource after we wrote it: repeat until one read shows everything in place.
+        """
+        problems: list[str] = []
+        for _ in range(_REPAIR_ROUNDS):
+            rsync.refresh()
+            rsync.dedupe()
+            problems = []
+            for key, (path, digest, fields, label) in files.items():
+                got = rsync.find(key)
+                if got is None or hex_hash(got) != digest:
+                    problems.append(f"{label}: {'missing' if got is None else 'hash differs'}")
+                    self._sync_one(rsync, key, path, digest, fields, label, state)
+                    self._emit("repaired", {"dataset": release.name, "resource": label})
+            if rsync.find(resource_key_of(release.name, DATAPACKAGE_NAME)) is None or problems:
+                self._sync_datapackage(release, rsync, state)
+            if release.primary_key:
+                table = rsync.find(table_key(release.name))
+                if table is None or not table.get("datastore_active"):
+                    problems.append("DataStore table: missing")
+                    sync_datastore(release, rsync)
+            if not problems:
+                return
+            log.warning("dataset %r: repaired %s", release.name, "; ".join(problems))
+        raise PublishError(f"dataset {release.name!r} is incomplete on {self.url} after "
+                           f"publishing ({'; '.join(problems)}); it stays as it was "
+                           "(private if new); rerun to repair", transient=True)
+
+    def _check_downloads(self, release: DatasetRelease, pkg: dict, files: dict) -> None:
+        """Every resource of the release downloads through its public URL with its hash."""
+        rsync = ResourceSync(self._client, release.name, pkg)
+        anonymous = not pkg.get("private")
+        for key, (_, digest, _, label) in files.items():
+            res = rsync.find(key)
+            if res is None:
+                raise PublishError(f"dataset {release.name!r}: resource {label!r} vanished "
+                                   "after publishing; rerun to repair", transient=True)
+            what = f"resource {label!r} of dataset {release.name!r}"
+            got = self._client.download_sha256(res.get("url", ""), what,
+                                               authenticated=not anonymous)
+            if got != digest:
+                # record the mismatch so the next run uploads it again
+                self._client.call("resource_patch", what, id=res["id"], hash="")
+                raise PublishError(f"{what}: the file at {res.get('url')} differs from the "
+                                   f"published {label} (SHA-256 mismatch); its hash was "
+                                   "cleared, rerun to upload it again", transient=True)
+
+    def _emit(self, event: str, detail: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress(event, detail)
+
+
+# ---------------------------------------------------------------------- helpers (pure)
+def _metadata_differs(pkg: dict, wanted: dict[str, Any]) -> bool:
+    if any(pkg.get(k) != wanted[k] for k in ("title", "notes", "license_id")):
+        return True
+    if sorted(t["name"] for t in pkg.get("tags", [])) != \
+            sorted(t["name"] for t in wanted["tags"]):
+        return True
+    have = {e["key"]: e["value"] for e in pkg.get("extras", [])}
+    return have != {e["key"]: e["value"] for e in wanted["extras"]}
+
+
+def ckan_datapackage(release: DatasetRelease, resources: list[dict]) -> dict[str, Any]:
+    """Frictionless Data Package for the dataset as published on CKAN (paths are its URLs,
+    hashes ``sha256:<hex>`` as Frictionless wants: a bare hex would read as MD5)."""
+    entries = []
+    for r in resources:
+        fmt = str(r.get("format") or "")
+        entry: dict[str, Any] = {
+            "name": re.sub(r"[^a-z0-9._-]+", "-", r["name"].lower()).strip("-"),
+            "path": r.get("url", ""),
+            "format": (r.get("opencity_format") or fmt.rsplit("/", 1)[-1]).lower(),
+            "hash": f"sha256:{hex_hash(r)}" if hex_hash(r) else "",
+        }
+        if r.get("mimetype"):
+            entry["mediatype"] = str(r["mimetype"]).split("media-types/")[-1]
+        if r.get("partition"):
+            entry["partition"] = r["partition"]
+        entries.append(entry)
+    return datapackage_descriptor(release, entries)
+
+
+__all__ = ["SHA256_ALGORITHM", "CkanPublisher", "ProgressHook", "ckan_datapackage"]
