@@ -1,55 +1,59 @@
-"""CDR mobility: ingest the day's CDR (pseudonymized) -> DP mobility products -> publish.
+"""
+## CDR mobility, daily (`cdr_mobility`)
 
-Runs once per daily data interval (00:00 UTC to the next 00:00). Budget per subscriber per
-day from the stored release policy (privacy/policy.yaml); the params epsilon/delta may only
-tighten it. The ledger is the portal's state DB (OPENCITY_STATE_URL), so a retry or rerun of a
-day returns the recorded release, whatever run_dir says.
-Task bodies live in privacy.mobility.pipeline and are imported inside the tasks.
+**Publishes** `opencity-cdr-mobility-daily`: differentially private mobility products of one
+day (00:00 to 00:00 UTC) from call detail records, with their `privacy.json` statement.
+Subscribers are pseudonymized at ingest (no raw MSISDN leaves it).
 
-Params (or OPENCITY_* environment variables): run_dir, raw_dir, publish_target, ckan_url,
-epsilon (default 1.0), delta (default 1e-7).
+**When:** once a day, after the day is over. Input: `<raw_dir>/cdr/` and the cell-tower
+reference table `<raw_dir>/city/towers.csv`.
+
+**Privacy:** `epsilon`/`delta` per subscriber per day from the stored release policy
+(`privacy/policy.yaml`); the params may only tighten it. The budget ledger is the portal's
+state DB (`OPENCITY_STATE_URL`), so a retry or rerun of a day returns the recorded release
+instead of spending again, whatever `run_dir` says. A privacy officer approves the first
+release and every new policy version (task group `approval`).
+
+**Tasks:** ingest -> release -> publish (bodies in `privacy.mobility.pipeline`).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+from opencity.airflow_context import data_interval, run_settings
+from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 
-PRODUCT = Asset("opencity://outputs/opencity-cdr-mobility-daily")
 
-
-
-@dag(
+@dag(**dag_kwargs(
     dag_id="cdr_mobility",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    params={**SETTINGS_PARAMS, "epsilon": 1.0, "delta": 1e-7},
-    tags=["opencity", "cdr", "differential-privacy"],
-    doc_md=__doc__,
-)
+    doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
+    privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),
+))
 def cdr_mobility():
-    @task
+    @pipeline_task
     def ingest() -> dict:
+        from opencity.pipelines.partitions import require_input
         from privacy.mobility import pipeline
 
-        start, end = data_interval()
-        return pipeline.ingest(run_settings(), start, end)
+        settings, (start, end) = run_settings(), data_interval()
+        return require_input(pipeline.ingest(settings, start, end), pipeline.SOURCE, start,
+                             end, settings.layout.clean(pipeline.SOURCE, start))
 
-    @task
+    @pipeline_task
     def release(ingested: dict) -> dict:
         from privacy.mobility import pipeline
 
         params = get_current_context()["params"]
-        return pipeline.release(run_settings(), ingested, data_interval()[0], float(params["epsilon"]),
-                                float(params["delta"]))
+        return pipeline.release(run_settings(), ingested, data_interval()[0],
+                                float(params["epsilon"]), float(params["delta"]))
 
-    @task(outlets=[PRODUCT])
+    @pipeline_task(outlets=[asset("cdr_mobility")])
     def publish(released: dict) -> dict:
         from privacy.mobility import pipeline
 
@@ -58,8 +62,10 @@ def cdr_mobility():
                                 get_current_context()["run_id"])
 
     released = release(ingest())
+    published = publish(released)
+    before_publish("cdr_mobility", released, published)
     # A privacy officer approves the first release and every new policy version.
-    released >> approval_gate("opencity-cdr-mobility-daily") >> publish(released)
+    released >> approval_gate("opencity-cdr-mobility-daily") >> published
 
 
 cdr_mobility()

@@ -1,76 +1,70 @@
-"""Monthly smart-city KPIs (ITU U4SSC) with differential privacy and a monitoring dashboard.
+"""
+## Smart-city KPIs, monthly (`opencity_kpi`)
 
-ingest -> compute -> dashboard -> commit_partition -> publish -> manifest, once per calendar
-month (data interval = the month, UTC). Task bodies live in opencity.pipelines.kpi and are
-imported inside the tasks, so parsing this file touches no database, network or Variable.
+**Publishes** `opencity-kpis`: the month's ITU U4SSC key performance indicators (311,
+mobility, energy meters, transit, waste) with differential privacy where they count people,
+and a monitoring dashboard (`dashboard.html`) next to the table.
 
-Scheduling and Assets: the timetable is a monthly CronDataIntervalTimetable ("0 0 1 * *"), so
-a run for a month starts once that month is over, i.e. after the weekly/daily source DAGs have
-had their intervals of the month. The ingest task declares the other DAGs' published products
-as inlets (lineage in the Asset graph: opencity_311, cdr_mobility -> opencity_kpi) and publish declares the
-KPI product as an outlet. The KPI DAG is deliberately not *triggered* by those Assets: an
-Asset schedule (or AssetOrTimeSchedule) would start a KPI run after every weekly 311 or daily
-CDR release, with data intervals that are not months. It reads the raw landing area of the
-month itself (and the catalog, for the open-data KPI), so it does not depend on the other
-DAGs' partitioning.
+**When:** once per calendar month (UTC), after the month is over, i.e. after the weekly 311
+and daily CDR DAGs have had the month's intervals. It reads the month's raw landing area
+(and the catalog, for the open-data KPI) itself; a missing raw source is skipped and its KPIs
+say so. The other DAGs' products are declared as inlets (lineage only: an Asset schedule
+would start KPI runs whose intervals are not months).
 
-Params (or OPENCITY_* environment variables): run_dir, raw_dir, publish_target, ckan_url.
+**Tasks:** ingest -> compute -> dashboard -> commit_partition -> publish -> manifest (bodies
+in `opencity.pipelines.kpi`).
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from opencity.airflow_context import SETTINGS_PARAMS, data_interval, run_settings
+from opencity.airflow_context import data_interval, run_settings
+from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
-SOURCE_PRODUCTS = [Asset("opencity://outputs/opencity-311-requests-weekly"),
-                   Asset("opencity://outputs/opencity-cdr-mobility-daily")]
-PRODUCT = Asset("opencity://outputs/opencity-kpis")
+SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
 
 
-
-@dag(
+@dag(**dag_kwargs(
     dag_id="opencity_kpi",
     schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    params=dict(SETTINGS_PARAMS),
-    tags=["opencity", "kpi"],
-    doc_md=__doc__,
-)
+    doc_md=__doc__, period="month", example="2026-10-01", example_end="2026-11-01",
+    tags=("kpi",),
+))
 def opencity_kpi():
-    @task(inlets=SOURCE_PRODUCTS)
+    @pipeline_task(inlets=SOURCE_PRODUCTS)
     def ingest() -> dict:
         from opencity.pipelines import kpi as p
+        from opencity.pipelines.partitions import require_any_input
 
         start, end = data_interval()
-        return p.ingest(run_settings(), start, end)
+        return require_any_input(p.ingest(run_settings(), start, end), start, end)
 
-    @task
+    @pipeline_task
     def compute(ingested: dict) -> dict:
         from opencity.pipelines import kpi as p
 
         start, end = data_interval()
         return p.compute(run_settings(), ingested, start, end)
 
-    @task
+    @pipeline_task
     def dashboard(staged: dict) -> dict:
         from opencity.pipelines import kpi as p
 
         return p.dashboard(run_settings(), staged, data_interval()[0])
 
-    @task
+    @pipeline_task
     def commit_partition(staged: dict, rendered: dict) -> dict:
         from opencity.pipelines import kpi as p
 
         return p.commit_partition(run_settings(), staged, data_interval()[0])
 
-    @task(outlets=[PRODUCT])
+    @pipeline_task(outlets=[asset("kpis")])
     def publish(committed: dict, staged: dict, ingested: dict) -> dict:
         from opencity.pipelines import kpi as p
 
@@ -78,7 +72,7 @@ def opencity_kpi():
         run_id = get_current_context()["run_id"]
         return p.publish(run_settings(), committed, staged, start, end, run_id, ingested)
 
-    @task
+    @pipeline_task
     def manifest(ingested: dict, staged: dict, committed: dict, published: dict) -> str:
         from opencity.pipelines import kpi as p
 
@@ -92,6 +86,7 @@ def opencity_kpi():
     rendered = dashboard(staged)
     committed = commit_partition(staged, rendered)
     published = publish(committed, staged, ingested)
+    before_publish("kpis", committed, published)
     # A privacy officer approves the first release and every new policy version.
     committed >> approval_gate("opencity-kpis") >> published
     manifest(ingested, staged, committed, published)

@@ -7,12 +7,12 @@ network or a Variable at import time.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-# DAG params every OpenCity DAG accepts (None = fall back to OPENCITY_* or the default).
-SETTINGS_PARAMS: dict[str, Any] = {
-    "run_dir": None, "raw_dir": None, "publish_target": None, "ckan_url": None,
-}
+# DAG params that are Settings fields (None = fall back to OPENCITY_* or the default). The
+# privacy ones only exist on the DAGs that declare them (opencity.dagkit.privacy_params).
+SETTINGS_KEYS = ("run_dir", "raw_dir", "publish_target", "ckan_url", "suppression_k",
+                 "microdata_k", "microdata_l", "microdata_max_suppression")
+SETTINGS_PARAMS = {k: None for k in SETTINGS_KEYS[:4]}  # kept for callers of the old name
 
 
 def run_settings():
@@ -22,7 +22,7 @@ def run_settings():
     from opencity.settings import Settings
 
     params = get_current_context()["params"]
-    return Settings.resolve({k: params.get(k) for k in SETTINGS_PARAMS})
+    return Settings.resolve({k: params.get(k) for k in SETTINGS_KEYS if k in params})
 
 
 def data_interval() -> tuple[datetime, datetime]:

@@ -27,6 +27,9 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
                       f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Retries stay on (opencity.dagkit) but short, so a test of a failing task does not wait.
+os.environ.setdefault("OPENCITY_TASK_RETRIES", "1")
+os.environ.setdefault("OPENCITY_RETRY_DELAY_SECONDS", "1")
 # A per-session random pseudonymization key: tests never use a fixed secret.
 os.environ.setdefault("OPENCITY_HMAC_KEY", secrets.token_hex(32))
 

@@ -218,10 +218,14 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
     from kpi.dashboard import render_dashboard
     from kpi.io import read_kpi_history
     from kpi.registry import load_registry
+    from opencity.pipelines.partitions import committed
 
     if staged.get("skipped"):
         return _skipped(start)
     staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    if committed(staging, final, "kpis.parquet"):  # rerun alone after the commit
+        staging = final
     table = pq.read_table(staging / "kpis.parquet")
     history = read_kpi_history(settings.layout.root / "outputs" / DATASET,
                                before_partition=partition_name(start))
@@ -236,9 +240,16 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
 
 def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
     """Add the CSV copy and move the staging directory to outputs/opencity-kpis/dt=.../."""
+    from opencity.pipelines.partitions import committed
+
     if staged.get("skipped"):
         return _skipped(start)
     staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    if committed(staging, final, "kpis.parquet", "dashboard.html"):
+        # Rerun alone after an earlier try moved the staging directory into place.
+        return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
+                "validation": _validate(settings, final, start)}
     parquet = staging / "kpis.parquet"
     if not parquet.exists() or not (staging / "dashboard.html").exists():
         raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "

@@ -181,22 +181,28 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                 "reason": staged.get("reason", "not released")}
     from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
     from opencity.pipelines import service_requests as weekly
+    from opencity.pipelines.partitions import committed
 
     entry = policy_entry(settings)
-    with discard_on_failure(Path(staged["staging_dir"])):
-        records = pq.read_table(Path(staged["staging_dir"]) / "part-0.parquet")
+    staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    # Rerun alone after an earlier try committed: check and publish the committed partition.
+    already = committed(staging, final, "part-0.parquet")
+    with discard_on_failure(staging):
+        records = pq.read_table((final if already else staging) / "part-0.parquet")
         guard = weekly.guard_period(
             settings, start, weekly=weekly._published_table(settings, weekly.DATASET, start),
             microdata=records, new_dataset=DATASET)
         validation = validate_or_raise(
-            DATASET, Path(staged["staging_dir"]) / "part-0.parquet",
+            DATASET, (final if already else staging) / "part-0.parquet",
             context={"privacy": {"kind": "microdata",
                                  # every published non-sensitive column, not only the QIs
                                  "quasi_identifiers": [c for c in records.column_names
                                                        if c not in entry.sensitive],
                                  "k": staged["k"]}, "run_id": run_id},
             reports_dir=settings.layout.reports(DATASET, start))
-    final = replace_dir(Path(staged["staging_dir"]), settings.layout.output(DATASET, start))
+    if not already:
+        final = replace_dir(staging, final)
     csv_copy = write_csv_atomic(pq.read_table(final / "part-0.parquet"),
                                 settings.layout.csv(DATASET, start) / "part-0.csv")
     clean_partition_leftovers(final)

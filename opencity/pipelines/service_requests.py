@@ -114,6 +114,10 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
         profile=profile,
     )
     out = result.as_dict()
+    # An interval without input fails here, with that message, leaving no empty partition.
+    from opencity.pipelines.partitions import require_input
+
+    require_input(out, SOURCE, start, end, layout.clean(SOURCE, start))
     out["interval"] = _interval_dict(start, end)
     out["input_hashes"] = input_hashes([raw, districts_csv])
     if out["rows_out"] == 0 and out["rows_quarantined"] == 0:
@@ -454,9 +458,22 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
     """Guard + GX gate, then move the staged product into outputs/<dataset>/dt=.../ and add
     a CSV copy."""
+    from opencity.pipelines.partitions import committed
+
     if _is_skipped(staged):
         return _skipped(DATASET, start)
     staging = Path(staged["staging_dir"])
+    final = settings.layout.output(DATASET, start)
+    if committed(staging, final, "part-0.parquet"):
+        # Rerun alone after an earlier try moved the staging directory into place.
+        table = pq.read_table(final / "part-0.parquet")
+        guard = guard_period(settings, start, weekly=table,
+                             microdata=_published_table(settings, MICRODATA_DATASET, start),
+                             new_dataset=DATASET)
+        validation = _validate_product(settings, final / "part-0.parquet", start, staged)
+        return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
+                "rows": table.num_rows, "validation": validation, "guard": guard,
+                "method": staged.get("method")}
     parquet = staging / "part-0.parquet"
     if not parquet.exists():
         raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "

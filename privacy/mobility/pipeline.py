@@ -68,6 +68,12 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
     with discard_on_failure(tmp):
         validation = validate_dp_release(tmp, ledger=ledger,
                                          reports_dir=settings.layout.reports(DATASET_NAME, start))
+    if result.reused and (final / "_run").is_dir() and not (tmp / "_run").exists():
+        # A rerun returns the recorded release without re-reading rows: keep the first run's
+        # ingest report instead of dropping it (clearing the task alone gives the same files).
+        import shutil
+
+        shutil.copytree(final / "_run", tmp / "_run")
     replace_dir(tmp, final)
     return {
         "out_dir": str(final),

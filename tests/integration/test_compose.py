@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / "docker" / "compose.env.example"
 SERVICES = {"airflow-db", "airflow-redis", "airflow-init", "airflow-apiserver",
             "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
-            "ckan-db", "solr", "ckan-redis", "ckan"}
+            "ckan-db", "solr", "ckan-redis", "ckan", "minio", "minio-init"}
 
 
 def _compose(*args: str) -> subprocess.CompletedProcess:
@@ -63,3 +63,88 @@ def test_compose_refuses_to_start_without_secrets(tmp_path):
     proc = _compose("--env-file", str(empty), "config", "-q")
     assert proc.returncode != 0
     assert "AIRFLOW_DB_PASSWORD" in proc.stderr or "CKAN_DB_PASSWORD" in proc.stderr
+
+
+def _config() -> dict:
+    proc = _compose("--env-file", str(ENV_EXAMPLE), "config")
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+def test_admin_user_is_created_by_init():
+    init = _config()["services"]["airflow-init"]
+    script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
+    assert "airflow db migrate" in script
+    assert "airflow users create" in script and "--role Admin" in script
+    assert init["environment"]["AIRFLOW_ADMIN_PASSWORD"]
+
+
+def test_secrets_are_in_no_container_environment():
+    """The HMAC key and the CKAN token come from the connections file, a compose secret
+    mounted into the task-running containers only."""
+    config = _config()
+    for name, svc in config["services"].items():
+        env = svc.get("environment", {})
+        assert "OPENCITY_HMAC_KEY" not in env, f"{name} has the HMAC key in its environment"
+        assert "AIRFLOW_CONN_OPENCITY_HMAC" not in env, name
+        assert "AIRFLOW_CONN_OPENCITY_CKAN" not in env, name
+    assert "opencity_connections" in config["secrets"]
+    for name in ("airflow-worker", "airflow-triggerer"):
+        svc = config["services"][name]
+        secrets = [x if isinstance(x, str) else x["source"] for x in svc["secrets"]]
+        assert secrets == ["opencity_connections"], name
+        assert "LocalFilesystemBackend" in svc["environment"]["AIRFLOW__SECRETS__BACKEND"]
+        assert "/run/secrets/opencity_connections" in \
+            svc["environment"]["AIRFLOW__SECRETS__BACKEND_KWARGS"]
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
+        assert not config["services"][name].get("secrets"), f"{name} needs no secret"
+    example = (REPO / "docker" / "connections.json.example").read_text()
+    import json
+
+    assert {"opencity_hmac", "opencity_ckan"} <= set(json.loads(example))
+
+
+def test_every_long_running_service_has_a_healthcheck_without_wget_on_ckan():
+    services = _config()["services"]
+    for name, svc in services.items():
+        if name in ("airflow-init", "minio-init"):
+            continue
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    ckan_test = " ".join(services["ckan"]["healthcheck"]["test"])
+    assert "wget" not in ckan_test and "curl" not in ckan_test
+    assert "SchedulerJob" in services["airflow-scheduler"]["healthcheck"]["test"]
+    assert "DagProcessorJob" in services["airflow-dag-processor"]["healthcheck"]["test"]
+    assert "inspect ping" in " ".join(services["airflow-worker"]["healthcheck"]["test"])
+
+
+def test_raw_landing_area_and_shared_runs_volume_are_mounted_on_workers():
+    worker = _config()["services"]["airflow-worker"]
+    mounts = {(v["target"] if isinstance(v, dict) else v.split(":")[1]):
+              (v.get("read_only", False) if isinstance(v, dict) else v.endswith(":ro"))
+              for v in worker["volumes"]}
+    assert mounts.get("/opt/opencity/raw") is True, "raw landing area not mounted read-only"
+    assert "/opt/opencity/runs" in mounts
+    assert worker["environment"]["OPENCITY_RAW_DIR"] == "/opt/opencity/raw"
+
+
+def test_ckan_dockerfile_installs_as_root_then_drops_privileges():
+    lines = [ln.strip() for ln in (REPO / "docker" / "ckan.Dockerfile").read_text()
+             .splitlines() if ln.strip() and not ln.startswith("#")]
+    users = [i for i, ln in enumerate(lines) if ln.startswith("USER ")]
+    pips = [i for i, ln in enumerate(lines) if "pip install" in ln]
+    assert pips and users
+    assert lines[users[0]] == "USER root" and users[0] < pips[0]
+    assert lines[users[-1]] != "USER root" and users[-1] > pips[-1], "image runs as root"
+
+
+def test_production_extra_pins_the_celery_and_postgres_drivers():
+    import tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["production"]
+    names = {e.split("[")[0].split("=")[0] for e in extra}
+    assert {"apache-airflow-providers-celery", "apache-airflow-providers-postgres",
+            "psycopg", "asyncpg"} <= names
+    assert all("==" in e for e in extra), "production extra must be pinned"
+    dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
+    assert "[production]" in dockerfile

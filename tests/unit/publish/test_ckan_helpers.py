@@ -161,11 +161,11 @@ def test_resource_keys_recognise_resources_written_before_the_key_existed():
 
 
 def test_ckan_datapackage_keeps_the_sha256_prefix(tmp_path):
-    from publish.base import DatasetRelease, Resource
-    from publish.ckan import ckan_datapackage
-
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from publish.base import DatasetRelease, Resource
+    from publish.ckan import ckan_datapackage
 
     f = tmp_path / "p.parquet"
     pq.write_table(pa.table({"district_id": ["D01"], "requests": [3]}), f)

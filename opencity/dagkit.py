@@ -1,0 +1,391 @@
+"""DAG wiring from one place: dataset names, Assets, typed params, default args, the task
+decorator that maps OpenCity errors onto Airflow's retry/fail semantics, and the alerts.
+
+Every DAG file builds its ``@dag(...)`` keyword arguments with :func:`dag_kwargs` and its tasks
+with :func:`pipeline_task`, so a change here (a retry policy, a new param, a notifier, an
+approval step before publishing) is one edit for every DAG.
+
+Light on purpose: this module is imported when a DAG file is parsed, so nothing here touches
+a database, the network, a Connection or a Variable at import time; reading environment
+variables (retry tuning) is the only parse-time input.
+
+Errors and retries:
+    * ``PipelineError`` with ``transient=True`` (a flaky portal, storage that did not answer):
+      re-raised, so Airflow retries it with exponential backoff (``retries`` below).
+    * ``PipelineError`` with ``transient=False`` (bad input, a failed release check, an
+      exhausted budget): raised as ``AirflowFailException``, so the task fails at once and
+      the run fails; retrying would give the same answer.
+    * Any other exception (a bug, an OS error): Airflow's default, i.e. retried.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param, task
+
+from opencity.errors import ConfigError, PipelineError
+
+log = logging.getLogger(__name__)
+
+# --- Datasets and Assets: one name per product, shared by producers and consumers ----------
+DATASETS: dict[str, str] = {
+    "311_weekly": "opencity-311-requests-weekly",
+    "311_microdata": "opencity-311-requests-microdata",
+    "cdr_mobility": "opencity-cdr-mobility-daily",
+    "kpis": "opencity-kpis",
+}
+
+
+def asset(key: str) -> Asset:
+    """The Asset of a product (``opencity://outputs/<dataset>``), by its DATASETS key."""
+    return Asset(f"opencity://outputs/{DATASETS[key]}")
+
+
+# --- Params ------------------------------------------------------------------------------
+# Privacy floors until the stored release policy (privacy/policy.yaml) is wired in: a trigger
+# may only tighten them (a larger k, a smaller epsilon), never loosen them.
+POLICY_FLOORS: dict[str, Any] = {
+    "suppression_k": 15, "microdata_k": 5, "microdata_l": 2,
+    "microdata_max_suppression": 0.05, "epsilon": 1.0, "delta": 1e-7,
+}
+
+_NULLABLE_STR = ["null", "string"]
+
+
+def settings_params() -> dict[str, Param]:
+    """Params every OpenCity DAG accepts (None = fall back to OPENCITY_* or the default)."""
+    return {
+        "run_dir": Param(None, type=_NULLABLE_STR, title="Run directory",
+                         description="Where outputs, manifests and the local catalog go. "
+                                     "Empty: OPENCITY_RUN_DIR, else $AIRFLOW_HOME/opencity."),
+        "raw_dir": Param(None, type=_NULLABLE_STR, title="Raw landing area",
+                         description="Where the landed raw files are read from. Empty: "
+                                     "OPENCITY_RAW_DIR, else <run_dir>/raw."),
+        "publish_target": Param(None, type=["null", "string"], enum=[None, "local", "ckan"],
+                                title="Publish target",
+                                description="'local' (the run directory's catalog) or 'ckan'. "
+                                            "Empty: OPENCITY_PUBLISH_TARGET, else local."),
+        "ckan_url": Param(None, type=_NULLABLE_STR, title="CKAN URL",
+                          description="CKAN base URL when publishing to CKAN. Empty: "
+                                      "OPENCITY_CKAN_URL. The API token comes from the "
+                                      "'opencity_ckan' connection, never from a param."),
+    }
+
+
+def privacy_params(*names: str) -> dict[str, Param]:
+    """Typed privacy params; every bound is the policy floor, so a trigger can only tighten."""
+    f = POLICY_FLOORS
+    catalog = {
+        "suppression_k": Param(
+            None, type=["null", "integer"], minimum=f["suppression_k"], maximum=10_000,
+            title="Suppression threshold (k)",
+            description="Withhold a count backed by fewer than k distinct requesters. Empty: "
+                        f"the policy's {f['suppression_k']}; only larger values are allowed."),
+        "microdata_k": Param(
+            None, type=["null", "integer"], minimum=f["microdata_k"], maximum=1_000,
+            title="Microdata k-anonymity k",
+            description="Every released quasi-identifier combination is shared by at least k "
+                        f"records. Empty: the policy's {f['microdata_k']}; only larger."),
+        "microdata_l": Param(
+            None, type=["null", "integer"], minimum=f["microdata_l"], maximum=50,
+            title="Microdata l-diversity l",
+            description="Distinct request types in every class. Empty: the policy's "
+                        f"{f['microdata_l']}; only larger."),
+        "microdata_max_suppression": Param(
+            None, type=["null", "number"], minimum=0, maximum=f["microdata_max_suppression"],
+            title="Microdata suppression limit",
+            description="Share of records that may be removed, in [0, "
+                        f"{f['microdata_max_suppression']}]. Empty: the policy's limit."),
+        "epsilon": Param(
+            f["epsilon"], type="number", exclusiveMinimum=0, maximum=f["epsilon"],
+            title="Epsilon per subscriber per day",
+            description="Differential-privacy budget of the day's release, per subscriber. "
+                        f"At most the policy's {f['epsilon']}; smaller is more private."),
+        "delta": Param(
+            f["delta"], type="number", minimum=0, maximum=f["delta"],
+            title="Delta per subscriber per day",
+            description=f"At most the policy's {f['delta']}."),
+    }
+    unknown = set(names) - set(catalog)
+    if unknown:
+        raise ConfigError(f"unknown privacy param(s) {sorted(unknown)}; known: {sorted(catalog)}")
+    return {n: catalog[n] for n in names}
+
+
+def check_conf_keys(conf: Mapping[str, Any] | None, allowed) -> None:
+    """Reject run conf keys the DAG does not declare (a typo would otherwise be ignored).
+
+    Airflow 3.3 validates the type and bounds of declared params when a run is created
+    (the REST API answers 400), but merges undeclared conf keys in silently
+    (``SerializedParamsDict.deep_merge``); this check makes every task of such a run fail
+    at once, before it reads anything.
+    """
+    unknown = sorted(set(conf or {}) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown DAG param(s) {unknown} in the run conf; this DAG accepts "
+                          f"{sorted(allowed)}. Trigger again without them.")
+
+
+# --- Retries, timeouts, alerts -------------------------------------------------------------
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds/count, got {raw!r}") from None
+
+
+def default_args(task_timeout: timedelta = timedelta(minutes=30)) -> dict[str, Any]:
+    """Retries with exponential backoff, a per-task timeout and the failure notifier.
+
+    ``OPENCITY_TASK_RETRIES`` (default 3) and ``OPENCITY_RETRY_DELAY_SECONDS`` (default 60,
+    doubled on every retry up to 30 min) tune them per deployment (tests set them low).
+    """
+    return {
+        "owner": "opencity-data-stewards",
+        "retries": int(_env_float("OPENCITY_TASK_RETRIES", 3)),
+        "retry_delay": timedelta(seconds=_env_float("OPENCITY_RETRY_DELAY_SECONDS", 60)),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": task_timeout,
+        "on_failure_callback": notify_failure,
+    }
+
+
+ALERT_CONN_ENV = "OPENCITY_ALERT_CONN_ID"
+DEFAULT_ALERT_CONN = "opencity_alerts"
+
+
+def _alert_url(conn) -> str:
+    scheme = "https" if conn.conn_type == "https" or (conn.extra_dejson or {}).get(
+        "use_https") else "http"
+    port = f":{conn.port}" if conn.port else ""
+    path = (conn.schema or "").lstrip("/")
+    return f"{scheme}://{conn.host}{port}/{path}"
+
+
+def send_alert(payload: dict[str, Any], conn_id: str | None = None) -> bool:
+    """POST ``payload`` as JSON to the alert webhook connection; False when none is set.
+
+    The connection (id from ``OPENCITY_ALERT_CONN_ID``, default ``opencity_alerts``) is an
+    HTTP(S) connection, e.g. ``AIRFLOW_CONN_OPENCITY_ALERTS=https://hooks.example.org/ops``
+    (host, port, path). A notifier that cannot deliver logs why and never fails the task.
+    """
+    import urllib.request
+
+    from airflow.sdk import Connection
+
+    conn_id = conn_id or os.environ.get(ALERT_CONN_ENV) or DEFAULT_ALERT_CONN
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # noqa: BLE001 - "not defined" has several types across Airflow versions
+        log.warning("no alert sent: connection %r is not defined (set it or %s)",
+                    conn_id, ALERT_CONN_ENV)
+        return False
+    if conn.conn_type not in ("http", "https"):
+        log.warning("no alert sent: connection %r is of type %r; use an http(s) webhook",
+                    conn_id, conn.conn_type)
+        return False
+    req = urllib.request.Request(
+        _alert_url(conn), data=json.dumps(payload, default=str).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+        return True
+    except OSError as err:
+        log.warning("alert to connection %r failed: %s", conn_id, err)
+        return False
+
+
+def notify_failure(context: Mapping[str, Any]) -> None:
+    """``on_failure_callback``: tell the stewards which task of which partition failed.
+
+    The payload names the DAG, task, run, partition, try and the error class and message
+    (OpenCity messages never carry row content or identifiers); nothing else.
+    """
+    ti = context.get("ti") or context.get("task_instance")
+    start = context.get("data_interval_start")
+    err = context.get("exception")
+    payload = {
+        "event": "task_failed",
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": context.get("run_id"),
+        "partition": f"dt={start:%Y-%m-%d}" if start else None,
+        "try_number": getattr(ti, "try_number", None),
+        "error": type(err).__name__ if err else None,
+        "message": str(err)[:2000] if err else None,
+    }
+    send_alert(payload)
+
+
+def notify_deadline(context: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+    """Deadline-alert callback: a run is still not finished long after it was queued."""
+    dag_run = (context or {}).get("dag_run") or {}
+    send_alert({"event": "deadline_missed", **kwargs,
+                "run_id": getattr(dag_run, "run_id", None) if dag_run else None})
+
+
+def _deadline(after: timedelta):
+    """A DeadlineAlert ``after`` the run was queued (Airflow >= 3.1), else None."""
+    try:
+        from airflow.sdk.definitions.callback import SyncCallback
+        from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+    except ImportError:  # pragma: no cover - older Airflow
+        return None
+    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=after,
+                         callback=SyncCallback(notify_deadline,
+                                               kwargs={"deadline_hours": after / timedelta(hours=1)}))
+
+
+# --- The DAG and its tasks ------------------------------------------------------------------
+STEWARD_FOOTER = """
+### Running a given {period}
+
+* **One {period}** (REST API, explicit data interval; the run id names the partition):
+  ```
+  curl -X POST "$AIRFLOW/api/v2/dags/{dag_id}/dagRuns" -H "Authorization: Bearer $TOKEN" \\
+    -H 'Content-Type: application/json' -d '{{"dag_run_id": "manual__dt={example}",
+    "logical_date": "{example}T00:00:00Z", "data_interval_start": "{example}T00:00:00Z",
+    "data_interval_end": "{example_end}T00:00:00Z", "conf": {{}}}}'
+  ```
+  Do **not** use `airflow dags trigger --logical-date`: on this timetable it runs the interval
+  of the trigger time, not of the date given.
+* **A range** (every interval from FROM to TO, in parallel):
+  `airflow backfill create --dag-id {dag_id} --from-date FROM --to-date TO`
+  (add `--reprocess-behavior completed` to redo intervals that already succeeded).
+* **One task again**: clear it (`airflow tasks clear {dag_id} -t '^task_id$' -s DAY -e DAY -y`);
+  every task can be rerun alone and gives the same result.
+* An interval with no input rows fails at `ingest` with "no input rows" and publishes nothing.
+
+Params are typed (wrong types, out-of-bounds values and unknown keys are refused); privacy
+params can only be tightened from the policy. Failures are retried when transient (a portal
+that did not answer) and alert the `opencity_alerts` connection when final.
+
+**Who to ask:** the OpenCity data-steward team (DAG owner `opencity-data-stewards`); privacy
+questions go to the city's data-protection officer.
+"""
+
+
+def dag_kwargs(dag_id: str, *, schedule, start_date: datetime, doc_md: str, period: str,
+               example: str, example_end: str, privacy: tuple[str, ...] = (),
+               tags: tuple[str, ...] = (), run_timeout: timedelta = timedelta(hours=6),
+               task_timeout: timedelta = timedelta(minutes=30)) -> dict[str, Any]:
+    """Keyword arguments for ``@dag`` shared by every OpenCity DAG."""
+    # Deadline alerts are opt-in: with Airflow 3.3.2, dag.test() of a DAG with a DeadlineAlert
+    # fails inside SQLAlchemy ("'dict' object has no attribute 'hex'", the deadline row's id).
+    deadline = (_deadline(run_timeout / 2)
+                if os.environ.get("OPENCITY_DEADLINE_ALERTS", "").lower() in ("1", "true")
+                else None)
+    kwargs = {
+        "dag_id": dag_id,
+        "schedule": schedule,
+        "start_date": start_date,
+        "catchup": False,
+        "max_active_runs": 1,
+        "dagrun_timeout": run_timeout,
+        "default_args": default_args(task_timeout),
+        "params": {**settings_params(), **privacy_params(*privacy)},
+        "tags": ["opencity", *tags],
+        "doc_md": doc_md.strip() + "\n" + STEWARD_FOOTER.format(
+            period=period, dag_id=dag_id, example=example, example_end=example_end),
+        "render_template_as_native_obj": True,
+    }
+    if deadline is not None:
+        kwargs["deadline"] = deadline
+
+    return kwargs
+
+
+def check_shared_run_dir(run_dir: str, dag_id: str, run_id: str, first: bool) -> None:
+    """Fail clearly when this worker does not see the run directory the run started in.
+
+    Tasks hand each other paths inside the run directory, so every worker must mount the
+    same run directory (a shared volume). The run's first task writes a marker
+    ``<run_dir>/_runs/<dag_id>/<run_id>.json``; every later task checks it is there.
+    """
+    import re
+    import socket
+    from pathlib import Path
+
+    safe = re.sub(r"[^A-Za-z0-9_.=+-]", "_", run_id)
+    marker = Path(run_dir) / "_runs" / dag_id / f"{safe}.json"
+    if first:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"dag_id": dag_id, "run_id": run_id,
+                                          "started_on": socket.gethostname()}))
+        except OSError as err:
+            raise ConfigError(f"cannot write to the run directory {run_dir} ({err}); check "
+                              "that the shared run volume is mounted and writable") from err
+        return
+    if not marker.is_file():
+        raise ConfigError(
+            f"this worker ({socket.gethostname()}) does not see the run directory {run_dir} "
+            f"that run {run_id} started in (missing {marker}). Every Celery worker must mount "
+            "the same run directory (shared volume) at the same path; see README 'Production "
+            "Airflow'.")
+
+
+# Steps wired between a committed partition and its publication (e.g. a steward's approval).
+# Each factory is called as factory(dataset_key) inside the DAG context and returns a task
+# (or None); adding such a step to every DAG is one edit: append its factory here.
+RELEASE_STEPS: list[Callable[[str], Any]] = []
+
+
+def before_publish(dataset_key: str, committed, publish) -> None:
+    """Wire ``committed >> step >> ... >> publish`` for every RELEASE_STEPS factory."""
+    previous = committed
+    for factory in RELEASE_STEPS:
+        step = factory(dataset_key)
+        if step is None:
+            continue
+        previous >> step
+        previous = step
+    if previous is not committed:
+        previous >> publish
+
+
+def _fail_fast(err: PipelineError):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(f"{type(err).__name__}: {err}")
+
+
+def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
+    """``@task`` for OpenCity task bodies: checks the run conf, maps errors to retry/fail.
+
+    Terminal ``PipelineError`` -> ``AirflowFailException`` (no retry); transient ones are
+    re-raised so Airflow retries them with backoff.
+    """
+
+    def wrap(f: Callable):
+        @functools.wraps(f)
+        def inner(*args, **kwargs):
+            from airflow.sdk import get_current_context
+
+            try:
+                ctx = get_current_context()
+                check_conf_keys(getattr(ctx.get("dag_run"), "conf", None), ctx["dag"].params)
+                from opencity.airflow_context import run_settings
+
+                check_shared_run_dir(run_settings().run_dir, ctx["dag"].dag_id, ctx["run_id"],
+                                     first=not ctx["task"].upstream_task_ids)
+                return f(*args, **kwargs)
+            except PipelineError as err:
+                if err.transient:
+                    log.warning("transient %s, Airflow will retry: %s", type(err).__name__, err)
+                    raise
+                raise _fail_fast(err) from err
+
+        return task(**task_kwargs)(inner)
+
+    return wrap(fn) if fn is not None else wrap
