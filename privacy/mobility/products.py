@@ -209,7 +209,8 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
 
     ``cdr`` and ``towers`` must be relations of ``con``.
 
-    The clean events are materialized as temp table ``mobility_events`` on ``con``. Rows with
+    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason);
+    the clean events are the temp view ``mobility_events`` on ``con``. Rows with
     a NULL unit, time or cell (``missing_value``), a time outside ``day`` in UTC
     (``outside_date``) or a cell id missing from the tower table (``unknown_cell``) are
     counted, never used and never silently dropped.
@@ -239,32 +240,33 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
                ).create_view("_mob_cdr", replace=True)
     towers.select("cell_id::VARCHAR AS cell_id, lat::DOUBLE AS lat, lon::DOUBLE AS lon, "
                   "region_id::VARCHAR AS region_id").create_view("_mob_towers", replace=True)
-    counts = con.execute(f"""
-        SELECT count(*) AS rows_in,
-               count(*) FILTER (WHERE c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL)
-                   AS missing_value,
-               count(*) FILTER (WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL
-                   AND c.cell_id IS NOT NULL AND NOT {in_day}) AS outside_date,
-               count(*) FILTER (WHERE c.u IS NOT NULL AND c.cell_id IS NOT NULL AND {in_day}
-                   AND t.cell_id IS NULL) AS unknown_cell,
-               min(c.event_time)::VARCHAR, max(c.event_time)::VARCHAR
+    # One scan of the CDR: every row once, with the reason it is set aside (0 = clean).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _mob_scan AS
+        SELECT c.u AS unit, c.event_time, hour(c.event_time)::TINYINT AS hour,
+               t.region_id, t.lat, t.lon,
+               CASE WHEN c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL THEN 1
+                    WHEN NOT {in_day} THEN 2
+                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason,
+               CASE WHEN t.cell_id IS NULL THEN c.cell_id END AS unknown_cell
         FROM _mob_cdr c LEFT JOIN _mob_towers t USING (cell_id)
+    """)
+    counts = con.execute("""
+        SELECT count(*), count(*) FILTER (WHERE reason = 1), count(*) FILTER (WHERE reason = 2),
+               count(*) FILTER (WHERE reason = 3), min(event_time)::VARCHAR,
+               max(event_time)::VARCHAR, count(DISTINCT unit) FILTER (WHERE reason = 0)
+        FROM _mob_scan
     """).fetchone()
-    rows_in, n_missing, n_outside, n_unknown, tmin, tmax = counts
+    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_units = counts
     unknown_cells: tuple[str, ...] = ()
     if n_unknown:
-        unknown_cells = tuple(r[0] for r in con.execute(f"""
-            SELECT DISTINCT c.cell_id FROM _mob_cdr c ANTI JOIN _mob_towers t USING (cell_id)
-            WHERE c.cell_id IS NOT NULL AND {in_day} ORDER BY 1 LIMIT 20
+        unknown_cells = tuple(r[0] for r in con.execute("""
+            SELECT DISTINCT unknown_cell FROM _mob_scan WHERE reason = 3 ORDER BY 1 LIMIT 20
         """).fetchall())
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE mobility_events AS
-        SELECT c.u AS unit, c.event_time, hour(c.event_time)::INTEGER AS hour, t.region_id,
-               t.lat, t.lon
-        FROM _mob_cdr c JOIN _mob_towers t USING (cell_id)
-        WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL AND {in_day}
+    con.execute("""
+        CREATE OR REPLACE TEMP VIEW mobility_events AS
+        SELECT unit, event_time, hour, region_id, lat, lon FROM _mob_scan WHERE reason = 0
     """)
-    n_units = con.execute("SELECT count(DISTINCT unit) FROM mobility_events").fetchone()[0]
     regions = tuple(r[0] for r in con.execute(
         "SELECT DISTINCT region_id FROM _mob_towers ORDER BY 1").fetchall())
     quarantined = {k: int(v) for k, v in (("missing_value", n_missing),
@@ -279,6 +281,34 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
         )
     return PreparedEvents(con.table("mobility_events"), regions, int(rows_in), quarantined,
                           unknown_cells, int(n_units))
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for a mobility release: bounded memory, spilling to disk.
+
+    ``OPENCITY_DUCKDB_MEMORY_LIMIT`` (default 4GB) caps DuckDB's memory and
+    ``OPENCITY_DUCKDB_TEMP_DIR`` (default: the system temp directory) is where it spills
+    larger-than-memory joins, sorts and aggregations, so 100M events fit a small machine.
+    """
+    import os
+    import tempfile
+
+    import atexit
+    import shutil
+
+    limit = os.environ.get("OPENCITY_DUCKDB_MEMORY_LIMIT", "4GB")
+    temp = os.environ.get("OPENCITY_DUCKDB_TEMP_DIR")
+    if not temp:
+        temp = tempfile.mkdtemp(prefix="opencity-duckdb-")
+        atexit.register(shutil.rmtree, temp, True)
+    try:
+        return duckdb.connect(config={"memory_limit": limit, "temp_directory": temp,
+                                      "preserve_insertion_order": False})
+    except duckdb.Error as err:
+        raise ConfigError(
+            f"cannot open DuckDB with memory_limit={limit!r} (OPENCITY_DUCKDB_MEMORY_LIMIT) and "
+            f"temp_directory={temp!r} (OPENCITY_DUCKDB_TEMP_DIR): {err}"
+        ) from err
 
 
 def _regions_table(regions: tuple[str, ...]) -> pa.Table:

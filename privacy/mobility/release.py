@@ -40,6 +40,7 @@ from privacy.dp.ledger import LedgerEntry
 from privacy.mobility.products import (
     MobilityConfig,
     compute_products,
+    connect,
     prepare_events,
     product_metadata,
 )
@@ -168,7 +169,7 @@ def run_daily_release(
         return _write(out, ledger.artifacts(recorded.id), recorded, reused=True, report={})
 
     ledger.check(DATASET, day, cfg.spent)
-    con = duckdb.connect()
+    con = connect()
     try:
         if progress:
             progress("read")
