@@ -448,7 +448,11 @@ class _Cells:
         self.digits = [((p.cell_keys // p.strides[j]) % p.radix[j]).astype(np.int32)
                        for j in range(p.dims)]
         self.sens = (p.cell_keys % p.m).astype(np.int32) if p.m > 1 else None
-        self.dense_limit = max(1 << 16, 2 * n)
+        self.dense_limit = max(1 << 16, 4 * n)
+        self.unit_counts = bool(n) and int(p.cell_counts.max()) == 1
+        self.pre: dict[tuple[int, int], np.ndarray] = {}
+        self.pre_bytes = 0
+        self.pre_limit = 1 << 29
         self.compact_limit = 1 << 62
         self.weights = p.cell_counts.astype(np.float64)
 
@@ -506,21 +510,40 @@ class _Cells:
         self.slot_levels[slot] = lv
         self.slot_cells[slot] = len(keys)
 
+    def _codes_at(self, j: int, level: int) -> np.ndarray:
+        """Code at ``level`` of QI j for every level-0 cell (cached within a memory budget)."""
+        key = (j, level)
+        got = self.pre.get(key)
+        if got is None:
+            codes = self.p.hierarchies[j].leaf_codes(level)
+            got = codes.astype(np.int32)[self.digits[j]] if len(codes) < 2**31 else \
+                codes[self.digits[j]]
+            if self.pre_bytes + got.nbytes <= self.pre_limit:
+                self.pre[key] = got
+                self.pre_bytes += got.nbytes
+        return got
+
     def _dense(self, lv: tuple[int, ...], radix: list[int]) -> tuple[np.ndarray, np.ndarray]:
         p = self.p
-        compact = np.zeros(len(p.cell_keys), dtype=np.int64)
         cstride = np.empty(p.dims, dtype=np.int64)
         total = p.m
         for j in range(p.dims - 1, -1, -1):
             cstride[j] = total
             total *= radix[j]
+        compact = np.zeros(len(p.cell_keys), dtype=np.int32 if total < 2**31 else np.int64)
         for j in range(p.dims):
-            codes = p.hierarchies[j].leaf_codes(lv[j])
-            compact += codes[self.digits[j]] * cstride[j]
+            part = self._codes_at(j, lv[j])
+            if cstride[j] == 1:
+                compact += part
+            else:
+                compact += part * int(cstride[j])
         if self.sens is not None:
             compact += self.sens
         if total <= self.dense_limit:
-            dense = np.bincount(compact, weights=self.weights, minlength=total)
+            if self.unit_counts:
+                dense = np.bincount(compact, minlength=total)
+            else:
+                dense = np.bincount(compact, weights=self.weights, minlength=total)
             idx = np.flatnonzero(dense)
             counts = dense[idx].astype(p.cell_counts.dtype)
         else:
