@@ -16,9 +16,10 @@ Cases:
   start-up of a DP task process that releases counts).
 * ``mobility-10m``: ``opencity mobility`` (four DP products, --delta for private OD keys) on
   ~10M CDR events vs ``bench/lean_mobility.py`` (the same non-private aggregates).
-* ``mobility-100m`` (``--events-100m``): the same command on ~100M events with
-  ``OPENCITY_DUCKDB_MEMORY_LIMIT`` (default 4GB); checks peak RSS <= 6 GB. The data are
-  generated into a temporary directory and deleted afterwards.
+* ``mobility-100m`` (``--events-100m``): the same command on ~100M events (ten copies of
+  the 10M-event day with distinct subscribers) with ``OPENCITY_DUCKDB_MEMORY_LIMIT``
+  (default 4GB); checks peak RSS <= 6 GB. The copies are written to a temporary directory
+  and deleted afterwards.
 
 Usage: .venv/bin/python bench/bench_commands.py [--cases kanon-adult,dp-startup,...]
        [--events 10000000] [--events-100m 100000000] [--out bench/results/latest.json]
@@ -48,7 +49,8 @@ DAY = "2026-10-05"
 
 def uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()
     except OSError:
         return ""
 
@@ -166,14 +168,37 @@ def case_mobility(tmp: Path, events: int, keep: Path | None) -> dict:
     return _mobility(tmp, data)
 
 
-def case_mobility_100m(tmp: Path, events: int, memory_limit: str) -> dict:
+def replicate(src: Path, dst: Path, copies: int) -> int:
+    """Bench generator for large days: ``copies`` copies of a generated day, each with its
+    own subscribers (ids suffixed with the copy number), written with DuckDB."""
+    import duckdb
+
+    (dst / "cdr").mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "towers.csv", dst / "towers.csv")
+    con = duckdb.connect()
+    n = 0
+    for i in range(copies):
+        con.execute(f"""
+            COPY (SELECT subscriber_id || '-{i}' AS subscriber_id, imsi || '-{i}' AS imsi,
+                         event_time, cell_id, event_type
+                  FROM read_parquet('{src / "cdr" / "*.parquet"}'))
+            TO '{dst / "cdr" / f"copy-{i:03d}.parquet"}' (FORMAT parquet)""")
+        n += con.execute(f"SELECT count(*) FROM read_parquet('{src / 'cdr' / '*.parquet'}')"
+                         ).fetchone()[0]
+    return n
+
+
+def case_mobility_100m(tmp: Path, events: int, memory_limit: str, keep: Path | None) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_mobility import generate
 
     data = tmp / "cdr100m"
     try:
-        n = generate(data, events)
-        print(f"generated {n:,} events", flush=True)
+        base = keep or tmp / "cdr10m"
+        if not (base / "towers.csv").exists():
+            generate(base, 10_000_000)
+        n = replicate(base, data, max(1, round(events / 10_000_000)))
+        print(f"generated {n:,} events (copies of a 10M-event day)", flush=True)
         env = dict(os.environ, OPENCITY_DUCKDB_MEMORY_LIMIT=memory_limit,
                    OPENCITY_DUCKDB_TEMP_DIR=str(tmp / "spill"))
         res = _mobility(tmp, data, env=env, baseline=False)
@@ -218,7 +243,7 @@ def main() -> int:
                 result["cases"][case] = case_mobility(sub, args.events, args.keep)
             elif case == "mobility-100m":
                 result["cases"][case] = case_mobility_100m(sub, args.events_100m,
-                                                           args.memory_limit)
+                                                           args.memory_limit, args.keep)
             else:
                 raise SystemExit(f"unknown case {case!r}")
     finally:

@@ -293,11 +293,10 @@ def connect() -> duckdb.DuckDBPyConnection:
     ``OPENCITY_DUCKDB_TEMP_DIR`` (default: the system temp directory) is where it spills
     larger-than-memory joins, sorts and aggregations, so 100M events fit a small machine.
     """
-    import os
-    import tempfile
-
     import atexit
+    import os
     import shutil
+    import tempfile
 
     limit = os.environ.get("OPENCITY_DUCKDB_MEMORY_LIMIT", "4GB")
     temp = os.environ.get("OPENCITY_DUCKDB_TEMP_DIR")

@@ -23,8 +23,7 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-import privacy.dp.engine as engine
-from privacy.dp import ContributionBounds, DPBudget, dp_count, dp_count_distinct
+from privacy.dp import ContributionBounds, DPBudget, dp_count, dp_count_distinct, engine
 from privacy.dp.mechanisms import count_noise
 
 R_FAST = 20_000
