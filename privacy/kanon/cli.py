@@ -126,7 +126,16 @@ def _skip_pandas() -> None:
     from another program, which may want pandas later).
     """
     if sys.argv[1:2] == ["kanon"] and "pandas" not in sys.modules:
-        sys.modules["pandas"] = None  # type: ignore[assignment]
+        sys.meta_path.insert(0, _NoPandas())
+
+
+class _NoPandas:
+    """Import finder that makes ``import pandas`` fail (pyarrow then works without it)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not used by opencity kanon)",
+                                      name=name)
 
 
 def run(args: argparse.Namespace) -> int:
