@@ -66,17 +66,20 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"command failed ({code}): {' '.join(map(str, cmd))}")
-    return {"seconds": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stdout": out}
+    return {"seconds": round(wall, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": out}
 
 
 def _pair(name: str, ours: dict, base: dict, extra: dict | None = None) -> dict:
     ratio = ours["seconds"] / base["seconds"]
-    print(f"{name:<14} opencity {ours['seconds']:7.2f} s  {ours['peak_rss_mb']:7.0f} MB | "
-          f"lean DuckDB {base['seconds']:7.2f} s  {base['peak_rss_mb']:7.0f} MB | "
-          f"ratio {ratio:5.2f}x" + (f" | {extra}" if extra else ""), flush=True)
+    cpu_ratio = ours["cpu_seconds"] / max(base["cpu_seconds"], 1e-9)
+    print(f"{name:<14} opencity {ours['seconds']:7.2f} s (cpu {ours['cpu_seconds']:.2f}) "
+          f"{ours['peak_rss_mb']:6.0f} MB | lean DuckDB {base['seconds']:7.2f} s "
+          f"(cpu {base['cpu_seconds']:.2f}) {base['peak_rss_mb']:6.0f} MB | "
+          f"ratio {ratio:5.2f}x (cpu {cpu_ratio:.2f}x)" + (f" | {extra}" if extra else ""),
+          flush=True)
     return {"opencity": _strip(ours), "baseline": _strip(base), "ratio": round(ratio, 3),
-            **(extra or {})}
+            "cpu_ratio": round(cpu_ratio, 3), **(extra or {})}
 
 
 def _strip(r: dict) -> dict:
@@ -135,8 +138,9 @@ def case_dp_startup(tmp: Path) -> dict:
             "count_noise(1.0, 1e-6, 1).randomise(np.zeros(10, dtype=np.int64))")
     ours = timed([sys.executable, "-c", code])
     base = timed([sys.executable, "-c", "import duckdb, numpy, pyarrow"])
-    print(f"dp-startup     {ours['seconds']:.2f} s (python + duckdb/numpy/pyarrow alone "
-          f"{base['seconds']:.2f} s), peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
+    print(f"dp-startup     {ours['seconds']:.2f} s, cpu {ours['cpu_seconds']:.2f} s (python + "
+          f"duckdb/numpy/pyarrow alone {base['seconds']:.2f} s, cpu {base['cpu_seconds']:.2f} s),"
+          f" peak RSS {ours['peak_rss_mb']:.0f} MB", flush=True)
     return {"opencity": _strip(ours), "baseline": _strip(base),
             "ratio": round(ours["seconds"] / base["seconds"], 3), "target_seconds": 1.5}
 
@@ -205,7 +209,8 @@ def case_mobility_100m(tmp: Path, events: int, memory_limit: str, keep: Path | N
         res["events"] = n
         res["memory_limit"] = memory_limit
         res["within_6gb"] = res["opencity"]["peak_rss_mb"] <= 6144
-        print(f"mobility-100m  {res['opencity']['seconds']:.1f} s, peak RSS "
+        print(f"mobility-100m  {res['opencity']['seconds']:.1f} s, cpu "
+              f"{res['opencity']['cpu_seconds']:.1f} s, peak RSS "
               f"{res['opencity']['peak_rss_mb']:.0f} MB (limit 6144 MB)", flush=True)
         return res
     finally:
