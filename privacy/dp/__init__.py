@@ -33,9 +33,10 @@ Contracts:
 
 * Contribution bounding runs in DuckDB before aggregation: at most L0 keys per unit and L-inf
   rows per unit and key, sampled by ``hash(unit, key, seed)``.
-* Noise comes from diffprivlib only (:mod:`privacy.dp.mechanisms`): Geometric for counts,
-  Snapping for sums and means, GaussianDiscrete / GaussianAnalytic when ``delta > 0`` with
-  public keys. Each key gets (epsilon / L0, delta / L0).
+* Noise (:mod:`privacy.dp.mechanisms`): OpenDP's exact discrete Laplace (Geometric) for
+  counts, diffprivlib's Snapping for sums and means, discrete Gaussian (OpenDP) /
+  GaussianAnalytic (diffprivlib) when ``delta > 0`` with public keys; drawn for all keys at
+  once. Each key gets (epsilon / L0, delta / L0).
 * Keys come from a public table (``public_keys``: output has exactly those rows, zeros where
   the data has none) or pass private selection (``partition_selection=PartitionSelection()``,
   needs ``delta > 0``): a key is released only if its Geometric-noised distinct-unit count

@@ -1,4 +1,4 @@
-"""DP release engine: contribution bounding in DuckDB, then one diffprivlib draw per cell.
+"""DP release engine: contribution bounding in DuckDB, then vectorised noise for all cells.
 
 Every public function takes a DuckDB relation or an Arrow table with one row per event, the
 name of the privacy-unit column and the group-by columns, and returns an Arrow table with
@@ -29,6 +29,7 @@ from privacy.dp.mechanisms import (
     Noise,
     as_random_state,
     count_noise,
+    opendp_threshold_privacy,
     real_noise,
     selection_threshold,
 )
@@ -244,8 +245,17 @@ def _release(
             value_budget = DPBudget(budget.epsilon - sel_eps)
         sel_noise = count_noise(sel_eps / l0, 0.0, 1, rs)
         threshold = selection_threshold(sel_eps / l0, budget.delta / l0)
+        # OpenDP's proof of the same threshold mechanism must stay within the budget
+        od_eps, od_delta = opendp_threshold_privacy(sel_eps / l0, threshold, l0)
+        if od_eps > sel_eps * (1 + 1e-9) or od_delta > budget.delta:
+            raise InternalError(
+                f"partition selection threshold {threshold} exceeds its budget by OpenDP's "
+                f"accounting (epsilon {od_eps:.6g} > {sel_eps:.6g} or delta {od_delta:.3g} > "
+                f"{budget.delta:.3g}); this is a bug"
+            )
         info["partition_selection"] = {
             "method": "geometric_threshold",
+            "accounting_check": "opendp make_laplace_threshold",
             "epsilon": sel_eps,
             "delta": budget.delta,
             "threshold_units": threshold,

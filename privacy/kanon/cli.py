@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from opencity.errors import ConfigError, NotAchievableError
@@ -116,8 +117,30 @@ def _load_hierarchy(path: str, sep: str) -> Hierarchy:
     return Hierarchy.from_csv(path, sep=sep)
 
 
+def _skip_pandas() -> None:
+    """Keep pyarrow from importing pandas when this process is ``opencity kanon`` itself.
+
+    pyarrow imports pandas (when installed) on its first conversion from Python or numpy
+    values; the command never needs it, and the import costs 0.5-10 s on a busy machine.
+    Only applied when the process was started as the command (not when ``run`` is called
+    from another program, which may want pandas later).
+    """
+    if sys.argv[1:2] == ["kanon"] and "pandas" not in sys.modules:
+        sys.meta_path.insert(0, _NoPandas())
+
+
+class _NoPandas:
+    """Import finder that makes ``import pandas`` fail (pyarrow then works without it)."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not used by opencity kanon)",
+                                      name=name)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``opencity kanon``; returns 0 or raises a PipelineError."""
+    _skip_pandas()
     qis = [c for c, _ in args.qi]
     hierarchies = {c: _load_hierarchy(path, args.sep) for c, path in args.qi}
     model = KAnonymity(k=args.k, quasi_identifiers=tuple(qis), max_suppression=args.suppression)
@@ -144,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = anonymize(table, hierarchies, model, metric=args.metric, l_diversity=ldiv,
                            t_closeness=tcl, suppression=args.suppressed,
-                           risk_threshold=args.risk_threshold, progress=True)
+                           risk_threshold=args.risk_threshold,
+                           progress=sys.stderr.isatty())
     except NotAchievableError as err:
         write_json_atomic({"achievable": False, "reason": str(err), **base,
                            "generalization": None, "suppressed_records": None,

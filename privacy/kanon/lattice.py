@@ -387,100 +387,304 @@ def lattice_nodes(heights: Sequence[int]) -> np.ndarray:
     return grids[order]
 
 
+def monotone_anonymity(crit: Criteria) -> bool:
+    """Whether "anonymous within the suppression limit" is monotone under generalization.
+
+    Merging classes (one level up in one QI) can only shrink the set of records that
+    violate k-anonymity or distinct-l-diversity: a merged class that fails is a union of
+    classes that all fail. So for those models a node that is anonymous within the limit
+    makes all its generalizations anonymous, and a node that is not makes all its
+    specializations not anonymous (ARX's predictive tagging). Entropy and recursive
+    l-diversity and t-closeness are monotone only when nothing may be suppressed (the
+    merge of passing classes passes: entropy is concave, recursive-(c,l) is preserved,
+    the EMD is convex), since a failing merged class may contain passing parts.
+    """
+    if crit.max_outliers == 0:
+        return True
+    return crit.t is None and crit.l_variant in (None, "distinct")
+
+
+def _static_bounds(p: Problem, nodes: np.ndarray, metric: str) -> np.ndarray:
+    """Class-independent lower bound of every node (-inf where none is known)."""
+    if metric == "nu-entropy-monotonic":
+        metric = "nu-entropy"
+    if metric not in ("precision", "nu-entropy", "loss"):
+        return np.full(len(nodes), -np.inf)
+    d = p.dims
+    parts = [np.array([p.bound_part(metric, j, lv) for lv in range(int(p.heights[j]) + 1)])
+             for j in range(d)]
+    if metric == "loss":
+        out = np.ones(len(nodes))
+        for j in range(d):
+            out *= np.power(parts[j][nodes[:, j]] + 1.0, 1.0 / d)
+        return out - 1.0
+    out = np.zeros(len(nodes))
+    for j in range(d):
+        out += parts[j][nodes[:, j]]
+    return out
+
+
+class _Cells:
+    """Cells of lattice nodes: rolled up from the level-0 cells or a cached finer node.
+
+    The level-0 cells are kept as a digits matrix (one code per QI, plus the sensitive
+    code), so a node whose generalized domain is small is computed with one bincount
+    over a compact mixed-radix index; larger domains fall back to sorting.
+    """
+
+    def __init__(self, p: Problem, cache_bytes: int) -> None:
+        self.p = p
+        self.cache_bytes = cache_bytes
+        self.cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.order: list[tuple[int, ...]] = []
+        slots = 1024
+        self.slot_levels = np.zeros((slots, p.dims), dtype=np.int64)
+        self.slot_cells = np.full(slots, np.inf)
+        self.slot_node: list = [None] * slots
+        self.slot_of: dict[tuple[int, ...], int] = {}
+        self.free = list(range(slots))
+        self.bytes = 0
+        n = len(p.cell_keys)
+        self.digits = [((p.cell_keys // p.strides[j]) % p.radix[j]).astype(np.int32)
+                       for j in range(p.dims)]
+        self.sens = (p.cell_keys % p.m).astype(np.int32) if p.m > 1 else None
+        self.dense_limit = max(1 << 16, 4 * n)
+        self.unit_counts = bool(n) and int(p.cell_counts.max()) == 1
+        self.pre: dict[tuple[int, int], np.ndarray] = {}
+        self.pre_bytes = 0
+        self.pre_limit = 1 << 29
+        self.compact_limit = 1 << 62
+        self.weights = p.cell_counts.astype(np.float64)
+
+    def get(self, lv: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
+        if not any(lv):
+            return p.cell_keys, p.cell_counts
+        src = self._source(lv)
+        if src is not None and 4 * len(src[1]) < len(p.cell_keys):
+            keys, counts = rollup(p, src[1], src[2], src[0], lv)
+        else:
+            radix = [len(p.hierarchies[j].labels(lv[j])) for j in range(p.dims)]
+            size = p.m
+            for r in radix:
+                size *= r
+            if size < self.compact_limit:
+                keys, counts = self._dense(lv, radix)
+            else:
+                keys, counts = rollup(p, p.cell_keys, p.cell_counts, (0,) * p.dims, lv)
+        self._store(lv, keys, counts)
+        return keys, counts
+
+    def _source(self, lv: tuple[int, ...]):
+        """The cached node below ``lv`` (componentwise <=) with the fewest cells, or None."""
+        if not self.cache:
+            return None
+        ok = self.slot_cells.copy()
+        for j in range(self.p.dims):
+            ok[self.slot_levels[:, j] > lv[j]] = np.inf
+        i = int(np.argmin(ok))
+        if not np.isfinite(ok[i]):
+            return None
+        best = self.slot_node[i]
+        return (best, *self.cache[best])
+
+    def _store(self, lv: tuple[int, ...], keys: np.ndarray, counts: np.ndarray) -> None:
+        if lv in self.cache:
+            return
+        while self.order and (self.bytes + keys.nbytes + counts.nbytes > self.cache_bytes
+                              or len(self.order) >= len(self.slot_cells)):
+            old = self.order.pop(0)
+            gone = self.cache.pop(old)
+            self.bytes -= gone[0].nbytes + gone[1].nbytes
+            slot = self.slot_of.pop(old)
+            self.slot_cells[slot] = np.inf
+            self.free.append(slot)
+        if not self.free:
+            return
+        slot = self.free.pop()
+        self.cache[lv] = (keys, counts)
+        self.order.append(lv)
+        self.bytes += keys.nbytes + counts.nbytes
+        self.slot_of[lv] = slot
+        self.slot_node[slot] = lv
+        self.slot_levels[slot] = lv
+        self.slot_cells[slot] = len(keys)
+
+    def _codes_at(self, j: int, level: int) -> np.ndarray:
+        """Code at ``level`` of QI j for every level-0 cell (cached within a memory budget)."""
+        key = (j, level)
+        got = self.pre.get(key)
+        if got is None:
+            codes = self.p.hierarchies[j].leaf_codes(level)
+            got = codes.astype(np.int32)[self.digits[j]] if len(codes) < 2**31 else \
+                codes[self.digits[j]]
+            if self.pre_bytes + got.nbytes <= self.pre_limit:
+                self.pre[key] = got
+                self.pre_bytes += got.nbytes
+        return got
+
+    def _dense(self, lv: tuple[int, ...], radix: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
+        cstride = np.empty(p.dims, dtype=np.int64)
+        total = p.m
+        for j in range(p.dims - 1, -1, -1):
+            cstride[j] = total
+            total *= radix[j]
+        compact = np.zeros(len(p.cell_keys), dtype=np.int32 if total < 2**31 else np.int64)
+        for j in range(p.dims):
+            part = self._codes_at(j, lv[j])
+            if cstride[j] == 1:
+                compact += part
+            else:
+                compact += part * int(cstride[j])
+        if self.sens is not None:
+            compact += self.sens
+        if total <= self.dense_limit:
+            if self.unit_counts:
+                dense = np.bincount(compact, minlength=total)
+            else:
+                dense = np.bincount(compact, weights=self.weights, minlength=total)
+            idx = np.flatnonzero(dense)
+            counts = dense[idx].astype(p.cell_counts.dtype)
+        else:
+            order = np.argsort(compact)
+            compact = compact[order]
+            starts = _run_starts(compact)
+            idx = compact[starts]
+            counts = np.add.reduceat(p.cell_counts[order], starts)
+        keys = np.zeros(len(idx), dtype=np.int64)
+        for j in range(p.dims):
+            keys += ((idx // cstride[j]) % radix[j]) * p.strides[j]
+        if self.sens is not None:
+            keys += idx % p.m
+        return keys, counts
+
+
 def search(p: Problem, crit: Criteria, metric: str, progress=None,
-           cache_bytes: int = 2**30) -> SearchResult:
+           cache_bytes: int = 2**28) -> SearchResult:
     """Globally optimal full-domain generalization under ``crit`` for ``metric``.
 
-    ``cache_bytes`` bounds the memory held by cached node cells; when it is exceeded the
-    oldest entries are dropped and later nodes roll up from any cached finer node (or
-    from the level-0 cells), trading time for memory.
+    Flash-style: starting from the lowest unresolved node, a path is built upwards to
+    the top (each step to the successor with the smallest loss bound) and searched
+    by bisection for the anonymity boundary; each check tags all generalizations
+    anonymous or all specializations not anonymous where that is sound
+    (:func:`monotone_anonymity`). A node is pruned when its loss bound (valid for the
+    node and its generalizations) exceeds the best loss found. Every node is resolved
+    (evaluated, tagged not anonymous, or pruned), so the result is the minimum over all
+    anonymous nodes of (loss, total level, lexicographic order), as by brute force.
+
+    ``cache_bytes`` bounds the memory held by cached node cells (oldest dropped first).
     """
     if metric not in METRICS + EXTRA_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     t0 = time.perf_counter()
     d = p.dims
     heights = [int(h) for h in p.heights]
+    nodes = lattice_nodes(heights)
+    total = len(nodes)
     mult = np.ones(d, dtype=np.int64)
     for j in range(d - 2, -1, -1):
         mult[j] = mult[j + 1] * (heights[j + 1] + 1)
-    nodes = lattice_nodes(heights)
-    total = len(nodes)
-    pruned = np.zeros(total, dtype=bool)  # indexed by mixed-radix node id
-    # cells of computed nodes, kept until their last successor has been visited
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    remaining: dict[int, int] = {}
-    cached_bytes = 0
-    best_loss: float | None = None
-    best_levels: tuple[int, ...] | None = None
-    best_classes: Classes | None = None
-    evaluated = anonymous = skipped = 0
-    tol = 1e-12
+    pos = np.empty(total, dtype=np.int64)  # mixed-radix node id -> row in ``nodes``
+    pos[nodes @ mult] = np.arange(total)
+    bound = _static_bounds(p, nodes, metric)
     class_bound = metric in ("discernibility", "aecs")
+    monotone = monotone_anonymity(crit)
+    state = np.zeros(total, dtype=np.int8)  # 1 anonymous, -1 not anonymous, 0 unknown
+    evaluated_mask = np.zeros(total, dtype=bool)
+    cells = _Cells(p, cache_bytes)
+    best: list = [None, None, None]  # loss, key (loss, total level, levels), classes
+    counts = {"evaluated": 0, "anonymous": 0}
+    tol = 1e-12
 
-    def prune_bound(bound: float | None) -> bool:
-        return bound is not None and best_loss is not None and (
-            bound > best_loss + tol * max(1.0, abs(best_loss))
-        )
+    def over(i: int) -> bool:
+        b = bound[i]
+        return best[0] is not None and b > best[0] + tol * max(1.0, abs(best[0]))
 
-    for node in nodes:
-        lv = tuple(int(x) for x in node)
-        nid = int(np.dot(node, mult))
-        if progress is not None:
-            progress.update(1)
-        preds = [nid - int(mult[j]) for j in range(d) if lv[j] > 0]
-        sources = [(q, cache[q]) for q in preds if q in cache]
-        for q in preds:
-            remaining[q] -= 1
-            if remaining[q] == 0:
-                del remaining[q]
-                gone = cache.pop(q, None)
-                if gone is not None:
-                    cached_bytes -= gone[0].nbytes + gone[1].nbytes
-        successors = sum(1 for j in range(d) if lv[j] < heights[j])
-        if successors:
-            remaining[nid] = successors
-        if any(pruned[q] for q in preds):
-            pruned[nid] = True
-            skipped += 1
-            continue
-        if prune_bound(lower_bound(p, lv, metric)):
-            pruned[nid] = True
-            skipped += 1
-            continue
-        if not preds:
-            keys, counts = p.cell_keys, p.cell_counts
-        else:
-            if not sources:  # predecessors evicted: any cached finer node will do
-                sources = [(q, c) for q, c in cache.items()
-                           if all(a <= b for a, b in zip(_levels_of(q, mult, heights), lv,
-                                                         strict=True))]
-            if sources:
-                best_pred, cells = min(sources, key=lambda item: len(item[1][0]))
-                src = _levels_of(best_pred, mult, heights)
+    def resolved(i: int) -> bool:
+        return bool(evaluated_mask[i]) or state[i] == -1 or over(i)
+
+    ge = [[nodes[:, j] >= lv for lv in range(heights[j] + 1)] for j in range(d)]
+    le = [[nodes[:, j] <= lv for lv in range(heights[j] + 1)] for j in range(d)]
+
+    def up_set(i: int) -> np.ndarray:
+        mask = ge[0][nodes[i, 0]].copy()
+        for j in range(1, d):
+            mask &= ge[j][nodes[i, j]]
+        return mask
+
+    def down_set(i: int) -> np.ndarray:
+        mask = le[0][nodes[i, 0]].copy()
+        for j in range(1, d):
+            mask &= le[j][nodes[i, j]]
+        return mask
+
+    def evaluate(i: int) -> None:
+        lv = tuple(int(x) for x in nodes[i])
+        keys, cnts = cells.get(lv)
+        cls = classes_of(p, keys, cnts, crit)
+        counts["evaluated"] += 1
+        evaluated_mask[i] = True
+        anonymous = cls.suppressed <= crit.max_outliers
+        if monotone:
+            if anonymous:
+                state[up_set(i)] = 1
             else:
-                cells, src = (p.cell_keys, p.cell_counts), (0,) * d
-            keys, counts = rollup(p, *cells, src, lv)
-            del sources, cells
-        if successors:
-            cache[nid] = (keys, counts)
-            cached_bytes += keys.nbytes + counts.nbytes
-            while cached_bytes > cache_bytes and len(cache) > 1:
-                old = next(iter(cache))
-                gone = cache.pop(old)
-                cached_bytes -= gone[0].nbytes + gone[1].nbytes
-        evaluated += 1
-        cls = classes_of(p, keys, counts, crit)
-        if class_bound and prune_bound(lower_bound(p, lv, metric, cls)):
-            pruned[nid] = True
-            continue
-        if cls.suppressed > crit.max_outliers:
-            continue
-        anonymous += 1
+                state[down_set(i)] = -1
+        else:
+            state[i] = 1 if anonymous else -1
+            if not anonymous and int(cls.sizes[cls.sizes < crit.k].sum()) > crit.max_outliers:
+                # the k-anonymity part alone fails: so does every specialization
+                state[down_set(i)] = -1
+        if class_bound:
+            lb = lower_bound(p, lv, metric, cls)
+            up = up_set(i)
+            np.maximum(bound, np.where(up, lb, -np.inf), out=bound)
+            if over(i):
+                return
+        if not anonymous or over(i):
+            return
+        counts["anonymous"] += 1
         loss = metric_value(p, lv, cls, metric)
-        if best_loss is None or loss < best_loss:
-            best_loss, best_levels, best_classes = loss, lv, cls
-    return SearchResult(best_levels, best_loss, best_classes, total, evaluated, anonymous,
-                        skipped, time.perf_counter() - t0)
+        key = (loss, sum(lv), lv)
+        if best[1] is None or key < best[1]:
+            best[0], best[1], best[2] = loss, key, cls
+
+    def successors(i: int):
+        for j in range(d):
+            if nodes[i, j] < heights[j]:
+                yield int(pos[int(nodes[i] @ mult) + int(mult[j])])
+
+    for i in range(total):
+        while not resolved(i):
+            if state[i] == 1 or not monotone:
+                evaluate(i)
+                break
+            path = [i]
+            while True:
+                options = [s for s in successors(path[-1])
+                           if state[s] == 0 and not evaluated_mask[s]]
+                if not options:
+                    break
+                path.append(min(options, key=lambda s: bound[s]))
+            lo, hi = 0, len(path) - 1
+            while lo <= hi:
+                mid = lo + int((hi - lo) * 0.75 + 0.5)
+                k = path[mid]
+                if state[k] == 0 and not evaluated_mask[k]:
+                    evaluate(k)
+                if state[k] == 1:
+                    hi = mid - 1
+                else:
+                    lo = mid + 1
+            if not resolved(i):
+                evaluate(i)
+    if progress is not None:
+        progress.update(total)
+    evaluated = counts["evaluated"]
+    levels = None if best[1] is None else best[1][2]
+    return SearchResult(levels, best[0], best[2], total, evaluated, counts["anonymous"],
+                        total - evaluated, time.perf_counter() - t0)
 
 
 def _levels_of(nid: int, mult: np.ndarray, heights: Sequence[int]) -> tuple[int, ...]:

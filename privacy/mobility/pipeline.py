@@ -118,7 +118,7 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         fields=(Field("value", "integer", "noisy count of distinct subscribers"),
                 Field("noise_std", "number", "standard deviation of the added noise"),
                 Field("error_bound_95", "number", "|noise| is below this with 95 % probability"),
-                Field("mechanism", "string", "diffprivlib mechanism")),
+                Field("mechanism", "string", "noise mechanism (OpenDP for integer counts, diffprivlib for real values)")),
         privacy={"privacy_method": "differential_privacy", "epsilon": privacy["spent"]["epsilon"],
                  "delta": privacy["spent"]["delta"], "privacy_unit": "subscriber per day"},
         tags=("mobility", "cdr", "differential-privacy"),

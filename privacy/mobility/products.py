@@ -138,7 +138,10 @@ class PreparedEvents:
     """Events of one day joined with the tower table, and what was set aside.
 
     Attributes:
-        events: relation ``unit, event_time, hour, region_id, lat, lon`` (clean rows only).
+        events: relation ``unit, uid, event_time, hour, region_id, lat, lon`` (clean rows
+            only). ``uid`` is a 64-bit hash of ``unit`` that the products use as the privacy
+            unit (cheaper to group than the pseudonym string; a collision would merge two
+            subscribers into one bounded unit, which only tightens the bounds).
         regions: public region ids (from the tower table), sorted.
         rows_in: input rows read.
         quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
@@ -209,7 +212,8 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
 
     ``cdr`` and ``towers`` must be relations of ``con``.
 
-    The clean events are materialized as temp table ``mobility_events`` on ``con``. Rows with
+    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason);
+    the clean events are the temp view ``mobility_events`` on ``con``. Rows with
     a NULL unit, time or cell (``missing_value``), a time outside ``day`` in UTC
     (``outside_date``) or a cell id missing from the tower table (``unknown_cell``) are
     counted, never used and never silently dropped.
@@ -239,32 +243,33 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
                ).create_view("_mob_cdr", replace=True)
     towers.select("cell_id::VARCHAR AS cell_id, lat::DOUBLE AS lat, lon::DOUBLE AS lon, "
                   "region_id::VARCHAR AS region_id").create_view("_mob_towers", replace=True)
-    counts = con.execute(f"""
-        SELECT count(*) AS rows_in,
-               count(*) FILTER (WHERE c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL)
-                   AS missing_value,
-               count(*) FILTER (WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL
-                   AND c.cell_id IS NOT NULL AND NOT {in_day}) AS outside_date,
-               count(*) FILTER (WHERE c.u IS NOT NULL AND c.cell_id IS NOT NULL AND {in_day}
-                   AND t.cell_id IS NULL) AS unknown_cell,
-               min(c.event_time)::VARCHAR, max(c.event_time)::VARCHAR
+    # One scan of the CDR: every row once, with the reason it is set aside (0 = clean).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _mob_scan AS
+        SELECT c.u AS unit, hash(c.u) AS uid, c.event_time, hour(c.event_time)::TINYINT AS hour,
+               t.region_id, t.lat, t.lon,
+               CASE WHEN c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL THEN 1
+                    WHEN NOT {in_day} THEN 2
+                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason,
+               CASE WHEN t.cell_id IS NULL THEN c.cell_id END AS unknown_cell
         FROM _mob_cdr c LEFT JOIN _mob_towers t USING (cell_id)
+    """)
+    counts = con.execute("""
+        SELECT count(*), count(*) FILTER (WHERE reason = 1), count(*) FILTER (WHERE reason = 2),
+               count(*) FILTER (WHERE reason = 3), min(event_time)::VARCHAR,
+               max(event_time)::VARCHAR, count(DISTINCT unit) FILTER (WHERE reason = 0)
+        FROM _mob_scan
     """).fetchone()
-    rows_in, n_missing, n_outside, n_unknown, tmin, tmax = counts
+    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_units = counts
     unknown_cells: tuple[str, ...] = ()
     if n_unknown:
-        unknown_cells = tuple(r[0] for r in con.execute(f"""
-            SELECT DISTINCT c.cell_id FROM _mob_cdr c ANTI JOIN _mob_towers t USING (cell_id)
-            WHERE c.cell_id IS NOT NULL AND {in_day} ORDER BY 1 LIMIT 20
+        unknown_cells = tuple(r[0] for r in con.execute("""
+            SELECT DISTINCT unknown_cell FROM _mob_scan WHERE reason = 3 ORDER BY 1 LIMIT 20
         """).fetchall())
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE mobility_events AS
-        SELECT c.u AS unit, c.event_time, hour(c.event_time)::INTEGER AS hour, t.region_id,
-               t.lat, t.lon
-        FROM _mob_cdr c JOIN _mob_towers t USING (cell_id)
-        WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL AND {in_day}
+    con.execute("""
+        CREATE OR REPLACE TEMP VIEW mobility_events AS
+        SELECT unit, uid, event_time, hour, region_id, lat, lon FROM _mob_scan WHERE reason = 0
     """)
-    n_units = con.execute("SELECT count(DISTINCT unit) FROM mobility_events").fetchone()[0]
     regions = tuple(r[0] for r in con.execute(
         "SELECT DISTINCT region_id FROM _mob_towers ORDER BY 1").fetchall())
     quarantined = {k: int(v) for k, v in (("missing_value", n_missing),
@@ -281,6 +286,33 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
                           unknown_cells, int(n_units))
 
 
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for a mobility release: bounded memory, spilling to disk.
+
+    ``OPENCITY_DUCKDB_MEMORY_LIMIT`` (default 4GB) caps DuckDB's memory and
+    ``OPENCITY_DUCKDB_TEMP_DIR`` (default: the system temp directory) is where it spills
+    larger-than-memory joins, sorts and aggregations, so 100M events fit a small machine.
+    """
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    limit = os.environ.get("OPENCITY_DUCKDB_MEMORY_LIMIT", "4GB")
+    temp = os.environ.get("OPENCITY_DUCKDB_TEMP_DIR")
+    if not temp:
+        temp = tempfile.mkdtemp(prefix="opencity-duckdb-")
+        atexit.register(shutil.rmtree, temp, True)
+    try:
+        return duckdb.connect(config={"memory_limit": limit, "temp_directory": temp,
+                                      "preserve_insertion_order": False})
+    except duckdb.Error as err:
+        raise ConfigError(
+            f"cannot open DuckDB with memory_limit={limit!r} (OPENCITY_DUCKDB_MEMORY_LIMIT) and "
+            f"temp_directory={temp!r} (OPENCITY_DUCKDB_TEMP_DIR): {err}"
+        ) from err
+
+
 def _regions_table(regions: tuple[str, ...]) -> pa.Table:
     return pa.table({"region_id": pa.array(regions, pa.string())})
 
@@ -292,19 +324,21 @@ def hourly_presence(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...],
         "region_id": pa.array([r for r in regions for _ in range(24)], pa.string()),
         "hour": pa.array([h for _ in regions for h in range(24)], pa.int32()),
     })
+    unit = "uid" if "uid" in events.columns else "unit"
     return dp_count_distinct(
-        events, unit="unit", by=["region_id", "hour"], budget=cfg.product_budget("hourly_presence"),
+        events, unit=unit, by=["region_id", "hour"], budget=cfg.product_budget("hourly_presence"),
         bounds=ContributionBounds(max_partitions=cfg.max_region_hours),
         public_keys=keys, seed=cfg.seed, random_state=random_state,
     )
 
 
-def od_transitions(events: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+def od_transitions(events: duckdb.DuckDBPyRelation, unit: str = "unit"
+                   ) -> duckdb.DuckDBPyRelation:
     """Per subscriber, each move between consecutive events in distinct regions (no noise)."""
-    return events.query("ev", """
-        SELECT unit, origin, destination FROM (
-            SELECT unit, region_id AS destination,
-                   lag(region_id) OVER (PARTITION BY unit ORDER BY event_time, region_id)
+    return events.query("ev", f"""
+        SELECT {unit} AS unit, origin, destination FROM (
+            SELECT {unit}, region_id AS destination,
+                   lag(region_id) OVER (PARTITION BY {unit} ORDER BY event_time, region_id)
                        AS origin
             FROM ev)
         WHERE origin IS NOT NULL AND origin <> destination
@@ -325,22 +359,23 @@ def od_matrix(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: Mo
                                     pa.string()),
         })
     return dp_count_distinct(
-        od_transitions(events), unit="unit", by=["origin", "destination"], budget=budget,
+        od_transitions(events, "uid" if "uid" in events.columns else "unit"), unit="unit",
+        by=["origin", "destination"], budget=budget,
         bounds=ContributionBounds(max_partitions=cfg.max_od_pairs), seed=cfg.seed,
         random_state=random_state, **kw,
     )
 
 
-def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig
+def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str = "unit"
                  ) -> duckdb.DuckDBPyRelation:
     """One row per subscriber with night events: its modal night-time region (no noise)."""
     hours = ", ".join(str(h) for h in cfg.night_hours)
     return events.query("ev", f"""
         SELECT unit, region_id FROM (
-            SELECT unit, region_id, row_number() OVER (
-                PARTITION BY unit ORDER BY count(*) DESC,
-                hash(unit, region_id, {cfg.seed}::BIGINT), region_id) AS rn
-            FROM ev WHERE hour IN ({hours}) GROUP BY unit, region_id)
+            SELECT {unit} AS unit, region_id, row_number() OVER (
+                PARTITION BY {unit} ORDER BY count(*) DESC,
+                hash({unit}, region_id, {cfg.seed}::BIGINT), region_id) AS rn
+            FROM ev WHERE hour IN ({hours}) GROUP BY {unit}, region_id)
         WHERE rn = 1
     """)
 
@@ -349,13 +384,14 @@ def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: 
                 random_state: Any = None) -> pa.Table:
     """Subscribers per home region (modal night-time region), every region one row."""
     return dp_count_distinct(
-        home_regions(events, cfg), unit="unit", by=["region_id"],
+        home_regions(events, cfg, "uid" if "uid" in events.columns else "unit"), unit="unit",
+        by=["region_id"],
         budget=cfg.product_budget("home_region"), bounds=ContributionBounds(max_partitions=1),
         public_keys=_regions_table(regions), seed=cfg.seed, random_state=random_state,
     )
 
 
-def gyration_bins(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig
+def gyration_bins(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str = "unit"
                   ) -> duckdb.DuckDBPyRelation:
     """One row per subscriber: radius of gyration (km) and its histogram bin (no noise)."""
     edges = cfg.gyration_bins_km
@@ -363,9 +399,9 @@ def gyration_bins(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig
         + " END"
     return events.query("ev", f"""
         WITH m AS (
-            SELECT unit, avg(lat) AS clat, avg(lon) AS clon,
+            SELECT {unit} AS unit, avg(lat) AS clat, avg(lon) AS clon,
                    var_pop(lat) AS vlat, var_pop(lon) AS vlon
-            FROM ev GROUP BY unit),
+            FROM ev GROUP BY {unit}),
         r AS (
             SELECT unit, sqrt(greatest(0.0,
                        ({KM_PER_DEG_LAT} ^ 2) * vlat
@@ -383,7 +419,8 @@ def gyration(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig,
     edges = cfg.gyration_bins_km
     keys = pa.table({"bin_lower_km": pa.array(edges, pa.float64())})
     out = dp_count_distinct(
-        gyration_bins(events, cfg), unit="unit", by=["bin_lower_km"],
+        gyration_bins(events, cfg, "uid" if "uid" in events.columns else "unit"), unit="unit",
+        by=["bin_lower_km"],
         budget=cfg.product_budget("gyration"), bounds=ContributionBounds(max_partitions=1),
         public_keys=keys, seed=cfg.seed, random_state=random_state,
     )

@@ -39,6 +39,7 @@ from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
 from privacy.mobility.products import (
     MobilityConfig,
     compute_products,
+    connect,
     prepare_events,
     product_metadata,
 )
@@ -153,7 +154,7 @@ def run_daily_release(
     report: dict[str, Any] = {}
 
     def compute() -> tuple[dict[str, Any], dict[str, bytes]]:
-        con = duckdb.connect()
+        con = connect()
         try:
             if progress:
                 progress("read")
@@ -197,7 +198,7 @@ def run_daily_release(
             "policy_hash": ledger.policy.hash,
             "products": products_meta,
             "contribution_bounding": "keyed-hash sampling per subscriber (seeded per run)",
-            "noise_library": "diffprivlib",
+            "noise_library": "opendp (integer counts), diffprivlib (real values)",
             "hours": "UTC",
             "night_hours_utc": list(cfg.night_hours),
             "release_id": release_id,

@@ -182,3 +182,19 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "column 'sex': value 'Female'" in err
     assert "Traceback" not in err
+
+
+def test_cli_as_its_own_process_without_pandas(tmp_path):
+    """`opencity kanon` as a process (pyarrow kept from importing pandas) releases the same."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "opencity"
+    argv = _argv(tmp_path, 5, 0.04)
+    out = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["generalization"] == dict(zip(QIS, [1, 0, 1, 1, 3, 2, 2, 0, 1], strict=True))
+    assert report["search"]["nodes_evaluated"] <= 0.1 * report["search"]["lattice_nodes"]
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 30162
