@@ -29,10 +29,30 @@ def test_no_published_count_below_threshold(rows, k):
         assert (n_out is None) == supp
 
 
-@pytest.mark.parametrize("bad", [0, 1, -5, 2.5, math.nan, True, "15"])
-def test_threshold_validated(bad):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("bad", "message"), [
+    (0, "must be >= 2, got 0"), (1, "must be >= 2, got 1"), (-5, "must be >= 2, got -5"),
+    (2.5, "must be an integer, got 2.5"), (math.nan, "must be an integer, got nan"),
+    (True, "must be an integer, got True"), ("15", "must be an integer, got '15'")])
+def test_threshold_validated(bad, message):
+    with pytest.raises(ConfigError, match=f"suppression threshold {message}"):
         SmallCountSuppression(bad, ("n",), "units")
+
+
+def test_a_rule_needs_a_count_column_and_its_columns_in_the_table():
+    with pytest.raises(ConfigError, match="at least one count column"):
+        SmallCountSuppression(15, (), "units")
+    table = pa.table({"n": [20], "units": [20]})
+    with pytest.raises(ConfigError, match=r"column\(s\) m, people not in the table"):
+        suppress_small_counts(table, SmallCountSuppression(15, ("m",), "people"))
+
+
+def test_threshold_is_inclusive_and_missing_units_are_withheld():
+    # exactly k people are enough; fewer, or an unknown number, are not
+    table = pa.table({"n": [7, 7, 7, 7], "units": [15, 14, None, 16]})
+    out = suppress_small_counts(table, SmallCountSuppression(15, ("n",), "units"))
+    assert out["n"].to_pylist() == [7, None, None, 7]
+    assert out["suppressed"].to_pylist() == [False, True, True, False]
+    assert out.column_names == ["n", "suppressed"]
 
 
 def _grid(counts: list[list[int]]) -> pa.Table:
