@@ -89,7 +89,7 @@ def run_module(entry: dict, equivalent: dict[str, str], keep: bool) -> dict:
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "OPENCITY_STRICT_SKIPS": "0"}
         module_dotted = entry["module"].removesuffix(".py").replace("/", ".")
         names = [f"{module_dotted}.{f}" for f in entry.get("functions") or []]
-        cmd = [str(MUTMUT), "run", "--max-children", str(entry.get("children", 2)), *names]
+        cmd = [str(MUTMUT), "run", "--max-children", str(entry.get("children", os.environ.get("OPENCITY_MUTATION_CHILDREN", 2))), *names]
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                               timeout=entry.get("timeout", 1800))
         if proc.returncode not in (0, 1, 2):  # mutmut exits non-zero when mutants survive

@@ -147,3 +147,64 @@ def test_tighten_is_allowed_loosen_is_refused():
 def test_parse_rejects_a_non_mapping():
     with pytest.raises(ConfigError, match="must be a mapping"):
         parse_policy(["x"], "list.yaml")
+
+
+def test_tightening_is_checked_at_the_boundary_and_keeps_the_other_parameters():
+    """Equal is allowed, the smallest loosening is refused (a 2x cap must not slip through),
+    and tightening one parameter keeps every other one of the release (delta included)."""
+    p = load_policy()
+    mob = p.dataset(MOB)
+    eps, delta = mob.budget.epsilon, mob.budget.delta
+    assert delta > 0  # the mobility release spends delta: it must survive an epsilon change
+    assert mob.tightened(epsilon=eps).budget == mob.budget
+    assert mob.tightened(epsilon=eps / 2).budget.delta == delta
+    assert mob.tightened(delta=delta / 2).budget.epsilon == eps
+    for bad in (eps * 1.01, eps * 1.5, eps * 2, math.nan):
+        with pytest.raises(ConfigError, match=(
+                rf"datasets\.{MOB}\.epsilon\[subscriber\]: the policy allows at most "
+                rf"{eps:g} per release; a caller may only lower it")):
+            mob.tightened(epsilon=bad)
+    with pytest.raises(ConfigError, match=rf"datasets\.{MOB}\.delta\[subscriber\]"):
+        mob.tightened(delta=delta * 1.01)
+    micro = p.dataset(MICRO)
+    assert micro.tightened(k=micro.k).k == micro.k
+    assert micro.tightened(l=micro.l, max_suppression=micro.max_suppression) == micro
+    with pytest.raises(ConfigError, match=(
+            rf"datasets\.{MICRO}\.k: the policy sets {micro.k!r}; a caller may only raise it, "
+            rf"got {micro.k - 1!r}\. Change the reviewed policy file instead")):
+        micro.tightened(k=micro.k - 1)
+    with pytest.raises(ConfigError, match=rf"{MICRO}\.max_suppression: .* may only lower it"):
+        micro.tightened(max_suppression=micro.max_suppression + 0.001)
+    with pytest.raises(ConfigError, match=rf"datasets\.{MICRO}: epsilon/delta do not apply "
+                                          "to method k_anonymity"):
+        micro.tightened(epsilon=0.1)
+    with pytest.raises(ConfigError, match=rf"datasets\.{MOB}: k does not apply to method "
+                                          "differential_privacy"):
+        mob.tightened(k=10)
+    kpi = p.dataset("opencity-kpis")
+    with pytest.raises(ConfigError, match=r"datasets\.opencity-kpis\.epsilon: unit\(s\) "
+                                          r"\['pet'\] are not spent"):
+        kpi.tightened(epsilon={"pet": 0.1})
+    with pytest.raises(ConfigError, match=r"datasets\.opencity-kpis\.delta: unit\(s\) "
+                                          r"\['pet'\] are not spent"):
+        kpi.tightened(delta={"pet": 0.0})
+    one = kpi.tightened(epsilon={"card": 0.5})
+    assert {u: b for u, b in one.spend.items() if u != "card"} == {
+        u: b for u, b in kpi.spend.items() if u != "card"}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["units"]["subscriber"].update(delta=1.0),
+     "units.subscriber.delta must be in [0, 1), got 1.0"),
+    (lambda d: d["units"]["subscriber"].update(delta="x"), "units.subscriber.delta"),
+    (lambda d: d["datasets"][MICRO].pop("k"), f"datasets.{MICRO}.k is missing"),
+    (lambda d: d["datasets"][MICRO].update(k=5.5), f"datasets.{MICRO}.k must be an integer, "
+                                                   "got 5.5"),
+    (lambda d: d["datasets"][MICRO].update(k=True), f"datasets.{MICRO}.k must be an integer"),
+])
+def test_numbers_are_validated_with_the_key_named(tmp_path, edit, message):
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(_with(edit)))
+    with pytest.raises(ConfigError) as err:
+        load_policy(path)
+    assert message in str(err.value)
