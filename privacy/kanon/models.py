@@ -98,8 +98,10 @@ class LDiversity:
                 f"l-diversity variant must be distinct, entropy or recursive, got {self.variant!r}"
             )
         value = _check_number("l", self.l, integer=self.variant != "entropy")
-        if value < (1.0 if self.variant == "entropy" else 2.0):
-            raise ConfigError(f"l must be at least 2 for l-diversity, got {self.l}")
+        minimum = 1.0 if self.variant == "entropy" else 2.0
+        if value < minimum:
+            raise ConfigError(
+                f"l must be at least {minimum:g} for {self.variant} l-diversity, got {self.l}")
         if self.variant == "recursive":
             if self.c is None:
                 raise ConfigError("recursive-(c,l)-diversity needs c (e.g. --c 3)")

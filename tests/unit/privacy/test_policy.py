@@ -198,8 +198,8 @@ def test_tightening_is_checked_at_the_boundary_and_keeps_the_other_parameters():
      "units.subscriber.delta must be in [0, 1), got 1.0"),
     (lambda d: d["units"]["subscriber"].update(delta="x"), "units.subscriber.delta"),
     (lambda d: d["datasets"][MICRO].pop("k"), f"datasets.{MICRO}.k is missing"),
-    (lambda d: d["datasets"][MICRO].update(k=5.5), f"datasets.{MICRO}.k must be an integer, "
-                                                   "got 5.5"),
+    (lambda d: d["datasets"][MICRO].update(k=5.5),
+     f"datasets.{MICRO}.k must be an integer, got 5.5"),
     (lambda d: d["datasets"][MICRO].update(k=True), f"datasets.{MICRO}.k must be an integer"),
 ])
 def test_numbers_are_validated_with_the_key_named(tmp_path, edit, message):

@@ -121,3 +121,65 @@ def test_t_closeness_distances_by_hand():
     assert _failing(table, 0.39, "ordered") == [True, False]
     assert _failing(table, 0.4, "ordered") == [False, False]
     assert _failing(table, 0.09, "ordered") == [True, True]
+
+
+# -- every rule of the models, at its boundary, with the message that names it -------------
+_K, _L, _T = KAnonymity, LDiversity, TCloseness
+
+_MODEL_ERRORS = [
+    (lambda: _K(1, ("a",)), "k must be at least 2 (k=1 protects nothing), got 1"),
+    (lambda: _K(2.0, ("a",)), "k must be an integer, got 2.0"),
+    (lambda: _K(True, ("a",)), "k must be a number, got True"),
+    (lambda: _K("5", ("a",)), "k must be a number, got '5'"),
+    (lambda: _K(5, "age"), "quasi_identifiers must be a tuple of column names"),
+    (lambda: _K(5, {"age"}), "quasi_identifiers must be a tuple of column names"),
+    (lambda: _K(5, ()), "at least one quasi-identifier is needed"),
+    (lambda: _K(5, ("a", "")), "quasi-identifier names must be non-empty strings"),
+    (lambda: _K(5, ("a", 3)), "quasi-identifier names must be non-empty strings"),
+    (lambda: _K(5, ("a", "a")), "quasi-identifier listed twice: ['a']"),
+    (lambda: _K(5, ("a",), 1.0), ("max_suppression must be in [0, 1) (a share of records, "
+                                  "e.g. 0.04), got 1.0")),
+    (lambda: _K(5, ("a",), -0.01), "max_suppression must be in [0, 1)"),
+    (lambda: _K(5, ("a",), math.inf), "max_suppression must be finite, got inf"),
+    (lambda: _K(5, ("a",), "x"), "max_suppression must be a number, got 'x'"),
+    (lambda: _L("", 2), "l-diversity needs the name of the sensitive column"),
+    (lambda: _L(3, 2), "l-diversity needs the name of the sensitive column"),
+    (lambda: _L("s", 2, "other"), ("l-diversity variant must be distinct, entropy or "
+                                   "recursive, got 'other'")),
+    (lambda: _L("s", 1), "l must be at least 2 for distinct l-diversity, got 1"),
+    (lambda: _L("s", 1, "recursive", c=3), "l must be at least 2 for recursive l-diversity, got 1"),
+    (lambda: _L("s", 0.5, "entropy"), "l must be at least 1 for entropy l-diversity, got 0.5"),
+    (lambda: _L("s", 0.99, "entropy"), "l must be at least 1 for entropy l-diversity"),
+    (lambda: _L("s", 2.5), "l must be an integer, got 2.5"),
+    (lambda: _L("s", 2.5, "recursive", c=3), "l must be an integer, got 2.5"),
+    (lambda: _L("s", math.nan, "entropy"), "l must be finite, got nan"),
+    (lambda: _L("s", 2, "recursive"), "recursive-(c,l)-diversity needs c (e.g. --c 3)"),
+    (lambda: _L("s", 2, "recursive", c=0), "c must be positive, got 0"),
+    (lambda: _L("s", 2, "recursive", c="x"), "c must be a number, got 'x'"),
+    (lambda: _L("s", 2, "distinct", c="x"), "c must be a number, got 'x'"),
+    (lambda: _T("", 0.2), "t-closeness needs the name of the sensitive column"),
+    (lambda: _T(None, 0.2), "t-closeness needs the name of the sensitive column"),
+    (lambda: _T("s", 1.01), "t must be in [0, 1], got 1.01"),
+    (lambda: _T("s", -0.01), "t must be in [0, 1], got -0.01"),
+    (lambda: _T("s", "x"), "t must be a number, got 'x'"),
+    (lambda: _T("s", 0.2, "other"), ("t-closeness distance must be auto, equal or "
+                                     "ordered, got 'other'")),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), _MODEL_ERRORS,
+                          ids=[m for _f, m in _MODEL_ERRORS])
+def test_every_model_rule_names_what_is_wrong(make, message):
+    with pytest.raises(ConfigError) as err:
+        make()
+    assert message in str(err.value)
+
+
+def test_model_boundaries_that_are_allowed():
+    assert _K(2, ["a", "b"], 0.0).quasi_identifiers == ("a", "b")  # a list becomes a tuple
+    assert _K(5, ("a",), 0.999).max_suppression == 0.999
+    assert _L("s", 2).l == 2 and _L("s", 2, "recursive", c=0.5).c == 0.5
+    assert _L("s", 1.0, "entropy").l == 1.0 and _L("s", 1.5, "entropy").variant == "entropy"
+    assert _L("s", 3, "distinct", c=2).c == 2  # c is ignored but still checked
+    assert _T("s", 0.0).t == 0.0 and _T("s", 1.0, "ordered").distance == "ordered"
+    assert _T("s", 0.5, "equal").distance == "equal"

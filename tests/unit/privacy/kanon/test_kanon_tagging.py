@@ -32,7 +32,7 @@ def _table(rng: np.random.Generator, n: int):
 
 
 MODELS = {
-    "k": lambda: {},
+    "k": dict,
     "distinct": lambda: {"l_diversity": LDiversity("s", 2, "distinct")},
     "entropy": lambda: {"l_diversity": LDiversity("s", 1.8, "entropy")},
     "recursive": lambda: {"l_diversity": LDiversity("s", 2, "recursive", 1.5)},
