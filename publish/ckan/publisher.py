@@ -430,13 +430,17 @@ def ckan_datapackage(release: DatasetRelease, resources: list[dict]) -> dict[str
             "path": r.get("url", ""),
             "format": (r.get("opencity_format") or fmt.rsplit("/", 1)[-1]).lower(),
             "hash": hex_hash(r) or "",
-            "size": r.get("size"),
             "description": r.get("description", ""),
         }
-        if (name, partition) in local:
+        if (name, partition) in local:  # the file itself, not what the portal says of it
             entry["local_path"] = local[(name, partition)]
+            entry["size"] = Path(entry["local_path"]).stat().st_size
         entries.append(entry)
-    return frictionless_datapackage(release, entries)
+    descriptor = frictionless_datapackage(release, entries)
+    # The run's provenance (run id, ...) lives in the package's extras: kept out of the file so
+    # a byte-identical rerun uploads nothing.
+    descriptor.pop("provenance", None)
+    return descriptor
 
 
 __all__ = ["SHA256_ALGORITHM", "CkanPublisher", "ProgressHook", "ckan_datapackage"]
