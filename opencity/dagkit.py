@@ -277,9 +277,14 @@ questions go to the city's data-protection officer.
 
 def dag_kwargs(dag_id: str, *, schedule, start_date: datetime, doc_md: str, period: str,
                example: str, example_end: str, privacy: tuple[str, ...] = (),
-               tags: tuple[str, ...] = (), run_timeout: timedelta = timedelta(hours=6),
+               tags: tuple[str, ...] = (),
+               run_timeout: timedelta = timedelta(hours=6) + timedelta(days=3),
                task_timeout: timedelta = timedelta(minutes=30)) -> dict[str, Any]:
-    """Keyword arguments for ``@dag`` shared by every OpenCity DAG."""
+    """Keyword arguments for ``@dag`` shared by every OpenCity DAG.
+
+    The run timeout covers the work (6 h) plus the longest wait for a privacy officer's
+    approval (opencity.review.airflow.APPROVAL_WAIT, 3 days).
+    """
     # Deadline alerts are opt-in: with Airflow 3.3.2, dag.test() of a DAG with a DeadlineAlert
     # fails inside SQLAlchemy ("'dict' object has no attribute 'hex'", the deadline row's id).
     deadline = (_deadline(run_timeout / 2)

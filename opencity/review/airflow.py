@@ -59,14 +59,19 @@ class ReviewApprovalOperator(ApprovalOperator):
         return super().execute_complete(context=context, event=event)
 
 
+APPROVAL_WAIT = timedelta(days=3)  # how long a release waits for a privacy officer
+
+
 def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
-                  response_timeout: timedelta | None = None):
+                  response_timeout: timedelta | None = APPROVAL_WAIT):
     """A TaskGroup gating the publication of ``datasets`` on a privacy officer's approval.
 
     Args:
         datasets: catalog name(s) of the datasets the following publish tasks release.
         group_id: task group id (unique within the DAG).
-        response_timeout: how long to wait for an answer before the task fails (None: wait).
+        response_timeout: how long to wait for an answer before the task fails (Airflow 3.3
+            waits in the triggerer, holding no worker). The DAG's run timeout must be longer
+            (opencity.dagkit adds this wait to it).
     """
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import Param, TaskGroup, task
@@ -99,6 +104,9 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             params={"comment": Param("", type="string", title="Comment",
                                      description="Why you approve or reject (recorded)")},
             response_timeout=response_timeout,
+            # The execution part only (3.3+ keeps it separate from the human wait); without
+            # it the HITL operator would turn the DAG's 30-minute task timeout into the wait.
+            execution_timeout=timedelta(minutes=30),
         )
         approved = EmptyOperator(task_id="approved")
         preapproved = EmptyOperator(task_id="preapproved")
