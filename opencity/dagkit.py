@@ -51,10 +51,23 @@ def asset(key: str) -> Asset:
 # --- Params ------------------------------------------------------------------------------
 # Privacy floors until the stored release policy (privacy/policy.yaml) is wired in: a trigger
 # may only tighten them (a larger k, a smaller epsilon), never loosen them.
-POLICY_FLOORS: dict[str, Any] = {
-    "suppression_k": 15, "microdata_k": 5, "microdata_l": 2,
-    "microdata_max_suppression": 0.05, "epsilon": 1.0, "delta": 1e-7,
-}
+def policy_floors() -> dict[str, Any]:
+    """The trigger form's bounds, from the stored release policy (privacy/policy.yaml, a file
+    in the repository or OPENCITY_POLICY: no database or network at parse time). A param may
+    only tighten: k, l and the suppression threshold at least the policy's, epsilon, delta
+    and the suppression limit at most."""
+    from privacy.policy import load_policy
+
+    policy = load_policy()
+    weekly = policy.dataset("opencity-311-requests-weekly")
+    micro = policy.dataset("opencity-311-requests-microdata")
+    mobility = policy.dataset("opencity-cdr-mobility-daily")
+    return {
+        "suppression_k": weekly.threshold or 15,
+        "microdata_k": micro.k, "microdata_l": micro.l,
+        "microdata_max_suppression": micro.max_suppression,
+        "epsilon": mobility.budget.epsilon, "delta": mobility.budget.delta,
+    }
 
 _NULLABLE_STR = ["null", "string"]
 
@@ -81,7 +94,7 @@ def settings_params() -> dict[str, Param]:
 
 def privacy_params(*names: str) -> dict[str, Param]:
     """Typed privacy params; every bound is the policy floor, so a trigger can only tighten."""
-    f = POLICY_FLOORS
+    f = policy_floors()
     catalog = {
         "suppression_k": Param(
             None, type=["null", "integer"], minimum=f["suppression_k"], maximum=10_000,

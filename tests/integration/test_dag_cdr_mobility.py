@@ -68,10 +68,16 @@ def test_cdr_mobility_dag_runs_and_reruns_without_spending(airflow_db, sample_ra
     assert len(ledger.releases()) == 1
     assert ledger.spent("subscriber", datetime(2026, 10, 6).date()) == pytest.approx((1.0, 1e-7))
 
-    # A trigger form cannot raise the budget: epsilon above the policy fails the run and
-    # spends nothing (daily_cap is no longer a param).
+    # A trigger form cannot raise the budget: epsilon above the policy is refused when the run
+    # is created (the typed param's maximum) and nothing is spent (daily_cap is no longer a
+    # param).
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from privacy.policy import load_policy
+
     assert "daily_cap" not in dag.params
-    dr4 = dag.test(logical_date=datetime(2026, 10, 8, tzinfo=UTC),
-                   run_conf={**conf, "epsilon": 50.0})
-    assert dr4.state == DagRunState.FAILED
+    policy_eps = load_policy().dataset("opencity-cdr-mobility-daily").budget.epsilon
+    with pytest.raises(ParamValidationError, match=f"maximum of {policy_eps}"):
+        dag.test(logical_date=datetime(2026, 10, 8, tzinfo=UTC),
+                 run_conf={**conf, "epsilon": 50.0})
     assert len(ledger.releases()) == 1
