@@ -32,6 +32,8 @@ def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output path {out_dir} exists and is not a directory; "
                           "choose another --out")
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {out_dir} is not writable; choose another --out")
     try:
         restricted_dir(out_dir)  # raw data: names, phones, e-mails, addresses
     except OSError as err:
