@@ -179,7 +179,8 @@ def _error_bounds(parquet: Path) -> dict[str, Any] | None:
     if not parquet.exists():
         return None
     schema = pq.read_schema(parquet)
-    col = next((c for c in ("error_bound_95", "error_bound") if c in schema.names), None)
+    col = next((c for c in ("error_bound_95", "error_bound", "requests_error_bound_95")
+                if c in schema.names), None)
     if col is None:
         return None
     values = [float(v) for v in pq.read_table(parquet, columns=[col])[col].to_pylist()
@@ -206,7 +207,25 @@ def dp_products(privacy: dict, outputs_dir: Path) -> list[dict[str, Any]]:
             "key_source": meta.get("key_source"),
             "error_bound": _error_bounds(outputs_dir / meta.get("file", f"{name}.parquet")),
         })
-    for rel in privacy.get("releases") or []:  # the KPI release: one entry per KPI statistic
+    releases = privacy.get("releases") or []
+    if isinstance(releases, dict):  # the weekly 311 table: one entry per statistic, by name
+        for name, info in sorted(releases.items()):
+            mechs = info.get("mechanisms") or {}
+            out.append({
+                "name": name,
+                "mechanism": ", ".join(sorted({str(m.get("mechanism"))
+                                               for m in mechs.values()})) or None,
+                "epsilon": info.get("epsilon"),
+                "delta": info.get("delta", privacy.get("delta")),
+                "statistic": info.get("statistic"),
+                "privacy_unit": privacy.get("privacy_unit"),
+                "contribution_bounds": info.get("bounds") or {},
+                "selection_threshold": info.get("selection_threshold"),
+                "key_source": info.get("key_source"),
+                "error_bound": None,
+            })
+        releases = []
+    for rel in releases:  # the KPI release: one entry per KPI statistic
         info = rel.get("info") or {}
         mechs = info.get("mechanisms") or {}
         out.append({
@@ -222,7 +241,7 @@ def dp_products(privacy: dict, outputs_dir: Path) -> list[dict[str, Any]]:
             "key_source": info.get("key_source"),
             "error_bound": None,
         })
-    if privacy.get("releases"):
+    if privacy.get("releases"):  # the release's table: its error bound column
         table = next(iter(sorted(outputs_dir.glob("*.parquet"))), None)
         if table is not None:
             bounds = _error_bounds(table)

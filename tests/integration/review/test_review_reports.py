@@ -229,10 +229,11 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     policy = tmp_path / "policy.yaml"
     shutil.copy(REPO / "privacy" / "policy.yaml", policy)
     text = policy.read_text()
-    policy.write_text(text.replace("    threshold: 15\n", "    threshold: 18\n"))
+    # A new policy version: the weekly table's epsilon per release lowered from 0.6 to 0.5.
+    assert text.count("    epsilon: 0.6\n") == 1
+    policy.write_text(text.replace("    epsilon: 0.6\n", "    epsilon: 0.5\n"))
     monkeypatch.setenv("OPENCITY_POLICY", str(policy))
     monkeypatch.setenv("OPENCITY_APPROVAL_MODE", "cli")
-    monkeypatch.setenv("OPENCITY_SUPPRESSION_K", "18")  # the run follows the new policy
     new_hash = load_policy().hash
     catalog_before = _tree(run_dir / "catalog")
 
@@ -262,7 +263,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     assert new_hash in capsys.readouterr().err
     # Approve both, rerun: published under the new policy version.
     for ds in (WEEKLY, MICRO):
-        assert cli(["approve", ds, "--policy", new_hash, "--comment", "threshold 18 ok",
+        assert cli(["approve", ds, "--policy", new_hash, "--comment", "epsilon 0.5 ok",
                     "--by", "officer-a", "--run-dir", str(run_dir)]) == 0
     dr = dag.test(logical_date=datetime(2026, 10, 26, tzinfo=UTC), run_conf=conf)
     assert dr.state == DagRunState.SUCCESS
@@ -270,7 +271,8 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     r = _load(out, WEEKLY, "dt=2026-10-19")
     assert r["policy"]["hash"] == new_hash and r["policy"]["approved"]
     assert r["changes"]["policy_changed"] is True
-    assert {"key": "threshold", "before": 15, "after": 18} in r["changes"]["parameters"]
+    assert any(c.get("before") == 0.6 and c.get("after") == 0.5
+               for c in r["changes"]["parameters"]), r["changes"]["parameters"]
     assert r["policy"]["decisions"][-1]["decided_by"] == "officer-a"
     review = json.loads((run_dir / "catalog" / WEEKLY / "review.json").read_text())
     assert review["approvals"][-1]["policy_hash"] == new_hash
