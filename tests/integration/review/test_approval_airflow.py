@@ -309,12 +309,14 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
 
     # 3. A new (tightened) policy version waits again; a rejection leaves the catalog as it was.
     policy = base / "policy.yaml"
-    policy.write_text(policy.read_text().replace("    threshold: 15\n", "    threshold: 20\n"))
+    text = policy.read_text()
+    assert text.count("    epsilon: 0.6\n") == 1  # the weekly table's epsilon per release
+    policy.write_text(text.replace("    epsilon: 0.6\n", "    epsilon: 0.5\n"))
     before = _tree_digest(catalog)
     run3 = af.trigger(START + timedelta(weeks=2))
     af.wait_for("approval.wait awaiting_input (new policy)",
                 lambda: af.ti_state(run3, "approval.wait") == "awaiting_input")
-    af.respond(run3, "Reject", "threshold change not agreed")
+    af.respond(run3, "Reject", "epsilon change not agreed")
     af.wait_for("run 3 done", lambda: af.run_state(run3) in ("success", "failed"))
     assert af.ti_state(run3, "approval.record") == "skipped"
     assert af.ti_state(run3, "publish") == "skipped"
@@ -322,4 +324,4 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
     assert _tree_digest(catalog) == before, "the rejection changed the catalog"
     assert not (run_dir / "outputs" / WEEKLY / "dt=2026-10-19").exists()
     last = ReviewStore(state).decisions(WEEKLY)[-1]
-    assert last.decision == "rejected" and last.comment == "threshold change not agreed"
+    assert last.decision == "rejected" and last.comment == "epsilon change not agreed"
