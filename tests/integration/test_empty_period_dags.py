@@ -1,5 +1,7 @@
-"""A period without input data, run through the real DAGs (dag.test): every task succeeds,
-the manifest says 'skipped', nothing is published and the ledger is unchanged."""
+"""A period without input data, run through the real DAGs (dag.test): the run fails at its
+first task with "no input rows" (issue 12: a trigger for an interval without input fails early
+and says so), nothing downstream runs, nothing is published and the ledger is unchanged
+(issue 10: an empty period publishes nothing and spends nothing)."""
 
 from __future__ import annotations
 
@@ -45,11 +47,11 @@ def test_empty_period_publishes_nothing_and_spends_nothing(airflow_db, sample_ra
     dr = _dag(dag_id, f"{dag_id}.py").test(
         logical_date=logical_date, run_conf={"run_dir": str(run_dir),
                                              "raw_dir": str(sample_raw)})
-    assert dr.state == DagRunState.SUCCESS
-    assert all(ti.state == "success" for ti in dr.get_task_instances())
-    manifest = json.loads((run_dir / "manifests" / dag_id / f"{partition}.json").read_text())
-    assert manifest["status"] == "skipped"
-    assert "no input rows" in manifest["reason"]
+    assert dr.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["ingest"] == "failed"
+    assert not any(st == "success" for tid, st in states.items()
+                   if tid.startswith(("publish", "commit", "compute", "aggregate", "release")))
     assert not (run_dir / "outputs" / dataset / partition).exists()
     assert not (run_dir / "catalog" / dataset).exists()
     assert _ledger_rows(state) == before
