@@ -106,3 +106,42 @@ def test_secondary_suppression_names_missing_columns():
     table = _grid([[1, 2]]).append_column("suppressed", pa.array([True, False]))
     with pytest.raises(ConfigError, match="nope"):
         secondary_suppression(table, keys=("d", "nope"), count_columns=("n",))
+
+
+def test_secondary_suppression_withholds_the_smallest_published_cell_of_the_line():
+    """Line D1 has one withheld cell (b); of its published cells the one with the smallest
+    count (c: 20, not a: 40) is withheld too, ties broken by the key values; the schema
+    (int32 counts) is kept, and a line with no published cell left is left alone."""
+    table = pa.table({
+        "district": ["D1", "D1", "D1", "D2", "D2"],
+        "type": ["a", "b", "c", "a", "b"],
+        "n": pa.array([40, None, 20, None, None], pa.int32()),
+        "m": pa.array([4, None, 2, None, None], pa.int32()),
+        "suppressed": [False, True, False, True, True],
+    })
+    out = secondary_suppression(table, keys=("district",), count_columns=("n", "m"))
+    assert out.schema == table.schema
+    assert out["suppressed"].to_pylist() == [False, True, True, True, True]
+    assert out["n"].to_pylist() == [40, None, None, None, None]
+    assert out["m"].to_pylist() == [4, None, None, None, None]
+    # ties on the count: the first by key value goes
+    tie = pa.table({"district": ["D1"] * 3, "type": ["z", "x", "y"],
+                    "n": [None, 7, 7], "suppressed": [True, False, False]})
+    out = secondary_suppression(tie, keys=("district", "type"), count_columns=("n",))
+    assert out["suppressed"].to_pylist() == [True, True, False]
+
+
+def test_secondary_suppression_names_every_missing_column():
+    table = pa.table({"district": ["D1"], "n": [3], "suppressed": [True]})
+    with pytest.raises(ConfigError, match=r"^secondary suppression: column\(s\) type, m not in "
+                                          r"the table$"):
+        secondary_suppression(table, keys=("district", "type"), count_columns=("n", "m"))
+
+
+def test_every_count_column_of_a_small_cell_is_withheld():
+    table = pa.table({"n": [30, 30], "m": [5, 6], "units": [20, 3]})
+    out = suppress_small_counts(table, SmallCountSuppression(15, ("n", "m"), "units"))
+    assert out.column_names == ["n", "m", "suppressed"]
+    assert out["n"].to_pylist() == [30, None] and out["m"].to_pylist() == [5, None]
+    with pytest.raises(ConfigError, match="^suppression needs at least one count column$"):
+        SmallCountSuppression(15, (), "units")
