@@ -18,7 +18,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -164,6 +164,24 @@ def _parent(target: Path, restricted: bool) -> bool:
     return restricted
 
 
+def _write_atomic(target: str | Path, restricted: bool, write: Callable[[Path], None]
+                  ) -> Path:
+    """The one atomic write: ``write(tmp)`` to a temporary name next to ``target``, owner-only
+    when restricted (implied inside a staging folder), then renamed over ``target``."""
+    target = Path(target)
+    restricted = _parent(target, restricted)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        if restricted:
+            restricted_file(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
+
+
 def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False
                          ) -> Path:
     """Write ``table`` to ``target`` through a temporary name (a retry overwrites).
@@ -171,51 +189,19 @@ def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: boo
     ``restricted=True`` (implied inside a staging folder): the folder is a restricted zone
     and the file is created owner-only.
     """
-    target = Path(target)
-    restricted = _parent(target, restricted)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        if restricted:
-            restricted_file(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    return _write_atomic(target, restricted,
+                         lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def write_bytes_atomic(content: bytes, target: str | Path, *, restricted: bool = False) -> Path:
     """Write ``content`` to ``target`` through a temporary name (see
-    :func:`write_parquet_atomic`; restricted inside a staging folder)."""
-    target = Path(target)
-    restricted = _parent(target, restricted)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(content)
-        if restricted:
-            restricted_file(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    :func:`write_parquet_atomic`)."""
+    return _write_atomic(target, restricted, lambda tmp: tmp.write_bytes(content))
 
 
 def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False) -> Path:
     """Write ``table`` as CSV through a temporary name (see :func:`write_parquet_atomic`)."""
-    target = Path(target)
-    restricted = _parent(target, restricted)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pacsv.write_csv(table, tmp)
-        if restricted:
-            restricted_file(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+    return _write_atomic(target, restricted, lambda tmp: pacsv.write_csv(table, tmp))
 
 
 def replace_dir(staging: Path, final: Path) -> Path:
