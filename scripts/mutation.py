@@ -130,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="modules (paths) to run; default: all configured")
     ap.add_argument("--out", default="mutation-results.json", help="JSON result file")
     ap.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    ap.add_argument("--ci", action="store_true",
+                    help="only the modules marked for CI (ci: true, the default); the others "
+                         "have test selections too slow for every CI run")
     args = ap.parse_args(argv)
     entries = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["modules"]
     equivalent = (yaml.safe_load(EQUIVALENT.read_text(encoding="utf-8")) or {}) \
         if EQUIVALENT.exists() else {}
     if args.only:
         entries = [e for e in entries if e["module"] in args.only]
+    if args.ci:
+        entries = [e for e in entries if e.get("ci", True)]
     results, failed = [], False
     for entry in entries:
         print(f"mutation: {entry['module']} ...", file=sys.stderr, flush=True)

@@ -309,7 +309,7 @@ def test_e_empty_month_publishes_nothing_and_spends_nothing(sample_raw, tmp_path
 
 def test_e_empty_week_publishes_nothing(sample_raw, tmp_path):
     """The 311 pipeline for a week without requests (2026-11-30): nothing is published, the
-    steps say 'skipped'. Before issue 10: the run failed in the clean-partition GX gate
+    run stops at ingest ("no input rows"). Before issue 10: the run failed in the clean-partition GX gate
     (DataQualityError, row count), with no 'nothing to publish' status."""
     from opencity.pipelines import service_requests as p
     from opencity.settings import Settings
@@ -319,12 +319,13 @@ def test_e_empty_week_publishes_nothing(sample_raw, tmp_path):
     settings = Settings(run_dir=str(tmp_path / "run"), raw_dir=str(sample_raw),
                         state_url=str(tmp_path / "state.sqlite"))
     ledger_before = _snapshot(settings)
-    ingested = p.ingest(settings, start, end)
-    staged = p.aggregate(settings, ingested, start)
-    assert staged.get("skipped") is True, staged
-    committed = p.commit_partition(settings, staged, start)
-    published = p.publish(settings, committed, start, end, "empty", ingested)
-    assert published.get("skipped") is True
+    # The week has no input: ingest stops the run, saying so (issue 12: fail early), before
+    # anything is staged, published or spent (issue 10).
+    from opencity.errors import DataQualityError
+
+    with pytest.raises(DataQualityError, match="no input rows for service_requests"):
+        p.ingest(settings, start, end)
+    assert not settings.layout.clean("service_requests", start).exists()
     assert not settings.layout.output(WEEKLY, start).exists()
     assert not (settings.layout.catalog / WEEKLY).exists()
     assert _snapshot(settings) == ledger_before
