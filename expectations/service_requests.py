@@ -58,17 +58,14 @@ def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
                                            threshold=ctx.extra.get("suppression_k", 2))
     ctx = SuiteContext(**{**ctx.__dict__, "privacy": privacy})
     if privacy.kind == "dp":
-        return _dp_product_suite(ctx)
-    exps = [
-        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(PRODUCT_KINDS)),
-        ExpectColumnKindsToMatch(kinds=PRODUCT_KINDS),
-        *row_count_expectations(ctx),
-        gxe.ExpectCompoundColumnsToBeUnique(
-            column_list=["week_start", "district_id", "request_type"]),
-        gxe.ExpectColumnValuesToNotBeNull(column="district_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="request_type"),
+        return _weekly_suite(ctx, DP_PRODUCT_KINDS, [
+            gxe.ExpectColumnValuesToNotBeNull(column="requests"),
+            gxe.ExpectColumnValuesToNotBeNull(column="requests_error_bound_95"),
+            gxe.ExpectColumnValuesToBeBetween(column="requests_error_bound_95", min_value=0,
+                                              strict_min=True),
+        ])
+    return _weekly_suite(ctx, PRODUCT_KINDS, [
         gxe.ExpectColumnValuesToNotBeNull(column="suppressed"),
-        gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours", min_value=0),
         # A withheld cell has no count; a published one has.
         gxe.ExpectColumnValuesToBeNull(column="requests", row_condition="suppressed==True",
                                        condition_parser="pandas"),
@@ -77,6 +74,23 @@ def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
                                        condition_parser="pandas"),
         gxe.ExpectColumnValuesToNotBeNull(column="requests", row_condition="suppressed==False",
                                           condition_parser="pandas"),
+    ])
+
+
+def _weekly_suite(ctx: SuiteContext, kinds: dict, method_checks: list
+                  ) -> gx.ExpectationSuite:
+    """The weekly table's suite: the checks both methods share (columns, keys, the week, the
+    public key set, the privacy expectations) around the method's own ``method_checks``."""
+    exps = [
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(kinds)),
+        ExpectColumnKindsToMatch(kinds=kinds),
+        *row_count_expectations(ctx),
+        gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=["week_start", "district_id", "request_type"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="district_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="request_type"),
+        gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours", min_value=0),
+        *method_checks,
     ]
     if ctx.interval is not None:
         week = ctx.interval[0].date()
@@ -131,30 +145,3 @@ def microdata_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
                                "patterns": {**MICRODATA_PATTERNS, **p.patterns},
                                "every_column_has_domain": True})
     return generic(SuiteContext(**{**ctx.__dict__, "privacy": privacy}))
-
-def _dp_product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
-    """The DP weekly table: every cell published (no NULL count), an error bound per cell."""
-    exps = [
-        gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(DP_PRODUCT_KINDS)),
-        ExpectColumnKindsToMatch(kinds=DP_PRODUCT_KINDS),
-        *row_count_expectations(ctx),
-        gxe.ExpectCompoundColumnsToBeUnique(
-            column_list=["week_start", "district_id", "request_type"]),
-        gxe.ExpectColumnValuesToNotBeNull(column="district_id"),
-        gxe.ExpectColumnValuesToNotBeNull(column="request_type"),
-        gxe.ExpectColumnValuesToNotBeNull(column="requests"),
-        gxe.ExpectColumnValuesToNotBeNull(column="requests_error_bound_95"),
-        gxe.ExpectColumnValuesToBeBetween(column="requests_error_bound_95", min_value=0,
-                                          strict_min=True),
-        gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours", min_value=0),
-    ]
-    if ctx.interval is not None:
-        week = ctx.interval[0].date()
-        exps.append(gxe.ExpectColumnValuesToBeBetween(
-            column="week_start", min_value=week, max_value=week,
-            notes="the week of the data interval"))
-    if ctx.district_ids is not None:
-        exps.append(gxe.ExpectColumnValuesToBeInSet(column="district_id",
-                                                    value_set=list(ctx.district_ids)))
-    exps += privacy_expectations(ctx)
-    return new_suite(f"{PRODUCT}.product", exps, {"dataset": PRODUCT, "stage": "product"})
