@@ -106,6 +106,19 @@ def _rel(target: str | None, base: Path) -> str | None:
 
 
 # ------------------------------------------------------------------ charts
+def _chart_frame(alt: str, width: float, height: float, pad_l: float, pad_t: float,
+                 w: float, h: float, top: float) -> list[str]:
+    """Opening of a bar chart: the accessible svg element, the x axis and the y scale."""
+    return [(f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}">'),
+            f"<title>{_e(alt)}</title>",
+            (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
+             'stroke="#888"/>'),
+            (f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
+             f"{_e(_num(top))}</text>"),
+            f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end" font-size="10">0</text>']
+
+
 def bar_chart(labels: list[str], values: list[float], title: str, *, width: int = 560,
               height: int = 200, colour: str = PALETTE[0], y_label: str = "") -> str:
     """Vertical bars with value labels; ``title`` is the text alternative."""
@@ -116,14 +129,7 @@ def bar_chart(labels: list[str], values: list[float], title: str, *, width: int 
     bw = w / n
     alt = f"{title}: " + "; ".join(f"{lab} {_num(v)}" for lab, v in zip(labels, values,
                                                                           strict=True))
-    out = [(f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">'),
-           f"<title>{_e(alt)}</title>",
-           (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
-            'stroke="#888"/>'),
-           (f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
-            f"{_e(_num(top))}</text>"),
-           f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end" font-size="10">0</text>']
+    out = _chart_frame(alt, width, height, pad_l, pad_t, w, h, top)
     if y_label:
         out.append(f'<text x="10" y="{pad_t + h / 2}" font-size="10" transform="rotate(-90 10 '
                    f'{pad_t + h / 2})" text-anchor="middle">{_e(y_label)}</text>')
@@ -162,14 +168,7 @@ def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, 
                                                                           strict=True))
            + (f"; total {_num(running[-1])}" if running else "")
            + (f"; cap {_num(cap)}" if cap is not None else ""))
-    out = [(f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">'),
-           f"<title>{_e(alt)}</title>",
-           (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
-            'stroke="#888"/>'),
-           (f'<text x="{pad_l - 6}" y="{pad_t + 10}" text-anchor="end" font-size="10">'
-            f"{_e(_num(top))}</text>"),
-           f'<text x="{pad_l - 6}" y="{pad_t + h}" text-anchor="end" font-size="10">0</text>']
+    out = _chart_frame(alt, width, height, pad_l, pad_t, w, h, top)
     for i, lab in enumerate(labels):
         y = pad_t + h
         x = pad_l + i * bw + bw * 0.15
