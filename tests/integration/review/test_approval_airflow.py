@@ -173,7 +173,23 @@ class Airflow:
                                      + self.tail("scheduler"))
             time.sleep(every)
 
+    def parked(self, run_id: str) -> bool:
+        """Has the scheduler taken in the executor's report that ``approval.wait`` parked?
+
+        Airflow 3.3 races here: an answer that arrives before the scheduler processed that
+        report moves the task to ``scheduled``/``queued``; the late report then reads as "state
+        changed externally", the resumed task is killed and retried, and the retry asks again
+        (measured: an answer 0.9 s after the park, in CI and here). A privacy officer answers
+        minutes later; the test waits for the report as the officer's reading time does.
+        """
+        return (f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approval.wait, "
+                f"run_id={run_id}, ") in "".join(
+            line for line in self.tail("scheduler", n=10**8).splitlines()
+            if "state=awaiting_input" in line)
+
     def respond(self, run_id: str, option: str, comment: str) -> dict | None:
+        self.wait_for("the scheduler to take in the park of approval.wait",
+                      lambda: self.parked(run_id), timeout=120, every=0.5)
         try:
             return self.request(
                 "PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approval.wait/"
