@@ -76,8 +76,10 @@ def settings_params() -> dict[str, Param]:
     """Params every OpenCity DAG accepts (None = fall back to OPENCITY_* or the default)."""
     return {
         "run_dir": Param(None, type=_NULLABLE_STR, title="Run directory",
-                         description="Where outputs, manifests and the local catalog go. "
-                                     "Empty: OPENCITY_RUN_DIR, else $AIRFLOW_HOME/opencity."),
+                         description="Where outputs, manifests and the local catalog go: a "
+                                     "path, or an object-storage URL (s3://bucket/prefix) "
+                                     "when the workers share no disk. Empty: "
+                                     "OPENCITY_RUN_DIR, else $AIRFLOW_HOME/opencity."),
         "raw_dir": Param(None, type=_NULLABLE_STR, title="Raw landing area",
                          description="Where the landed raw files are read from. Empty: "
                                      "OPENCITY_RAW_DIR, else <run_dir>/raw."),
@@ -393,11 +395,15 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
             try:
                 ctx = get_current_context()
                 check_conf_keys(getattr(ctx.get("dag_run"), "conf", None), ctx["dag"].params)
-                from opencity.airflow_context import run_settings
+                from opencity.airflow_context import task_storage
 
-                check_shared_run_dir(run_settings().run_dir, ctx["dag"].dag_id, ctx["run_id"],
-                                     first=not ctx["task"].upstream_task_ids)
-                return f(*args, **kwargs)
+                # A run directory on object storage: the body works in a scratch copy and
+                # tasks exchange URIs (opencity.runstore); a local one is used as it is.
+                with task_storage() as sc:
+                    check_shared_run_dir(sc.settings.run_dir, ctx["dag"].dag_id,
+                                         ctx["run_id"], first=not ctx["task"].upstream_task_ids)
+                    result = f(*sc.to_local(args), **sc.to_local(kwargs))
+                    return sc.to_uris(result)
             except PipelineError as err:
                 if err.transient:
                     log.warning("transient %s, Airflow will retry: %s", type(err).__name__, err)

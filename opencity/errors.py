@@ -41,6 +41,14 @@ class GuardError(PipelineError):
     Terminal: rerunning does not help; the report it names lists what is exposed."""
 
 
+class StorageError(PipelineError):
+    """The run's object storage could not be read or written (network, credentials).
+
+    Transient: Airflow retries the task with backoff; the message names the store."""
+
+    transient = True
+
+
 class PublishError(PipelineError):
     """Publishing to a catalog failed."""
 

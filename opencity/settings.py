@@ -141,7 +141,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.raw_dir:
-            object.__setattr__(self, "raw_dir", str(Path(self.run_dir) / "raw"))
+            from opencity.runstore import join
+
+            object.__setattr__(self, "raw_dir", join(self.run_dir, "raw"))
         if not isinstance(self.suppression_k, int) or self.suppression_k < 2:
             raise ConfigError(f"suppression_k must be an integer >= 2, got {self.suppression_k!r}")
         if not isinstance(self.microdata_k, int) or self.microdata_k < 2:

@@ -3,9 +3,16 @@ here, at collection time, before any test module imports airflow."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import shlex
+import signal
+import subprocess
 import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -223,3 +230,156 @@ def postgres_state_url(postgres_server):
     with psycopg.connect(postgres_server, autocommit=True) as con:
         con.execute(f'CREATE DATABASE "{name}"')
     return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+
+# -- an S3-compatible object store (moto's server, from PyPI) ---------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server as its own process on 127.0.0.1 (an ephemeral port) for
+    the session, stopped by PID. Yields its endpoint URL. Fails (never skips) when it cannot
+    start: object storage is the production run directory of several workers."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        pytest.fail("moto_server not installed; run scripts/setup (the dev extra has moto)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = Path(tempfile.mkdtemp(prefix="opencity-s3-"))
+    log = open(base / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("moto_server did not start: "
+                            + (base / "server.log").read_text()[-2000:])
+            time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The AWS variables of the test store, and a fresh bucket: yields its s3:// URL."""
+    import uuid
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "opencity-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "opencity-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import fsspec
+
+    fsspec.filesystem("s3").clear_instance_cache()
+    bucket = f"opencity-{uuid.uuid4().hex[:10]}"
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}"
+
+
+# -- the project's own local CKAN (scripts/ckan-dev) ------------------------------------------
+# The session fixture starts CKAN with ``scripts/ckan-dev up`` when it does not answer yet
+# (from nothing this installs PostgreSQL/Redis with apt and CKAN into its own venv: ~1.5 min)
+# and stops it at the end of the session only when it started it.
+CKAN_DEV = Path(__file__).resolve().parents[1] / "scripts" / "ckan-dev"
+
+
+@dataclass(frozen=True)
+class CkanServer:
+    url: str
+    token: str = field(repr=False)
+    home: Path = Path()
+
+    def gunicorn_pid(self) -> int:
+        return int((self.home / "run" / "gunicorn.pid").read_text().split()[0])
+
+    def stop_gunicorn(self) -> int:
+        """SIGTERM gunicorn's master (CKAN's web app) and wait until the process is gone."""
+        pid = self.gunicorn_pid()
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return pid
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn {pid} did not stop within 60 s")
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/3/action/status_show", timeout=5) as r:
+                return json.load(r).get("success") is True
+        except OSError:
+            return False
+
+    def up(self) -> None:
+        proc = subprocess.run([str(CKAN_DEV), "up"], capture_output=True, text=True,
+                              timeout=900, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"scripts/ckan-dev up failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def _env_from_script() -> dict[str, str]:
+    out = subprocess.run([str(CKAN_DEV), "env"], capture_output=True, text=True, check=True)
+    env = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("export ") and "$(" not in line:
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@pytest.fixture(scope="session")
+def ckan_server() -> CkanServer:
+    """The local CKAN (URL, sysadmin token, home); started here if it is not running."""
+    env = _env_from_script()
+    home = Path(env["OPENCITY_CKAN_HOME"])
+    token_file = Path(env["OPENCITY_CKAN_TOKEN_FILE"])
+    probe = CkanServer(env["OPENCITY_CKAN_URL"], "", home)
+    # A CKAN answering on the port but without our token file belongs to another checkout:
+    # `up` then stops with a clear "port in use" message.
+    started = not (probe.answers() and token_file.is_file())
+    if started:
+        t0 = time.monotonic()
+        probe.up()
+        print(f"\nscripts/ckan-dev up: {time.monotonic() - t0:.1f} s")
+    server = CkanServer(env["OPENCITY_CKAN_URL"], token_file.read_text().strip(), home)
+    yield server
+    if started:
+        subprocess.run([str(CKAN_DEV), "down"], capture_output=True, check=False, timeout=120)
+
+
+@pytest.fixture()
+def ckan_admin(ckan_server):
+    import ckanapi
+
+    return ckanapi.RemoteCKAN(ckan_server.url, apikey=ckan_server.token)
+
+
+@pytest.fixture()
+def ckan_anon(ckan_server):
+    import ckanapi
+
+    return ckanapi.RemoteCKAN(ckan_server.url)

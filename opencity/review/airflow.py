@@ -51,11 +51,13 @@ class ReviewApprovalOperator(ApprovalOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
-            from opencity.airflow_context import data_interval, run_settings
+            from opencity.airflow_context import data_interval, task_storage
             from opencity.review import gate
 
             checked = context["ti"].xcom_pull(task_ids=self.check_task_id, key="checked")
-            gate.decide(run_settings(), checked, _plain(event), data_interval()[0])
+            with task_storage() as sc:
+                gate.decide(sc.settings, sc.to_local(checked), _plain(event),
+                            data_interval()[0])
         return super().execute_complete(context=context, event=event)
 
 
@@ -83,12 +85,13 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
         def check() -> str:
             from airflow.sdk import get_current_context
 
-            from opencity.airflow_context import data_interval, run_settings
+            from opencity.airflow_context import data_interval, task_storage
             from opencity.review import gate
 
             ctx = get_current_context()
-            checked = gate.check(run_settings(), names, data_interval()[0],
-                                 dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"])
+            with task_storage() as sc:
+                checked = sc.to_uris(gate.check(sc.settings, names, data_interval()[0],
+                                                dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"]))
             ti = ctx["ti"]
             ti.xcom_push(key="checked", value=checked)
             ti.xcom_push(key="subject", value=checked["subject"])
@@ -116,12 +119,13 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from opencity.airflow_context import run_settings
+            from opencity.airflow_context import task_storage
             from opencity.review import gate
 
             ti = get_current_context()["ti"]
             checked = ti.xcom_pull(task_ids=f"{group_id}.check", key="checked")
-            result = gate.record(run_settings(), checked)
+            with task_storage() as sc:
+                result = sc.to_uris(gate.record(sc.settings, sc.to_local(checked)))
             if not result["published"]:
                 raise AirflowSkipException(
                     f"rejected by {result['by']}: nothing published, staged files discarded")

@@ -1,11 +1,15 @@
 """The DAGs under real production Airflow: PostgreSQL + Redis from Debian packages, `airflow db
 migrate`, API server, scheduler, dag-processor and two Celery workers with their own
-AIRFLOW_HOME, temp and log directories (they share only PostgreSQL, Redis and the run volume).
+AIRFLOW_HOME, temp and log directories. The portal's state (budget ledger, release registry)
+is a database on that PostgreSQL server, shared by every worker.
 
 * the 311 DAG for one given week, triggered through the REST API with an explicit data
   interval and a run id naming the partition: every task succeeds, the catalog holds it;
 * a 7-day `airflow backfill create` of cdr_mobility (runs in parallel): every partition ends
-  in the local catalog.
+  in the local catalog (these two share a run volume, the local catalog's set-up);
+* the 311 DAG for another week with its run directory on object storage (moto's S3 server)
+  and CKAN as the publish target: the workers share no directory at all, the tasks
+  exchange s3:// URIs and no scratch copy stays on a worker's disk.
 
 Ports (127.0.0.1 only): PostgreSQL 55420, Redis 6400, API server 8090, worker log servers
 8791/8792 (not started: --skip-serve-logs). Every process is stopped by its PID.
@@ -90,8 +94,10 @@ def _wait(what: str, check, timeout: float, procs=()) -> None:
 class Cluster:
     """The processes of one production-like Airflow installation on this host."""
 
-    def __init__(self, base: Path, run_dir: Path, raw_dir: Path) -> None:
+    def __init__(self, base: Path, run_dir: Path, raw_dir: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.base, self.run_dir, self.raw_dir = base, run_dir, raw_dir
+        self.state_url = f"postgresql://postgres@127.0.0.1:{PG_PORT}/opencity_state"
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs: dict[str, Path] = {}
         self.airflow = str(Path(sys.executable).with_name("airflow"))
@@ -127,6 +133,8 @@ class Cluster:
             "OPENCITY_RETRY_DELAY_SECONDS": "2",
             "OPENCITY_RUN_DIR": str(run_dir),
             "OPENCITY_RAW_DIR": str(raw_dir),
+            "OPENCITY_STATE_URL": self.state_url,
+            **(extra_env or {}),
         }
 
     # -- processes ----------------------------------------------------------------------
@@ -190,6 +198,11 @@ class Cluster:
         _wait("PostgreSQL", lambda: subprocess.run([*psql, "select 1"], capture_output=True, check=False)
               .returncode == 0, 60, [("postgres", p)])
         self.run([*psql, "CREATE DATABASE airflow"])
+        self.run([*psql, "CREATE DATABASE opencity_state"])
+        # The test portal's policy is approved (the gate's own tests answer it themselves).
+        from opencity.review.testing import approve_policy
+
+        approve_policy(self.state_url)
 
     def start_redis(self) -> None:
         p = self.start("redis", ["redis-server", "--port", str(REDIS_PORT), "--bind",
@@ -274,7 +287,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(sample_raw):
+def cluster(sample_raw, s3_server, ckan_server):
     missing = _need_tools()
     if missing:
         pytest.skip("needs " + ", ".join(missing) + " (scripts/test installs them)")
@@ -284,7 +297,13 @@ def cluster(sample_raw):
     base = Path(tempfile.mkdtemp(prefix="opencity-celery-"))
     os.chmod(base, 0o755)  # the postgres user must reach its data directory
     run_dir = base / "shared-run"  # the one shared volume (see README 'Production Airflow')
-    c = Cluster(base, run_dir, sample_raw)
+    # Object storage (the S3 run) and CKAN credentials reach the workers by environment,
+    # as a deployment's secrets do; neither is a DAG param.
+    c = Cluster(base, run_dir, sample_raw, extra_env={
+        "AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "opencity-test",
+        "AWS_SECRET_ACCESS_KEY": "opencity-test-secret", "AWS_DEFAULT_REGION": "us-east-1",
+        "OPENCITY_CKAN_TOKEN": ckan_server.token,
+        "OPENCITY_CKAN_ORGANIZATION": "opencity-celery-test"})
     t0 = time.monotonic()
     try:
         c.start_postgres()
@@ -377,3 +396,76 @@ def test_cdr_backfill_of_7_days_keeps_every_partition(cluster):
     assert _catalog_partitions(cluster.run_dir, "opencity-cdr-mobility-daily") == {
         f"dt={d}" for d in days}
     print(f"7-day backfill: {time.monotonic() - t0:.1f} s")
+
+
+def test_311_week_on_object_storage_workers_share_no_disk(cluster, ckan_server, ckan_admin,
+                                                          monkeypatch):
+    """Item 1 of the production issue: run directory s3://..., state in PostgreSQL, CKAN as
+    the publish target. Nothing but PostgreSQL, Redis, the object store and CKAN is shared."""
+    import io
+    import uuid
+
+    import ckanapi
+    import fsspec
+    import pyarrow.parquet as pq
+    import requests
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, cluster.env[key])
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    bucket = f"opencity-celery-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    run = f"s3://{bucket}/city"
+    fs.put(str(cluster.raw_dir) + "/", f"{run}/raw/", recursive=True)
+    datasets = ("opencity-311-requests-weekly", "opencity-311-requests-microdata")
+    for name in datasets:
+        try:
+            ckan_admin.action.dataset_purge(id=name)
+        except ckanapi.NotFound:
+            pass
+
+    t0 = time.monotonic()
+    run_id = "manual__dt=2026-10-12"
+    cluster.api("POST", "/api/v2/dags/opencity_311/dagRuns", {
+        "dag_run_id": run_id,
+        "logical_date": "2026-10-12T00:00:00Z",
+        "data_interval_start": "2026-10-12T00:00:00Z",
+        "data_interval_end": "2026-10-19T00:00:00Z",
+        "conf": {"run_dir": run, "publish_target": "ckan", "ckan_url": ckan_server.url},
+    })
+    result = cluster.wait_run("opencity_311", run_id, timeout=420)
+    states = cluster.task_states("opencity_311", run_id)
+    assert result["state"] == "success", (states, cluster.diagnostics())
+    took = time.monotonic() - t0
+
+    # The store holds the run; CKAN serves the very bytes the store holds.
+    held = {p.removeprefix(f"{bucket}/city/") for p in fs.find(run)}
+    assert "manifests/opencity_311/dt=2026-10-12.json" in held
+    assert any(p.startswith("clean/service_requests/dt=2026-10-12/") for p in held)
+    for name in datasets:
+        pkg = ckan_admin.action.package_show(id=name)
+        parquet = [r for r in pkg["resources"] if r.get("format", "").endswith("/PARQUET")
+                   and r.get("partition") == "dt=2026-10-12"]
+        assert len(parquet) == 1, name
+        body = requests.get(parquet[0]["url"], timeout=60)
+        body.raise_for_status()
+        stored = fs.cat_file(f"{run}/outputs/{name}/dt=2026-10-12/part-0.parquet")
+        assert pq.read_table(io.BytesIO(body.content)).equals(pq.read_table(io.BytesIO(stored)))
+
+    # XCom carries URIs of the store, never a worker's path.
+    from urllib.parse import quote
+
+    xcom = cluster.api("GET", f"/api/v2/dags/opencity_311/dagRuns/{quote(run_id, safe='')}"
+                              "/taskInstances/ingest/xcomEntries/return_value")
+    text = json.dumps(xcom)
+    assert run in text and "opencity-task-" not in text, text[:500]
+    # No scratch copy (restricted clean rows) is left in either worker's temp directory, and
+    # both workers ran tasks of this run.
+    for i in (1, 2):
+        left = list((cluster.base / f"worker{i}" / "tmp").glob("opencity-task-*"))
+        assert not left, f"worker{i} kept {left}"
+    ran = [sum(1 for p in (cluster.base / f"worker{i}" / "logs").rglob("*.log")
+               if quote(run_id, safe="") in str(p) or run_id in str(p)) for i in (1, 2)]
+    assert sum(ran) >= len([t for t, st in states.items() if st == "success"]), ran
+    print(f"311 run on object storage: {took:.1f} s; task logs per worker {ran}")

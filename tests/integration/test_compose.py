@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / "docker" / "compose.env.example"
 SERVICES = {"airflow-db", "airflow-redis", "airflow-init", "airflow-apiserver",
             "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
-            "ckan-db", "solr", "ckan-redis", "ckan", "minio", "minio-init"}
+            "ckan-db", "solr", "ckan-redis", "ckan", "minio", "minio-init", "opencity-state-db"}
 
 
 def _compose(*args: str) -> subprocess.CompletedProcess:
@@ -117,14 +117,25 @@ def test_every_long_running_service_has_a_healthcheck_without_wget_on_ckan():
     assert "inspect ping" in " ".join(services["airflow-worker"]["healthcheck"]["test"])
 
 
-def test_raw_landing_area_and_shared_runs_volume_are_mounted_on_workers():
-    worker = _config()["services"]["airflow-worker"]
+def test_workers_share_no_run_volume_but_object_storage_and_the_state_db():
+    config = _config()
+    worker = config["services"]["airflow-worker"]
     mounts = {(v["target"] if isinstance(v, dict) else v.split(":")[1]):
               (v.get("read_only", False) if isinstance(v, dict) else v.endswith(":ro"))
               for v in worker["volumes"]}
     assert mounts.get("/opt/opencity/raw") is True, "raw landing area not mounted read-only"
-    assert "/opt/opencity/runs" in mounts
-    assert worker["environment"]["OPENCITY_RAW_DIR"] == "/opt/opencity/raw"
+    assert "/opt/opencity/runs" not in mounts, "a run volume shared by the workers is back"
+    env = worker["environment"]
+    assert env["OPENCITY_RAW_DIR"] == "/opt/opencity/raw"
+    assert env["OPENCITY_RUN_DIR"].startswith("s3://opencity-runs/")
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["OPENCITY_STATE_URL"].startswith("postgresql://")
+    assert "@" in env["OPENCITY_STATE_URL"] and ":" not in \
+        env["OPENCITY_STATE_URL"].split("@")[0].removeprefix("postgresql://"), \
+        "the state DB password is in its URL"
+    assert env["OPENCITY_PUBLISH_TARGET"] == "ckan"  # a local catalog is one machine's
+    assert "opencity-runs" in " ".join(config["services"]["minio-init"]["command"])
+    assert "opencity-state-db" in worker["depends_on"]
 
 
 def test_ckan_dockerfile_installs_as_root_then_drops_privileges():
@@ -144,7 +155,7 @@ def test_production_extra_pins_the_celery_and_postgres_drivers():
         "optional-dependencies"]["production"]
     names = {e.split("[")[0].split("=")[0] for e in extra}
     assert {"apache-airflow-providers-celery", "apache-airflow-providers-postgres",
-            "psycopg", "asyncpg"} <= names
+            "psycopg", "asyncpg", "s3fs"} <= names
     assert all("==" in e for e in extra), "production extra must be pinned"
     dockerfile = (REPO / "docker" / "airflow.Dockerfile").read_text()
     assert "[production]" in dockerfile

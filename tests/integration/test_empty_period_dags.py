@@ -5,7 +5,6 @@ and says so), nothing downstream runs, nothing is published and the ledger is un
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 

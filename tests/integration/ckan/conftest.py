@@ -1,24 +1,17 @@
 """Fixtures for tests against the project's own local CKAN (scripts/ckan-dev).
 
-The session
-fixture starts CKAN with ``scripts/ckan-dev up`` when it does not answer yet (from nothing
-this installs PostgreSQL/Redis with apt and CKAN into its own venv: ~1.5 min) and stops it at
-the end of the session only when it started it. ``samples`` gives the test modules small
-sample products (a weekly KPI table, k-anonymous microdata) as DatasetReleases.
+The CKAN server fixtures themselves (``ckan_server``, ``ckan_admin``, ``ckan_anon``) live in
+tests/conftest.py, so Airflow tests elsewhere can publish to CKAN too. ``samples`` gives the
+test modules small sample products (a weekly KPI table, k-anonymous microdata) as
+DatasetReleases.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import shlex
-import signal
-import subprocess
 import time
-import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,90 +24,10 @@ REPO = Path(__file__).resolve().parents[3]
 CKAN_DEV = REPO / "scripts" / "ckan-dev"
 
 
-@dataclass(frozen=True)
-class CkanServer:
-    url: str
-    token: str = field(repr=False)
-    home: Path = Path()
-
-    def gunicorn_pid(self) -> int:
-        return int((self.home / "run" / "gunicorn.pid").read_text().split()[0])
-
-    def stop_gunicorn(self) -> int:
-        """SIGTERM gunicorn's master (CKAN's web app) and wait until the process is gone."""
-        pid = self.gunicorn_pid()
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return pid
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn {pid} did not stop within 60 s")
-
-    def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/api/3/action/status_show", timeout=5) as r:
-                return json.load(r).get("success") is True
-        except OSError:
-            return False
-
-    def up(self) -> None:
-        proc = subprocess.run([str(CKAN_DEV), "up"], capture_output=True, text=True,
-                              timeout=900, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"scripts/ckan-dev up failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-
-
-def _env_from_script() -> dict[str, str]:
-    out = subprocess.run([str(CKAN_DEV), "env"], capture_output=True, text=True, check=True)
-    env = {}
-    for line in out.stdout.splitlines():
-        if line.startswith("export ") and "$(" not in line:
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
-@pytest.fixture(scope="session")
-def ckan_server() -> CkanServer:
-    """The local CKAN (URL, sysadmin token, home); started here if it is not running."""
-    env = _env_from_script()
-    home = Path(env["OPENCITY_CKAN_HOME"])
-    token_file = Path(env["OPENCITY_CKAN_TOKEN_FILE"])
-    probe = CkanServer(env["OPENCITY_CKAN_URL"], "", home)
-    # A CKAN answering on the port but without our token file belongs to another checkout:
-    # `up` then stops with a clear "port in use" message.
-    started = not (probe.answers() and token_file.is_file())
-    if started:
-        t0 = time.monotonic()
-        probe.up()
-        print(f"\nscripts/ckan-dev up: {time.monotonic() - t0:.1f} s")
-    server = CkanServer(env["OPENCITY_CKAN_URL"], token_file.read_text().strip(), home)
-    yield server
-    if started:
-        subprocess.run([str(CKAN_DEV), "down"], capture_output=True, check=False, timeout=120)
-
-
 @pytest.fixture()
 def org_name() -> str:
     """A fresh organization per test, so reruns against a long-lived CKAN never collide."""
     return f"oc-test-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture()
-def ckan_admin(ckan_server):
-    import ckanapi
-
-    return ckanapi.RemoteCKAN(ckan_server.url, apikey=ckan_server.token)
-
-
-@pytest.fixture()
-def ckan_anon(ckan_server):
-    import ckanapi
-
-    return ckanapi.RemoteCKAN(ckan_server.url)
 
 
 # ------------------------------------------------------------------------ sample products

@@ -1,0 +1,235 @@
+"""Run directories on object storage: every task works in a private scratch copy.
+
+``run_dir`` (``OPENCITY_RUN_DIR`` or the DAG param) and ``raw_dir`` may be fsspec URLs, e.g.
+``s3://opencity-runs/city`` on MinIO or AWS S3, instead of local paths. Then no two tasks need
+to share a disk: each Airflow task
+
+1. pulls the run tree (and the raw inputs) from the store into a fresh owner-only scratch
+   directory on its worker (``TMPDIR``),
+2. runs its body there, unchanged (the stage packages keep reading and writing local files),
+3. pushes back what it created or changed, deletes what it removed, and
+4. removes the scratch directory, success or failure: no restricted clean data stays on the
+   worker's disk.
+
+A task that fails pushes nothing: its partial files never reach the store, and its retry
+starts from what the store holds. Tasks hand each other URIs through XCom (``s3://...``):
+local scratch paths in a return value become URIs of the store, URIs in arguments become
+paths of the scratch copy. Text files a task writes (JSON, HTML, Markdown) name the store's
+URIs as well, never a scratch path that no other worker has.
+
+The store is reached with the credentials of its fsspec driver: for S3, the standard AWS
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for MinIO
+or another S3-compatible server), never a DAG param. Object storage is for several machines,
+so the portal's state (budget ledger, release registry) must then be PostgreSQL
+(``OPENCITY_STATE_URL=postgresql://...``), and the publish target CKAN: a SQLite file or a
+local catalog would be one more copy per worker.
+
+Each task copies the whole run tree: right for the weekly and daily partitions of a city
+(megabytes); a per-task list of inputs is the step after this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from opencity.errors import ConfigError, StorageError
+
+log = logging.getLogger(__name__)
+
+# Files whose text may name the run directory (reports, manifests, package metadata).
+_TEXT_SUFFIXES = (".json", ".html", ".md", ".txt", ".yaml", ".yml")
+
+
+def is_remote(location: str | None) -> bool:
+    """Whether ``location`` is an object-storage URL (``scheme://``, not ``file://``)."""
+    return bool(location) and "://" in str(location) and not str(location).startswith("file://")
+
+
+def join(location: str, *parts: str) -> str:
+    """``location`` / parts, for a local path or a URL (pathlib would fold ``s3://``)."""
+    if is_remote(location):
+        return "/".join([str(location).rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(location, *parts))
+
+
+def _fs(url: str):
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as err:  # pragma: no cover - fsspec ships with Airflow
+        raise ConfigError("object storage needs fsspec (pip install 'opencity[production]')"
+                          ) from err
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as err:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"no fsspec driver for {scheme}:// run directories ({err}); for S3 "
+                          "install opencity[production] (s3fs)") from None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unreachable(url: str, action: str, err: BaseException) -> StorageError:
+    # The driver's message may carry a key of the store (a file name), never row content.
+    return StorageError(
+        f"cannot {action} the run storage {url} from this worker ({type(err).__name__}: "
+        f"{str(err)[:200]}); check that the object store answers at its endpoint "
+        "(AWS_ENDPOINT_URL) and that AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set")
+
+
+def pull(url: str, local: Path) -> dict[str, str]:
+    """Copy every object under ``url`` to ``local``; the digests of what was copied."""
+    fs, root = _fs(url)
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, withdirs=False)
+    except FileNotFoundError:
+        found = []
+    except Exception as err:
+        raise _unreachable(url, "read", err) from err
+    local.mkdir(parents=True, exist_ok=True)
+    rels = [f[len(root):].lstrip("/") for f in found]
+    rels = [r for r in rels if r and not r.endswith("/")]
+    if rels:
+        targets = [str(local / r) for r in rels]
+        for t in targets:
+            Path(t).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fs.get([f"{root}/{r}" for r in rels], targets)
+        except Exception as err:
+            raise _unreachable(url, "read", err) from err
+    return {r: _digest(local / r) for r in rels}
+
+
+def _rewrite(data: bytes, replacements: list[tuple[str, str]]) -> bytes:
+    try:
+        return _map(data.decode("utf-8"), replacements).encode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def push(local: Path, url: str, pulled: dict[str, str],
+         replacements: list[tuple[str, str]]) -> dict[str, int]:
+    """Upload what is new or changed under ``local`` since :func:`pull`, delete what the task
+    removed. Text files get the scratch paths replaced by URIs first."""
+    fs, root = _fs(url)
+    root = root.rstrip("/")
+    now: dict[str, Path] = {}
+    for p in sorted(local.rglob("*")):
+        if p.is_symlink():
+            raise ConfigError(f"a task left a symbolic link ({p.relative_to(local)}) in a run "
+                              "directory on object storage; object stores hold no links")
+        if p.is_file():
+            now[p.relative_to(local).as_posix()] = p
+    changed = [r for r, p in now.items() if pulled.get(r) != _digest(p)]
+    removed = sorted(set(pulled) - set(now))
+    try:
+        for rel in changed:
+            data = now[rel].read_bytes()
+            if now[rel].suffix in _TEXT_SUFFIXES:
+                data = _rewrite(data, replacements)
+            fs.pipe_file(f"{root}/{rel}", data)
+        if removed:
+            fs.rm([f"{root}/{r}" for r in removed])
+    except Exception as err:
+        raise _unreachable(url, "write", err) from err
+    return {"uploaded": len(changed), "deleted": len(removed)}
+
+
+@dataclasses.dataclass
+class Scratch:
+    """One task's scratch copy: the local settings and the path <-> URI mapping."""
+
+    settings: Any  # opencity.settings.Settings with local run_dir / raw_dir
+    mapping: list[tuple[str, str]]  # (URI, local path), longest first
+
+    def to_local(self, value: Any) -> Any:
+        """URIs of the store in an XCom value -> paths of this scratch copy."""
+        return _map(value, [(u, p) for u, p in self.mapping])
+
+    def to_uris(self, value: Any) -> Any:
+        """Paths of this scratch copy in a return value -> URIs of the store."""
+        return _map(value, [(p, u) for u, p in self.mapping])
+
+
+def _map(value: Any, pairs: list[tuple[str, str]]) -> Any:
+    """Every occurrence of a root (as a whole path component) replaced, in nested values."""
+    if isinstance(value, str):
+        for old, new in pairs:
+            value = re.sub(re.escape(old.rstrip("/")) + r"(?=/|$|[\s`'\")\],;])",
+                           new.rstrip("/").replace("\\", "\\\\"), value)
+        return value
+    if isinstance(value, dict):
+        return {k: _map(v, pairs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_map(v, pairs) for v in value)
+    return value
+
+
+def check_remote_settings(settings: Any) -> None:
+    """A run directory on object storage needs shared state and a shared publish target."""
+    if not is_remote(settings.run_dir):
+        return  # raw inputs alone on object storage: read into each task's scratch copy
+    if settings.publish_target != "ckan":
+        raise ConfigError(
+            f"the run directory {settings.run_dir} is on object storage but the publish "
+            "target is the local catalog, a directory of one machine; publish to CKAN "
+            "(OPENCITY_PUBLISH_TARGET=ckan) or use a local run directory")
+    if not str(settings.state_url).startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"the run directory {settings.run_dir} is on object storage but the portal's "
+            "state (budget ledger, release registry) is a SQLite file, one per worker; set "
+            "OPENCITY_STATE_URL=postgresql://... for every worker")
+
+
+@contextlib.contextmanager
+def scratch(settings: Any) -> Iterator[Scratch]:
+    """The task's view of the run: ``settings`` itself for a local run directory; for one on
+    object storage a scratch copy, pushed back when the body succeeds, always removed."""
+    remote_run, remote_raw = is_remote(settings.run_dir), is_remote(settings.raw_dir)
+    if not remote_run and not remote_raw:
+        yield Scratch(settings, [])
+        return
+    check_remote_settings(settings)
+    base = Path(tempfile.mkdtemp(prefix="opencity-task-"))  # mode 0700
+    try:
+        run_local, raw_local = Path(settings.run_dir), Path(settings.raw_dir)
+        mapping: list[tuple[str, str]] = []
+        pulled: dict[str, str] = {}
+        if remote_run:
+            run_local = base / "run"
+            pulled = pull(settings.run_dir, run_local)
+            mapping.append((settings.run_dir.rstrip("/"), str(run_local)))
+        raw_inside = remote_run and settings.raw_dir.rstrip("/").startswith(
+            settings.run_dir.rstrip("/") + "/")
+        if raw_inside:
+            raw_local = run_local / settings.raw_dir.rstrip("/")[len(settings.run_dir.rstrip(
+                "/")) + 1:]
+        elif remote_raw:
+            raw_local = base / "raw"
+            pull(settings.raw_dir, raw_local)  # read only: never pushed
+            mapping.append((settings.raw_dir.rstrip("/"), str(raw_local)))
+        mapping.sort(key=lambda m: len(m[1]), reverse=True)
+        local = dataclasses.replace(settings, run_dir=str(run_local), raw_dir=str(raw_local))
+        yield Scratch(local, mapping)
+        if remote_run:
+            stats = push(run_local, settings.run_dir, pulled,
+                         [(p, u) for u, p in mapping])
+            log.info("run storage %s: %d file(s) uploaded, %d deleted", settings.run_dir,
+                     stats["uploaded"], stats["deleted"])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
