@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, get_current_context
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.timetables import PartitionTimetable
 
 
 @dag(**dag_kwargs(
     dag_id="cdr_mobility",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    schedule=PartitionTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
     privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),

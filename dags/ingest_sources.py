@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Asset, dag, get_current_context
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import dag_kwargs, pipeline_task
 from opencity.source_registry import Source, load_sources
+from opencity.timetables import PartitionTimetable
 
 
 def build(src: Source):
@@ -28,7 +28,7 @@ def build(src: Source):
 
     @dag(**dag_kwargs(
         f"ingest_{src.name}",
-        schedule=CronDataIntervalTimetable(src.schedule, timezone="UTC"), start_date=start,
+        schedule=PartitionTimetable(src.schedule, timezone="UTC"), start_date=start,
         doc_md=doc, period="interval", example=f"{start:%Y-%m-%d}",
         example_end=f"{start.add(days=1):%Y-%m-%d}", tags=("ingest", src.name),
     ))

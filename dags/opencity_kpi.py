@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, get_current_context
-from airflow.timetables.interval import CronDataIntervalTimetable
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.timetables import PartitionTimetable
 
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
 SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
@@ -31,7 +31,7 @@ SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
 
 @dag(**dag_kwargs(
     dag_id="opencity_kpi",
-    schedule=CronDataIntervalTimetable("0 0 1 * *", timezone="UTC"),
+    schedule=PartitionTimetable("0 0 1 * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
     doc_md=__doc__, period="month", example="2026-10-01", example_end="2026-11-01",
     tags=("kpi",),

@@ -388,10 +388,9 @@ def test_cdr_backfill_of_7_days_keeps_every_partition(cluster):
     assert sorted(backfill) == days
     assert {r["state"] for r in backfill.values()} == {"success"}, cluster.diagnostics()
     for day, r in backfill.items():
-        # Airflow names a backfill run after the END of its interval (when it may run): the
-        # run for dt=2026-10-05 is backfill__2026-10-06T00:00:00+00:00, its logical date is
-        # 2026-10-05; the partition is data_interval_start (README "Production Airflow").
-        assert r["dag_run_id"] == "backfill__" + r["data_interval_end"].replace("Z", "+00:00")
+        # opencity.timetables.PartitionTimetable names every run after its partition (the
+        # data-interval start), not after the end of its interval as Airflow would.
+        assert r["dag_run_id"] == f"backfill__dt={day}"
         assert r["logical_date"][:10] == day
     assert _catalog_partitions(cluster.run_dir, "opencity-cdr-mobility-daily") == {
         f"dt={d}" for d in days}

@@ -216,7 +216,7 @@ def airflow(tmp_path_factory):
     # would also start the latest interval by itself (catchup=False), and max_active_runs=1
     # would queue the test's runs behind it. Triggered runs carry their data interval.
     text = (REPO / "dags" / "opencity_311.py").read_text()
-    timetable = 'CronDataIntervalTimetable("0 0 * * 1", timezone="UTC")'
+    timetable = 'PartitionTimetable("0 0 * * 1", timezone="UTC")'
     assert timetable in text
     (dags / "opencity_311.py").write_text(text.replace(timetable, "None"))
     generate(run_dir / "raw", seed=11, scale=0.3, start=START, days=21, progress=False)
