@@ -3,9 +3,11 @@
 Airflow names a scheduled or backfill run after the moment it may run (``scheduled__`` /
 ``backfill__`` + the end of its data interval), so the run that produces ``dt=2026-10-05``
 reads ``backfill__2026-10-06T00:00:00+00:00``. :class:`PartitionTimetable` is Airflow's own
-cron data-interval timetable with one change: its runs are called
-``scheduled__dt=2026-10-05`` and ``backfill__dt=2026-10-05`` (the data-interval start,
-OpenCity's partition). Airflow accepts "=" in run ids only when
+cron data-interval timetable with one change: the scheduler's runs are called
+``scheduled__dt=2026-10-05`` (the data-interval start, OpenCity's partition). Backfills of
+Airflow 3.3.2 do not ask the timetable for a run id (``DagRun.generate_run_id`` in
+``airflow.models.backfill``), so their runs keep Airflow's names; the method names them too
+should a later Airflow ask. Airflow accepts "=" in run ids only when
 ``[scheduler] allowed_run_id_pattern`` allows it (README "Production Airflow"; compose sets
 it); without that setting the run keeps Airflow's usual id rather than failing.
 

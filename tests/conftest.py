@@ -129,13 +129,19 @@ def _module_state(tmp_path_factory):
 PG_PORT = 55410  # i10-core's assigned port (127.0.0.1 only)
 
 
-def _free_port() -> int:
-    """55410 when free, else an ephemeral port (other checkouts run this fixture too)."""
+def _free_port(preferred: int | None = PG_PORT) -> int:
+    """``preferred`` when it can be bound now, else an ephemeral port (other checkouts run
+    this fixture too). Binding, not connecting, is the test: a client socket of another
+    process may hold 127.0.0.1:55410 as its own ephemeral port without listening there."""
     import socket
 
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", PG_PORT)) != 0:
-            return PG_PORT
+    if preferred is not None:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -201,7 +207,7 @@ def postgres_server():
             proc.kill()
             pytest.fail("PostgreSQL did not start: " + text[-2000:])
         time.sleep(1)
-        port = _free_port()
+        port = _free_port(preferred=None)
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         cmd = [c if not c.startswith("port=") else f"port={port}" for c in cmd]
     try:
@@ -383,3 +389,28 @@ def ckan_anon(ckan_server):
     import ckanapi
 
     return ckanapi.RemoteCKAN(ckan_server.url)
+
+
+@pytest.fixture()
+def ckan_partition_table(ckan_server):
+    """``get(dataset, partition)``: the Parquet resource of one partition as anyone downloads
+    it from CKAN (anonymous package_show and GET), read as a table; fails unless there is
+    exactly one."""
+    import io
+
+    import ckanapi
+    import pyarrow.parquet as pq
+    import requests
+
+    anon = ckanapi.RemoteCKAN(ckan_server.url)
+
+    def get(dataset: str, partition: str):
+        pkg = anon.action.package_show(id=dataset)
+        parquet = [r for r in pkg["resources"] if r.get("format", "").endswith("/PARQUET")
+                   and r.get("partition") == partition]
+        assert len(parquet) == 1, (dataset, partition, [r.get("partition") for r in parquet])
+        body = requests.get(parquet[0]["url"], timeout=60)
+        body.raise_for_status()
+        return pq.read_table(io.BytesIO(body.content))
+
+    return get

@@ -111,7 +111,7 @@ def test_object_storage_refuses_per_worker_state_and_a_local_catalog(s3_env):
             scratch(_settings(f"{s3_env}/run", publish_target="local")):
         pass
     with pytest.raises(ConfigError, match="OPENCITY_STATE_URL=postgresql"), \
-            scratch(_settings(f"{s3_env}/run", state_url="/tmp/state.sqlite")):
+            scratch(_settings(f"{s3_env}/run", state_url="state.sqlite")):
         pass
 
 

@@ -59,5 +59,5 @@ def test_every_dag_round_trips_through_serialization_with_its_partition_names(
         day = DataInterval(pendulum.datetime(2026, 10, 5, tz="UTC"),
                            pendulum.datetime(2026, 10, 6, tz="UTC"))
         assert back.timetable.generate_run_id(
-            run_type=DagRunType.BACKFILL_JOB, run_after=day.end, data_interval=day
-        ) == "backfill__dt=2026-10-05", dag_id
+            run_type=DagRunType.SCHEDULED, run_after=day.end, data_interval=day
+        ) == "scheduled__dt=2026-10-05", dag_id
