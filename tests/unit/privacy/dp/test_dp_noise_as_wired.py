@@ -66,6 +66,19 @@ def dlap_moments(alpha: float) -> tuple[float, float]:
     return moments(*dlap_pmf(alpha, support))
 
 
+def snapping_scale_and_grid(eps: float, sens: float) -> tuple[float, float]:
+    """Mironov's Snapping (Mir12, section 5.2) as diffprivlib defines it: the noise uses the
+    effective epsilon (eps - 2 eta) / (1 + 12 B eta), eta = 2**-53 and B the public clamp in
+    units of the sensitivity, and the output is rounded to the smallest power of two >= 1 /
+    effective epsilon (times the sensitivity). At eps = 4 that grid is 0.5, not 0.25: 1/eps
+    sits exactly on a power of two and the effective epsilon is a hair below it."""
+    from privacy.dp.mechanisms import SNAP_BOUND
+
+    eta = 2.0**-53
+    eff = (eps - 2 * eta) / (1 + 12 * SNAP_BOUND * eta)
+    return sens / eff, sens * 2.0 ** math.ceil(math.log2(1 / eff))
+
+
 def snapped_laplace_moments(b: float, grid: float) -> tuple[float, float]:
     """Laplace(b) rounded to the nearest multiple of ``grid`` (true value on the grid)."""
     k = np.arange(-int(60 * b / grid) - 5, int(60 * b / grid) + 6)
@@ -182,14 +195,14 @@ def test_count_with_delta_is_discrete_gaussian_of_hand_sigma():
 def test_sum_noise_is_snapped_laplace_of_hand_scale():
     eps, l0, linf, upper = 0.8, 2, 2, 8.0  # eps / L0 = 0.4: 1/eps_key = 2.5, grid 4 * sens
     sens = linf * upper
-    grid = sens * 2 ** math.ceil(math.log2(l0 / eps))
+    b, grid = snapping_scale_and_grid(eps / l0, sens)
     upk = 4  # true sum per key = 4 units * 2 rows * 8 = 64 = one grid step (on the grid)
     data, public = _events(N_KEYS, upk, linf, value=upper)
     out = dp_sum(data, unit="unit", by=["key"], value="v", budget=DPBudget(eps),
                  bounds=ContributionBounds(max_partitions=l0, max_rows_per_partition=linf,
                                            lower=-upper, upper=upper),
                  public_keys=public)
-    var, mu4 = snapped_laplace_moments(sens / (eps / l0), grid)
+    var, mu4 = snapped_laplace_moments(b, grid)
     _power_ok(var, mu4, N_KEYS)
     true = upk * linf * upper
     assert np.allclose(np.round((_values(out) - true) / grid) * grid, _values(out) - true)
@@ -207,8 +220,8 @@ def test_mean_noise_matches_delta_method_of_hand_scales():
     n = upk * linf
     eps_half = eps / 2 / l0
     sens_sum = linf * upper
-    grid = sens_sum * 2 ** math.ceil(math.log2(1 / eps_half))
-    var_s, mu4_s = snapped_laplace_moments(sens_sum / eps_half, grid)
+    b, grid = snapping_scale_and_grid(eps_half, sens_sum)
+    var_s, mu4_s = snapped_laplace_moments(b, grid)
     var_c, mu4_c = dlap_moments(math.exp(-eps_half / linf))
     # mean - value ~ (N_s - value * N_c) / n (first order); cumulants add
     var = (var_s + value**2 * var_c) / n**2
