@@ -135,7 +135,7 @@ def push(local: Path, url: str, pulled: dict[str, str],
                               "directory on object storage; object stores hold no links")
         if p.is_file():
             now[p.relative_to(local).as_posix()] = p
-    changed = [r for r, p in now.items() if pulled.get(r) != _digest(p)]
+    changed = [r for r, p in now.items() if r not in pulled or pulled[r] != _digest(p)]
     removed = sorted(set(pulled) - set(now))
     try:
         for rel in changed:
@@ -155,11 +155,11 @@ class Scratch:
     """One task's scratch copy: the local settings and the path <-> URI mapping."""
 
     settings: Any  # opencity.settings.Settings with local run_dir / raw_dir
-    mapping: list[tuple[str, str]]  # (URI, local path), longest first
+    mapping: list[tuple[str, str]]  # (URI, local path) of the run and raw roots
 
     def to_local(self, value: Any) -> Any:
         """URIs of the store in an XCom value -> paths of this scratch copy."""
-        return _map(value, [(u, p) for u, p in self.mapping])
+        return _map(value, self.mapping)
 
     def to_uris(self, value: Any) -> Any:
         """Paths of this scratch copy in a return value -> URIs of the store."""
@@ -207,23 +207,20 @@ def scratch(settings: Any) -> Iterator[Scratch]:
     check_remote_settings(settings)
     base = Path(tempfile.mkdtemp(prefix="opencity-task-"))  # mode 0700
     try:
+        run_url, raw_url = settings.run_dir.rstrip("/"), settings.raw_dir.rstrip("/")
         run_local, raw_local = Path(settings.run_dir), Path(settings.raw_dir)
         mapping: list[tuple[str, str]] = []
         pulled: dict[str, str] = {}
         if remote_run:
             run_local = base / "run"
-            pulled = pull(settings.run_dir, run_local)
-            mapping.append((settings.run_dir.rstrip("/"), str(run_local)))
-        raw_inside = remote_run and settings.raw_dir.rstrip("/").startswith(
-            settings.run_dir.rstrip("/") + "/")
-        if raw_inside:
-            raw_local = run_local / settings.raw_dir.rstrip("/")[len(settings.run_dir.rstrip(
-                "/")) + 1:]
+            pulled = pull(run_url, run_local)
+            mapping.append((run_url, str(run_local)))
+        if remote_run and raw_url.startswith(run_url + "/"):  # raw inside the run tree
+            raw_local = run_local / raw_url[len(run_url) + 1:]
         elif remote_raw:
             raw_local = base / "raw"
-            pull(settings.raw_dir, raw_local)  # read only: never pushed
-            mapping.append((settings.raw_dir.rstrip("/"), str(raw_local)))
-        mapping.sort(key=lambda m: len(m[1]), reverse=True)
+            pull(raw_url, raw_local)  # read only: never pushed
+            mapping.append((raw_url, str(raw_local)))
         local = dataclasses.replace(settings, run_dir=str(run_local), raw_dir=str(raw_local))
         yield Scratch(local, mapping)
         if remote_run:

@@ -27,8 +27,9 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 def partition_run_id(run_type: Any, start: Any) -> str:
     """``<run type>__dt=YYYY-MM-DD`` for a data interval starting at ``start``."""
-    kind = getattr(run_type, "value", str(run_type))
-    return f"{kind}__dt={start:%Y-%m-%d}"
+    from opencity.settings import partition_name
+
+    return f"{getattr(run_type, 'value', run_type)}__{partition_name(start)}"
 
 
 class PartitionTimetable(CronDataIntervalTimetable):

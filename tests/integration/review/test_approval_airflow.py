@@ -182,10 +182,10 @@ class Airflow:
         (measured: an answer 0.9 s after the park, in CI and here). A privacy officer answers
         minutes later; the test waits for the report as the officer's reading time does.
         """
-        return (f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approval.wait, "
-                f"run_id={run_id}, ") in "".join(
-            line for line in self.tail("scheduler", n=10**8).splitlines()
-            if "state=awaiting_input" in line)
+        finished = (f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approval.wait, "
+                    f"run_id={run_id}, ")
+        return any(finished in line and "state=awaiting_input" in line
+                   for line in self.tail("scheduler", n=10**8).splitlines())
 
     def respond(self, run_id: str, option: str, comment: str) -> dict | None:
         self.wait_for("the scheduler to take in the park of approval.wait",
