@@ -6,12 +6,14 @@ replica has its own public keys, so ONE release of D and one of D' give R indepe
 of the mechanism (keys get independent noise). For an event E on the released values of a
 replica's keys (the sum of its keys above a threshold tau, and the lower tail), the
 privacy loss is at least ln(P[E | D'] / P[E | D]); a Clopper-Pearson interval (Bonferroni over
-all events, alpha = 1e-3) turns the observed frequencies into an epsilon lower bound that a
+all events, at the per-assertion alpha of tests/stat_budget.py) turns the observed frequencies into an epsilon lower bound that a
 correct engine keeps below its claim. A negative control under-declares the sensitivity (the
 noise of L-inf = 1 for L-inf = 2 rows) and the audit must then report a lower bound above the
 claim.
 
-``R_FAST`` replicas run in every CI run; ``R_SLOW`` under the ``slow`` marker.
+``R_FAST`` replicas run in every CI run; ``R_SLOW`` under the ``slow`` marker. The noise is
+seeded in the default run (D and D' get different seeds) and drawn from the production sampler
+under ``--unseeded``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from scipy import stats
+from stat_budget import ALPHA
 
 from privacy.dp import ContributionBounds, DPBudget, dp_count, dp_count_distinct, engine
 from privacy.dp.mechanisms import count_noise
 
 R_FAST = 20_000
 R_SLOW = 200_000
-ALPHA = 1e-3
 TAUS = (1, 2, 3, 4, 5)
 
 
@@ -71,13 +73,15 @@ def _replica_sums(out: pa.Table, r: int, l0: int) -> np.ndarray:
     return values.reshape(r, l0 + 1).sum(axis=1)
 
 
-def _audit(release, r: int, l0: int, linf: int, eps: float) -> float:
+def _audit(release, r: int, l0: int, linf: int, eps: float, random_state=None) -> float:
     d, d1, public = _neighbours(r, l0, linf)
     bounds = ContributionBounds(max_partitions=l0, max_rows_per_partition=linf)
     kw = {"unit": "unit", "by": ["key"], "budget": DPBudget(eps), "bounds": bounds,
           "public_keys": public}
-    s_d = _replica_sums(release(d, **kw), r, l0)
-    s_d1 = _replica_sums(release(d1, **kw), r, l0)
+    # independent noise for D and D': two seeds, or the CSPRNG twice
+    rs_d1 = None if random_state is None else random_state + 1
+    s_d = _replica_sums(release(d, **kw, random_state=random_state), r, l0)
+    s_d1 = _replica_sums(release(d1, **kw, random_state=rs_d1), r, l0)
     return epsilon_lower_bound(s_d, s_d1)
 
 
@@ -88,27 +92,32 @@ CASES = [
 ]
 
 
-def _check(name, release, l0, linf, r, capsys):
+def _check(name, release, l0, linf, r, capsys, random_state):
     eps = 1.0
-    lb = _audit(release, r, l0, linf, eps)
+    lb = _audit(release, r, l0, linf, eps, random_state)
     with capsys.disabled():
         print(f"\naudit {name} L0={l0} Linf={linf} R={r}: epsilon lower bound {lb:.3f} "
               f"(claim {eps})")
     assert lb <= eps, f"{name}: empirical epsilon lower bound {lb:.3f} exceeds the claim {eps}"
 
 
+@pytest.mark.statistical(assertions=1)
 @pytest.mark.parametrize(("name", "release", "l0", "linf"), CASES)
-def test_audit_epsilon_lower_bound_within_claim(name, release, l0, linf, capsys):
-    _check(name, release, l0, linf, R_FAST, capsys)
+def test_audit_epsilon_lower_bound_within_claim(name, release, l0, linf, capsys,
+                                                noise_random_state):
+    _check(name, release, l0, linf, R_FAST, capsys, noise_random_state)
 
 
 @pytest.mark.slow
+@pytest.mark.statistical(assertions=1)
 @pytest.mark.parametrize(("name", "release", "l0", "linf"), CASES)
-def test_audit_epsilon_lower_bound_within_claim_many_trials(name, release, l0, linf, capsys):
-    _check(name, release, l0, linf, R_SLOW, capsys)
+def test_audit_epsilon_lower_bound_within_claim_many_trials(name, release, l0, linf, capsys,
+                                                           noise_random_state):
+    _check(name, release, l0, linf, R_SLOW, capsys, noise_random_state)
 
 
-def test_negative_control_under_declared_sensitivity_is_caught(monkeypatch, capsys):
+def test_negative_control_under_declared_sensitivity_is_caught(monkeypatch, capsys,
+                                                               noise_random_state):
     """Noise for L-inf = 1 while units keep 2 rows per key: the audit must see eps > claim."""
     real = engine._noises
 
@@ -120,14 +129,14 @@ def test_negative_control_under_declared_sensitivity_is_caught(monkeypatch, caps
 
     monkeypatch.setattr(engine, "_noises", under_declared)
     eps = 1.0
-    lb = _audit(dp_count, R_FAST, 1, 2, eps)
+    lb = _audit(dp_count, R_FAST, 1, 2, eps, noise_random_state)
     with capsys.disabled():
         print(f"\naudit negative control (sensitivity 1 declared for L-inf 2): "
               f"epsilon lower bound {lb:.3f} (claim {eps})")
     assert lb > eps
 
 
-def test_negative_control_unbounded_l0_is_caught(monkeypatch, capsys):
+def test_negative_control_unbounded_l0_is_caught(monkeypatch, capsys, noise_random_state):
     """Bounding that lets a unit keep L0 + 1 keys (no L0 cut) must be caught."""
     real = engine.bounded_aggregate
 
@@ -139,7 +148,7 @@ def test_negative_control_unbounded_l0_is_caught(monkeypatch, capsys):
 
     monkeypatch.setattr(engine, "bounded_aggregate", loose)
     eps = 1.0
-    lb = _audit(dp_count, R_FAST, 1, 1, eps)
+    lb = _audit(dp_count, R_FAST, 1, 1, eps, noise_random_state)
     with capsys.disabled():
         print(f"\naudit negative control (L0 not enforced): epsilon lower bound {lb:.3f} "
               f"(claim {eps})")

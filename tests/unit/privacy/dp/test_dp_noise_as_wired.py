@@ -16,11 +16,12 @@ clamp), never read from a mechanism object:
 
 Each test releases many public keys with known true values in ONE engine call (keys are
 independent draws) and compares the sample variance of (released - true) with the hand
-variance: z = (s^2 - var) / sqrt((mu4 - var^2) / N), rejected when |z| > 3.29 (alpha = 1e-3,
-two-sided). The number of keys N is chosen so that a 1.5x too small or too large noise scale
-is rejected with power >= 0.99 (computed in ``_power``, checked by ``test_power_*``), and
-``test_wrong_scale_is_rejected`` runs the same test on draws with the scale off by 1.5x in each
-direction. Draws come from the production samplers (OpenDP, no seed).
+variance: z = (s^2 - var) / sqrt((mu4 - var^2) / N), rejected when |z| > Z_CRIT (two-sided, at
+the per-assertion alpha of tests/stat_budget.py). The number of keys N is chosen so that a 1.5x
+too small or too large noise scale is rejected with power >= 0.99 (computed in ``_power``,
+checked by ``test_power_*``), and ``test_wrong_scale_is_rejected`` runs the same test on draws
+with the scale off by 1.5x in each direction. Draws come from the seeded samplers in the default
+run and from the production samplers (OpenDP, no seed) under ``--unseeded``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from scipy import optimize, stats
+from stat_budget import ALPHA, Z_CRIT
 
 from privacy.dp import (
     ContributionBounds,
@@ -42,7 +44,6 @@ from privacy.dp import (
     dp_sum,
 )
 
-Z_CRIT = 3.290526731491926  # two-sided alpha = 1e-3
 N_KEYS = 2000
 
 
@@ -117,7 +118,7 @@ def assert_noise_law(noise: np.ndarray, var: float, mu4: float) -> None:
     z = variance_z(noise, var, mu4)
     assert abs(z) <= Z_CRIT, (
         f"noise variance {np.mean(noise**2):.4g} differs from the hand-derived {var:.4g} "
-        f"(z = {z:.2f}, |z| > {Z_CRIT:.2f} at alpha = 1e-3)"
+        f"(z = {z:.2f}, |z| > {Z_CRIT:.2f} at alpha = {ALPHA:.2g})"
     )
 
 
@@ -158,41 +159,45 @@ def _values(out: pa.Table) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- tests per statistic
-def test_count_noise_matches_hand_law():
+@pytest.mark.statistical(assertions=1)
+def test_count_noise_matches_hand_law(noise_random_state):
     eps, l0, linf, upk = 1.0, 2, 3, 40
     data, public = _events(N_KEYS, upk, linf)
     out = dp_count(data, unit="unit", by=["key"], budget=DPBudget(eps),
                    bounds=ContributionBounds(max_partitions=l0, max_rows_per_partition=linf),
-                   public_keys=public)
+                   public_keys=public, random_state=noise_random_state)
     var, mu4 = dlap_moments(math.exp(-(eps / l0) / linf))
     _power_ok(var, mu4, N_KEYS)
     assert_noise_law(_values(out) - upk * linf, var, mu4)
 
 
-def test_count_distinct_noise_matches_hand_law():
+@pytest.mark.statistical(assertions=1)
+def test_count_distinct_noise_matches_hand_law(noise_random_state):
     eps, l0, upk = 1.0, 3, 40
     data, public = _events(N_KEYS, upk, 2)
     out = dp_count_distinct(data, unit="unit", by=["key"], budget=DPBudget(eps),
                             bounds=ContributionBounds(max_partitions=l0,
                                                       max_rows_per_partition=5),
-                            public_keys=public)
+                            public_keys=public, random_state=noise_random_state)
     var, mu4 = dlap_moments(math.exp(-(eps / l0)))
     _power_ok(var, mu4, N_KEYS)
     assert_noise_law(_values(out) - upk, var, mu4)
 
 
-def test_count_with_delta_is_discrete_gaussian_of_hand_sigma():
+@pytest.mark.statistical(assertions=1)
+def test_count_with_delta_is_discrete_gaussian_of_hand_sigma(noise_random_state):
     eps, delta, l0, linf, upk = 1.0, 1e-6, 2, 2, 60
     data, public = _events(N_KEYS, upk, linf)
     out = dp_count(data, unit="unit", by=["key"], budget=DPBudget(eps, delta),
                    bounds=ContributionBounds(max_partitions=l0, max_rows_per_partition=linf),
-                   public_keys=public)
+                   public_keys=public, random_state=noise_random_state)
     var, mu4 = dgauss_moments(cks_sigma(eps / l0, delta / l0, linf))
     _power_ok(var, mu4, N_KEYS)
     assert_noise_law(_values(out) - upk * linf, var, mu4)
 
 
-def test_sum_noise_is_snapped_laplace_of_hand_scale():
+@pytest.mark.statistical(assertions=1)
+def test_sum_noise_is_snapped_laplace_of_hand_scale(noise_random_state):
     eps, l0, linf, upper = 0.8, 2, 2, 8.0  # eps / L0 = 0.4: 1/eps_key = 2.5, grid 4 * sens
     sens = linf * upper
     b, grid = snapping_scale_and_grid(eps / l0, sens)
@@ -201,7 +206,7 @@ def test_sum_noise_is_snapped_laplace_of_hand_scale():
     out = dp_sum(data, unit="unit", by=["key"], value="v", budget=DPBudget(eps),
                  bounds=ContributionBounds(max_partitions=l0, max_rows_per_partition=linf,
                                            lower=-upper, upper=upper),
-                 public_keys=public)
+                 public_keys=public, random_state=noise_random_state)
     var, mu4 = snapped_laplace_moments(b, grid)
     _power_ok(var, mu4, N_KEYS)
     true = upk * linf * upper
@@ -209,14 +214,15 @@ def test_sum_noise_is_snapped_laplace_of_hand_scale():
     assert_noise_law(_values(out) - true, var, mu4)
 
 
-def test_mean_noise_matches_delta_method_of_hand_scales():
+@pytest.mark.statistical(assertions=1)
+def test_mean_noise_matches_delta_method_of_hand_scales(noise_random_state):
     eps, l0, linf, upper, upk = 8.0, 1, 2, 8.0, 100
     value = 4.0
     data, public = _events(N_KEYS, upk, linf, value=value)
     out = dp_mean(data, unit="unit", by=["key"], value="v", budget=DPBudget(eps),
                   bounds=ContributionBounds(max_partitions=l0, max_rows_per_partition=linf,
                                             lower=0.0, upper=upper),
-                  public_keys=public)
+                  public_keys=public, random_state=noise_random_state)
     n = upk * linf
     eps_half = eps / 2 / l0
     sens_sum = linf * upper
@@ -247,12 +253,14 @@ def _p_release(n: int, t: int, alpha: float) -> float:
     return alpha**k / (1 + alpha)
 
 
-def test_partition_selection_release_rates_match_hand_threshold():
+@pytest.mark.statistical(assertions=3)
+def test_partition_selection_release_rates_match_hand_threshold(
+        noise_random_state):
     eps, delta, l0 = 1.0, 1e-6, 2
     eps_key, delta_key = eps / l0, delta / l0
     t = _hand_threshold(eps_key, delta_key)
     alpha = math.exp(-eps_key)
-    per_n = 1500
+    per_n = 2500
     ns = (t - 3, t, t + 3)
     units, keys = [], []
     uid = 0
@@ -265,17 +273,18 @@ def test_partition_selection_release_rates_match_hand_threshold():
     data = pa.table({"unit": units, "key": keys})
     out = dp_count_distinct(data, unit="unit", by=["key"], budget=DPBudget(eps, delta),
                             bounds=ContributionBounds(max_partitions=l0),
-                            partition_selection=PartitionSelection())
+                            partition_selection=PartitionSelection(),
+                            random_state=noise_random_state)
     released = out.column("key").to_pylist()
     for n in ns:
         got = sum(1 for k in released if k.startswith(f"n{n}_"))
         p = _p_release(n, t, alpha)
         pval = stats.binomtest(got, per_n, p).pvalue
-        assert pval > 1e-3, f"n={n}: {got}/{per_n} released, hand probability {p:.4f}"
+        assert pval > ALPHA, f"n={n}: {got}/{per_n} released, hand probability {p:.4f}"
         # a threshold one off (either way) would have been detected at this sample size
         for wrong in (t - 1, t + 1):
             q = _p_release(n, wrong, alpha)
-            lo, hi = stats.binom.ppf([5e-4, 1 - 5e-4], per_n, p)
+            lo, hi = stats.binom.ppf([ALPHA / 2, 1 - ALPHA / 2], per_n, p)
             assert stats.binom.cdf(lo - 1, per_n, q) + stats.binom.sf(hi, per_n, q) >= 0.99 \
                 or n == t + 3  # far above the threshold every key passes either way
 
@@ -311,4 +320,4 @@ def test_power_of_the_variance_test():
     var, mu4 = dlap_moments(math.exp(-(1.0 / 2) / 3))
     assert _power(var, mu4, 1.5, N_KEYS) >= 0.99
     assert _power(var, mu4, 1 / 1.5, N_KEYS) >= 0.99
-    assert _power(var, mu4, 1.0, N_KEYS) == pytest.approx(1e-3, rel=0.05)
+    assert _power(var, mu4, 1.0, N_KEYS) == pytest.approx(ALPHA, rel=0.05)
