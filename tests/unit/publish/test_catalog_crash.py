@@ -223,6 +223,13 @@ def _build(spec: dict):
     return build_release(spec)
 
 
+def test_random_kill_during_publish_heals_few(tmp_path):
+    """The fast loop's smoke version of the kill soak below (3 trials)."""
+    failures = _kill_trials(tmp_path, 3)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
 def test_random_kill_during_publish_heals(tmp_path):
     failures = _kill_trials(tmp_path, TRIALS)
     assert not failures, f"{len(failures)} of {TRIALS} trials failed:\n" + "\n".join(failures)
@@ -264,6 +271,13 @@ def _concurrent_trials(tmp_path: Path, publishers: int, trials: int) -> list[str
     return failures
 
 
+def test_concurrent_publishers_of_one_dataset_few_trials(tmp_path):
+    """The fast loop's smoke version of the concurrency soak below (3 trials)."""
+    failures = _concurrent_trials(tmp_path, publishers=8, trials=3)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
 def test_concurrent_publishers_of_one_dataset_all_listed(tmp_path):
     failures = _concurrent_trials(tmp_path, publishers=8, trials=30)
     assert not failures, f"{len(failures)} of 30 trials failed:\n" + "\n".join(failures)
