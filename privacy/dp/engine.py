@@ -1,4 +1,5 @@
-"""DP release engine: contribution bounding in DuckDB, then vectorised noise for all cells.
+"""DP release engine: contribution bounding in an engine (DuckDB by default, or Spark; see
+:mod:`privacy.dp.backends`), then vectorised noise for all cells on the driver.
 
 Every public function takes a DuckDB relation or an Arrow table with one row per event, the
 name of the privacy-unit column and the group-by columns, and returns an Arrow table with
@@ -24,7 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from opencity.errors import ConfigError, DataQualityError, InternalError
+from opencity.errors import ConfigError, InternalError
+from privacy.dp.backends import STATISTICS, BoundingBackend, BoundingSpec, backend_for
+from privacy.dp.backends.duckdb import DuckDBBackend
 from privacy.dp.mechanisms import (
     Noise,
     as_random_state,
@@ -35,7 +38,6 @@ from privacy.dp.mechanisms import (
 )
 from privacy.dp.params import ContributionBounds, DPBudget, PartitionSelection
 
-STATISTICS = ("count", "count_distinct", "sum", "mean")
 METADATA_KEY = b"opencity.dp"
 # One row per unit and key (L-inf = 1) in one key (L0 = 1).
 DEFAULT_BOUNDS = ContributionBounds()
@@ -43,28 +45,8 @@ DEFAULT_BOUNDS = ContributionBounds()
 _Data = duckdb.DuckDBPyRelation | pa.Table
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _relation(data: _Data, con: duckdb.DuckDBPyConnection | None) -> duckdb.DuckDBPyRelation:
-    if isinstance(data, duckdb.DuckDBPyRelation):
-        return data
-    if isinstance(data, pa.Table):
-        return (con or duckdb.connect()).from_arrow(data)
-    raise ConfigError(f"data must be a DuckDB relation or an Arrow table, got {type(data)}")
-
-
-def _check_columns(rel: duckdb.DuckDBPyRelation, needed: Sequence[str]) -> None:
-    missing = [c for c in needed if c not in rel.columns]
-    if missing:
-        raise DataQualityError(
-            f"input is missing column(s) {missing}; it has {list(rel.columns)}"
-        )
-
-
 def bounded_aggregate(
-    data: _Data,
+    data: _Data | Any,
     *,
     unit: str,
     by: Sequence[str],
@@ -74,78 +56,31 @@ def bounded_aggregate(
     seed: int = 0,
     public_keys: pa.Table | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    backend: BoundingBackend | None = None,
 ) -> pa.Table:
     """Exact per-key aggregates after contribution bounding (no noise; never publish this).
 
-    Bounding, all in DuckDB: rows with a NULL unit, key or value are ignored; values are clamped
-    to [lower, upper]; each unit keeps at most L-inf rows per key and at most L0 keys, both
-    sampled by ``hash(unit, key, ..., seed)`` so a rerun with the same seed keeps the same rows.
-    With ``public_keys``, rows whose key is not in that table are dropped before bounding.
+    Bounding, in the engine that holds the data (:mod:`privacy.dp.backends`: DuckDB by
+    default, Spark for a Spark DataFrame): rows with a NULL unit, key or value are ignored;
+    values are clamped to [lower, upper] in integer micro-units; each unit keeps at most L-inf
+    rows per key and at most L0 keys, both sampled by a keyed SHA-256 of (seed, unit, key, ...)
+    so a rerun with the same seed keeps the same rows, in every engine. With ``public_keys``,
+    rows whose key is not in that table are dropped before bounding.
 
     Returns:
         Arrow table ``<by>..., n_units, n_rows, value_sum`` (keys seen in the data only).
     """
     if statistic not in STATISTICS:
         raise ConfigError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-    if statistic in ("sum", "mean") and not value:
-        raise ConfigError(f"statistic {statistic!r} needs a value column")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
-    rel = _relation(data, con)
-    by = list(by)
-    _check_columns(rel, [unit, *by, *([value] if value else [])])
-    keys = ", ".join(_q(k) for k in by)
-    keys_c = keys + ", " if by else ""
-    seed_lit = f"{int(seed) % 2**63}::BIGINT"
-    not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in [unit, *by, *([value] if value else [])])
-    lo, hi = repr(bounds.lower), repr(bounds.upper)
-    vexpr = f"greatest({lo}, least({hi}, {_q(value)}::DOUBLE))" if value else "0.0"
-    semi = ""
-    if public_keys is not None and by:
-        # Keys outside the public domain are dropped before bounding (never released, and
-        # they must not use up a unit's L0 allowance).
-        semi = f"SEMI JOIN _opencity_public_keys USING ({keys})"
-    m, l0 = bounds.max_rows_per_partition, bounds.max_partitions
-    if statistic == "count_distinct":
-        per_unit = f"SELECT _u, {keys_c}1 AS _n, 0.0 AS _s FROM base GROUP BY ALL"
-    elif statistic == "count":
-        per_unit = f"SELECT _u, {keys_c}least(count(*), {m}) AS _n, 0.0 AS _s FROM base GROUP BY ALL"
-    else:
-        per_unit = f"""
-            SELECT _u, {keys_c}count(*) AS _n, sum(_v) AS _s FROM (
-                SELECT *, row_number() OVER (
-                    PARTITION BY _u{', ' + keys if by else ''}
-                    ORDER BY hash(_u, {keys_c}_v, {seed_lit}), _v) AS _rn
-                FROM base) WHERE _rn <= {m}
-            GROUP BY ALL"""
-    sql = f"""
-        WITH base AS (
-            SELECT {_q(unit)} AS _u, {keys_c}{vexpr} AS _v FROM src {semi}
-            WHERE {not_null}
-        ),
-        per_unit AS MATERIALIZED ({per_unit}),
-        -- L0: units over the limit keep the keys with the smallest keyed hash; the sort only
-        -- runs on those units (typically few), the others pass through untouched.
-        heavy AS (SELECT _u FROM per_unit GROUP BY _u HAVING count(*) > {l0}),
-        picked AS (
-            SELECT * FROM per_unit ANTI JOIN heavy USING (_u)
-            UNION ALL
-            SELECT * EXCLUDE (_pn) FROM (
-                SELECT *, row_number() OVER (
-                    PARTITION BY _u ORDER BY hash(_u, {keys_c}{seed_lit}){', ' + keys if by else ''}
-                ) AS _pn FROM (SELECT * FROM per_unit SEMI JOIN heavy USING (_u)))
-            WHERE _pn <= {l0}
-        )
-        SELECT {keys_c}count(*)::BIGINT AS n_units, sum(_n)::BIGINT AS n_rows,
-               sum(_s)::DOUBLE AS value_sum
-        FROM picked {'GROUP BY ' + keys if by else ''}
-    """
-    _opencity_public_keys = public_keys.select(by) if public_keys is not None else None
-    try:
-        # The query sees _opencity_public_keys through DuckDB's replacement scan of this frame.
-        return rel.query("src", sql).to_arrow_table()
-    except duckdb.Error as err:
-        raise DataQualityError(f"contribution bounding failed in DuckDB: {err}") from err
+    spec = BoundingSpec(unit=unit, by=tuple(by), bounds=bounds, statistic=statistic,
+                        value=value, seed=int(seed) % 2**63)
+    if backend is None and con is not None:
+        backend = DuckDBBackend(con)
+    engine = backend_for(data, backend)
+    keys = public_keys.select(list(by)) if (public_keys is not None and by) else None
+    return engine.bounded_aggregate(data, spec, keys)
 
 
 def _public_key_table(public_keys: pa.Table, by: Sequence[str]) -> pa.Table:
@@ -195,6 +130,7 @@ def _release(
     seed: int = 0,
     random_state: Any = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    backend: BoundingBackend | None = None,
 ) -> pa.Table:
     if not isinstance(budget, DPBudget):
         raise ConfigError(f"budget must be a DPBudget, got {type(budget).__name__}")
@@ -216,7 +152,7 @@ def _release(
         public_keys = _public_key_table(public_keys, by)
     agg = bounded_aggregate(
         data, unit=unit, by=by, bounds=bounds, statistic=statistic, value=value, seed=seed,
-        public_keys=public_keys, con=con,
+        public_keys=public_keys, con=con, backend=backend,
     )
     l0 = bounds.max_partitions
     info: dict[str, Any] = {
@@ -357,6 +293,8 @@ _DOC_ARGS = """
         seed: integer key of the hash sampling that enforces the bounds (reproducible reruns).
         random_state: int seed or numpy RandomState for the noise; None = cryptographic RNG.
         con: DuckDB connection to use when ``data`` is an Arrow table.
+        backend: the engine of the bounding step (privacy.dp.backends); default: the one that
+            reads ``data`` (DuckDB for relations and Arrow tables, Spark for Spark DataFrames).
 
     Returns:
         Arrow table ``<by>..., value, noise_std, error_bound_95, mechanism``; privacy metadata

@@ -1,0 +1,104 @@
+"""The embedded engine: contribution bounding and aggregation in DuckDB (the default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from opencity.errors import ConfigError, DataQualityError
+from privacy.dp.backends import MICRO, SEP, BoundingSpec
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDBBackend:
+    """Bounding in one DuckDB query (streaming, spills under the connection's memory limit)."""
+
+    name = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.con = con
+
+    def accepts(self, data: Any) -> bool:
+        return isinstance(data, (duckdb.DuckDBPyRelation, pa.Table))
+
+    def relation(self, data: Any) -> duckdb.DuckDBPyRelation:
+        if isinstance(data, duckdb.DuckDBPyRelation):
+            return data
+        if isinstance(data, pa.Table):
+            return (self.con or duckdb.connect()).from_arrow(data)
+        raise ConfigError(f"data must be a DuckDB relation or an Arrow table, got {type(data)}")
+
+    def bounded_aggregate(self, data: Any, spec: BoundingSpec,
+                          public_keys: pa.Table | None) -> pa.Table:
+        rel = self.relation(data)
+        missing = [c for c in spec.columns if c not in rel.columns]
+        if missing:
+            raise DataQualityError(
+                f"input is missing column(s) {missing}; it has {list(rel.columns)}")
+        by = list(spec.by)
+        keys = ", ".join(_q(k) for k in by)
+        keys_c = keys + ", " if by else ""
+        # keyed SHA-256 of (seed, unit, key..., [value]): the same text in Spark (sha2)
+        key_text = "".join(f", {_q(k)}::VARCHAR" for k in by)
+        seed = _lit(str(int(spec.seed)))
+        sep = _lit(SEP)
+        not_null = " AND ".join(f"{_q(c)} IS NOT NULL" for c in spec.columns)
+        lo, hi = spec.micro_bounds
+        # values in integer micro-units, clamped inside [lower, upper]
+        vexpr = (f"greatest({lo}, least({hi}, round({_q(spec.value)}::DOUBLE * {MICRO})))"
+                 f"::BIGINT" if spec.value else "0::BIGINT")
+        semi = f"SEMI JOIN _opencity_public_keys USING ({keys})" if (
+            public_keys is not None and by) else ""
+        m, l0 = spec.bounds.max_rows_per_partition, spec.bounds.max_partitions
+        if spec.statistic == "count_distinct":
+            per_unit = f"SELECT _u, {keys_c}1 AS _n, 0::HUGEINT AS _s FROM base GROUP BY ALL"
+        elif spec.statistic == "count":
+            per_unit = (f"SELECT _u, {keys_c}least(count(*), {m}) AS _n, 0::HUGEINT AS _s "
+                        "FROM base GROUP BY ALL")
+        else:
+            per_unit = f"""
+                SELECT _u, {keys_c}count(*) AS _n, sum(_v)::HUGEINT AS _s FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY _u{', ' + keys if by else ''}
+                        ORDER BY sha256(concat_ws({sep}, {seed}, _u{key_text}, _v::VARCHAR)), _v
+                    ) AS _rn
+                    FROM base) WHERE _rn <= {m}
+                GROUP BY ALL"""
+        sql = f"""
+            WITH base AS (
+                SELECT {_q(spec.unit)}::VARCHAR AS _u, {keys_c}{vexpr} AS _v FROM src {semi}
+                WHERE {not_null}
+            ),
+            per_unit AS MATERIALIZED ({per_unit}),
+            -- L0: units over the limit keep the keys with the smallest keyed hash; the sort
+            -- only runs on those units (typically few), the others pass through untouched.
+            heavy AS (SELECT _u FROM per_unit GROUP BY _u HAVING count(*) > {l0}),
+            picked AS (
+                SELECT * FROM per_unit ANTI JOIN heavy USING (_u)
+                UNION ALL
+                SELECT * EXCLUDE (_pn) FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY _u
+                        ORDER BY sha256(concat_ws({sep}, {seed}, _u{key_text})){', ' + keys if by else ''}
+                    ) AS _pn FROM (SELECT * FROM per_unit SEMI JOIN heavy USING (_u)))
+                WHERE _pn <= {l0}
+            )
+            SELECT {keys_c}count(*)::BIGINT AS n_units, sum(_n)::BIGINT AS n_rows,
+                   (sum(_s)::DOUBLE / {MICRO})::DOUBLE AS value_sum
+            FROM picked {'GROUP BY ' + keys if by else ''}
+        """
+        _opencity_public_keys = public_keys.select(by) if public_keys is not None else None
+        try:
+            # The query sees _opencity_public_keys through DuckDB's replacement scan.
+            return rel.query("src", sql).to_arrow_table()
+        except duckdb.Error as err:
+            raise DataQualityError(f"contribution bounding failed in DuckDB: {err}") from err
