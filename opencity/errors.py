@@ -49,6 +49,13 @@ class StorageError(PipelineError):
     transient = True
 
 
+class EngineError(PipelineError):
+    """The compute engine of a release (e.g. the operator's Spark cluster) failed.
+
+    Transient when the engine could not be reached (Airflow retries); terminal when a job
+    failed on it. Nothing is spent: the ledger is only charged once the aggregates are back."""
+
+
 class PublishError(PipelineError):
     """Publishing to a catalog failed."""
 
