@@ -20,7 +20,8 @@ from privacy.dp.backends import AGGREGATE_FIELDS, MICRO, SEP, BoundingSpec
 
 def _spark():
     try:
-        from pyspark.sql import SparkSession, Window, functions as F  # noqa: N812
+        from pyspark.sql import SparkSession, Window
+        from pyspark.sql import functions as F
     except ImportError as err:  # pragma: no cover - pyspark is a declared dependency
         raise ConfigError("the Spark engine needs pyspark (pip install 'opencity[spark]')"
                           ) from err
@@ -41,7 +42,7 @@ class SparkBackend:
 
     def bounded_aggregate(self, data: Any, spec: BoundingSpec,
                           public_keys: pa.Table | None) -> pa.Table:
-        _, Window, F = _spark()  # noqa: N806
+        _, Window, F = _spark()
         from pyspark.errors import PySparkException
 
         missing = [c for c in spec.columns if c not in data.columns]
