@@ -118,3 +118,36 @@ def _like_duckdb(table: pa.Table, data: Any, by: list[str]) -> pa.Table:
         fields.append(pa.field(k, typ))
     schema = pa.schema(fields + AGGREGATE_FIELDS)
     return table.select([f.name for f in schema]).cast(schema)
+
+
+def spark_session(master: str, *, app_name: str = "opencity",
+                  connect_timeout_s: float = 10.0, conf: dict[str, str] | None = None) -> Any:
+    """A Spark session on ``master`` (``local[N]``, ``spark://host:port``).
+
+    The driver binds to 127.0.0.1 unless ``conf`` says otherwise (an operator's deployment
+    sets ``spark.driver.host``). A standalone master that does not accept connections is an
+    :class:`EngineError` marked transient (Airflow retries the task); nothing has run then.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    SparkSession, _, _ = _spark()  # noqa: N806
+    if master.startswith("spark://"):
+        url = urlparse(master)
+        host, port = url.hostname or "", url.port or 7077
+        try:
+            with socket.create_connection((host, port), timeout=connect_timeout_s):
+                pass
+        except OSError as err:
+            raise EngineError(
+                f"the Spark cluster did not answer: master {host}:{port} ({err.strerror or err});"
+                " the run is retried, nothing was spent", transient=True) from err
+    elif not master.startswith("local"):
+        raise ConfigError(f"Spark master must be local[N] or spark://host:port, got {master!r}")
+    builder = (SparkSession.builder.master(master).appName(app_name)
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.ui.enabled", "false"))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
