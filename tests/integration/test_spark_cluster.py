@@ -14,7 +14,7 @@ from privacy.dp import ContributionBounds
 from privacy.dp.engine import bounded_aggregate
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from spark_cluster import standalone_cluster  # noqa: E402
+from spark_cluster import standalone_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

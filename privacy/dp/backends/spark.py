@@ -131,7 +131,7 @@ def spark_session(master: str, *, app_name: str = "opencity",
     import socket
     from urllib.parse import urlparse
 
-    SparkSession, _, _ = _spark()  # noqa: N806
+    SparkSession, _, _ = _spark()
     if master.startswith("spark://"):
         url = urlparse(master)
         host, port = url.hostname or "", url.port or 7077
