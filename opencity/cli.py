@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "kpi.cli",
     "opencity.budget",
     "opencity.review.cli",
+    "opencity.verify",
 )
 
 EXIT_OK = 0

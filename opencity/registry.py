@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError
+from privacy.dp import chain
 from privacy.dp.ledger import Ledger, StateDB
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Registry:
         self.db = url if isinstance(url, StateDB) else StateDB(url)
         self.policy = policy if policy is not None else load_policy()
         self.db.ensure("registry", SCHEMA_VERSION, _DDL)
+        chain.ensure(self.db)
 
     # -- reads ------------------------------------------------------------------------------
     _COLS = ("dataset, partition, params_json, policy_hash, files_json, statement_json, "
@@ -213,14 +215,56 @@ class Registry:
                 "partitions not yet published. Nothing in the catalog was changed")
         return old
 
+    def chain_entry(self, dataset: str, partition: str) -> dict[str, Any] | None:
+        """The newest release entry of the state store's hash chain for a partition."""
+        with self.db.read() as con:
+            row = con.execute(
+                "SELECT seq, kind, dataset, partition, at, body_json, prev_hash, hash FROM chain "
+                "WHERE kind = 'release' AND dataset = ? AND partition = ? ORDER BY seq DESC "
+                "LIMIT 1", (dataset, partition)).fetchone()
+        if row is None:
+            return None
+        return {"seq": int(row[0]), "kind": row[1], "dataset": row[2], "partition": row[3],
+                "at": row[4], "body": json.loads(row[5]), "prev_hash": row[6], "hash": row[7]}
+
+    def chain_hashes(self, dataset: str, partition: str) -> set[str]:
+        """Hashes of every release entry the chain holds for a partition (a replay after a
+        crash may have added a newer one than the catalog shows)."""
+        with self.db.read() as con:
+            rows = con.execute("SELECT hash FROM chain WHERE kind = 'release' AND dataset = ? "
+                               "AND partition = ?", (dataset, partition)).fetchall()
+        return {r[0] for r in rows}
+
     # -- writes -----------------------------------------------------------------------------
+    def _release_body(self, con: Any, dataset: str, partition: str, params_json: str,
+                      policy_hash: str, files: Mapping[str, str]) -> dict[str, Any]:
+        """What a release's chain entry witnesses: parameters, policy, files and the spends
+        of every privacy unit for this partition (from the ledger, same transaction)."""
+        spends: list[dict[str, Any]] = []
+        if self.db.table_exists(con, "spends"):
+            rows = con.execute(
+                "SELECT s.privacy_unit, s.period, s.epsilon, s.delta FROM spends s JOIN "
+                "releases r ON s.release_pk = r.id WHERE r.dataset = ? AND r.partition = ? "
+                "ORDER BY s.privacy_unit, s.period", (dataset, partition)).fetchall()
+            spends = [{"unit": r[0], "period": r[1], "epsilon": float(r[2]),
+                       "delta": float(r[3])} for r in rows]
+        return {"params": json.loads(params_json), "policy_hash": policy_hash,
+                "files": dict(sorted(files.items())), "spends": spends}
+
     def record(self, dataset: str, partition: str, params: Mapping[str, Any],
                files: Mapping[str, str], statement: Mapping[str, Any]) -> PublishedPartition:
-        """Record a publication (first one wins; a replay updates only the file hashes)."""
+        """Record a publication BEFORE the catalog switch (first one wins; a replay with other
+        file hashes updates them), with its entry in the hash chain in the same transaction.
+        A crash after this and before the switch leaves a partition the registry knows."""
         params_json = _canonical(params)
         with self.db.write() as con:
             row = con.execute(f"SELECT {self._COLS} FROM published WHERE dataset = ? AND "
                               "partition = ?", (dataset, partition)).fetchone()
+            files_json = json.dumps(dict(files), sort_keys=True)
+            if row is None or row[4] != files_json:
+                policy_hash = row[3] if row is not None else self.policy.hash
+                chain.append(con, "release", dataset, partition, self._release_body(
+                    con, dataset, partition, params_json, policy_hash, files))
             if row is None:
                 con.execute(
                     "INSERT INTO published (dataset, partition, params_json, policy_hash, "
@@ -255,6 +299,8 @@ class Registry:
                 (dataset, partition, decision, actor, reason,
                  json.dumps(dict(details or {}), sort_keys=True, default=str), _now())
             ).fetchone()
+            chain.append(con, "decision", dataset, partition,
+                         {"decision": decision, "id": int(row[0])})
         return int(row[0])
 
     def decisions(self, dataset: str, partition: str | None = None) -> list[dict[str, Any]]:
@@ -282,6 +328,7 @@ class Registry:
                 con.execute("INSERT INTO withdrawals (dataset, partition, actor, reason, "
                             "withdrawn_at) VALUES (?, ?, ?, ?, ?)",
                             (dataset, partition, actor, reason, _now()))
+                chain.append(con, "withdrawal", dataset, partition, {"reason": reason})
 
     def withdrawn(self, dataset: str, partition: str) -> bool:
         with self.db.read() as con:
@@ -389,9 +436,52 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
         from publish.targets import publisher_for
 
         publisher = publisher_for(settings)
-    result = publisher.publish(replace(release, privacy=privacy))
+    check_witness(registry, publisher, dataset)
+    # Record before publish: the registry (and its hash chain) knows the partition before the
+    # catalog switch, so a crash at any instant leaves no published partition or a known one.
     files = {f"{r.partition}/{r.name}": sha256_file(Path(r.path)) for r in release.resources}
     registry.record(dataset, partition, params, files, statement)
+    entry = registry.chain_entry(dataset, partition)
+    if entry is not None:  # the partition's public record carries its chain entry
+        privacy["chain"] = chain.public_entry(entry)
+    result = publisher.publish(replace(release, privacy=privacy))
     log.info("registry: %s %s %s with %s", dataset, partition,
              "replayed" if old is not None else "published", _canonical(params))
     return result
+
+
+def check_witness(registry: Registry, publisher: Any, dataset: str) -> None:
+    """Refuse to publish into a catalog whose published releases this state store does not
+    hold: a new (or reset) state database must not start the past again. The catalog's own
+    records are the witness: every partition it lists must be in the registry, with the same
+    chain entry when the record carries one.
+
+    Raises:
+        ConfigError: naming the partitions the state store does not know; nothing published.
+    """
+    reader = getattr(publisher, "published_records", None)
+    if reader is None:
+        return
+    records = reader(dataset) or {}
+    unknown, differ = [], []
+    for part, entry in sorted(records.items()):
+        if registry.get(dataset, part) is None:
+            unknown.append(part)
+            continue
+        if entry and entry.get("hash") and entry["hash"] not in registry.chain_hashes(
+                dataset, part):
+            differ.append(part)
+    if unknown or differ:
+        what = []
+        if unknown:
+            what.append(f"{len(unknown)} published partition(s) it has no record of "
+                        f"({', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''})")
+        if differ:
+            what.append(f"{len(differ)} whose chain entry differs from the catalog's "
+                        f"({', '.join(differ[:5])})")
+        raise ConfigError(
+            f"the state database {registry.db.where} does not hold the releases the catalog "
+            f"published for {dataset}: {'; '.join(what)}. A new or reset state database "
+            "cannot publish into an existing catalog (it would forget what was spent and "
+            "published). Point OPENCITY_STATE_URL at the portal's state database; `opencity "
+            "verify` checks the catalog against it. Nothing was published")

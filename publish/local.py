@@ -223,6 +223,20 @@ class LocalCatalog:
             raise PublishError(f"local catalog file {path} is corrupt: {err}; publish the "
                                "dataset again to rebuild it from its partitions") from err
 
+    def published_records(self, name: str) -> dict[str, dict | None]:
+        """Partition -> the hash-chain entry its public record carries (None when it has
+        none), for every partition the catalog lists (withdrawn ones included)."""
+        pkg = self.load_package(name) or {}
+        meta = pkg.get("opencity", {})
+        out: dict[str, dict | None] = {}
+        for p in meta.get("partitions", []):
+            if p.get("partition"):
+                out[p["partition"]] = (p.get("privacy") or {}).get("chain")
+        for n in meta.get("withdrawn", []):
+            if n.get("partition"):
+                out.setdefault(n["partition"], None)
+        return out
+
     def verify(self, name: str) -> list[str]:
         """Every mismatch between the dataset's files and its records (sha256 + size)."""
         snap = self._current(self.dataset_dir(name))

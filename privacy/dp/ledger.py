@@ -384,6 +384,9 @@ class Ledger:
         self.db = url if isinstance(url, StateDB) else StateDB(url, timeout=timeout)
         self.policy = policy if policy is not None else load_policy()
         self.db.ensure("ledger", SCHEMA_VERSION, _DDL)
+        from privacy.dp import chain
+
+        chain.ensure(self.db)
 
     def __repr__(self) -> str:
         return f"Ledger({self.db.where!r})"
@@ -617,6 +620,13 @@ class Ledger:
             for name, content in (artifacts or {}).items():
                 con.execute("INSERT INTO artifacts (release_pk, name, content) VALUES (?, ?, ?)",
                             (pk, name, bytes(content)))
+            from privacy.dp import chain
+
+            # the spend's witness in the tamper-evident chain, in the same transaction
+            chain.append(con, "spend", dataset, partition, {
+                "release_id": release_id, "policy_hash": self.policy.hash,
+                "spends": [{"unit": sp.unit, "period": sp.period, "epsilon": sp.epsilon,
+                            "delta": sp.delta} for sp in spends]})
         return LedgerRelease(pk, dataset, partition, release_id, when.isoformat(),
                              self.policy.hash, created, json.loads(payload), tuple(spends), True)
 
