@@ -283,11 +283,20 @@ class LocalCatalog:
 
     target = "local"
 
-    def __init__(self, root: str | Path, catalog_info: Any = None) -> None:
+    def __init__(self, root: str | Path, catalog_info: Any = None, *, csv_copies: bool = False,
+                 reference_dir: str | Path | None = None, city_name: str = "") -> None:
         """``catalog_info``: publisher and contact point (publish.metadata.CatalogInfo; its
-        defaults when None)."""
+        defaults when None). ``csv_copies``: publish a CSV copy of every Parquet table, with
+        names joined from the catalog's reference datasets (publish/csvcopy.py).
+        ``reference_dir``: the city's reference files (districts.csv, towers.csv,
+        request_types.csv); when given, the reference datasets (publish/reference.py) are
+        published, or checked unchanged, before any other dataset."""
         self.root = Path(root)
         self.catalog_info = catalog_info
+        self.csv_copies = csv_copies
+        self.reference_dir = Path(reference_dir) if reference_dir is not None else None
+        self.city_name = city_name
+        self._reference_done = False
 
     def dataset_dir(self, name: str) -> Path:
         return self.root / name
@@ -338,6 +347,44 @@ class LocalCatalog:
 
     def publish(self, release: DatasetRelease) -> PublishResult:
         """Add or replace the partitions of ``release``; returns what changed.
+
+        With ``csv_copies`` the release's CSV copies are made here from its Parquet tables
+        (names joined); with ``reference_dir`` the reference datasets are published first.
+        The rest is :meth:`publish_files`.
+        """
+        from publish.reference import REFERENCE_DATASETS
+
+        if (self.reference_dir is not None and not self._reference_done
+                and release.name not in REFERENCE_DATASETS):
+            self.publish_reference()
+        if not self.csv_copies:
+            return self.publish_files(release)
+        import tempfile
+
+        from publish.csvcopy import with_csv_copies
+        from publish.reference import name_lookups
+
+        with tempfile.TemporaryDirectory(prefix="opencity-csv-") as tmp:
+            return self.publish_files(with_csv_copies(release, name_lookups(self.root), tmp))
+
+    def publish_reference(self) -> list[PublishResult]:
+        """Publish the reference datasets built from ``reference_dir`` (idempotent)."""
+        import tempfile
+
+        from publish.reference import reference_releases
+
+        if self.reference_dir is None:
+            raise ConfigError("no reference_dir given: the city's reference files "
+                              "(districts.csv, towers.csv, request_types.csv) are needed")
+        results = []
+        with tempfile.TemporaryDirectory(prefix="opencity-reference-") as tmp:
+            for rel in reference_releases(self.reference_dir, tmp, city_name=self.city_name):
+                results.append(self.publish(rel))
+        self._reference_done = True
+        return results
+
+    def publish_files(self, release: DatasetRelease) -> PublishResult:
+        """Add or replace the partitions of ``release`` as they are; returns what changed.
 
         Idempotent per (dataset, partition): a partition whose files on disk already match the
         release (sha256 + size) and whose metadata is unchanged is left alone (provenance
