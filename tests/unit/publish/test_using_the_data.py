@@ -142,7 +142,7 @@ def test_demo_like_tables_have_the_policys_columns():
 
 
 def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    return re.findall(rf"```{lang}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
 
 
 def test_every_python_snippet_runs_against_the_catalog(demo_catalog):
