@@ -1,17 +1,32 @@
 """The local catalog: the embedded default publish target, crash-consistent.
 
-Layout (one folder per dataset):
+Layout (one folder per dataset; the folders researchers load are ``data/`` and ``csv/``):
 
+    CATALOG/<dataset>/data/<table>/dt=YYYY-MM-DD/part-0.parquet
+                                         Parquet only, Hive-partitioned by the partition key:
+                                         ``pandas.read_parquet(CATALOG/<dataset>/data/<table>)``
+                                         loads the whole table (a dataset without partitions:
+                                         ``data/<table>/part-0.parquet``)
+    CATALOG/<dataset>/csv/<table>/dt=YYYY-MM-DD/part-0.csv
+                                         the CSV copy of each Parquet table (with name columns
+                                         joined from the reference datasets, see
+                                         publish/csvcopy.py)
+    CATALOG/<dataset>/files/dt=YYYY-MM-DD/<file>
+                                         everything else of a partition (privacy.json,
+                                         dashboard.html, ...), beside the data, never inside
     CATALOG/<dataset>/package.json       -> current/package.json  (CKAN-style package dict)
     CATALOG/<dataset>/datapackage.json   -> current/datapackage.json  (Frictionless, v2)
-    CATALOG/<dataset>/resources          -> current/resources  (resources/<partition>/<file>)
+    CATALOG/<dataset>/data, csv, files   -> current/data, current/csv, current/files
     CATALOG/<dataset>/current            -> .snapshots/<id>  (the ONE pointer that changes)
-    CATALOG/<dataset>/.snapshots/<id>/   an immutable snapshot of the whole dataset: its
-                                         partitions, each with ``.release.json`` (the
+    CATALOG/<dataset>/.snapshots/<id>/   an immutable snapshot of the whole dataset: data/,
+                                         csv/, files/, ``releases/<partition>.json`` (the
                                          partition's release record: metadata, privacy,
-                                         provenance, sha256 and size of every file), and the
-                                         package.json / datapackage.json derived from them
+                                         provenance, path, sha256 and size of every file), and
+                                         the package.json / datapackage.json derived from them
     CATALOG/<dataset>/.lock              publishers of one dataset serialise on it (fcntl)
+
+A catalog of the earlier layout (``resources/<partition>/<file>`` with ``.release.json``) is
+read and carried over into this layout by the next publish of the dataset.
 
 How a publish stays consistent whatever instant it is killed at:
 
@@ -43,6 +58,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -57,15 +73,38 @@ log = logging.getLogger(__name__)
 
 PACKAGE_FILE = "package.json"
 DATAPACKAGE_FILE = "datapackage.json"
-RESOURCES_DIR = "resources"
-RECORD_FILE = ".release.json"
+DATA_DIR = "data"  # Parquet only: data/<table>/<partition>/part-0.parquet
+CSV_DIR = "csv"  # CSV copies: csv/<table>/<partition>/part-0.csv
+FILES_DIR = "files"  # every other file: files/<partition>/<file>
+RECORDS_DIR = "releases"  # per snapshot: releases/<partition>.json
+RESOURCES_DIR = "resources"  # the earlier layout (read, carried over, never written)
+RECORD_FILE = ".release.json"  # the earlier layout's record, resources/<partition>/.release.json
 WITHDRAWN_FILE = ".withdrawn.json"  # per snapshot: notes of withdrawn partitions
 CURRENT = "current"
 SNAPSHOTS_DIR = ".snapshots"
 LOCK_FILE = ".lock"
 NO_PARTITION = "_"
-RECORD_FORMAT = 1
-STATIC_LINKS = (PACKAGE_FILE, DATAPACKAGE_FILE, RESOURCES_DIR)
+RECORD_FORMAT = 2
+STATIC_LINKS = (PACKAGE_FILE, DATAPACKAGE_FILE, DATA_DIR, CSV_DIR, FILES_DIR)
+LAYOUT_DIRS = (DATA_DIR, CSV_DIR, FILES_DIR, RECORDS_DIR)
+_TABLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+
+
+def table_of(name: str, fmt: str) -> str:
+    """The table a tabular resource belongs to: a CSV copy ``<table>-csv`` shares its
+    Parquet table's folder name."""
+    return name.removesuffix("-csv") if fmt.lower() == "csv" else name
+
+
+def layout_path(name: str, fmt: str, file: str, partition: str) -> str:
+    """Where a resource lives in a snapshot (relative path, see the module docstring)."""
+    fmt = fmt.lower()
+    sub = [] if partition == NO_PARTITION else [partition]
+    if fmt == "parquet":
+        return "/".join([DATA_DIR, name, *sub, "part-0.parquet"])
+    if fmt == "csv":
+        return "/".join([CSV_DIR, table_of(name, fmt), *sub, "part-0.csv"])
+    return "/".join([FILES_DIR, *sub, file])
 
 
 def _json(obj: Any) -> str:
@@ -151,7 +190,8 @@ def _intended_record(release: DatasetRelease, partition: str, resources: list[Re
     files = []
     for res in resources:
         sha, size = digests[Path(res.path)]
-        files.append({"name": res.name, "file": Path(res.path).name,
+        files.append({"name": res.name,
+                      "path": layout_path(res.name, res.format, Path(res.path).name, partition),
                       "format": res.format.lower(), "description": res.description,
                       "sha256": sha, "size": size})
     record = {"format": RECORD_FORMAT, "partition": partition,
@@ -167,36 +207,75 @@ def _same_content(a: dict, b: dict) -> bool:
             == {k: v for k, v in b.items() if k != "provenance"})
 
 
-def _verify(folder: Path, record: dict, hashes: bool = True) -> list[str]:
-    """Mismatches between a partition folder and its record (empty when it is intact)."""
+def _source(base: Path, entry: dict) -> Path:
+    """The file of a record entry: ``base/path`` (a snapshot), or where a record of an
+    earlier layout found it (``source``; carried over into ``path`` by the next commit)."""
+    return base / entry.get("source", entry["path"])
+
+
+def _verify(base: Path, record: dict, hashes: bool = True) -> list[str]:
+    """Mismatches between a partition's files under ``base`` (a snapshot) and its record
+    (empty when it is intact): missing or changed files, and unlisted files beside them."""
     problems = []
-    listed = {r["file"] for r in record["resources"]}
+    listed = {_source(base, r) for r in record["resources"]}
     for r in record["resources"]:
-        path = folder / r["file"]
+        path = _source(base, r)
+        label = r.get("path", r.get("file"))
         if not path.is_file():
-            problems.append(f"{r['file']} is missing")
+            problems.append(f"{label} is missing")
         elif path.stat().st_size != r["size"] or (hashes and sha256_file(path) != r["sha256"]):
-            problems.append(f"{r['file']} does not match its recorded sha256/size")
-    extra = {p.name for p in folder.iterdir()} - listed - {RECORD_FILE}
-    problems += [f"{name} is not part of the release" for name in sorted(extra)]
+            problems.append(f"{label} does not match its recorded sha256/size")
+    extra = {p for folder in {p.parent for p in listed} if folder.is_dir()
+             for p in folder.iterdir()
+             if (p.is_file() or p.is_symlink()) and p not in listed and p.name != RECORD_FILE}
+    problems += [f"{p.name} is not part of the release" for p in sorted(extra)]
     return problems
 
 
 def _read_partitions(snapshot: Path | None) -> dict[str, dict]:
-    """Partition -> record of a snapshot (a partition without a readable record is skipped)."""
+    """Partition -> record of a snapshot (a partition without a readable record is skipped).
+
+    A snapshot of the earlier layout (``resources/<partition>/.release.json``) reads as
+    records whose entries say where the file is (``source``) and where it goes (``path``).
+    """
     found: dict[str, dict] = {}
-    rdir = snapshot / RESOURCES_DIR if snapshot else None
-    if rdir is None or not rdir.is_dir():
+    if snapshot is None:
         return found
-    for folder in sorted(rdir.iterdir()):
+    rdir = snapshot / RECORDS_DIR
+    if rdir.is_dir():
+        for path in sorted(rdir.glob("*.json")):
+            if path.name.startswith("."):
+                continue
+            try:
+                found[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                log.error("local catalog %s: partition %s has an unreadable record; left out",
+                          snapshot, path.stem)
+        return found
+    old = snapshot / RESOURCES_DIR
+    if not old.is_dir():
+        return found
+    for folder in sorted(old.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
         try:
-            found[folder.name] = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+            record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             log.error("local catalog %s: partition %s has no readable %s; left out",
                       snapshot, folder.name, RECORD_FILE)
+            continue
+        for r in record["resources"]:
+            r["source"] = f"{RESOURCES_DIR}/{folder.name}/{r['file']}"
+            r["path"] = layout_path(r["name"], r["format"], r.pop("file"), folder.name)
+        found[folder.name] = record
     return found
+
+
+def _stored_record(record: dict) -> dict:
+    """A record as a snapshot stores it (current format, no ``source``)."""
+    return {**record, "format": RECORD_FORMAT,
+            "resources": [{k: v for k, v in r.items() if k != "source"}
+                          for r in record["resources"]]}
 
 
 class LocalCatalog:
@@ -204,11 +283,20 @@ class LocalCatalog:
 
     target = "local"
 
-    def __init__(self, root: str | Path, catalog_info: Any = None) -> None:
+    def __init__(self, root: str | Path, catalog_info: Any = None, *, csv_copies: bool = False,
+                 reference_dir: str | Path | None = None, city_name: str = "") -> None:
         """``catalog_info``: publisher and contact point (publish.metadata.CatalogInfo; its
-        defaults when None)."""
+        defaults when None). ``csv_copies``: publish a CSV copy of every Parquet table, with
+        names joined from the catalog's reference datasets (publish/csvcopy.py).
+        ``reference_dir``: the city's reference files (districts.csv, towers.csv,
+        request_types.csv); when given, the reference datasets (publish/reference.py) are
+        published, or checked unchanged, before any other dataset."""
         self.root = Path(root)
         self.catalog_info = catalog_info
+        self.csv_copies = csv_copies
+        self.reference_dir = Path(reference_dir) if reference_dir is not None else None
+        self.city_name = city_name
+        self._reference_done = False
 
     def dataset_dir(self, name: str) -> Path:
         return self.root / name
@@ -241,7 +329,7 @@ class LocalCatalog:
         """Every mismatch between the dataset's files and its records (sha256 + size)."""
         snap = self._current(self.dataset_dir(name))
         return [f"{part}: {p}" for part, rec in _read_partitions(snap).items()
-                for p in _verify(snap / RESOURCES_DIR / part, rec)]
+                for p in _verify(snap, rec)]
 
     def withdraw(self, name: str, partition: str, note: dict[str, Any]) -> list[str]:
         """Remove ``partition`` from dataset ``name`` in one atomic step; returns the names of
@@ -261,8 +349,7 @@ class LocalCatalog:
                                   f"{partition!r} (published partitions: {published or 'none'})")
             self._clean_leftovers(ddir, current)
             gone = parts[partition]
-            keep = {p: (rec, current / RESOURCES_DIR / p) for p, rec in parts.items()
-                    if p != partition}
+            keep = {p: (rec, current) for p, rec in parts.items() if p != partition}
             notes = [n for n in _read_withdrawn(current) if n.get("partition") != partition]
             notes.append({**note, "partition": partition, "release": gone["release"],
                           "resources": sorted(r["name"] for r in gone["resources"])})
@@ -274,6 +361,44 @@ class LocalCatalog:
 
     def publish(self, release: DatasetRelease) -> PublishResult:
         """Add or replace the partitions of ``release``; returns what changed.
+
+        With ``csv_copies`` the release's CSV copies are made here from its Parquet tables
+        (names joined); with ``reference_dir`` the reference datasets are published first.
+        The rest is :meth:`publish_files`.
+        """
+        from publish.reference import REFERENCE_DATASETS
+
+        if (self.reference_dir is not None and not self._reference_done
+                and release.name not in REFERENCE_DATASETS):
+            self.publish_reference()
+        if not self.csv_copies:
+            return self.publish_files(release)
+        import tempfile
+
+        from publish.csvcopy import with_csv_copies
+        from publish.reference import name_lookups
+
+        with tempfile.TemporaryDirectory(prefix="opencity-csv-") as tmp:
+            return self.publish_files(with_csv_copies(release, name_lookups(self.root), tmp))
+
+    def publish_reference(self) -> list[PublishResult]:
+        """Publish the reference datasets built from ``reference_dir`` (idempotent)."""
+        import tempfile
+
+        from publish.reference import reference_releases
+
+        if self.reference_dir is None:
+            raise ConfigError("no reference_dir given: the city's reference files "
+                              "(districts.csv, towers.csv, request_types.csv) are needed")
+        results = []
+        with tempfile.TemporaryDirectory(prefix="opencity-reference-") as tmp:
+            for rel in reference_releases(self.reference_dir, tmp, city_name=self.city_name):
+                results.append(self.publish(rel))
+        self._reference_done = True
+        return results
+
+    def publish_files(self, release: DatasetRelease) -> PublishResult:
+        """Add or replace the partitions of ``release`` as they are; returns what changed.
 
         Idempotent per (dataset, partition): a partition whose files on disk already match the
         release (sha256 + size) and whose metadata is unchanged is left alone (provenance
@@ -294,6 +419,17 @@ class LocalCatalog:
                 raise ConfigError(f"dataset {release.name!r} partition {part}: file name(s) "
                                   f"{', '.join(dupes)} used twice or hidden; give every "
                                   "resource of a partition its own file name")
+            tables = [table_of(r.name, r.format) for r in resources
+                      if r.format.lower() in ("parquet", "csv")]
+            bad = sorted({t for t in tables if not _TABLE_RE.match(t)})
+            paths = [layout_path(r.name, r.format, Path(r.path).name, part) for r in resources]
+            twice = sorted({q for q in paths if paths.count(q) > 1})
+            if bad or twice:
+                raise ConfigError(f"dataset {release.name!r} partition {part}: table name(s) "
+                                  f"{', '.join(bad + twice)} cannot be laid out (a table is a "
+                                  "folder data/<table>/: give every Parquet resource of a "
+                                  "partition its own name of letters, digits, '-' or '_', and "
+                                  "its CSV copy the name '<table>-csv')")
         digests = {Path(r.path): (sha256_file(Path(r.path)), Path(r.path).stat().st_size)
                    for r in release.resources}
         intended = {part: _intended_record(release, part, resources, digests)
@@ -306,8 +442,7 @@ class LocalCatalog:
             current = self._current(ddir)
             created = current is None
             self._clean_leftovers(ddir, current)
-            old = ({p: (rec, current / RESOURCES_DIR / p)
-                    for p, rec in _read_partitions(current).items()}
+            old = ({p: (rec, current) for p, rec in _read_partitions(current).items()}
                    if current is not None else _legacy_partitions(ddir))
             keep: dict[str, tuple[dict, Path]] = {}
             dirty = False
@@ -373,31 +508,32 @@ class LocalCatalog:
         sroot.mkdir(exist_ok=True)
         sid = f"s-{uuid.uuid4().hex[:16]}"
         staging = sroot / f"{sid}.staging"
-        rdir = staging / RESOURCES_DIR
-        rdir.mkdir(parents=True)
+        for folder in LAYOUT_DIRS:
+            (staging / folder).mkdir(parents=True)
+        records = staging / RECORDS_DIR
         for part in sorted(keep):
-            record, src = keep[part]
-            dst = rdir / part
-            dst.mkdir()
+            record, base = keep[part]
             for r in record["resources"]:
-                _link_or_copy(src / r["file"], dst / r["file"])
-            if (src / RECORD_FILE).is_file():
-                _link_or_copy(src / RECORD_FILE, dst / RECORD_FILE)
-            else:  # a partition of the pre-snapshot layout
-                _write_durable(dst / RECORD_FILE, _json(record).encode("utf-8"))
-            _fsync_dir(dst)
+                dst = staging / r["path"]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(_source(base, r), dst)
+            stored = _stored_record(record)
+            src_record = base / RECORDS_DIR / f"{part}.json"
+            if stored == record and src_record.is_file():
+                _link_or_copy(src_record, records / f"{part}.json")
+            else:  # a partition of an earlier layout, now in this one
+                _write_durable(records / f"{part}.json", _json(stored).encode("utf-8"))
         for part in sorted(new):
-            dst = rdir / part
-            dst.mkdir()
             for res in by_part[part]:
-                _copy_durable(Path(res.path), dst / Path(res.path).name,
-                              digests[Path(res.path)][0])
-            _write_durable(dst / RECORD_FILE, _json(new[part]).encode("utf-8"))
-            _fsync_dir(dst)
+                dst = staging / layout_path(res.name, res.format, Path(res.path).name, part)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _copy_durable(Path(res.path), dst, digests[Path(res.path)][0])
+            _write_durable(records / f"{part}.json", _json(new[part]).encode("utf-8"))
         notes = _read_withdrawn(current) if withdrawn is None else withdrawn
         if notes:
             _write_durable(staging / WITHDRAWN_FILE, _json(notes).encode("utf-8"))
-        _fsync_dir(rdir)
+        for folder, _dirs, _files in os.walk(staging, topdown=False):
+            _fsync_dir(Path(folder))
         package, descriptor = _derive(staging, self.catalog_info)
         _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
         _write_durable(staging / DATAPACKAGE_FILE, _json(descriptor).encode("utf-8"))
@@ -415,6 +551,11 @@ class LocalCatalog:
             if link.exists():  # the pre-snapshot layout (now carried over into the snapshot)
                 os.rename(link, ddir / f".{name}.{uuid.uuid4().hex}.old")
             os.symlink(Path(CURRENT) / name, link)
+        old_link = ddir / RESOURCES_DIR  # the earlier layouts' folder, carried over above
+        if old_link.is_symlink():
+            old_link.unlink()
+        elif old_link.exists():
+            os.rename(old_link, ddir / f".{RESOURCES_DIR}.{uuid.uuid4().hex}.old")
         _fsync_dir(ddir)
         if current is not None:
             shutil.rmtree(current, ignore_errors=True)
@@ -470,7 +611,7 @@ def _legacy_partitions(ddir: Path) -> dict[str, tuple[dict, Path]]:
         log.error("local catalog %s: the old package.json cannot be read; its partitions are "
                   "not carried over", ddir.name)
         return {}
-    found: dict[str, tuple[dict, Path]] = {}
+    found: dict[str, dict] = {}
     for entry in entries:
         file = ddir / entry.get("path", "")
         part = entry.get("partition") or NO_PARTITION
@@ -480,17 +621,18 @@ def _legacy_partitions(ddir: Path) -> dict[str, tuple[dict, Path]]:
                       "over", ddir.name, part, entry.get("name"))
             found.pop(part, None)
             continue
-        record, _ = found.setdefault(part, ({
+        record = found.setdefault(part, {
             "format": RECORD_FORMAT, "partition": part, "release": release_meta,
             "resources": [], "provenance": {
                 **meta.get("provenance", {}),
-                "migrated": "from a catalog that recorded privacy and provenance per dataset"}},
-            file.parent))
+                "migrated": "from a catalog that recorded privacy and provenance per dataset"}})
         record["resources"].append({
-            "name": entry["name"], "file": file.name, "format": entry["format"].lower(),
+            "name": entry["name"],
+            "path": layout_path(entry["name"], entry["format"], file.name, part),
+            "source": str(file.resolve()), "format": entry["format"].lower(),
             "description": entry.get("description", ""), "sha256": sha,
             "size": file.stat().st_size})
-    return {p: (json.loads(_json(rec)), folder) for p, (rec, folder) in found.items()}
+    return {p: (json.loads(_json(rec)), ddir) for p, rec in found.items()}
 
 
 def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
@@ -525,7 +667,7 @@ def _derive(snapshot: Path, catalog_info: Any = None) -> tuple[dict, dict]:
     resources, entries = [], []
     for part, record in parts:
         for r in record["resources"]:
-            rel = f"{RESOURCES_DIR}/{part}/{r['file']}"
+            rel = r["path"]
             entry = {"name": r["name"], "path": rel, "format": r["format"].upper(),
                      "description": r["description"],
                      "partition": None if part == NO_PARTITION else part,

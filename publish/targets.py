@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from opencity.settings import Settings
 from publish.base import Publisher
 
@@ -15,4 +17,8 @@ def publisher_for(settings: Settings) -> Publisher:
     from publish.local import LocalCatalog
     from publish.metadata import CatalogInfo
 
-    return LocalCatalog(settings.layout.catalog, catalog_info=CatalogInfo.from_settings(settings))
+    # CSV copies of every table with names, and the city's reference datasets beside them.
+    reference = Path(settings.raw_dir) / "city" if settings.raw_dir else None
+    return LocalCatalog(settings.layout.catalog, catalog_info=CatalogInfo.from_settings(settings),
+                        csv_copies=True, city_name=settings.city_name,
+                        reference_dir=reference if reference and reference.is_dir() else None)

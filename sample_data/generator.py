@@ -23,7 +23,7 @@ from sample_data.city import make_city
 from sample_data.config import DEFAULT_CHUNK_ROWS, DEFAULT_START, SampleConfig
 from sample_data.meters import make_households, make_registry, n_reading_blocks, readings_blocks
 from sample_data.people import make_pools
-from sample_data.service_requests import make_service_requests
+from sample_data.service_requests import make_request_types, make_service_requests
 from sample_data.transit import make_network, taps_blocks
 from sample_data.waste import make_pickups
 
@@ -77,6 +77,8 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 42, scale: float = 1.0
     city = make_city(cfg.seed, cfg.scale)
     counts["city/districts.csv"] = io.write_csv(city.districts, out / "city" / "districts.csv")
     counts["city/towers.csv"] = io.write_csv(city.towers, out / "city" / "towers.csv")
+    counts["city/request_types.csv"] = io.write_csv(make_request_types(),
+                                                    out / "city" / "request_types.csv")
     pools = make_pools(cfg.seed, city.n_districts)
 
     subs = make_subscribers(cfg.seed, city, cfg.scale, cfg.days)

@@ -157,3 +157,25 @@ def make_service_requests(seed: int, city: City, pools: NamePools, scale: float,
         "requester_age": personal(pa.array(people.age[who], pa.int64())),
         "requester_gender": personal(people.gender.take(who_a)),
     })
+
+
+#: Public names of the request types (the category reference table, city/request_types.csv).
+REQUEST_TYPE_NAMES: dict[str, str] = {
+    "pothole": "Pothole",
+    "streetlight_out": "Streetlight out",
+    "missed_collection": "Missed waste collection",
+    "illegal_dumping": "Illegal dumping",
+    "graffiti": "Graffiti",
+    "noise": "Noise complaint",
+    "water_leak": "Water leak",
+    "tree_maintenance": "Tree maintenance",
+    "abandoned_vehicle": "Abandoned vehicle",
+    "rodent": "Rodents",
+}
+
+
+def make_request_types() -> pa.Table:
+    """The category reference table: ``request_type`` code and its public ``name``."""
+    return pa.table({"request_type": pa.array(SERVICE_REQUEST_TYPES, pa.string()),
+                     "name": pa.array([REQUEST_TYPE_NAMES.get(t, t.replace("_", " ").capitalize())
+                                       for t in SERVICE_REQUEST_TYPES], pa.string())})

@@ -44,6 +44,17 @@ def test_cdr_mobility_dag_runs_and_reruns_without_spending(airflow_db, sample_ra
     pkg = json.loads((run_dir / "catalog" / "opencity-cdr-mobility-daily" / "package.json")
                      .read_text())
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-06"}
+    # Issue 22: every mobility table loads whole from catalog/.../data/<table>/ and has a CSV
+    # copy with the regions' names next to their codes.
+    from catalog_checks import catalog_load_problems
+
+    assert not catalog_load_problems(run_dir / "catalog")
+    ddir = run_dir / "catalog" / "opencity-cdr-mobility-daily"
+    named = pq.read_table(ddir / "data" / "hourly_presence").num_rows
+    import pyarrow.csv as pacsv
+
+    copy = pacsv.read_csv(ddir / "csv" / "hourly_presence" / "dt=2026-10-06" / "part-0.csv")
+    assert copy.num_rows == named and all(copy["region_name"].to_pylist())
 
     # Rerun of the same day: the ledger returns the recorded release, nothing more is spent.
     before = (out / "hourly_presence.parquet").read_bytes()

@@ -116,13 +116,16 @@ def test_311_dag_runs_end_to_end(airflow_db, sample_raw, tmp_path):
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-05"}
     assert (run_dir / "catalog" / "opencity-311-requests-weekly" / "datapackage.json").exists()
     from catalog_checks import (
+        catalog_load_problems,
         frictionless_errors,
         hive_problems,
         undescribed_columns,
     )
 
     errors = frictionless_errors(run_dir / "catalog")
-    assert set(errors) == {"opencity-311-requests-weekly", "opencity-311-requests-microdata"}
+    assert set(errors) == {"opencity-311-requests-weekly", "opencity-311-requests-microdata",
+                           "opencity-districts", "opencity-regions", "opencity-request-types"}
+    assert not catalog_load_problems(run_dir / "catalog")
     assert not any(errors.values()), errors
     assert not undescribed_columns(run_dir / "catalog")
     assert not hive_problems(run_dir / "outputs")

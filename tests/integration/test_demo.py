@@ -68,6 +68,7 @@ def test_demo_end_to_end(tmp_path):
     # Open-data standards: every package validates with `frictionless validate`, every
     # published column is described, and outputs/ reads as one Hive table per dataset.
     from catalog_checks import (
+        catalog_load_problems,
         frictionless_errors,
         hive_problems,
         undescribed_columns,
@@ -78,3 +79,10 @@ def test_demo_end_to_end(tmp_path):
     assert not any(errors.values()), errors
     assert not undescribed_columns(out / "catalog")
     assert not hive_problems(out / "outputs")
+    # Issue 22: every table loads whole from catalog/<dataset>/data/<table>/ and has CSV
+    # copies; the districts have names.
+    assert not catalog_load_problems(out / "catalog")
+    import pandas as pd
+
+    names = pd.read_parquet(out / "catalog" / "opencity-districts" / "data" / "districts")
+    assert names["district_name"].notna().all() and len(names) >= 2

@@ -35,7 +35,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def _published(snap: dict[str, bytes]) -> dict[str, bytes]:
-    return {k: v for k, v in snap.items() if "/resources/" in k}
+    return {k: v for k, v in snap.items() if "/data/" in k or "/csv/" in k or "/files/" in k}
 
 
 def _micro(snap: dict[str, bytes]) -> dict[str, bytes]:
@@ -62,8 +62,8 @@ def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample
     assert dag.test(logical_date=week, run_conf=conf).state == DagRunState.SUCCESS
     catalog = run_dir / "catalog"
     first = _snapshot(catalog)
-    assert any(k.startswith(f"{WEEKLY}/resources/dt=2026-10-05") for k in first)
-    assert any(k.startswith(f"{MICRO}/resources/dt=2026-10-05") for k in first)
+    assert f"{WEEKLY}/data/requests-weekly/dt=2026-10-05/part-0.parquet" in first
+    assert f"{MICRO}/data/requests-microdata/dt=2026-10-05/part-0.parquet" in first
     reg = Registry(tmp_path / "state.sqlite")
     k_published = reg.get(MICRO, "dt=2026-10-05").params["k"]
     assert k_published == reg.policy.dataset(MICRO).k

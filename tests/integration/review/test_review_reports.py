@@ -187,7 +187,8 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, raw, capsys):
                 "--run-dir", str(run_dir), "--by", "officer-b"]) == 0
     pkg = json.loads((cat / "package.json").read_text())
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-06"}
-    assert not (cat / "resources" / "dt=2026-10-05").exists()
+    assert not list(cat.glob("*/*/dt=2026-10-05"))  # data/<table>/, csv/<table>/
+    assert not (cat / "files" / "dt=2026-10-05").exists()
     dp = json.loads((cat / "datapackage.json").read_text())
     assert all("2026-10-05" not in r["path"] for r in dp["resources"])
     assert dp["withdrawn"][0]["reason"] == "wrong tower map"
@@ -195,7 +196,8 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, raw, capsys):
     from publish.local import LocalCatalog
 
     assert LocalCatalog(cat.parent).verify(CDR) == []  # what is listed is what is on disk
-    assert not (cat / "resources" / "dt=2026-10-05").exists()
+    assert not list(cat.glob("*/*/dt=2026-10-05"))  # data/<table>/, csv/<table>/
+    assert not (cat / "files" / "dt=2026-10-05").exists()
     assert Ledger(state).accounts() == spent_before  # spent budget is never given back
     # Withdrawing again, or a partition that was never published, is refused by name.
     capsys.readouterr()

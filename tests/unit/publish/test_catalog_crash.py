@@ -94,14 +94,14 @@ def _privacy_of(pkg: dict, partition: str) -> dict:
 
 
 def _visible_files(ddir: Path) -> set[str]:
-    """Files a reader of the catalog sees: every non-hidden file under resources/."""
+    """Files a reader of the catalog sees: every non-hidden file under data/, csv/, files/."""
     seen = set()
-    base = ddir / "resources"
-    for folder, dirs, files in os.walk(base, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for f in files:
-            if not f.startswith("."):
-                seen.add((Path(folder) / f).relative_to(ddir).as_posix())
+    for top in ("data", "csv", "files"):
+        for folder, dirs, files in os.walk(ddir / top, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if not f.startswith("."):
+                    seen.add((Path(folder) / f).relative_to(ddir).as_posix())
     return seen
 
 

@@ -94,8 +94,8 @@ def test_tampered_partition_is_repaired_by_its_rerun_and_withdrawn_otherwise(tmp
     cat.publish(rel5)
     cat.publish(_release(tmp_path, "dt=2026-10-12", [25, 35]))
     ddir = tmp_path / "catalog" / "opencity-test"
-    f5 = ddir / "resources" / "dt=2026-10-05" / "part-0.parquet"
-    f12 = ddir / "resources" / "dt=2026-10-12" / "part-0.parquet"
+    f5 = ddir / "data" / "counts" / "dt=2026-10-05" / "part-0.parquet"
+    f12 = ddir / "data" / "counts" / "dt=2026-10-12" / "part-0.parquet"
     # The files are hard links into an immutable snapshot: replace, do not write through.
     for f, values in ((f5, [2, 3]), (f12, [9, 9, 9])):
         tmp = f.with_name("x.tmp")
@@ -192,7 +192,8 @@ def test_withdrawal_is_one_atomic_step_and_survives_later_publishes(tmp_path):
     assert {r["partition"] for r in pkg["resources"]} == {"dt=2026-10-12"}
     assert [w["partition"] for w in pkg["opencity"]["withdrawn"]] == ["dt=2026-10-05"]
     assert cat.verify("opencity-test") == []
-    assert not (tmp_path / "catalog" / "opencity-test" / "resources" / "dt=2026-10-05").exists()
+    assert not (tmp_path / "catalog" / "opencity-test" / "data" / "counts" / "dt=2026-10-05"
+                ).exists()
     # A later publish of another partition keeps the withdrawal note and does not bring the
     # withdrawn partition back.
     cat.publish(_release(tmp_path, "dt=2026-10-19", [40, 50]))

@@ -122,7 +122,7 @@ def test_frictionless_validate_catches_a_hash_mismatch(tmp_path):
     # frictionless-py reads Parquet through pandas, without the bytes: it checks neither the
     # size nor the hash of a Parquet file (LocalCatalog.verify does); it does check CSV ones.
     ddir = _publish(tmp_path, mobility_tables())
-    f = ddir / "resources" / "dt=2026-10-05" / "gyration.csv"
+    f = ddir / "csv" / "gyration" / "dt=2026-10-05" / "part-0.csv"
     tmp = f.with_name("x.tmp")
     tmp.write_bytes(f.read_bytes().replace(b"geometric", b"laplacian"))
     os.replace(tmp, f)

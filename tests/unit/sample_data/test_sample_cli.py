@@ -110,7 +110,7 @@ def test_tiny_scale_and_single_day_still_write_every_file(tmp_path):
     counts = generate(tmp_path, seed=1, scale=0.001, days=1, start=date(2026, 10, 10),
                       progress=False)
     tops = {k.split("/part-")[0] for k in counts}
-    assert tops == {"city/districts.csv", "city/towers.csv", "cdr",
+    assert tops == {"city/districts.csv", "city/towers.csv", "city/request_types.csv", "cdr",
                     "service_requests/requests.csv", "meters/registry.csv", "meters/readings",
                     "transit/stops.csv", "transit/taps.parquet", "waste/pickups.parquet"}
 
