@@ -96,7 +96,7 @@ def test_kills_in_the_publish_window_never_leave_an_unknown_partition(tmp_path):
         completed, _ = _publish(run_dir, state, "dt=2026-10-12", 15, env, kill_after)
         catalog = LocalCatalog(run_dir / "catalog")
         reg = Registry(state)
-        listed = set((catalog.published_records("kill-weekly") or {}))
+        listed = set(catalog.published_records("kill-weekly") or {})
         known = {p.partition for p in reg.partitions("kill-weekly")}
         if not listed <= known:
             problems.append(f"trial {trial}: catalog lists {sorted(listed - known)} the "
