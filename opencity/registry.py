@@ -437,14 +437,23 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
 
         publisher = publisher_for(settings)
     check_witness(registry, publisher, dataset)
-    # Record before publish: the registry (and its hash chain) knows the partition before the
-    # catalog switch, so a crash at any instant leaves no published partition or a known one.
-    files = {f"{r.partition}/{r.name}": sha256_file(Path(r.path)) for r in release.resources}
-    registry.record(dataset, partition, params, files, statement)
-    entry = registry.chain_entry(dataset, partition)
-    if entry is not None:  # the partition's public record carries its chain entry
-        privacy["chain"] = chain.public_entry(entry)
-    result = publisher.publish(replace(release, privacy=privacy))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="opencity-publish-") as tmp:
+        # exactly the files the catalog will publish (e.g. its CSV copies with names)
+        prepare = getattr(publisher, "prepare", None)
+        final = prepare(release, tmp) if prepare is not None else release
+        # Record before publish: the registry (and its hash chain) knows the partition and
+        # its files before the catalog switch, so a crash at any instant leaves no published
+        # partition or one the registry knows.
+        files = {f"{r.partition}/{r.name}": sha256_file(Path(r.path)) for r in final.resources}
+        registry.record(dataset, partition, params, files, statement)
+        entry = registry.chain_entry(dataset, partition)
+        if entry is not None:  # the partition's public record carries its chain entry
+            privacy["chain"] = chain.public_entry(entry)
+        final = replace(final, privacy=privacy)
+        result = (publisher.publish_prepared(final) if prepare is not None
+                  else publisher.publish(final))
     log.info("registry: %s %s %s with %s", dataset, partition,
              "replayed" if old is not None else "published", _canonical(params))
     return result

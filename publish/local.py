@@ -366,20 +366,35 @@ class LocalCatalog:
         (names joined); with ``reference_dir`` the reference datasets are published first.
         The rest is :meth:`publish_files`.
         """
+        if not self.csv_copies:
+            return self.publish_prepared(self.prepare(release, "."))
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="opencity-csv-") as tmp:
+            return self.publish_prepared(self.prepare(release, tmp))
+
+    def prepare(self, release: DatasetRelease, workdir: str | Path) -> DatasetRelease:
+        """``release`` with exactly the files this catalog publishes for it (the CSV copies
+        with names made under ``workdir``), so a registry can record their hashes first."""
+        self._ensure_reference(release)
+        if not self.csv_copies:
+            return release
+        from publish.csvcopy import with_csv_copies
+        from publish.reference import name_lookups
+
+        return with_csv_copies(release, name_lookups(self.root), workdir)
+
+    def publish_prepared(self, release: DatasetRelease) -> PublishResult:
+        """Publish a release :meth:`prepare` returned (reference datasets first)."""
+        self._ensure_reference(release)
+        return self.publish_files(release)
+
+    def _ensure_reference(self, release: DatasetRelease) -> None:
         from publish.reference import REFERENCE_DATASETS
 
         if (self.reference_dir is not None and not self._reference_done
                 and release.name not in REFERENCE_DATASETS):
             self.publish_reference()
-        if not self.csv_copies:
-            return self.publish_files(release)
-        import tempfile
-
-        from publish.csvcopy import with_csv_copies
-        from publish.reference import name_lookups
-
-        with tempfile.TemporaryDirectory(prefix="opencity-csv-") as tmp:
-            return self.publish_files(with_csv_copies(release, name_lookups(self.root), tmp))
 
     def publish_reference(self) -> list[PublishResult]:
         """Publish the reference datasets built from ``reference_dir`` (idempotent)."""

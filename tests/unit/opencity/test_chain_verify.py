@@ -151,7 +151,7 @@ def test_registry_records_before_the_catalog_switch(portal, tmp_path):
     from publish.local import LocalCatalog
 
     class DiesAtSwitch(LocalCatalog):
-        def publish(self, release):
+        def publish_files(self, release):
             raise KeyboardInterrupt("killed at the switch")
 
     from pathlib import Path
