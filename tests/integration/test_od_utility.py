@@ -9,6 +9,7 @@ least 50. The privacy statement and the ledger must say what was computed.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from datetime import date, timedelta
 
@@ -45,7 +46,7 @@ def _true_counts(raw, day: date) -> dict[tuple[str, str], int]:
     con.close()
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     movers: dict[tuple[str, str], set] = {}
-    for prev, cur in zip(events, events[1:], strict=False):
+    for prev, cur in itertools.pairwise(events):
         if prev[0] == cur[0] and prev[2] != cur[2]:
             movers.setdefault((prev[2], cur[2]), set()).add(cur[0])
     return {pair: len(subs) for pair, subs in movers.items()}
