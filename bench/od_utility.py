@@ -76,6 +76,13 @@ def day_figures(published: list[dict[str, Any]], truth: dict[tuple[str, str], in
         "published_cells_true_ge_50": len(errors),
         "relative_errors_true_ge_50": errors,
         "median_relative_error_true_ge_50": statistics.median(errors) if errors else None,
+        # signed: < 0 when the published values fall short (contribution bounding drops the
+        # pairs of subscribers with more than max_od_pairs moves in a day)
+        "median_signed_relative_error_true_ge_50": statistics.median(
+            (r["value"] - truth[(r["origin"], r["destination"])])
+            / truth[(r["origin"], r["destination"])]
+            for r in ok if truth.get((r["origin"], r["destination"]), 0) >= MIN_TRUE
+        ) if errors else None,
     }
 
 
