@@ -87,7 +87,7 @@ def test_od_matrix_on_the_demo_city_meets_the_utility_target(demo_raw, tmp_path)
             "opencity-cdr-mobility-daily").budget.epsilon + 1e-12
         assert doc["spent"]["delta"] == 0.0
     # Cells with a true count >= 50 exist on every day at this scale (2-5 a day); pooled
-    # over the week their median relative error must be <= 50 % (it is ~10-15 %: the
-    # Geometric noise of scale 1/0.075 ~ 13 subscribers per cell).
+    # over the week their median relative error must be <= 50 % (it is ~10 %: Geometric
+    # noise of scale 1 / (0.4 / 4) = 10 subscribers per cell, and the bounding to 4 pairs).
     assert len(errors) >= 10
     assert statistics.median(errors) <= 0.5, sorted(errors)
