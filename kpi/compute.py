@@ -33,6 +33,9 @@ from privacy.dp import ContributionBounds, DPBudget, dp_count, dp_count_distinct
 from privacy.dp import release_info as dp_release_info
 
 Z95 = 1.959963984540054
+# The reason of a withheld KPI value with no finite value (public or DP).
+WITHHELD_NO_VALUE = ("no value: too little data in the area and period (e.g. a zero or "
+                     "negative noisy denominator)")
 CITY = "city"
 KPI_SCHEMA = pa.schema([
     pa.field("kpi_code", pa.string(), nullable=False),
@@ -45,6 +48,7 @@ KPI_SCHEMA = pa.schema([
     pa.field("unit", pa.string(), nullable=False),
     pa.field("method", pa.string(), nullable=False),
     pa.field("error_bound", pa.float64()),
+    pa.field("withheld_reason", pa.string()),
     pa.field("source_datasets", pa.string(), nullable=False),
     pa.field("computed_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
@@ -119,6 +123,7 @@ class AreaValues:
     bounds: np.ndarray
     methods: list[str]
     releases: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[str | None] | None = None  # why a suppressed value is withheld, per area
 
 
 # --------------------------------------------------------------------------------------
@@ -187,18 +192,24 @@ def _finish_dp(kpi: KpiDef, registry: Registry, areas: list[str], values: np.nda
         values = np.clip(values, *clip)
         bounds = np.minimum(bounds, clip[1] - clip[0])
     methods = []
+    reasons: list[str | None] = []
     mre = kpi.privacy.max_relative_error
     for i in range(len(areas)):
-        bad = not math.isfinite(values[i]) or not math.isfinite(bounds[i])
+        reason = None
+        if not math.isfinite(values[i]) or not math.isfinite(bounds[i]):
+            reason = WITHHELD_NO_VALUE
         if units is not None and units[i] < registry.min_units:
-            bad = True
-        if mre is not None and not bad and bounds[i] > mre * abs(values[i]):
-            bad = True
-        methods.append("suppressed" if bad else "dp")
+            reason = (f"fewer than {registry.min_units} {kpi.privacy.unit}s (noisy count) in "
+                      "the area and period (registry suppression.min_units)")
+        if mre is not None and reason is None and bounds[i] > mre * abs(values[i]):
+            reason = (f"too noisy: the 95 % error bound exceeds {mre:g} x |value| (registry "
+                      "privacy.max_relative_error)")
+        methods.append("suppressed" if reason else "dp")
+        reasons.append(reason)
     sup = np.array([m == "suppressed" for m in methods])
     values = np.where(sup, np.nan, values)
     bounds = np.where(sup, np.nan, bounds)
-    return AreaValues(areas, values, bounds, methods, releases)
+    return AreaValues(areas, values, bounds, methods, releases, reasons)
 
 
 def _budget(kpi: KpiDef, registry: Registry, parts: int = 1) -> DPBudget:
@@ -691,7 +702,8 @@ def compute_kpi(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
     if "district" not in kpi.areas:
         keep = [i for i, a in enumerate(out.areas) if a == CITY]
         out = AreaValues([CITY], out.values[keep], out.bounds[keep],
-                         [out.methods[i] for i in keep], out.releases)
+                         [out.methods[i] for i in keep], out.releases,
+                         [out.reasons[i] for i in keep] if out.reasons else None)
     return out
 
 
@@ -715,7 +727,9 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
             progress(kpi.code)
         out = compute_kpi(kpi, inputs, cfg, registry)
         releases += out.releases
-        for area, value, bound, method in zip(out.areas, out.values, out.bounds, out.methods):
+        reasons = out.reasons or [None] * len(out.areas)
+        for area, value, bound, method, reason in zip(out.areas, out.values, out.bounds,
+                                                      out.methods, reasons, strict=True):
             ok = method != "suppressed" and math.isfinite(value)
             rows["kpi_code"].append(kpi.code)
             rows["kpi_name"].append(kpi.name)
@@ -727,6 +741,7 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
             rows["unit"].append(kpi.unit)
             rows["method"].append(method if ok else "suppressed")
             rows["error_bound"].append(float(bound) if ok else None)
+            rows["withheld_reason"].append(None if ok else (reason or WITHHELD_NO_VALUE))
             rows["source_datasets"].append(",".join(kpi.source_datasets))
             rows["computed_at"].append(cfg.computed_at)
     return pa.table(rows, schema=KPI_SCHEMA), releases

@@ -135,11 +135,17 @@ def _rows(table: pa.Table) -> list[dict]:
     return table.to_pylist()
 
 
+def _reason(row: dict) -> str:
+    """' (why it is withheld)' for a withheld row, else ''."""
+    reason = row.get("withheld_reason")
+    return f" <span class='note'>({_e(reason)})</span>" if reason else ""
+
+
 def _table_html(kpi: KpiDef, rows: list[dict]) -> str:
     body = "".join(
         f"<tr><td>{_e(r['area'])}</td><td class='num'>{_e(_fmt(r['value']))}</td>"
         f"<td class='num'>{'' if r['error_bound'] in (None, 0) else '± ' + _fmt(r['error_bound'])}"
-        f"</td><td>{_e(r['method'])}</td></tr>" for r in rows)
+        f"</td><td>{_e(r['method'])}{_reason(r)}</td></tr>" for r in rows)
     return (f"<details><summary>Data table ({_e(kpi.unit)})</summary><table><thead><tr>"
             "<th scope='col'>Area</th><th scope='col'>Value</th><th scope='col'>95 % error</th>"
             f"<th scope='col'>Method</th></tr></thead><tbody>{body}</tbody></table></details>")
@@ -183,7 +189,8 @@ def render_dashboard(current: pa.Table, history: pa.Table, registry: Registry,
                 f"{_e(kpi.u4ssc_dimension)}</p>"
                 f"<p><span class='value'>{_e(_fmt(city['value'], kpi.unit))}</span>{err} "
                 f"<span class='badge {_e(city['method'])}'>"
-                f"{'DP' if city['method'] == 'dp' else _e(city['method'])}</span></p>"
+                f"{'DP' if city['method'] == 'dp' else _e(city['method'])}</span>"
+                f"{_reason(city)}</p>"
                 f"<p class='note'>{_e(kpi.definition)}</p>"
                 f"<div class='charts'>{''.join(charts)}</div>"
                 f"{_table_html(kpi, [city, *districts])}</article>")

@@ -1,9 +1,12 @@
 """``opencity demo --out DIR``: the main job end to end on generated sample data.
 
 1. generates the synthetic city into DIR/raw (skipped when DIR/raw already holds the same
-   seed, scale and period);
+   seed, scale and period): whole calendar months (``--months``, default 3, from the month
+   of ``--start``) so the monthly KPI dashboard shows a trend;
 2. runs every OpenCity DAG for real with Airflow (``dag.test()``, SQLite metadata DB in
-   DIR/airflow) over each data interval of the sample period;
+   DIR/airflow): the daily and weekly products over the short window ``--start`` +
+   ``--days`` (default 14 days), the monthly KPIs over each of the ``--months`` months
+   (this keeps the run short: 14 daily + 2 weekly + 3 monthly runs by default);
 3. prints where the outputs are: DIR/outputs, DIR/quarantine, DIR/manifests, DIR/catalog.
 
 Without OPENCITY_HMAC_KEY the demo generates a throwaway pseudonymization key and says so;
@@ -25,6 +28,7 @@ from opencity.errors import ConfigError, PipelineError
 from opencity.settings import RunLayout
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MONTHS = 3  # KPI months of the demo: enough for a trend
 DAGS_FOLDER = REPO / "dags"
 
 # (dag_id, cadence): which DAGs the demo runs and how their intervals tile the sample period.
@@ -36,8 +40,9 @@ DEMO_DAGS: tuple[tuple[str, str], ...] = (
 )
 
 
-def logical_dates(cadence: str, start: date, days: int) -> list[date]:
-    """Interval starts that fit entirely inside [start, start + days)."""
+def logical_dates(cadence: str, start: date, days: int, months: int = 1) -> list[date]:
+    """Interval starts: daily and weekly ones that fit entirely inside [start, start + days);
+    monthly ones for ``months`` calendar months from the month of ``start``."""
     if cadence == "daily":
         return [start + timedelta(days=i) for i in range(days)]
     if cadence == "weekly":
@@ -45,8 +50,10 @@ def logical_dates(cadence: str, start: date, days: int) -> list[date]:
         return [first + timedelta(weeks=i) for i in range(days // 7 + 1)
                 if first + timedelta(weeks=i + 1) <= start + timedelta(days=days)]
     if cadence == "monthly":
-        first = start.replace(day=1)
-        return [first]
+        out = [start.replace(day=1)]
+        while len(out) < months:
+            out.append(interval_end("monthly", out[-1]))
+        return out
     raise ConfigError(f"unknown cadence {cadence!r}")
 
 
@@ -70,7 +77,13 @@ def register(subparsers) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="sample-data scale (default 1.0)")
     p.add_argument("--start", type=date.fromisoformat, default=date(2026, 10, 5),
                    help="first day of the sample period (default 2026-10-05, a Monday)")
-    p.add_argument("--days", type=int, default=14, help="length of the sample period in days")
+    p.add_argument("--days", type=int, default=14,
+                   help="days from --start covered by the daily and weekly products "
+                        "(default 14)")
+    p.add_argument("--months", type=int, default=DEFAULT_MONTHS,
+                   help="calendar months (from the month of --start) of sample data and of "
+                        f"monthly KPI runs (default {DEFAULT_MONTHS}: a trend on the "
+                        "dashboard)")
     p.set_defaults(func=_cmd)
 
 
@@ -104,26 +117,47 @@ def _present_dags() -> set[str]:
             if any(f'dag_id="{dag_id}"' in body for body in text.values())}
 
 
+def sample_window(start: date, days: int, months: int) -> tuple[date, int]:
+    """(first day, number of days) of the sample data: whole calendar months from the month
+    of ``start``, extended to ``start + days`` if the short window reaches further."""
+    first = start.replace(day=1)
+    end = logical_dates("monthly", start, days, months)[-1]
+    end = max(interval_end("monthly", end), start + timedelta(days=days))
+    return first, (end - first).days
+
+
 def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2026, 10, 5),
-             days: int = 14) -> dict:
-    """Generate sample data and run every demo DAG over it; returns a summary dict."""
+             days: int = 14, months: int = DEFAULT_MONTHS) -> dict:
+    """Generate sample data and run every demo DAG over it; returns a summary dict.
+
+    The sample data covers ``months`` whole calendar months from the month of ``start``
+    (one KPI run each); the daily and weekly DAGs run over ``[start, start + days)``.
+    """
+    from sample_data.config import MAX_DAYS
     from transforms.pseudonymize import HMAC_ENV_VAR, throwaway_key
 
     if days < 7:
         raise ConfigError("the demo needs at least 7 days of sample data (--days 7 or more)")
+    if isinstance(months, bool) or not isinstance(months, int) or not 1 <= months <= 12:
+        raise ConfigError(f"--months must be an integer from 1 to 12, got {months!r}")
+    data_start, data_days = sample_window(start, days, months)
+    if data_days > MAX_DAYS:
+        raise ConfigError(f"the sample period ({data_days} days from {data_start}) is longer "
+                          f"than {MAX_DAYS} days; use fewer --months or --days")
     layout = RunLayout(out.resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     stamp = layout.raw / ".opencity-sample.json"
-    params = {"seed": seed, "scale": scale, "start": start.isoformat(), "days": days}
+    params = {"seed": seed, "scale": scale, "start": data_start.isoformat(), "days": data_days}
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         print(f"sample data: reusing {layout.raw}", file=sys.stderr)
     else:
         from sample_data import generate
 
-        print(f"sample data: generating into {layout.raw} (seed {seed}, scale {scale})",
-              file=sys.stderr)
-        generate(layout.raw, seed=seed, scale=scale, start=start, days=days, progress=True)
+        print(f"sample data: generating into {layout.raw} (seed {seed}, scale {scale}, "
+              f"{data_days} days from {data_start})", file=sys.stderr)
+        generate(layout.raw, seed=seed, scale=scale, start=data_start, days=data_days,
+                 progress=True)
         stamp.write_text(json.dumps(params))
     env = _airflow_env(layout)
     layout.state_pointer.write_text(env["OPENCITY_STATE_URL"] + "\n", encoding="utf-8")
@@ -140,7 +174,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         # Airflow treats a manual run's date as "run after": the data interval it covers is
         # the one that ends there, so each run is triggered at its interval's end.
         runs += [f"{dag_id}@{interval_end(cadence, d).isoformat()}"
-                 for d in logical_dates(cadence, start, days)]
+                 for d in logical_dates(cadence, start, days, months)]
     layout.airflow_home.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "opencity.airflow_runner", "--reset-db"]
     for r in runs:
@@ -207,7 +241,7 @@ def demo_approvals(state_url: str | None) -> list[str]:
 
 def _cmd(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, seed=args.seed, scale=args.scale, start=args.start,
-                       days=args.days)
+                       days=args.days, months=args.months)
     datasets = sorted(p.name for p in Path(summary["catalog"]).glob("*") if p.is_dir())
     print(f"\nOpenCity demo finished in {summary['seconds']} s "
           f"({len(summary['dag_runs'])} DAG runs, all successful).")

@@ -70,6 +70,8 @@ FIELDS = (
                               "suppressed"),
     Field("error_bound", "number", "Half-width of a 95 % interval for the DP noise, in 'unit'; "
                                    "0 for public values"),
+    Field("withheld_reason", "string", "Why the value is withheld (method suppressed); empty "
+                                       "when the value is published"),
     Field("source_datasets", "string", "Comma-separated OpenCity source datasets"),
     Field("computed_at", "datetime", "End of the data interval of the run that computed it"),
 )

@@ -54,12 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "Example: opencity mobility raw/cdr --towers raw/city/towers.csv --epsilon 1 "
-            "--delta 1e-7 --date 2026-10-05 --out release/2026-10-05. "
+            "--date 2026-10-05 --out release/2026-10-05. "
             "Writes hourly_presence.parquet, od_matrix.parquet, home_region.parquet, "
             "gyration.parquet and privacy.json in --out (publishable), and _run/report.json "
             "(rows read and set aside, for the operator only). Without --delta the "
-            "origin-destination table lists every pair of regions; with --delta it lists "
-            "only pairs that pass a noisy threshold."
+            "origin-destination table publishes every pair of regions with its noise; with "
+            "--delta (only if the policy allows one; the stored policy's is 0) a pair is "
+            "published only if it passes a noisy threshold, and the others are listed with "
+            "status withheld and a withheld_reason."
         ),
     )
     p.add_argument("cdr", metavar="CDR.parquet",
@@ -74,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "value is refused")
     p.add_argument("--delta", type=_float, default=0.0, metavar="D",
                    help="probability that a rare origin-destination pair leaks; must be "
-                        "below 1/number of subscribers, e.g. 1e-7, and at most the policy's "
-                        "per-release delta (default: 0 = none)")
+                        "below 1/number of subscribers and at most the policy's "
+                        "per-release delta (default: 0 = none; the stored policy allows none)")
     p.add_argument("--date", required=True, type=_date, metavar="YYYY-MM-DD",
                    help="the day (UTC) to release; events on other days are counted and "
                         "set aside")

@@ -43,7 +43,9 @@ from privacy.dp import (
 from privacy.dp.params import _check_int, _check_real
 
 PRODUCTS = ("hourly_presence", "od_matrix", "home_region", "gyration")
-DEFAULT_SHARES = (("hourly_presence", 0.4), ("od_matrix", 0.3), ("home_region", 0.2),
+# The origin-destination table, the product researchers ask questions of, gets the largest
+# share: at 0.4 (4 pairs per subscriber) each cell's noise has scale 10 subscribers.
+DEFAULT_SHARES = (("hourly_presence", 0.3), ("od_matrix", 0.4), ("home_region", 0.2),
                   ("gyration", 0.1))
 DEFAULT_NIGHT_HOURS = (22, 23, 0, 1, 2, 3, 4, 5)
 DEFAULT_GYRATION_BINS_KM = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
@@ -345,25 +347,78 @@ def od_transitions(events: duckdb.DuckDBPyRelation, unit: str = "unit"
     """)
 
 
+def od_pairs(regions: tuple[str, ...]) -> pa.Table:
+    """Every ordered pair of distinct regions of the public tower table (the OD key set)."""
+    return pa.table({
+        "origin": pa.array([a for a in regions for b in regions if a != b], pa.string()),
+        "destination": pa.array([b for a in regions for b in regions if a != b], pa.string()),
+    })
+
+
 def od_matrix(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: MobilityConfig,
               random_state: Any = None) -> pa.Table:
-    """Distinct subscribers moving origin -> destination; private keys when delta > 0."""
+    """Distinct subscribers moving origin -> destination, one row per ordered region pair.
+
+    The policy decides the keys through its delta: with delta = 0 the keys are every ordered
+    pair of distinct regions (public, from the tower table) and every cell is published with
+    its noise; with delta > 0 a pair is released only if it passes private partition
+    selection. Either way the table lists every public pair, and its ``status``
+    (:data:`OD_PUBLISHED` / :data:`OD_WITHHELD`) and ``withheld_reason`` columns say in the
+    data itself why a cell has no value (listing the pairs that were not selected reveals
+    nothing beyond the selected set, since the pair list is public).
+    """
     budget = cfg.product_budget("od_matrix")
+    pairs = od_pairs(regions)
     kw: dict[str, Any] = {}
     if budget.delta > 0:
         kw["partition_selection"] = PartitionSelection()
     else:
-        kw["public_keys"] = pa.table({
-            "origin": pa.array([a for a in regions for b in regions if a != b], pa.string()),
-            "destination": pa.array([b for a in regions for b in regions if a != b],
-                                    pa.string()),
-        })
-    return dp_count_distinct(
+        kw["public_keys"] = pairs
+    out = dp_count_distinct(
         od_transitions(events, "uid" if "uid" in events.columns else "unit"), unit="unit",
         by=["origin", "destination"], budget=budget,
         bounds=ContributionBounds(max_partitions=cfg.max_od_pairs), seed=cfg.seed,
         random_state=random_state, **kw,
     )
+    return with_od_status(out, pairs)
+
+
+OD_PUBLISHED = "published"
+OD_WITHHELD = "withheld"
+
+
+def with_od_status(released: pa.Table, pairs: pa.Table) -> pa.Table:
+    """Every public pair once, in the pair order, with ``status`` and ``withheld_reason``.
+
+    Pairs missing from ``released`` (not selected by private partition selection) get empty
+    value columns, status ``withheld`` and a reason naming the selection threshold.
+    Post-processing only: it reads the released table and the public pair list.
+    """
+    meta = released.schema.metadata
+    info = release_info(released)
+    sel = info.get("partition_selection") or {}
+    reason = (f"fewer subscribers than the private selection threshold "
+              f"({sel.get('threshold_units')} noisy subscribers) that day; see privacy.json")
+    con = duckdb.connect()
+    try:
+        con.register("rel", released.replace_schema_metadata(None))
+        con.register("pairs", pairs)
+        value_cols = [c for c in released.column_names if c not in ("origin", "destination")]
+        picked = ", ".join(f"r.{c}" for c in value_cols)
+        out = con.sql(f"""
+            SELECT p.origin, p.destination, {picked},
+                   CASE WHEN r.origin IS NULL THEN '{OD_WITHHELD}' ELSE '{OD_PUBLISHED}' END
+                       AS status,
+                   CASE WHEN r.origin IS NULL THEN ? END AS withheld_reason
+            FROM (SELECT *, row_number() OVER () AS _i FROM pairs) p
+            LEFT JOIN rel r USING (origin, destination)
+            ORDER BY p._i
+        """, params=[reason]).to_arrow_table()
+    finally:
+        con.close()
+    schema = pa.schema([released.schema.field(c) if c in released.column_names
+                        else pa.field(c, pa.string()) for c in out.column_names])
+    return out.cast(schema).replace_schema_metadata(meta)
 
 
 def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str = "unit"
@@ -483,4 +538,18 @@ def product_metadata(name: str, table: pa.Table, cfg: MobilityConfig) -> dict[st
         },
         "selection_threshold_subscribers": sel["threshold_units"] if sel else None,
         "rows": table.num_rows,
+    } | (_od_statement(table, sel) if name == "od_matrix" else {})
+
+
+def _od_statement(table: pa.Table, sel: dict[str, Any] | None) -> dict[str, Any]:
+    """What the statement says about the OD keys and the cells without a value."""
+    status = table.column("status").to_pylist() if "status" in table.column_names else []
+    return {
+        "key_set": ("every ordered pair of distinct regions of the public tower table"
+                    + ("; a pair is published only if it passes private partition selection"
+                       if sel else "; every pair is published with its noise (no selection "
+                       "threshold)")),
+        "published_rows": sum(s == OD_PUBLISHED for s in status),
+        "withheld_rows": sum(s == OD_WITHHELD for s in status),
+        "withheld_reason_column": "withheld_reason (empty when the cell is published)",
     }

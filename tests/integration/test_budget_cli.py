@@ -41,7 +41,7 @@ def test_budget_after_real_mobility_and_kpi_releases(sample_raw, tmp_path, monke
     run_dir.mkdir()
     assert "nothing released yet" in _budget(run_dir, capsys)
     for day in DAYS:
-        assert _mobility(sample_raw, day, tmp_path / "out" / day, "--delta", "1e-7") == 0
+        assert _mobility(sample_raw, day, tmp_path / "out" / day) == 0
     ledger = Ledger(state)
     kpi = ledger.policy.dataset("opencity-kpis")
     ledger.spend("opencity-kpis", "dt=2026-10-01", "kpis-2026-10", date(2026, 10, 1),

@@ -28,6 +28,13 @@ def test_demo_end_to_end(tmp_path):
         assert folder in proc.stdout
     summary = json.loads((out / "demo-summary.json").read_text())
     assert summary["dag_runs"] and all(r["state"] == "success" for r in summary["dag_runs"])
+    # Three whole months of sample data: 14 daily mobility runs and 2 weekly 311 runs over the
+    # short window, one KPI run per month (issue 22: the dashboard shows a trend).
+    runs = [r["dag_id"] for r in summary["dag_runs"]]
+    assert (runs.count("cdr_mobility"), runs.count("opencity_311"),
+            runs.count("opencity_kpi")) == (14, 2, 3)
+    _check_kpi_months(out / "outputs" / "opencity-kpis")
+    _check_od_cells(out / "outputs" / "opencity-cdr-mobility-daily")
     manifests = sorted((out / "manifests").rglob("*.json"))
     assert manifests
     products = sorted((out / "outputs").rglob("*.parquet"))
@@ -86,3 +93,35 @@ def test_demo_end_to_end(tmp_path):
 
     names = pd.read_parquet(out / "catalog" / "opencity-districts" / "data" / "districts")
     assert names["district_name"].notna().all() and len(names) >= 2
+
+
+def _check_kpi_months(kpis):
+    """Every month is a partition whose rows carry that period; a withheld KPI says why in
+    its row; the last month's dashboard draws the three months."""
+    parts = sorted(p.name for p in kpis.glob("dt=*"))
+    assert parts == ["dt=2026-10-01", "dt=2026-11-01", "dt=2026-12-01"]
+    for part in parts:
+        rows = pq.read_table(kpis / part / "kpis.parquet").to_pylist()
+        assert {r["period"] for r in rows} == {part[3:10]}
+        for r in rows:
+            withheld = r["method"] == "suppressed"
+            assert (r["value"] is None) == withheld
+            assert bool(r["withheld_reason"]) == withheld, r
+    html = (kpis / parts[-1] / "dashboard.html").read_text()
+    assert "City, 3 period(s)" in html
+    assert all(m in html for m in ("2026-10", "2026-11", "2026-12"))
+
+
+def _check_od_cells(mobility):
+    """>= 50 published origin-destination cells on every day; every row has a status, and
+    a row without a value says why."""
+    days = sorted(mobility.glob("dt=*"))
+    assert len(days) == 14
+    for day in days:
+        rows = pq.read_table(day / "od_matrix.parquet").to_pylist()
+        assert {r["status"] for r in rows} <= {"published", "withheld"}
+        published = [r for r in rows if r["status"] == "published"]
+        assert len(published) >= 50, (day.name, len(published))
+        assert all(r["value"] is not None and r["withheld_reason"] is None for r in published)
+        assert all(r["value"] is None and r["withheld_reason"] for r in rows
+                   if r["status"] == "withheld")

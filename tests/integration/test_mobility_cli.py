@@ -89,19 +89,21 @@ def _hashes(d: Path) -> dict[str, str]:
 def test_release_files_privacy_json_and_rerun(inputs, tmp_path, capsys):
     cdr, towers, msisdn = inputs
     out, ledger = tmp_path / "out", tmp_path / "ledger.sqlite"
-    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-7",
-                "--seed", "3") == 0
+    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--seed", "3") == 0
     names = {"hourly_presence.parquet", "od_matrix.parquet", "home_region.parquet",
              "gyration.parquet", "privacy.json"}
     assert names <= {p.name for p in out.iterdir()}
     doc = json.loads((out / "privacy.json").read_text())
-    assert doc["budget"] == {"epsilon": 1.0, "delta": 1e-7,
+    assert doc["budget"] == {"epsilon": 1.0, "delta": 0.0,
                              "per": "subscriber per day (UTC), all products together"}
     prods = doc["products"]
     assert set(prods) == {"hourly_presence", "od_matrix", "home_region", "gyration"}
     assert sum(p["epsilon"] for p in prods.values()) == pytest.approx(1.0)
-    assert prods["od_matrix"]["delta"] == 1e-7 and prods["hourly_presence"]["delta"] == 0
-    assert prods["od_matrix"]["selection_threshold_subscribers"] > 1
+    # The stored policy's delta is 0: OD lists every ordered pair of regions (public keys),
+    # no selection threshold, nothing withheld.
+    assert prods["od_matrix"]["delta"] == 0 and prods["hourly_presence"]["delta"] == 0
+    assert prods["od_matrix"]["selection_threshold_subscribers"] is None
+    assert prods["od_matrix"]["withheld_rows"] == 0
     assert all(p["mechanism"] == "Geometric" for p in prods.values())
     assert doc["ledger"]["epsilon"] == 1.0 and doc["ledger"]["partition"] == f"dt={DAY}"
     hourly = pq.read_table(out / "hourly_presence.parquet")
@@ -127,7 +129,7 @@ def test_release_files_privacy_json_and_rerun(inputs, tmp_path, capsys):
 
     # Rerun: same bytes, no new spend.
     before = _hashes(out)
-    assert _run(cdr, towers, out, ledger, "--epsilon", "1", "--delta", "1e-7") == 0
+    assert _run(cdr, towers, out, ledger, "--epsilon", "1") == 0
     assert "already recorded" in capsys.readouterr().out
     assert _hashes(out) == before
 
@@ -202,7 +204,7 @@ def test_delta_too_large_for_the_population(inputs, tmp_path, capsys, monkeypatc
     # Above the stored policy's per-release delta: refused before anything runs.
     assert _run(cdr, towers, tmp_path / "o", tmp_path / "l.sqlite", "--epsilon", "1",
                 "--delta", "0.001") == 1
-    assert "delta[subscriber]: the policy allows at most 1e-07" in capsys.readouterr().err
+    assert "delta[subscriber]: the policy allows at most 0" in capsys.readouterr().err
     # A (reviewed) policy that allows it still meets the 1/n rule of the mechanism.
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     doc["units"]["subscriber"]["delta"] = 0.1

@@ -136,9 +136,9 @@ def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
 
     ledger = Ledger(tmp_path / "state.sqlite")
     ledger.spend("opencity-cdr-mobility-daily", "dt=2026-10-05", "daily", date(2026, 10, 5),
-                 {"subscriber": DPBudget(0.8, 1e-8)})
+                 {"subscriber": DPBudget(0.8, 0.0)})
     (tmp_path / "privacy.json").write_text(json.dumps(
-        {"spent": {"epsilon": 0.8, "delta": 1e-8}}))
+        {"spent": {"epsilon": 0.8, "delta": 0.0}}))
     privacy = {"kind": "dp", "count_columns": ["value"], "statement": tmp_path / "privacy.json",
                "ledger": ledger, "ledger_dataset": "opencity-cdr-mobility-daily",
                "partition": "dt=2026-10-05", "release_id": "daily"}
@@ -149,8 +149,9 @@ def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
     with pytest.raises(DataQualityError, match="privacy statement is missing"):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                           reports_dir=tmp_path / "r")
-    (tmp_path / "privacy.json").write_text(json.dumps({"spent": {"epsilon": 0.8, "delta": 0}}))
-    with pytest.raises(DataQualityError, match="statement delta 0 != ledger delta 1e-08"):
+    (tmp_path / "privacy.json").write_text(json.dumps({"spent": {"epsilon": 0.8,
+                                                                 "delta": 1e-8}}))
+    with pytest.raises(DataQualityError, match="statement delta 1e-08 != ledger delta 0"):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                           reports_dir=tmp_path / "r")
     # A path is not the ledger: the gate no longer opens the database itself.

@@ -192,6 +192,9 @@ def test_full_table_shape(inputs, registry):
     assert set(df.method) <= {"public", "dp", "suppressed"}
     assert (df.loc[df.method == "public", "error_bound"] == 0).all()
     assert df.loc[df.method == "suppressed", "value"].isna().all()
+    # A withheld value says why in its own row; a published one has no reason.
+    assert (df.withheld_reason.notna() == (df.method == "suppressed")).all()
+    assert (df.period == "2026-10").all()
     assert {r["privacy_unit"] for r in releases} == {"household", "card", "requester",
                                                      "subscriber"}
     spent: dict[str, float] = {}
@@ -230,3 +233,18 @@ def test_run_config_validation(bad):
     args = {"period_start": START, "period_end": END, "computed_at": END, **bad}
     with pytest.raises(ConfigError):
         KpiRunConfig(**args)
+
+
+def test_withheld_rows_name_the_rule_that_withheld_them(inputs, registry):
+    """Too few privacy units (registry suppression.min_units): the DP rows that count units
+    are withheld and their withheld_reason names the unit and the threshold."""
+    import dataclasses
+
+    strict = dataclasses.replace(registry, min_units=10**9)
+    table, _ = compute_kpis(inputs, strict, cfg(3))
+    rows = table.to_pylist()
+    withheld = [r for r in rows if r["method"] == "suppressed"]
+    by_units = [r for r in withheld if "fewer than 1000000000" in r["withheld_reason"]]
+    assert len(by_units) > len(withheld) / 2
+    assert all(r["value"] is None and r["error_bound"] is None for r in withheld)
+    assert all(r["withheld_reason"] is None for r in rows if r["method"] != "suppressed")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from opencity.errors import ConfigError, DataQualityError
-from privacy.dp import DPBudget, bounded_aggregate
+from privacy.dp import DPBudget, bounded_aggregate, release_info
 from privacy.dp.params import ContributionBounds
 from privacy.mobility.products import (
     MobilityConfig,
@@ -16,6 +16,7 @@ from privacy.mobility.products import (
     home_regions,
     od_transitions,
     prepare_events,
+    product_metadata,
 )
 
 DAY = date(2026, 10, 5)  # the day the conftest fixtures generate
@@ -163,12 +164,41 @@ def test_products_shape_and_post_processing(small_day):
     assert out["gyration"].num_rows == len(cfg.gyration_bins_km)
     for t in out.values():
         assert t.schema.field("value").type == pa.int64()
-        assert min(t.column("value").to_pylist(), default=0) >= 0
+        assert min((v for v in t.column("value").to_pylist() if v is not None), default=0) >= 0
         assert "subscriber_id" not in t.column_names and "unit" not in t.column_names
     od = out["od_matrix"]
-    assert od.num_rows > 0  # busy pairs pass selection on a city-sized day
+    # Every ordered pair of distinct regions is listed; the pairs that did not pass private
+    # selection say so in the row (status, reason naming the threshold) and carry no value.
+    assert od.num_rows == n_regions * (n_regions - 1)
     assert all(o != d for o, d in zip(od.column("origin").to_pylist(),
                                      od.column("destination").to_pylist(), strict=True))
+    rows = od.to_pylist()
+    published = [r for r in rows if r["status"] == "published"]
+    withheld = [r for r in rows if r["status"] == "withheld"]
+    assert published and len(published) + len(withheld) == len(rows)
+    threshold = release_info(od)["partition_selection"]["threshold_units"]
+    assert all(r["value"] >= threshold and r["withheld_reason"] is None for r in published)
+    assert all(r["value"] is None and r["noise_std"] is None
+               and f"({threshold} noisy subscribers)" in r["withheld_reason"] for r in withheld)
+    meta = product_metadata("od_matrix", od, cfg)
+    assert (meta["published_rows"], meta["withheld_rows"]) == (len(published), len(withheld))
+
+
+def test_od_with_public_keys_publishes_every_pair(small_day):
+    """delta = 0 (the stored policy): every pair has a noisy value, nothing is withheld."""
+    cdr, towers = small_day
+    prep, _ = _prepare(cdr, towers)
+    cfg = MobilityConfig(DPBudget(1.0, 0.0), seed=5)
+    od = compute_products(prep, cfg, random_state=3)["od_matrix"]
+    n = len(prep.regions)
+    assert od.num_rows == n * (n - 1)
+    assert set(od.column("status").to_pylist()) == {"published"}
+    assert od.column("withheld_reason").null_count == od.num_rows
+    assert od.column("value").null_count == 0
+    assert release_info(od)["key_source"] == "public"
+    meta = product_metadata("od_matrix", od, cfg)
+    assert meta["selection_threshold_subscribers"] is None and meta["withheld_rows"] == 0
+    assert cfg.spent.delta == 0.0
 
 
 def test_heavy_subscriber_moves_each_product_by_at_most_its_bound(small_day):
