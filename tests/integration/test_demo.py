@@ -93,6 +93,12 @@ def test_demo_end_to_end(tmp_path):
 
     names = pd.read_parquet(out / "catalog" / "opencity-districts" / "data" / "districts")
     assert names["district_name"].notna().all() and len(names) >= 2
+    # Issue 20: the portal audits from what it published (the chain, files, per-person totals)
+    proc = subprocess.run([sys.executable, "-m", "opencity.cli", "verify", str(out), "--json"],
+                          check=False, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["state_checked"] and report["published_chain_entries"] > 0
 
 
 def _check_kpi_months(kpis):
