@@ -52,6 +52,7 @@ from privacy.suppression import (
     suppress_small_counts,
 )
 from publish.base import DatasetRelease, Field, Resource
+from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
 
@@ -573,7 +574,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                          "requests-weekly-csv", "csv",
                          f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
             ),
-            fields=DP_FIELDS,
+            fields=dictionary_fields(DATASET, DP_FIELDS, "differential_privacy"),
             privacy={"privacy_method": "differential_privacy", "privacy_unit": "requester",
                      "epsilon_per_release": cfg.epsilon, "delta": 0.0,
                      "contribution_bounds": {"max_cells": cfg.max_cells,
@@ -601,7 +602,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                      "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
-        fields=FIELDS,
+        fields=dictionary_fields(DATASET, FIELDS, "small_count_suppression"),
         privacy={"privacy_method": "small_count_suppression",
                  "suppression_threshold": entry.threshold,
                  "secondary_suppression": True,
