@@ -47,6 +47,10 @@ KPI_SCHEMA = pa.schema([
     pa.field("error_bound", pa.float64()),
     pa.field("source_datasets", pa.string(), nullable=False),
     pa.field("computed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    # Uncertainty and post-processing (issue 22): approximate SD of the DP estimate (0 for
+    # public values) and the value before clipping to the KPI's domain.
+    pa.field("noise_std", pa.float64()),
+    pa.field("value_unclipped", pa.float64()),
 ])
 KPI_COLUMNS = tuple(KPI_SCHEMA.names)
 
@@ -119,6 +123,16 @@ class AreaValues:
     bounds: np.ndarray
     methods: list[str]
     releases: list[dict[str, Any]] = field(default_factory=list)
+    #: approximate noise SD per area (95 % bound / 1.96 before clipping); None: bounds / Z95
+    stds: np.ndarray | None = None
+    #: the value before clipping to the KPI's domain; None: the values
+    unclipped: np.ndarray | None = None
+
+    def std_values(self) -> np.ndarray:
+        return np.asarray(self.bounds, float) / Z95 if self.stds is None else self.stds
+
+    def unclipped_values(self) -> np.ndarray:
+        return np.asarray(self.values, float) if self.unclipped is None else self.unclipped
 
 
 # --------------------------------------------------------------------------------------
@@ -149,7 +163,8 @@ def _keys(inputs: KpiInputs) -> pa.Table:
 
 def _public(areas: list[str], values: list[float]) -> AreaValues:
     vals = np.asarray(values, dtype=float)
-    return AreaValues(areas, vals, np.zeros(len(areas)), ["public"] * len(areas))
+    return AreaValues(areas, vals, np.zeros(len(areas)), ["public"] * len(areas),
+                      stds=np.zeros(len(areas)), unclipped=vals)
 
 
 def _by_key(table: pa.Table, keys: list[str], column: str = "value") -> np.ndarray:
@@ -183,6 +198,7 @@ def _finish_dp(kpi: KpiDef, registry: Registry, areas: list[str], values: np.nda
     """Clip to the value domain and suppress (post-processing only; no extra budget)."""
     values = np.asarray(values, float)
     bounds = np.asarray(bounds, float)
+    unclipped, stds = values.copy(), bounds / Z95
     if clip is not None:
         values = np.clip(values, *clip)
         bounds = np.minimum(bounds, clip[1] - clip[0])
@@ -198,7 +214,8 @@ def _finish_dp(kpi: KpiDef, registry: Registry, areas: list[str], values: np.nda
     sup = np.array([m == "suppressed" for m in methods])
     values = np.where(sup, np.nan, values)
     bounds = np.where(sup, np.nan, bounds)
-    return AreaValues(areas, values, bounds, methods, releases)
+    return AreaValues(areas, values, bounds, methods, releases,
+                      stds=np.where(sup, np.nan, stds), unclipped=np.where(sup, np.nan, unclipped))
 
 
 def _budget(kpi: KpiDef, registry: Registry, parts: int = 1) -> DPBudget:
@@ -691,7 +708,8 @@ def compute_kpi(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
     if "district" not in kpi.areas:
         keep = [i for i, a in enumerate(out.areas) if a == CITY]
         out = AreaValues([CITY], out.values[keep], out.bounds[keep],
-                         [out.methods[i] for i in keep], out.releases)
+                         [out.methods[i] for i in keep], out.releases,
+                         stds=out.std_values()[keep], unclipped=out.unclipped_values()[keep])
     return out
 
 
@@ -715,7 +733,9 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
             progress(kpi.code)
         out = compute_kpi(kpi, inputs, cfg, registry)
         releases += out.releases
-        for area, value, bound, method in zip(out.areas, out.values, out.bounds, out.methods):
+        for area, value, bound, method, std, raw in zip(
+                out.areas, out.values, out.bounds, out.methods, out.std_values(),
+                out.unclipped_values()):
             ok = method != "suppressed" and math.isfinite(value)
             rows["kpi_code"].append(kpi.code)
             rows["kpi_name"].append(kpi.name)
@@ -729,4 +749,6 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
             rows["error_bound"].append(float(bound) if ok else None)
             rows["source_datasets"].append(",".join(kpi.source_datasets))
             rows["computed_at"].append(cfg.computed_at)
+            rows["noise_std"].append(float(std) if ok and math.isfinite(std) else None)
+            rows["value_unclipped"].append(float(raw) if ok and math.isfinite(raw) else None)
     return pa.table(rows, schema=KPI_SCHEMA), releases

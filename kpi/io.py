@@ -65,7 +65,12 @@ def read_kpi_history(dataset_dir: str | Path, before_partition: str | None = Non
             continue
         f = part / KPI_FILE
         if f.is_file():
-            tables.append(pq.read_table(f).select(KPI_SCHEMA.names).cast(KPI_SCHEMA))
+            t = pq.read_table(f)
+            for name in KPI_SCHEMA.names:  # partitions written before a column existed
+                if name not in t.column_names:
+                    t = t.append_column(name, pa.nulls(t.num_rows,
+                                                       KPI_SCHEMA.field(name).type))
+            tables.append(t.select(KPI_SCHEMA.names).cast(KPI_SCHEMA))
     if not tables:
         return KPI_SCHEMA.empty_table()
     return pa.concat_tables(tables)

@@ -230,3 +230,24 @@ def test_run_config_validation(bad):
     args = {"period_start": START, "period_end": END, "computed_at": END, **bad}
     with pytest.raises(ConfigError):
         KpiRunConfig(**args)
+
+
+def test_dp_rows_carry_noise_std_and_unclipped_value(inputs, registry):
+    """Issue 22: every DP KPI has its (approximate) noise SD and its value before clipping;
+    public values have SD 0 and are their own unclipped value; withheld rows have neither."""
+    table, _ = compute_kpis(inputs, registry, cfg(3))
+    df = table.to_pandas()
+    dp, public = df[df.method == "dp"], df[df.method == "public"]
+    suppressed = df[df.method == "suppressed"]
+    assert len(dp) and len(public)
+    assert (dp.noise_std > 0).all()
+    # the bound is 1.96 SD, capped at the width of the domain after clipping
+    assert (dp.error_bound <= 1.959963984540054 * dp.noise_std * (1 + 1e-9)).all()
+    differ = (dp.value - dp.value_unclipped).abs() > 1e-9
+    # clipping only moves a value into its domain: up to 0 from below, or down from above
+    moved = dp[differ]
+    assert (((moved.value_unclipped < moved.value) & (moved.value == 0))
+            | (moved.value_unclipped > moved.value)).all()
+    assert (public.noise_std == 0).all()
+    assert (public.value_unclipped == public.value).all()
+    assert suppressed.noise_std.isna().all() and suppressed.value_unclipped.isna().all()
