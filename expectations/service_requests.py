@@ -49,7 +49,9 @@ def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
 DP_PRODUCT_KINDS = {"week_start": "date", "district_id": "string", "request_type": "string",
                     "requests": "integer", "requests_error_bound_95": "float",
                     "median_resolution_hours": "float",
-                    "median_resolution_hours_error_bound_95": "float"}
+                    "median_resolution_hours_error_bound_95": "float",
+                    "requests_noise_std": "float", "requests_unfloored": "integer",
+                    "median_resolution_hours_noise_std": "float"}
 
 
 def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
@@ -63,6 +65,19 @@ def product_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
             gxe.ExpectColumnValuesToNotBeNull(column="requests_error_bound_95"),
             gxe.ExpectColumnValuesToBeBetween(column="requests_error_bound_95", min_value=0,
                                               strict_min=True),
+            gxe.ExpectColumnValuesToNotBeNull(column="requests_noise_std"),
+            gxe.ExpectColumnValuesToBeBetween(column="requests_noise_std", min_value=0,
+                                              strict_min=True),
+            gxe.ExpectColumnValuesToNotBeNull(column="requests_unfloored"),
+            # requests = max(requests_unfloored, 0): never below the unfloored value ...
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="requests", column_B="requests_unfloored", or_equal=True),
+            # ... and equal to it wherever that is not negative.
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="requests", column_B="requests_unfloored",
+                row_condition="requests_unfloored>=0", condition_parser="pandas"),
+            gxe.ExpectColumnValuesToBeBetween(column="median_resolution_hours_noise_std",
+                                              min_value=0),
         ])
     return _weekly_suite(ctx, PRODUCT_KINDS, [
         gxe.ExpectColumnValuesToNotBeNull(column="suppressed"),

@@ -51,6 +51,10 @@ KPI_SCHEMA = pa.schema([
     pa.field("withheld_reason", pa.string()),
     pa.field("source_datasets", pa.string(), nullable=False),
     pa.field("computed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    # Uncertainty and post-processing (issue 22): approximate SD of the DP estimate (0 for
+    # public values) and the value before clipping to the KPI's domain.
+    pa.field("noise_std", pa.float64()),
+    pa.field("value_unclipped", pa.float64()),
 ])
 KPI_COLUMNS = tuple(KPI_SCHEMA.names)
 
@@ -124,6 +128,16 @@ class AreaValues:
     methods: list[str]
     releases: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str | None] | None = None  # why a suppressed value is withheld, per area
+    #: approximate noise SD per area (95 % bound / 1.96 before clipping); None: bounds / Z95
+    stds: np.ndarray | None = None
+    #: the value before clipping to the KPI's domain; None: the values
+    unclipped: np.ndarray | None = None
+
+    def std_values(self) -> np.ndarray:
+        return np.asarray(self.bounds, float) / Z95 if self.stds is None else self.stds
+
+    def unclipped_values(self) -> np.ndarray:
+        return np.asarray(self.values, float) if self.unclipped is None else self.unclipped
 
 
 # --------------------------------------------------------------------------------------
@@ -154,7 +168,8 @@ def _keys(inputs: KpiInputs) -> pa.Table:
 
 def _public(areas: list[str], values: list[float]) -> AreaValues:
     vals = np.asarray(values, dtype=float)
-    return AreaValues(areas, vals, np.zeros(len(areas)), ["public"] * len(areas))
+    return AreaValues(areas, vals, np.zeros(len(areas)), ["public"] * len(areas),
+                      stds=np.zeros(len(areas)), unclipped=vals)
 
 
 def _by_key(table: pa.Table, keys: list[str], column: str = "value") -> np.ndarray:
@@ -188,6 +203,7 @@ def _finish_dp(kpi: KpiDef, registry: Registry, areas: list[str], values: np.nda
     """Clip to the value domain and suppress (post-processing only; no extra budget)."""
     values = np.asarray(values, float)
     bounds = np.asarray(bounds, float)
+    unclipped, stds = values.copy(), bounds / Z95
     if clip is not None:
         values = np.clip(values, *clip)
         bounds = np.minimum(bounds, clip[1] - clip[0])
@@ -209,7 +225,8 @@ def _finish_dp(kpi: KpiDef, registry: Registry, areas: list[str], values: np.nda
     sup = np.array([m == "suppressed" for m in methods])
     values = np.where(sup, np.nan, values)
     bounds = np.where(sup, np.nan, bounds)
-    return AreaValues(areas, values, bounds, methods, releases, reasons)
+    return AreaValues(areas, values, bounds, methods, releases, reasons,
+                      stds=np.where(sup, np.nan, stds), unclipped=np.where(sup, np.nan, unclipped))
 
 
 def _budget(kpi: KpiDef, registry: Registry, parts: int = 1) -> DPBudget:
@@ -703,7 +720,8 @@ def compute_kpi(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
         keep = [i for i, a in enumerate(out.areas) if a == CITY]
         out = AreaValues([CITY], out.values[keep], out.bounds[keep],
                          [out.methods[i] for i in keep], out.releases,
-                         [out.reasons[i] for i in keep] if out.reasons else None)
+                         [out.reasons[i] for i in keep] if out.reasons else None,
+                         stds=out.std_values()[keep], unclipped=out.unclipped_values()[keep])
     return out
 
 
@@ -728,8 +746,9 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
         out = compute_kpi(kpi, inputs, cfg, registry)
         releases += out.releases
         reasons = out.reasons or [None] * len(out.areas)
-        for area, value, bound, method, reason in zip(out.areas, out.values, out.bounds,
-                                                      out.methods, reasons, strict=True):
+        for area, value, bound, method, reason, std, raw in zip(
+                out.areas, out.values, out.bounds, out.methods, reasons, out.std_values(),
+                out.unclipped_values(), strict=True):
             ok = method != "suppressed" and math.isfinite(value)
             rows["kpi_code"].append(kpi.code)
             rows["kpi_name"].append(kpi.name)
@@ -744,4 +763,6 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
             rows["withheld_reason"].append(None if ok else (reason or WITHHELD_NO_VALUE))
             rows["source_datasets"].append(",".join(kpi.source_datasets))
             rows["computed_at"].append(cfg.computed_at)
+            rows["noise_std"].append(float(std) if ok and math.isfinite(std) else None)
+            rows["value_unclipped"].append(float(raw) if ok and math.isfinite(raw) else None)
     return pa.table(rows, schema=KPI_SCHEMA), releases

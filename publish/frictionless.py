@@ -64,12 +64,47 @@ def load_dictionary(path: Path = DICTIONARY_FILE) -> dict[str, Any]:
     return data
 
 
-def describe_column(dataset: str, column: str, dictionary: Mapping | None = None
-                    ) -> dict[str, Any]:
-    """Dictionary entry of ``column`` in ``dataset`` (dataset-specific first, then shared)."""
+def describe_column(dataset: str, column: str, dictionary: Mapping | None = None,
+                    method: str | None = None) -> dict[str, Any]:
+    """Dictionary entry of ``column`` in ``dataset``: the entry of the dataset's privacy
+    ``method`` (``methods.<method>.columns``) first, then the dataset's, then the shared one."""
     d = dictionary if dictionary is not None else load_dictionary()
-    specific = (d.get("datasets", {}).get(dataset) or {}).get("columns") or {}
-    return dict(specific.get(column) or d.get("columns", {}).get(column) or {})
+    entry = d.get("datasets", {}).get(dataset) or {}
+    by_method = (((entry.get("methods") or {}).get(method) or {}).get("columns") or {}
+                 if method else {})
+    specific = entry.get("columns") or {}
+    return dict(by_method.get(column) or specific.get(column)
+                or d.get("columns", {}).get(column) or {})
+
+
+STATEMENT_KEYS = ("mechanism", "privacy_unit", "post_processing", "effect_on_sums")
+
+
+def privacy_statement(dataset: str, method: str | None, dictionary: Mapping | None = None
+                      ) -> dict[str, str]:
+    """What the dictionary says the dataset does under its privacy ``method``: mechanism,
+    privacy unit, post-processing and its effect on sums (empty when it says nothing)."""
+    d = dictionary if dictionary is not None else load_dictionary()
+    entry = d.get("datasets", {}).get(dataset) or {}
+    statement = (((entry.get("methods") or {}).get(method) or {}).get("statement") or {}
+                 if method else {})
+    return {k: " ".join(str(statement[k]).split()) for k in STATEMENT_KEYS if statement.get(k)}
+
+
+def dictionary_fields(dataset: str, fields: Sequence[Any], method: str | None,
+                      dictionary: Mapping | None = None) -> tuple[Any, ...]:
+    """``fields`` (:class:`publish.base.Field`) with description and unit from the dictionary
+    where it has an entry for the column (the pipeline's own text is the fallback), so every
+    target (package.json, DataStore, datapackage) describes a column the same way."""
+    from dataclasses import replace
+
+    out = []
+    for f in fields:
+        entry = describe_column(dataset, f.name, dictionary, method)
+        out.append(replace(f, description=" ".join(str(entry.get("description")
+                                                       or f.description).split()),
+                           unit=entry.get("unit") or f.unit))
+    return tuple(out)
 
 
 def primary_key_of(dataset: str, resource: str, dictionary: Mapping | None = None
@@ -117,9 +152,10 @@ def table_schema(release: DatasetRelease, resource_name: str, schema: pa.Schema,
                  dictionary: Mapping | None = None) -> dict[str, Any]:
     """Table Schema of one tabular resource from its Arrow schema and the dictionary."""
     fallback = {f.name: f for f in release.fields}
+    method = (release.privacy or {}).get("privacy_method")
     fields = []
     for col in schema:
-        entry = describe_column(release.name, col.name, dictionary)
+        entry = describe_column(release.name, col.name, dictionary, method)
         field: dict[str, Any] = {"name": col.name, "type": frictionless_type(col.type)}
         description = entry.get("description") or (
             fallback[col.name].description if col.name in fallback else "")
@@ -127,7 +163,7 @@ def table_schema(release: DatasetRelease, resource_name: str, schema: pa.Schema,
         if entry.get("title"):
             field["title"] = entry["title"]
         if description:
-            field["description"] = description
+            field["description"] = " ".join(str(description).split())
         if unit:
             field["unit"] = unit
         fields.append(field)
@@ -229,6 +265,10 @@ def datapackage(release: DatasetRelease, resources: Sequence[Mapping[str, Any]],
         "privacy": release.privacy,
         "resources": entries,
     }
+    statement = privacy_statement(release.name, (release.privacy or {}).get("privacy_method"),
+                                  dictionary)
+    if statement:
+        package["privacy_statement"] = statement
     if release.temporal_coverage:
         package["temporal"] = {"start": release.temporal_coverage[0],
                                "end": release.temporal_coverage[1]}

@@ -22,6 +22,10 @@ package key / extra       DCAT-AP property (value)
 ``access_rights``         ``dct:accessRights``: EU access-right authority IRI (PUBLIC)
 ``provenance``            ``dct:provenance`` (a sentence)
 ``language``              ``dct:language``: EU language authority IRI
+``privacy_mechanism``,    the data dictionary's statement for the release's privacy method
+``privacy_unit_statement``, (``publish/dictionary.yaml``): mechanism, privacy unit,
+``post_processing``,      post-processing (rounding, zero floor, clipping, withholding) and
+``post_processing_effect_on_sums``  its effect on sums; also a paragraph of ``notes``
 resource ``format``       ``dct:format``: EU file-type authority IRI (PARQUET, CSV...)
 resource ``mimetype``     ``dcat:mediaType`` (IANA IRI)
 resource ``hash``         ``spdx:checksum`` / ``spdx:checksumValue`` (hex, xsd:hexBinary)
@@ -99,6 +103,14 @@ THEMES: dict[str, str] = {
     "energy": "ENER", "meter": "ENER", "smart-meter": "ENER", "electricity": "ENER",
     "population": "SOCI", "microdata": "SOCI",
     "environment": "ENVI", "air-quality": "ENVI",
+}
+
+#: Data-dictionary statement key -> CKAN extra.
+STATEMENT_EXTRAS = {
+    "mechanism": "privacy_mechanism",
+    "privacy_unit": "privacy_unit_statement",
+    "post_processing": "post_processing",
+    "effect_on_sums": "post_processing_effect_on_sums",
 }
 
 _PRIVACY_LABELS = {
@@ -372,12 +384,21 @@ def package_dict(release: DatasetRelease, catalog: CatalogInfo | None = None,
     for key, value in release.provenance.items():
         ours[f"provenance_{key}"] = extra_value(value)
     ours["provenance"] = _provenance_text(release.provenance)
+    statement = _dictionary_statement(release)
+    for key, extra in STATEMENT_EXTRAS.items():
+        if statement.get(key):
+            ours[extra] = statement[key]
     extras = {k: v for k, v in old.items() if k not in _stale_keys(old, ours)}
     extras.update(ours)
+    notes = release.description
+    if statement.get("post_processing"):
+        notes += ("\n\nPost-processing: " + statement["post_processing"].rstrip(".") + ". "
+                  + "Effect on sums: " + statement.get("effect_on_sums", "not stated")
+                  .rstrip(".") + ".")
     return {
         "name": release.name,
         "title": release.title,
-        "notes": release.description,
+        "notes": notes,
         "license_id": licence_id,
         "tags": [{"name": t} for t in sorted(set(release.tags))],
         "extras": [{"key": k, "value": v} for k, v in sorted(extras.items())],
@@ -388,12 +409,19 @@ def _stale_keys(old: dict[str, str], ours: dict[str, str]) -> set[str]:
     """Keys of ``old`` this mapping owns but no longer writes (e.g. ``epsilon`` after the
     method changed). Per-partition sentences and foreign keys are kept."""
     owned = set(_PRIVACY_LABELS) | {"privacy", "spatial_uri", "contact_uri",
-                                    "publisher_uri", "publisher_url"}
+                                    "publisher_uri", "publisher_url"} | set(
+        STATEMENT_EXTRAS.values())
     try:
         owned |= set(flatten_privacy(json.loads(old.get("privacy_parameters") or "{}")))
     except (ValueError, AttributeError):
         pass
     return {k for k in old if k not in ours and (k in owned or k.startswith("provenance_"))}
+
+
+def _dictionary_statement(release: DatasetRelease) -> dict[str, str]:
+    from publish.frictionless import privacy_statement
+
+    return privacy_statement(release.name, (release.privacy or {}).get("privacy_method"))
 
 
 def _inclusive_end(end: str) -> str:

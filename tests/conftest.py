@@ -109,10 +109,6 @@ def pytest_collection_modifyitems(config, items):
 # a skip whose reason is not documented below fails the run. -------------------------------
 DOCUMENTED_SKIPS: dict[str, str] = {
     # "reason substring": "why this skip is acceptable in CI",
-    "DCAT-AP 3.0.0 SHACL shapes not found": (
-        "SEMIC's DCAT-AP SHACL shapes are not vendored into this repository and CI has no "
-        "network; the same DCAT-AP properties are checked with rdflib in test_ckan_dcat, and "
-        "the SHACL run happens where OPENCITY_DCAT_AP_SHAPES points to the shapes"),
 }
 _SKIPPED: list[tuple[str, str]] = []
 

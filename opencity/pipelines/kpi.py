@@ -40,6 +40,7 @@ from opencity.io import (
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
+from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS, TOWERS
 
@@ -74,6 +75,9 @@ FIELDS = (
                                        "when the value is published"),
     Field("source_datasets", "string", "Comma-separated OpenCity source datasets"),
     Field("computed_at", "datetime", "End of the data interval of the run that computed it"),
+    Field("noise_std", "number", "Approximate standard deviation of the DP estimate in 'unit' "
+                                 "(error_bound / 1.96 before clipping); 0 for public values"),
+    Field("value_unclipped", "number", "The DP estimate before clipping to the KPI's domain"),
 )
 
 
@@ -320,7 +324,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
             Resource(out / "dashboard.html", "dashboard", "html",
                      f"Monitoring dashboard {month} (static HTML, works offline)", part),
         ),
-        fields=FIELDS,
+        fields=dictionary_fields(DATASET, FIELDS, "differential_privacy"),
         privacy=privacy,
         tags=("kpi", "smart-city", "itu", "u4ssc", "open-data", "differential-privacy"),
         temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),

@@ -52,6 +52,7 @@ from privacy.suppression import (
     suppress_small_counts,
 )
 from publish.base import DatasetRelease, Field, Resource
+from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
 
@@ -80,7 +81,30 @@ DP_FIELDS = (
           unit="h"),
     Field("median_resolution_hours_error_bound_95", "number",
           "Approximate 95 % error bound of median_resolution_hours", unit="h"),
+    Field("requests_noise_std", "number",
+          "Standard deviation of the noise added to requests (and requests_unfloored)"),
+    Field("requests_unfloored", "integer",
+          "The noisy count of requests before the floor at 0 (can be negative); unbiased: "
+          "sum this column, not requests, for totals"),
+    Field("median_resolution_hours_noise_std", "number",
+          "Approximate standard error of median_resolution_hours (its 95 % bound / 1.96)",
+          unit="h"),
 )
+Z95 = 1.959963984540054
+#: What is done to the noisy values after the noise (post-processing: no privacy cost), and
+#: what it does to sums. Stated in privacy.json, the package metadata and the data dictionary.
+POST_PROCESSING = {
+    "requests": "integer (geometric) noise; negative noisy counts are floored at 0. The floor "
+                "biases sums of requests upward (most on sparse tables, where many cells are "
+                "near 0); sum requests_unfloored (the same noisy count before the floor, which "
+                "can be negative) for unbiased totals",
+    "median_resolution_hours": "median of a noisy histogram over public hour buckets (negative "
+                               "bucket counts treated as 0), linear inside the bucket; empty "
+                               "when the noisy number of closed requests is 0",
+    "contribution_bounding": "each requester counts at most max_rows_per_cell request(s) in "
+                             "at most max_cells cells before noise: the counts estimate the "
+                             "bounded number of requests, which is at most the true number",
+}
 FIELDS = (
     Field("week_start", "date", "Monday (UTC) that starts the week of the requests"),
     Field("district_id", "string", "District identifier (see the districts reference table)"),
@@ -236,7 +260,8 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
     eps_m = cfg.epsilon - eps_c
     counts = dp_count(base, unit="u", by=list(KEYS), budget=DPBudget(eps_c),
                       bounds=ContributionBounds(cfg.max_cells, cfg.max_rows_per_cell),
-                      public_keys=keys, seed=seed, random_state=random_state)
+                      public_keys=keys, seed=seed, random_state=random_state,
+                      with_unclamped=True)
     edges = [float(e) for e in cfg.bucket_edges_h]
     nb = len(edges) - 1
     closed = base.filter(pa.compute.is_valid(base.column("hours")))
@@ -269,6 +294,11 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
         "median_resolution_hours": pa.array([med_by_type[t][0] for t in ts], pa.float64()),
         "median_resolution_hours_error_bound_95": pa.array([med_by_type[t][1] for t in ts],
                                                            pa.float64()),
+        "requests_noise_std": counts.column("noise_std").cast(pa.float64()),
+        "requests_unfloored": counts.column("value_unclamped").cast(pa.int64()),
+        "median_resolution_hours_noise_std": pa.array(
+            [None if med_by_type[t][1] is None else round(med_by_type[t][1] / Z95, 3)
+             for t in ts], pa.float64()),
     })
     statement = {
         "privacy_method": "differential_privacy", "privacy_unit": "requester",
@@ -277,6 +307,7 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
                      "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
                                           "bucket_edges_h": edges}},
         "key_set": "public: districts reference table x request types of the schema",
+        "post_processing": POST_PROCESSING,
     }
     return table, statement
 
@@ -543,7 +574,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                          "requests-weekly-csv", "csv",
                          f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
             ),
-            fields=DP_FIELDS,
+            fields=dictionary_fields(DATASET, DP_FIELDS, "differential_privacy"),
             privacy={"privacy_method": "differential_privacy", "privacy_unit": "requester",
                      "epsilon_per_release": cfg.epsilon, "delta": 0.0,
                      "contribution_bounds": {"max_cells": cfg.max_cells,
@@ -571,7 +602,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                      "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
-        fields=FIELDS,
+        fields=dictionary_fields(DATASET, FIELDS, "small_count_suppression"),
         privacy={"privacy_method": "small_count_suppression",
                  "suppression_threshold": entry.threshold,
                  "secondary_suppression": True,

@@ -39,6 +39,16 @@ from privacy.dp.mechanisms import (
 from privacy.dp.params import ContributionBounds, DPBudget, PartitionSelection
 
 METADATA_KEY = b"opencity.dp"
+#: What the engine does to a noisy value before publishing it (the column ``value``); the
+#: column ``value_unclamped`` (``with_unclamped=True``) is the value before it.
+POST_PROCESSING = {
+    "count": "integer noise; negative noisy counts are floored at 0 (biases sums upward)",
+    "count_distinct": "integer noise; negative noisy counts are floored at 0 (biases sums "
+                      "upward)",
+    "sum": "noisy sums are clipped to the sign of the value bounds (biases sums)",
+    "mean": "noisy sum / max(noisy count, 1), clipped to [lower, upper]; the bounds' midpoint "
+            "when the noisy count is below 1",
+}
 # One row per unit and key (L-inf = 1) in one key (L0 = 1).
 DEFAULT_BOUNDS = ContributionBounds()
 
@@ -131,6 +141,7 @@ def _release(
     random_state: Any = None,
     con: duckdb.DuckDBPyConnection | None = None,
     backend: BoundingBackend | None = None,
+    with_unclamped: bool = False,
 ) -> pa.Table:
     if not isinstance(budget, DPBudget):
         raise ConfigError(f"budget must be a DPBudget, got {type(budget).__name__}")
@@ -217,15 +228,18 @@ def _release(
             values = noisy_units[keep]
         else:
             values = noises["count"].randomise(n_units[keep])
+        raw = values
         values = np.maximum(values, 0)
         std = np.full(len(values), noises["count"].std)
         bound = np.full(len(values), float(noises["count"].error_bound_95))
     elif statistic == "count":
-        values = np.maximum(noises["count"].randomise(n_rows), 0)
+        raw = noises["count"].randomise(n_rows)
+        values = np.maximum(raw, 0)
         std = np.full(len(values), noises["count"].std)
         bound = np.full(len(values), float(noises["count"].error_bound_95))
     elif statistic == "sum":
-        values = _clip_sum(noises["sum"].randomise(sums), bounds)
+        raw = noises["sum"].randomise(sums)
+        values = _clip_sum(raw, bounds)
         std = np.full(len(values), noises["sum"].std)
         bound = np.full(len(values), float(noises["sum"].error_bound_95))
     elif statistic == "mean":
@@ -234,6 +248,7 @@ def _release(
         denom = np.maximum(c, 1.0)
         mid = (bounds.lower + bounds.upper) / 2
         values = np.where(c >= 1, np.clip(s / denom, bounds.lower, bounds.upper), mid)
+        raw = values  # a ratio: no unclamped form (clipping keeps it inside the bounds)
         # Delta-method approximation (documented as approximate in the metadata).
         std = np.sqrt(noises["sum"].std ** 2 + values**2 * noises["count"].std ** 2) / denom
         bound = np.minimum(1.959963984540054 * std, bounds.upper - bounds.lower)
@@ -245,6 +260,11 @@ def _release(
     cols = {k: agg.column(k) for k in by}
     integer = statistic in ("count", "count_distinct")
     cols["value"] = pa.array(values, pa.int64() if integer else pa.float64())
+    if with_unclamped:
+        # The same noisy value before the zero floor / sign clip: unbiased for the bounded
+        # true value, so sums over cells are unbiased too (post-processing, no extra budget).
+        cols["value_unclamped"] = pa.array(raw, pa.int64() if integer else pa.float64())
+        info["post_processing"] = POST_PROCESSING.get(statistic, "")
     cols["noise_std"] = pa.array(std, pa.float64())
     cols["error_bound_95"] = pa.array(bound, pa.float64())
     cols["mechanism"] = pa.array([mech_name] * len(values), pa.string())
@@ -295,6 +315,8 @@ _DOC_ARGS = """
         con: DuckDB connection to use when ``data`` is an Arrow table.
         backend: the engine of the bounding step (privacy.dp.backends); default: the one that
             reads ``data`` (DuckDB for relations and Arrow tables, Spark for Spark DataFrames).
+        with_unclamped: also return ``value_unclamped``, the noisy value before the zero
+            floor (counts) or sign clip (sums): negative values possible, unbiased.
 
     Returns:
         Arrow table ``<by>..., value, noise_std, error_bound_95, mechanism``; privacy metadata

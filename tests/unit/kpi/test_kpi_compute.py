@@ -248,3 +248,24 @@ def test_withheld_rows_name_the_rule_that_withheld_them(inputs, registry):
     assert len(by_units) > len(withheld) / 2
     assert all(r["value"] is None and r["error_bound"] is None for r in withheld)
     assert all(r["withheld_reason"] is None for r in rows if r["method"] != "suppressed")
+
+
+def test_dp_rows_carry_noise_std_and_unclipped_value(inputs, registry):
+    """Issue 22: every DP KPI has its (approximate) noise SD and its value before clipping;
+    public values have SD 0 and are their own unclipped value; withheld rows have neither."""
+    table, _ = compute_kpis(inputs, registry, cfg(3))
+    df = table.to_pandas()
+    dp, public = df[df.method == "dp"], df[df.method == "public"]
+    suppressed = df[df.method == "suppressed"]
+    assert len(dp) and len(public)
+    assert (dp.noise_std > 0).all()
+    # the bound is 1.96 SD, capped at the width of the domain after clipping
+    assert (dp.error_bound <= 1.959963984540054 * dp.noise_std * (1 + 1e-9)).all()
+    differ = (dp.value - dp.value_unclipped).abs() > 1e-9
+    # clipping only moves a value into its domain: up to 0 from below, or down from above
+    moved = dp[differ]
+    assert (((moved.value_unclipped < moved.value) & (moved.value == 0))
+            | (moved.value_unclipped > moved.value)).all()
+    assert (public.noise_std == 0).all()
+    assert (public.value_unclipped == public.value).all()
+    assert suppressed.noise_std.isna().all() and suppressed.value_unclipped.isna().all()
