@@ -330,7 +330,7 @@ def hourly_presence(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...],
     return dp_count_distinct(
         events, unit=unit, by=["region_id", "hour"], budget=cfg.product_budget("hourly_presence"),
         bounds=ContributionBounds(max_partitions=cfg.max_region_hours),
-        public_keys=keys, seed=cfg.seed, random_state=random_state,
+        public_keys=keys, seed=cfg.seed, random_state=random_state, with_unclamped=True,
     )
 
 
@@ -378,7 +378,7 @@ def od_matrix(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: Mo
         od_transitions(events, "uid" if "uid" in events.columns else "unit"), unit="unit",
         by=["origin", "destination"], budget=budget,
         bounds=ContributionBounds(max_partitions=cfg.max_od_pairs), seed=cfg.seed,
-        random_state=random_state, **kw,
+        random_state=random_state, with_unclamped=True, **kw,
     )
     return with_od_status(out, pairs)
 
@@ -443,6 +443,7 @@ def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: 
         by=["region_id"],
         budget=cfg.product_budget("home_region"), bounds=ContributionBounds(max_partitions=1),
         public_keys=_regions_table(regions), seed=cfg.seed, random_state=random_state,
+        with_unclamped=True,
     )
 
 
@@ -477,7 +478,7 @@ def gyration(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig,
         gyration_bins(events, cfg, "uid" if "uid" in events.columns else "unit"), unit="unit",
         by=["bin_lower_km"],
         budget=cfg.product_budget("gyration"), bounds=ContributionBounds(max_partitions=1),
-        public_keys=keys, seed=cfg.seed, random_state=random_state,
+        public_keys=keys, seed=cfg.seed, random_state=random_state, with_unclamped=True,
     )
     uppers = pa.array(list(edges[1:]) + [None], pa.float64())
     meta = out.schema.metadata
