@@ -431,8 +431,12 @@ def _dataset(name: str, spec: Any, units: Mapping[str, UnitBudget]) -> DatasetPo
             raise ConfigError(f"{where}.max_suppression must be in [0, 1), got {ms!r}")
         kw["max_suppression"] = ms
         if "max_records_per_person" in spec:
-            kw["max_records_per_person"] = _int(f"{where}.max_records_per_person",
-                                                spec["max_records_per_person"], 1)
+            cap = _int(f"{where}.max_records_per_person", spec["max_records_per_person"], 1)
+            if cap >= kw["k"]:
+                raise ConfigError(
+                    f"{where}.max_records_per_person must be smaller than k={kw['k']} (so no "
+                    f"one person can fill a class alone), got {cap}")
+            kw["max_records_per_person"] = cap
         if not any(c.role == "quasi_identifier" for c in columns):
             raise ConfigError(f"{where}.columns: k_anonymity needs at least one "
                               "quasi_identifier column")

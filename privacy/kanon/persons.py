@@ -131,6 +131,7 @@ def unit_summary(row_class: np.ndarray, unit_codes: np.ndarray, sens: np.ndarray
     if len(row_class) == 0:
         return {"classes": 0, "persons": 0, "min_persons": 0, "classes_below_k_persons": 0,
                 "classes_single_person": 0, "max_person_share": 0.0,
+                "classes_k_records_of_one_person": 0,
                 "prosecutor_max": 0.0, "prosecutor_average": 0.0}
     _, cls = np.unique(row_class, return_inverse=True)
     n_classes = int(cls.max()) + 1
@@ -148,6 +149,8 @@ def unit_summary(row_class: np.ndarray, unit_codes: np.ndarray, sens: np.ndarray
         "classes_below_k_persons": int((persons < k).sum()),
         "classes_single_person": int((persons == 1).sum()),
         "max_person_share": float((top / sizes).max()),
+        # classes where one person alone holds k records (looks k-anonymous over records)
+        "classes_k_records_of_one_person": int((top >= k).sum()),
         # a person's re-identification risk in a class of p persons is 1/p
         "prosecutor_max": float(1.0 / persons.min()),
         "prosecutor_average": float(n_classes / persons.sum()),
