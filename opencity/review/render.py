@@ -302,6 +302,11 @@ def _microdata_block(m: dict) -> str:
                          _pct((before.get(name) or {}).get("max"))])
         rows.append(["marketer", "–", _pct((risk.get("marketer") or {}).get("average")), "–",
                      _pct((before.get("marketer") or {}).get("average"))])
+        persons = m.get("persons") or {}
+        if persons:
+            rows.append(["person (prosecutor, 1 / fewest persons in a group)",
+                         _pct(persons.get("prosecutor_max")),
+                         _pct(persons.get("prosecutor_average")), "–", "–"])
         out.append(_table(["attacker", "highest risk", "average risk",
                            f"records above {_pct(risk.get('threshold'))}",
                            "highest risk before anonymization (sample)"], rows, (1, 2, 3, 4)))
