@@ -295,8 +295,6 @@ def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spen
             "datasets": t["datasets"],
             "by_partition": [{"partition": p, "datasets": v}
                              for p, v in sorted(t["by_partition"].items())],
-            "non_dp_releases": [r for r in non_dp
-                                if (r["privacy_unit"], r["period"]) == (unit, month)],
         })
     return {
         "privacy_unit": privacy.get("privacy_unit") or ", ".join(sorted({u for u, _ in
