@@ -49,7 +49,7 @@ class Units:
     l: int | None
 
     @property
-    def M(self) -> int:  # noqa: N802 - the combined radix
+    def M(self) -> int:  # the combined radix (unit * m + sensitive)
         return self.problem.m
 
 
