@@ -5,7 +5,10 @@ The released columns are exactly those the release policy lists for the dataset
 quasi-identifier (generalized by the optimal full-domain generalization: requester age band,
 gender, district, day/week of the request, status), the sensitive attribute (request type,
 l-diverse within every class) or not released at all. k, l and the suppression limit come from
-the policy; settings may only tighten them. Records of classes that violate the model are
+the policy; settings may only tighten them. k and l count PERSONS (linked requester
+pseudonyms, privacy.kanon.persons), not records, and a requester's records per release are
+capped by the policy's max_records_per_person (first ones by creation time, then request
+id) before the search. Records of classes that violate the model are
 removed while their share stays within the suppression limit; when no generalization
 satisfies the model the partition is not released (and the run says so). Before publication
 the composition guard (privacy.guard) recounts every class over every published
