@@ -179,6 +179,9 @@ def test_html_reports_are_offline_pages(run):
         assert "<svg" in text or page.name != "index.html"
     micro = (out / "releases" / MICRO / "dt=2026-10-05.html").read_text()
     assert "Group sizes" in micro and "journalist" in micro and "<svg" in micro
+    assert "person (prosecutor" in micro
+    index = (out / "index.html").read_text()
+    assert "spend no ε" in index and "k = 5 persons per group" in index
     cdr = (out / "releases" / CDR / "dt=2026-10-06.html").read_text()
     assert "error bound (worst)" in cdr and "across the whole portal" in cdr
 
