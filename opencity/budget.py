@@ -12,7 +12,12 @@ JSON (a contract other tools rely on)::
                 "cap_epsilon": 32.0, "cap_delta": 1e-05,
                 "releases": [{"dataset": "opencity-cdr-mobility-daily",
                               "partition": "dt=2026-10-05", "epsilon": 1.0,
-                              "delta": 1e-07}, ...]}, ...]}
+                              "delta": 1e-07}, ...]}, ...],
+     "non_dp_releases": [{"privacy_unit": "requester", "period": "2026-10",
+                          "dataset": "opencity-311-requests-microdata",
+                          "partition": "dt=2026-10-05", "method": "k_anonymity",
+                          "epsilon": null, "k": 5, "k_counts": "persons", "l": 2,
+                          "max_records_per_person": 4, "threshold": null}, ...]}
 """
 
 from __future__ import annotations
@@ -73,7 +78,9 @@ def budget_report(url: str) -> dict[str, Any]:
     if db.path is not None and not db.path.exists():
         return {"units": []}
     accounts = Ledger(db).accounts()
-    return {"units": [
+    from opencity.review.collect import non_dp_releases
+
+    return {"non_dp_releases": non_dp_releases(url), "units": [
         {**{k: a[k] for k in UNIT_KEYS if k != "releases"},
          "releases": [{k: r[k] for k in RELEASE_KEYS} for r in a["releases"]]}
         for a in accounts]}
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"Privacy budget per person, state {redact_url(url)}")
-    if not report["units"]:
+    if not report["units"] and not report.get("non_dp_releases"):
         print("  nothing released yet")
         return 0
     head = f"  {'unit':<11} {'period':<9} {'spent eps':>10} {'cap eps':>8} " \
@@ -113,5 +120,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"      {ds}: {len(rel)} release(s), epsilon {eps:.6g} "
                   f"({', '.join(r['partition'] for r in rel[:3])}"
                   f"{', ...' if len(rel) > 3 else ''})")
+    if report.get("non_dp_releases"):
+        print("  Releases that spend no epsilon (not differentially private):")
+        for r in report["non_dp_releases"]:
+            what = (f"k-anonymity, k = {r['k']} {r['k_counts'] or 'records'} per group"
+                    if r["method"] == "k_anonymity" else
+                    f"small-count suppression, threshold {r['threshold']}")
+            cap = (f", at most {r['max_records_per_person']} records per person"
+                   if r.get("max_records_per_person") else "")
+            print(f"      {r['privacy_unit']:<11} {r['period'] or '-':<9} {r['dataset']} "
+                  f"{r['partition']}: {what}{cap}")
     sys.stdout.flush()
     return 0

@@ -120,6 +120,8 @@ class DatasetPolicy:
         columns: the exact published columns with their roles.
         spend: DP only: unit -> (epsilon, delta) per release, per person.
         k, l, max_suppression: k_anonymity only.
+        max_records_per_person: k_anonymity only: most records of one privacy unit per
+            release (None: no cap).
         threshold: small_count_suppression only (fewest distinct units behind a count).
         description: free text.
     """
@@ -135,6 +137,7 @@ class DatasetPolicy:
     max_suppression: float | None = None
     threshold: int | None = None
     description: str = ""
+    max_records_per_person: int | None = None
 
     @property
     def unit(self) -> str:
@@ -176,6 +179,8 @@ class DatasetPolicy:
             out.update(k=self.k, l=self.l, max_suppression=self.max_suppression,
                        quasi_identifiers=list(self.quasi_identifiers),
                        sensitive=list(self.sensitive))
+            if self.max_records_per_person is not None:
+                out["max_records_per_person"] = self.max_records_per_person
         else:
             out["threshold"] = self.threshold
         return out
@@ -183,13 +188,15 @@ class DatasetPolicy:
     def tightened(self, *, epsilon: float | Mapping[str, float] | None = None,
                   delta: float | Mapping[str, float] | None = None, k: int | None = None,
                   l: int | None = None, max_suppression: float | None = None,
-                  threshold: int | None = None) -> DatasetPolicy:
+                  threshold: int | None = None,
+                  max_records_per_person: int | None = None) -> DatasetPolicy:
         """This entry with caller overrides that may only tighten (None = keep the policy's).
 
         Args:
             epsilon, delta: DP: smaller or equal per-release values (a number for a
                 single-unit dataset, or unit -> number).
-            k, l, threshold: larger or equal; max_suppression: smaller or equal.
+            k, l, threshold: larger or equal; max_suppression, max_records_per_person:
+                smaller or equal.
 
         Raises:
             ConfigError: an override loosens the policy, or does not apply to this method.
@@ -210,7 +217,9 @@ class DatasetPolicy:
             changes["spend"] = spend
         for key, value, larger_is_tighter in (("k", k, True), ("l", l, True),
                                               ("threshold", threshold, True),
-                                              ("max_suppression", max_suppression, False)):
+                                              ("max_suppression", max_suppression, False),
+                                              ("max_records_per_person",
+                                               max_records_per_person, False)):
             if value is None:
                 continue
             cur = getattr(self, key)
@@ -351,7 +360,7 @@ def _parse(data: Any, source: str) -> Policy:
 _COMMON = {"description", "method", "unit", "cadence", "columns"}
 _BY_METHOD = {
     "differential_privacy": {"epsilon", "delta"},
-    "k_anonymity": {"k", "l", "max_suppression"},
+    "k_anonymity": {"k", "l", "max_suppression", "max_records_per_person"},
     "small_count_suppression": {"threshold"},
 }
 
@@ -421,6 +430,13 @@ def _dataset(name: str, spec: Any, units: Mapping[str, UnitBudget]) -> DatasetPo
         if not 0 <= ms < 1:
             raise ConfigError(f"{where}.max_suppression must be in [0, 1), got {ms!r}")
         kw["max_suppression"] = ms
+        if "max_records_per_person" in spec:
+            cap = _int(f"{where}.max_records_per_person", spec["max_records_per_person"], 1)
+            if cap >= kw["k"]:
+                raise ConfigError(
+                    f"{where}.max_records_per_person must be smaller than k={kw['k']} (so no "
+                    f"one person can fill a class alone), got {cap}")
+            kw["max_records_per_person"] = cap
         if not any(c.role == "quasi_identifier" for c in columns):
             raise ConfigError(f"{where}.columns: k_anonymity needs at least one "
                               "quasi_identifier column")

@@ -47,8 +47,9 @@ import pyarrow as pa
 
 from opencity.errors import DataQualityError, InternalError
 from opencity.secrets import Secret
+from transforms.linkage import link_sql
 from transforms.profiles import Profile, get_profile
-from transforms.pseudonymize import Pseudonymizer
+from transforms.pseudonymize import Pseudonymizer, identifier_kind, normalize_sql
 from transforms.schemas import Column, Schema
 
 log = logging.getLogger(__name__)
@@ -368,6 +369,8 @@ class _Builder:
                 parts.append(f"{self.pseudo.token_for_columns_sql(exprs)} AS {out_col}")
             else:
                 parts.append(f"NULL::VARCHAR AS {out_col}")
+        for col, expr in self.link_tokens():
+            parts.append(f"{expr} AS {col}")
         typed = f"SELECT {', '.join(parts)} FROM raw_in"
         dups = ", ".join(
             f"CASE WHEN t_{k} IS NULL THEN 1 ELSE row_number() OVER (PARTITION BY t_{k} "
@@ -396,6 +399,28 @@ class _Builder:
             f"SELECT {', '.join(sel)} FROM (SELECT *{', ' + dups if dups else ''} "
             f"FROM ({typed})) s{joins}"
         )
+
+    def link_tokens(self) -> list[tuple[str, str]]:
+        """(column, SQL) of the linkage tokens (transforms.linkage) of every linked pseudonym:
+        one HMAC token per key whose identifier columns are all mapped (NULL unless all
+        present)."""
+        out = []
+        for out_col, keys in self.schema.links:
+            for i, key in enumerate(keys):
+                if not all(c in self.mapped for c in key):
+                    continue
+                parts = [normalize_sql(self.p.columns[c], identifier_kind(c)) for c in key]
+                expr = parts[0] if len(parts) == 1 else " || chr(31) || ".join(parts)
+                out.append((f"__link_{out_col}_{i}", self.pseudo.token_sql(expr)))
+        return out
+
+    def link_columns(self) -> dict[str, list[str]]:
+        """Pseudonym column -> its linkage token columns in ``staged_sql``."""
+        out: dict[str, list[str]] = {}
+        for col, _ in self.link_tokens():
+            pseudonym = next(o for o, _ in self.schema.links if col.startswith(f"__link_{o}_"))
+            out.setdefault(pseudonym, []).append(col)
+        return out
 
     def clean_select(self) -> str:
         cols = []
@@ -549,6 +574,12 @@ def ingest_file(
             raise DataQualityError(
                 f"{path}: cannot read rows ({_redact_engine_message(err)})") from None
         staged = "staged_t"
+        for out_col, link_cols in builder.link_columns().items():
+            # one person, one unit: rows of this period sharing any identifier are linked
+            figures = link_sql(con, staged, "__record", link_cols, out_col, where=good)
+            log.info("linked %s of %s: %d rows with an identifier, %d units, %d merged",
+                     out_col, path.name, figures["rows_linked"], figures["units"],
+                     figures["merged_units"])
         clean_path = out_dir / "part-0.parquet"
         _copy(con, f"SELECT {builder.clean_select()} FROM {staged} WHERE {good}",
               clean_path, params)

@@ -75,6 +75,10 @@ class Schema:
     # Pseudonym columns added on ingestion: output column -> identifier columns whose first
     # non-null value is HMAC'd. Every identifier column is dropped after this step.
     pseudonyms: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Linkage keys of a pseudonym (transforms.linkage): output column -> keys, each key the
+    # identifier columns that identify a person together (e-mail; phone; name WITH
+    # address). Within the ingested period, rows sharing any key get one pseudonym.
+    links: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -175,6 +179,8 @@ SERVICE_REQUESTS = Schema(
     time_column="created_at",
     key=("request_id",),
     pseudonyms=(("requester_pid", ("requester_email", "requester_phone", "requester_name")),),
+    links=(("requester_pid", (("requester_email",), ("requester_phone",),
+                              ("requester_name", "requester_address"))),),
 )
 
 METER_REGISTRY = Schema(

@@ -5,7 +5,10 @@ The released columns are exactly those the release policy lists for the dataset
 quasi-identifier (generalized by the optimal full-domain generalization: requester age band,
 gender, district, day/week of the request, status), the sensitive attribute (request type,
 l-diverse within every class) or not released at all. k, l and the suppression limit come from
-the policy; settings may only tighten them. Records of classes that violate the model are
+the policy; settings may only tighten them. k and l count PERSONS (linked requester
+pseudonyms, privacy.kanon.persons), not records, and a requester's records per release are
+capped by the policy's max_records_per_person (first ones by creation time, then request
+id) before the search. Records of classes that violate the model are
 removed while their share stays within the suppression limit; when no generalization
 satisfies the model the partition is not released (and the run says so). Before publication
 the composition guard (privacy.guard) recounts every class over every published
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DATASET = "opencity-311-requests-microdata"
 GENDERS = ("female", "male", "other")
+# The privacy unit behind every record (never released): k and l count distinct units.
+UNIT = "__requester_unit"
+ORDER = ("__created_at", "__request_id")
 STATUSES = next(c.allowed for c in SERVICE_REQUESTS.columns if c.name == "status")
 # Every column this release knows how to build: clean source column and field description.
 # The policy decides which of them are published and with which role.
@@ -96,15 +102,25 @@ def fields_for(entry) -> tuple[Field, ...]:
     return tuple(Field(c, *_DESCRIPTIONS[c]) for c in entry.published_columns)
 
 
-def microdata_table(clean: pa.Table, columns: tuple[str, ...] = tuple(SOURCES)
-                    ) -> tuple[pa.Table, int]:
+def microdata_table(clean: pa.Table, columns: tuple[str, ...] = tuple(SOURCES),
+                    with_unit: bool = False) -> tuple[pa.Table, int]:
     """Project the clean 311 rows to the released ``columns`` (nothing else).
+
+    With ``with_unit`` the table also carries :data:`UNIT` (the requester pseudonym, or the
+    request id for a request without any identifier, as the weekly DP table counts them)
+    and :data:`ORDER` (the creation time and the request id, which order a person's
+    records for the cap); neither is released.
 
     Returns the table and the number of rows left out because a released attribute is
     missing (e.g. the requester gave no age): they cannot be placed in a class and are not
     released.
     """
     table = pa.table({c: clean[SOURCES[c]] for c in columns})
+    if with_unit:
+        table = table.append_column(UNIT, pc.coalesce(clean["requester_pid"],
+                                                      clean["request_id"]))
+        table = table.append_column(ORDER[0], clean["created_at"])
+        table = table.append_column(ORDER[1], clean["request_id"])
     mask = None
     for col in columns:
         valid = pc.is_valid(table[col])
@@ -117,6 +133,7 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
                         end: datetime) -> dict[str, Any]:
     """Run the k-anonymity search on the interval's clean rows and stage the release."""
     from privacy.kanon import Hierarchy, KAnonymity, LDiversity, anonymize
+    from privacy.kanon.persons import cap_per_unit
 
     if ingested.get("skipped"):
         log.warning("%s %s: %s", DATASET, partition_name(start), ingested.get("reason"))
@@ -128,7 +145,12 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
                           f"column, got {list(sensitive)}")
     districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
     table, missing_qi = microdata_table(pq.read_table(ingested["clean_path"]),
-                                        entry.published_columns)
+                                        entry.published_columns, with_unit=True)
+    cap = entry.max_records_per_person
+    capped = {"rows_capped": 0, "units_capped": 0, "max_records_per_unit_before": None}
+    if cap is not None:
+        table, capped = cap_per_unit(table, UNIT, ORDER, cap)
+    table = table.drop_columns(list(ORDER))
     all_hierarchies = {
         "age": Hierarchy.intervals(0, 120, (5, 10, 20)),
         "gender": Hierarchy.flat(GENDERS),
@@ -142,13 +164,14 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
                           "no generalization hierarchy")
     hierarchies = {q: all_hierarchies[q] for q in qis}
     model = KAnonymity(k=entry.k, quasi_identifiers=qis,
-                       max_suppression=entry.max_suppression)
+                       max_suppression=entry.max_suppression, unit=UNIT)
     ldiv = LDiversity(sensitive=sensitive[0], l=entry.l, variant="distinct")
     reports = settings.layout.reports(DATASET, start)
     reports.mkdir(parents=True, exist_ok=True)
     report_path = reports / "kanon-report.json"
     base = {"rows_in": table.num_rows, "rows_missing_quasi_identifier": missing_qi,
-            "report_path": str(report_path)}
+            "report_path": str(report_path), "max_records_per_person": cap,
+            "rows_capped": capped["rows_capped"]}
     try:
         result = anonymize(table, hierarchies, model=model, metric="nu-entropy",
                            l_diversity=ldiv, suppression="remove")
@@ -156,7 +179,8 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
         report_path.write_text(json.dumps({"achievable": False, "reason": str(err)}, indent=2))
         log.warning("311 microdata for %s not released: %s", partition_name(start), err)
         return {**base, "released": False, "reason": str(err)}
-    report = {**result.report, "rows_missing_quasi_identifier": missing_qi}
+    report = {**result.report, "rows_missing_quasi_identifier": missing_qi,
+              "cap": {"max_records_per_person": cap, **capped}}
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     staging = settings.layout.output(DATASET, start).with_name(
         f".{partition_name(start)}.staging")
@@ -169,6 +193,7 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
             "suppressed_records": report.get("suppressed_records"),
             "generalization": result.generalization,
             "k": model.k, "l": ldiv.l, "suppression_limit": model.max_suppression,
+            "k_counts": "persons", "min_persons": result.report["persons"]["min_persons"],
             "quasi_identifiers": list(qis), "sensitive": list(sensitive),
             "columns": list(released.column_names)}
 
@@ -213,9 +238,13 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         description=(
             "One record per 311 service request with the requester's age band, gender, "
             "district, the day or week of the request and its status, generalized so that every "
-            f"combination is shared by at least {staged['k']} records (k-anonymity) and every "
-            f"group holds at least {staged['l']} request types (distinct l-diversity). "
-            "Records that would need more generalization were removed within the "
+            f"combination is shared by the requests of at least {staged['k']} different "
+            f"requesters (k-anonymity counted in persons, not records) and every group holds at "
+            f"least {staged['l']} request types even without any one requester's requests "
+            "(distinct l-diversity over persons). "
+            + (f"At most {staged['max_records_per_person']} requests of one requester are "
+               "released per week. " if staged.get("max_records_per_person") else "")
+            + "Records that would need more generalization were removed within the "
             "suppression limit. Names, contacts, addresses and coordinates are never released."
         ),
         resources=(
@@ -230,6 +259,9 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
             "k_anonymity_k": staged["k"],
             "l_diversity_l": staged["l"],
             "l_diversity_variant": "distinct",
+            "k_anonymity_counts": "persons",
+            "privacy_unit": "requester",
+            "max_records_per_person": staged.get("max_records_per_person"),
             "sensitive_attribute": staged["sensitive"][0],
             "quasi_identifiers": staged["quasi_identifiers"],
             "suppression_limit": staged["suppression_limit"],
@@ -247,7 +279,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
 
     result = publish_partition(settings, release, {
         "k": staged["k"], "l": staged["l"], "max_suppression": staged["suppression_limit"],
-        "quasi_identifiers": staged["quasi_identifiers"], "sensitive": staged["sensitive"][0]})
+        "quasi_identifiers": staged["quasi_identifiers"], "sensitive": staged["sensitive"][0],
+        "k_counts": "persons", "max_records_per_person": staged.get("max_records_per_person")})
     return {"published": True, "output_dir": str(final), "target": result.target,
             "url": result.url, "uploaded": list(result.uploaded),
             "unchanged": list(result.unchanged), "validation": validation, "guard": guard}

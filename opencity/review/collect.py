@@ -272,6 +272,44 @@ def ledger_spends(url: str | None = None) -> list[dict[str, Any]]:
              "delta": float(s.delta)} for r in releases for s in r.spends]
 
 
+def non_dp_releases(url: str | None = None) -> list[dict[str, Any]]:
+    """Every published release that spends no privacy-loss budget (k-anonymous microdata,
+    small-count suppression): one row per (release, privacy unit), so a person's view lists
+    them beside the DP spends. ``k_counts`` says whether k counts persons or records;
+    ``epsilon`` is None (not differentially private)."""
+    from opencity.registry import Registry
+    from opencity.review.approvals import state_url
+    from privacy.policy import load_policy
+
+    try:
+        policy = load_policy()
+        records = Registry(state_url(url), policy).partitions()
+    except PipelineError as err:  # an unreadable registry must not stop the report
+        log.warning("review: cannot read the release registry (%s); non-DP releases left out",
+                    err)
+        return []
+    out = []
+    for r in records:
+        try:
+            ds = policy.dataset(r.dataset)
+        except PipelineError:
+            continue
+        if ds.method == "differential_privacy":
+            continue
+        when = partition_date(r.partition)
+        for unit in ds.units:
+            out.append({
+                "privacy_unit": unit,
+                "period": policy.unit(unit).period_key(when) if when else None,
+                "dataset": r.dataset, "partition": r.partition, "method": ds.method,
+                "epsilon": None, "k": r.params.get("k"), "l": r.params.get("l"),
+                "k_counts": r.params.get("k_counts", "records" if ds.method == "k_anonymity"
+                                         else None),
+                "max_records_per_person": r.params.get("max_records_per_person"),
+                "threshold": r.params.get("threshold")})
+    return out
+
+
 def month_of(spend: dict[str, Any]) -> str:
     """Calendar month (YYYY-MM) of a partition or spend."""
     d = partition_date(spend.get("partition") or "")

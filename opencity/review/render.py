@@ -302,6 +302,11 @@ def _microdata_block(m: dict) -> str:
                          _pct((before.get(name) or {}).get("max"))])
         rows.append(["marketer", "–", _pct((risk.get("marketer") or {}).get("average")), "–",
                      _pct((before.get("marketer") or {}).get("average"))])
+        persons = m.get("persons") or {}
+        if persons:
+            rows.append(["person (prosecutor, 1 / fewest persons in a group)",
+                         _pct(persons.get("prosecutor_max")),
+                         _pct(persons.get("prosecutor_average")), "–", "–"])
         out.append(_table(["attacker", "highest risk", "average risk",
                            f"records above {_pct(risk.get('threshold'))}",
                            "highest risk before anonymization (sample)"], rows, (1, 2, 3, 4)))
@@ -531,6 +536,20 @@ def portal_html(p: dict, base: Path) -> str:
                                           f"{b['month']}"))
     else:
         body.append("<p>No differentially private release has spent budget yet.</p>")
+    non_dp = p.get("non_dp_releases") or []
+    if non_dp:
+        body.append("<h3>Releases about the same people that spend no ε</h3><p class=\"note\">"
+                    "Not differentially private: protected by k-anonymity (k counts persons "
+                    "when stated) or small-count suppression. They are in no ε total above.</p>")
+        body.append(_table(
+            ["privacy unit", "month", "dataset", "release", "protection"],
+            [[_e(r["privacy_unit"]), _e(r["period"] or "–"), _e(r["dataset"]),
+              _e(r["partition"]),
+              _e(f"k = {r['k']} {r['k_counts'] or 'records'} per group"
+                 + (f", at most {r['max_records_per_person']} records per person"
+                    if r.get("max_records_per_person") else "")
+                 if r["method"] == "k_anonymity"
+                 else f"counts below {r.get('threshold')} withheld")] for r in non_dp]))
     body.append("<h2>Datasets and their releases</h2>")
     for d in p["datasets"]:
         body.append(f"<h3>{_e(d['title'])} <span class=\"note\">({_e(d['name'])}, "

@@ -250,7 +250,33 @@ def _microdata_section(raw_dir: Path, outputs: Path, kanon: dict | None) -> dict
                     "information_loss": kanon.get("information_loss") or {}},
         "risk": risk,
         "risk_before": ((kanon.get("risk") or {}).get("input") or None),
+        "persons": kanon.get("persons"),
+        "max_records_per_person": (kanon.get("cap") or {}).get("max_records_per_person"),
+        "rows_capped": (kanon.get("cap") or {}).get("rows_capped"),
+        "headline_risk": headline_risk(risk, kanon.get("persons")),
     }
+
+
+def headline_risk(risk: dict | None, persons: dict | None) -> dict[str, Any] | None:
+    """The worst of the release's own re-identification measures (never the mildest).
+
+    Measures: prosecutor, journalist (highest per record), marketer (average) and, when the
+    release counts persons, the person-level prosecutor risk (1 / fewest persons per class).
+    """
+    measures: dict[str, float] = {}
+    for name in ("prosecutor", "journalist"):
+        value = ((risk or {}).get(name) or {}).get("max")
+        if value is not None:
+            measures[f"{name} (highest)"] = float(value)
+    value = ((risk or {}).get("marketer") or {}).get("average")
+    if value is not None:
+        measures["marketer (average)"] = float(value)
+    if persons and persons.get("prosecutor_max") is not None:
+        measures["person-level prosecutor (highest)"] = float(persons["prosecutor_max"])
+    if not measures:
+        return None
+    worst = max(measures, key=lambda k: measures[k])
+    return {"value": measures[worst], "measure": worst, "measures": measures}
 
 
 def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spends: list[dict],
@@ -366,6 +392,7 @@ def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None,
         by_ds.setdefault(r["dataset"], []).append(r)
     caps = collect.unit_caps()
     budget = []
+    non_dp = collect.non_dp_releases(state_url)
     for (unit, month), t in sorted(collect.unit_totals(spends).items()):
         cap = caps.get(unit) or {}
         cap_eps = cap.get("epsilon") if cap.get("period") in ("month", None) else None
@@ -379,6 +406,8 @@ def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None,
             "datasets": t["datasets"],
             "by_partition": [{"partition": p, "datasets": v}
                              for p, v in sorted(t["by_partition"].items())],
+            "non_dp_releases": [r for r in non_dp
+                                if (r["privacy_unit"], r["period"]) == (unit, month)],
         })
     return {
         "schema": PORTAL_SCHEMA_ID,
@@ -395,6 +424,8 @@ def build_portal_report(run_dir: str | Path, releases: list[dict] | None = None,
                           "report": f"releases/{name}/{r['partition']}.html"} for r in rs],
         } for name, rs in sorted(by_ds.items())],
         "budget": budget,
+        # releases that spend no epsilon (k-anonymous microdata: k persons per group)
+        "non_dp_releases": non_dp,
         "approvals": {"open": [r.as_dict() for r in store.requests(status=OPEN)],
                       "decisions": [d.as_dict() for d in store.decisions()]},
         "withdrawn": [w.as_dict() for w in store.withdrawals()],
@@ -418,15 +449,18 @@ def release_summary(r: dict[str, Any]) -> str:
     """One line a non-programmer can read: the guarantee of the release."""
     if r.get("microdata") and r["microdata"].get("achievable"):
         m = r["microdata"]
-        risk = (m.get("risk") or {}).get("journalist", {}).get("max")
-        bits = [f"k = {m['k']}"]
+        head = m.get("headline_risk") or {}
+        risk = head.get("value")
+        bits = [f"k = {m['k']}" + (" persons" if m.get("persons") else "")]
         if m.get("l"):
             bits.append(f"l = {m['l']}")
         if m.get("t"):
             bits.append(f"t = {m['t']}")
         bits.append(f"{m.get('suppressed_records') or 0} records removed")
+        if m.get("max_records_per_person"):
+            bits.append(f"at most {m['max_records_per_person']} records per person")
         if risk is not None:
-            bits.append(f"highest re-identification risk {risk:.2%}")
+            bits.append(f"highest re-identification risk {risk:.2%} ({head['measure']})")
         return ", ".join(bits)
     if r.get("dp"):
         spends = r["dp"].get("ledger_spends") or []

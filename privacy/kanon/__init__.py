@@ -32,7 +32,11 @@ REPORT.json keys: achievable, k, suppression_limit, metric, quasi_identifiers,
 hierarchy_heights, privacy_models, generalization, rows_in, rows_out, suppression,
 suppressed_records, suppressed_share, information_loss (all five metrics), risk
 (prosecutor/journalist/marketer, sample_uniques, threshold, input), classes (count,
-min_size, max_size, mean_size, histogram), search (lattice statistics).
+min_size, max_size, mean_size, histogram), search (lattice statistics); with a privacy-unit
+column (``KAnonymity(..., unit="pid")``: k and l count distinct persons, see
+``privacy.kanon.persons``) also persons (classes, persons, min_persons,
+classes_below_k_persons, classes_single_person, max_person_share,
+classes_k_records_of_one_person, prosecutor_max, prosecutor_average) and risk.person.
 """
 
 from privacy.kanon.anonymize import Result, anonymize, evaluate_node

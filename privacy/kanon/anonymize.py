@@ -25,6 +25,7 @@ from privacy.kanon.lattice import (
     search,
 )
 from privacy.kanon.models import KAnonymity, LDiversity, TCloseness
+from privacy.kanon.persons import Units, build_units, unit_summary
 from privacy.kanon.report import build_report
 
 Suppression = Literal["mask", "remove"]
@@ -71,6 +72,8 @@ class Prepared:
     problem: Problem
     criteria: Criteria
     sensitive: str | None
+    units: Units | None = None
+    sens_codes: np.ndarray | None = None
 
 
 def prepare(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymity,
@@ -151,7 +154,31 @@ def prepare(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymity,
         t=None if t_closeness is None else float(t_closeness.t),
         t_ordered=ordered,
     )
-    return Prepared(tab, qis, hs, codes, problem, crit, sensitive)
+    units = None
+    if model.unit is not None:
+        if model.unit not in tab.column_names:
+            raise DataQualityError(
+                f"privacy-unit column {model.unit!r} is not in the input "
+                f"(columns: {', '.join(tab.column_names)})")
+        if model.unit == sensitive:
+            raise ConfigError(f"the privacy-unit column {model.unit!r} cannot be the "
+                              "sensitive column")
+        ucol = pc.cast(tab.column(model.unit).combine_chunks(), pa.string())
+        if ucol.null_count:
+            raise DataQualityError(
+                f"privacy-unit column {model.unit!r} has missing values (first at row "
+                f"{int(pc.index(pc.is_null(ucol), True).as_py()) + 1}); every record needs "
+                "its unit")
+        enc = pc.dictionary_encode(ucol)
+        ucodes = enc.indices.to_numpy().astype(np.int64)
+        person_l = None
+        if l_diversity is not None:
+            if l_diversity.variant != "distinct":
+                raise ConfigError("with a privacy-unit column only distinct l-diversity is "
+                                  f"counted over units; got {l_diversity.variant!r}")
+            person_l = int(l_diversity.l)
+        units = build_units(codes, hs, ucodes, len(enc.dictionary), sens_codes, m, person_l)
+    return Prepared(tab, qis, hs, codes, problem, crit, sensitive, units, sens_codes)
 
 
 def anonymize(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymity,
@@ -191,7 +218,8 @@ def anonymize(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymit
         total = int(np.prod(prep.problem.heights + 1))
         bar = tqdm(total=total, desc="lattice nodes", unit="node", leave=False, mininterval=0.5)
     try:
-        res = search(prep.problem, prep.criteria, metric, progress=bar)
+        res = search(prep.problem, prep.criteria, metric, progress=bar,
+                     units=prep.units)
     finally:
         if bar is not None:
             bar.close()
@@ -199,6 +227,7 @@ def anonymize(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnonymit
         raise NotAchievableError(
             f"not achievable with these settings: no generalization of "
             f"{', '.join(prep.qis)} reaches k={model.k}"
+            + (f" distinct {model.unit} values per class" if model.unit else "")
             + (f" with {l_diversity.variant}-l-diversity l={l_diversity.l}" if l_diversity else "")
             + (f" and t-closeness t={t_closeness.t}" if t_closeness else "")
             + f" while suppressing at most {model.max_suppression:.2%} of "
@@ -217,7 +246,7 @@ def release(prep: Prepared, levels: tuple[int, ...], classes: Classes | None, *,
     """Apply node ``levels`` to the input and build the report."""
     p = prep.problem
     if classes is None:
-        classes = node_classes(p, levels, prep.criteria)
+        classes = node_classes(p, levels, prep.criteria, units=prep.units)
     # class key of every record at this node (vectorized over rows)
     row_key = np.zeros(prep.table.num_rows, dtype=np.int64)
     level_codes = []
@@ -241,6 +270,8 @@ def release(prep: Prepared, levels: tuple[int, ...], classes: Classes | None, *,
             out = out.set_column(out.column_names.index(q), q, col)
         else:
             out = out.append_column(q, col)
+    if model.unit is not None:
+        drop.add(model.unit)  # the unit column is never released
     keep_cols = [c for c in out.column_names if c not in drop or c in prep.qis]
     out = out.select(keep_cols)
     if suppression == "remove" and suppressed.any():
@@ -253,6 +284,19 @@ def release(prep: Prepared, levels: tuple[int, ...], classes: Classes | None, *,
         l_diversity=l_diversity, t_closeness=t_closeness, search_stats=search_stats,
         input_classes=_input_classes(p),
     )
+    if prep.units is not None:
+        kept = ~suppressed
+        persons = unit_summary(row_key[kept], prep.units.codes[kept],
+                               None if prep.sens_codes is None else prep.sens_codes[kept],
+                               model.k)
+        if persons["classes_below_k_persons"]:
+            raise InternalError("a released class has fewer than k persons; this is a bug")
+        report["persons"] = {"unit": model.unit, "k": model.k, **persons}
+        report["risk"]["person"] = {
+            "prosecutor": {"max": persons["prosecutor_max"],
+                           "average": persons["prosecutor_average"]},
+            "max_person_share": persons["max_person_share"],
+        }
     return Result(out, generalization, report, suppressed)
 
 
@@ -280,7 +324,7 @@ def evaluate_node(table: Any, hierarchies: Mapping[str, Hierarchy], model: KAnon
             raise ConfigError(
                 f"level {lv[j]} for {prep.qis[j]!r} is outside 0..{h.height}"
             )
-    cls = node_classes(prep.problem, lv, prep.criteria)
+    cls = node_classes(prep.problem, lv, prep.criteria, units=prep.units)
     return {
         "anonymous": cls.suppressed <= prep.criteria.max_outliers,
         "suppressed_records": cls.suppressed,

@@ -560,8 +560,18 @@ class _Cells:
         return keys, counts
 
 
+def with_units(cls: Classes, units, keys: np.ndarray, k: int) -> Classes:
+    """``cls`` with the unit-level verdicts (``privacy.kanon.persons``) added to its own."""
+    from privacy.kanon.persons import unit_failing
+
+    ckeys, failing = unit_failing(units, keys, k)
+    if len(ckeys) != len(cls.keys) or not np.array_equal(ckeys, cls.keys):
+        raise InternalError("unit-level and record-level classes differ; this is a bug")
+    return Classes(cls.keys, cls.sizes, cls.failing | failing)
+
+
 def search(p: Problem, crit: Criteria, metric: str, progress=None,
-           cache_bytes: int = 2**28) -> SearchResult:
+           cache_bytes: int = 2**28, units=None) -> SearchResult:
     """Globally optimal full-domain generalization under ``crit`` for ``metric``.
 
     Flash-style: starting from the lowest unresolved node, a path is built upwards to
@@ -574,6 +584,8 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None,
     anonymous nodes of (loss, total level, lexicographic order), as by brute force.
 
     ``cache_bytes`` bounds the memory held by cached node cells (oldest dropped first).
+    ``units`` (``privacy.kanon.persons.Units``): also require k distinct units and
+    unit-level l per class (both monotone, so the tagging stays sound).
     """
     if metric not in METRICS + EXTRA_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -593,6 +605,7 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None,
     state = np.zeros(total, dtype=np.int8)  # 1 anonymous, -1 not anonymous, 0 unknown
     evaluated_mask = np.zeros(total, dtype=bool)
     cells = _Cells(p, cache_bytes)
+    unit_cells = None if units is None else _Cells(units.problem, cache_bytes)
     best: list = [None, None, None]  # loss, key (loss, total level, levels), classes
     counts = {"evaluated": 0, "anonymous": 0}
     tol = 1e-12
@@ -623,6 +636,8 @@ def search(p: Problem, crit: Criteria, metric: str, progress=None,
         lv = tuple(int(x) for x in nodes[i])
         keys, cnts = cells.get(lv)
         cls = classes_of(p, keys, cnts, crit)
+        if unit_cells is not None:
+            cls = with_units(cls, units, unit_cells.get(lv)[0], crit.k)
         counts["evaluated"] += 1
         evaluated_mask[i] = True
         anonymous = cls.suppressed <= crit.max_outliers
@@ -691,7 +706,12 @@ def _levels_of(nid: int, mult: np.ndarray, heights: Sequence[int]) -> tuple[int,
     return tuple(int(nid // int(mult[j]) % (heights[j] + 1)) for j in range(len(heights)))
 
 
-def node_classes(p: Problem, levels: Sequence[int], crit: Criteria) -> Classes:
-    """Classes of one node computed directly from the level-0 cells."""
+def node_classes(p: Problem, levels: Sequence[int], crit: Criteria, units=None) -> Classes:
+    """Classes of one node computed directly from the level-0 cells (and unit cells)."""
     keys, counts = rollup(p, p.cell_keys, p.cell_counts, [0] * p.dims, levels)
-    return classes_of(p, keys, counts, crit)
+    cls = classes_of(p, keys, counts, crit)
+    if units is not None:
+        up = units.problem
+        ukeys, _ = rollup(up, up.cell_keys, up.cell_counts, [0] * up.dims, levels)
+        cls = with_units(cls, units, ukeys, crit.k)
+    return cls

@@ -46,11 +46,16 @@ class KAnonymity:
         k: minimum class size, an integer >= 2.
         quasi_identifiers: QI column names (non-empty, distinct).
         max_suppression: share of all input records that may be suppressed, in [0, 1).
+        unit: column naming the privacy unit of each record (e.g. a requester pseudonym).
+            When set, k counts DISTINCT UNITS per class (not records), l-diversity is
+            counted over units (see ``privacy.kanon.persons``) and the column is not
+            released. None: records are the units (ARX's record-level k).
     """
 
     k: int
     quasi_identifiers: tuple[str, ...]
     max_suppression: float = 0.0
+    unit: str | None = None
 
     def __post_init__(self) -> None:
         _check_number("k", self.k, integer=True)
@@ -72,6 +77,12 @@ class KAnonymity:
             raise ConfigError(
                 f"max_suppression must be in [0, 1) (a share of records, e.g. 0.04), got {s}"
             )
+        if self.unit is not None:
+            if not isinstance(self.unit, str) or not self.unit:
+                raise ConfigError("unit must be the name of the privacy-unit column")
+            if self.unit in self.quasi_identifiers:
+                raise ConfigError(f"the privacy-unit column {self.unit!r} cannot also be a "
+                                  "quasi-identifier")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def test_budget_after_real_mobility_and_kpi_releases(sample_raw, tmp_path, monke
                  dict(kpi.spend))  # the KPI release spends for all four units at once
 
     report = json.loads(_budget(run_dir, capsys, "--json"))
-    assert set(report) == {"units"}
+    assert set(report) == {"units", "non_dp_releases"}
+    assert report["non_dp_releases"] == []  # mobility and KPI spends only: all DP
     units = {(u["unit"], u["period"]): u for u in report["units"]}
     assert set(units) == {(u, "2026-10") for u in ("subscriber", "household", "card",
                                                     "requester")}

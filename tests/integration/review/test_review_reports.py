@@ -117,6 +117,18 @@ def test_microdata_report_matches_the_published_records(run):
     assert 0 < risk["marketer"]["average"] <= risk["prosecutor"]["average"]
     assert "districts.csv" in risk["population_model"]
     assert m["suppressed_records"] == m["rows_in"] - m["rows_out"]
+    # issue 20: k counts persons; the headline is the worst measure, never the mildest
+    assert m["persons"]["min_persons"] >= m["k"] and m["persons"]["classes_below_k_persons"] == 0
+    assert m["max_records_per_person"] == policy.max_records_per_person
+    head = m["headline_risk"]
+    assert head["value"] == max(head["measures"].values()) >= risk["prosecutor"]["max"]
+    portal = json.loads((out / "portal.json").read_text())
+    micro = [x for x in portal["non_dp_releases"] if x["dataset"] == MICRO]
+    assert micro and all(x["k_counts"] == "persons" and x["epsilon"] is None and
+                         x["privacy_unit"] == "requester" for x in micro)
+    summary = next(x["summary"] for d in portal["datasets"] if d["name"] == MICRO
+                   for x in d["releases"] if x["partition"] == "dt=2026-10-05")
+    assert f"k = {m['k']} persons" in summary and f"{head['value']:.2%}" in summary
     assert set(r["inputs"]["hashes"]) == {"requests.csv", "districts.csv"}
     assert r["inputs"]["reconciliation"]["reconciles"] is True
     assert r["data_quality"] and all(q["success"] for q in r["data_quality"])
@@ -167,6 +179,9 @@ def test_html_reports_are_offline_pages(run):
         assert "<svg" in text or page.name != "index.html"
     micro = (out / "releases" / MICRO / "dt=2026-10-05.html").read_text()
     assert "Group sizes" in micro and "journalist" in micro and "<svg" in micro
+    assert "person (prosecutor" in micro
+    index = (out / "index.html").read_text()
+    assert "spend no ε" in index and "k = 5 persons per group" in index
     cdr = (out / "releases" / CDR / "dt=2026-10-06.html").read_text()
     assert "error bound (worst)" in cdr and "across the whole portal" in cdr
 
