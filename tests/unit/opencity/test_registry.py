@@ -91,8 +91,9 @@ def test_replay_same_params_refuse_other_params(settings, tmp_path):
     reg = Registry(settings.state_url)
     rec = reg.get(WEEKLY, "dt=2026-10-05")
     assert rec.params == {"threshold": 15} and rec.policy_hash == reg.policy.hash
-    assert list(rec.files) == ["dt=2026-10-05/counts"] and len(rec.files[
-        "dt=2026-10-05/counts"]) == 64
+    # every file the catalog publishes, its CSV copy with names included (recorded first)
+    assert sorted(rec.files) == ["dt=2026-10-05/counts", "dt=2026-10-05/counts-csv"]
+    assert all(len(h) == 64 for h in rec.files.values())
     assert [p.partition for p in reg.partitions(WEEKLY)] == ["dt=2026-10-05", "dt=2026-10-12"]
 
 
