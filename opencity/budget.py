@@ -15,7 +15,8 @@ JSON (a contract other tools rely on)::
                               "delta": 1e-07, "status": "published"}, ...]}, ...]}
 
 ``status``: ``published``, ``rejected`` (a privacy officer rejected the release: the budget
-stays spent, nothing was published) or ``unpublished`` (spent, not published yet).
+stays spent, nothing was published) or ``spent`` (no publication in the release registry
+yet, e.g. a command-line release written to a directory).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def state_url_for(run_dir: Path) -> str:
 
 def release_statuses(db: Any, releases: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """(dataset, partition) -> "published", "rejected" (a privacy officer's latest decision
-    rejected it: spent, never published) or "unpublished" (spent, not published yet)."""
+    rejected it: spent, never published) or "spent" (no publication in the registry yet)."""
     from opencity.registry import Registry
 
     reg = Registry(db)
@@ -84,7 +85,7 @@ def release_statuses(db: Any, releases: list[tuple[str, str]]) -> dict[tuple[str
         elif latest[ds].get(part) == "rejected":
             out[(ds, part)] = "rejected"
         else:
-            out[(ds, part)] = "unpublished"
+            out[(ds, part)] = "spent"
     return out
 
 

@@ -105,6 +105,6 @@ def test_budget_marks_a_rejected_release(tmp_path):
     reg.record_decision("ds", "dt=2026-10-12", "approved", "officer", "ok now")
     got = release_statuses(url, [("ds", "dt=2026-10-05"), ("ds", "dt=2026-10-12"),
                                  ("ds", "dt=2026-10-19")])
-    assert got == {("ds", "dt=2026-10-05"): "rejected", ("ds", "dt=2026-10-12"): "unpublished",
-                   ("ds", "dt=2026-10-19"): "unpublished"}
+    assert got == {("ds", "dt=2026-10-05"): "rejected", ("ds", "dt=2026-10-12"): "spent",
+                   ("ds", "dt=2026-10-19"): "spent"}
     assert datetime(2026, 10, 5, tzinfo=UTC)  # partitions are data-interval starts
