@@ -94,7 +94,7 @@ class _Hook:
         outer = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
+            def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 outer.posts.append(json.loads(self.rfile.read(n) or b"{}"))
                 self.send_response(204)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -292,9 +293,12 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
     detail = af.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run1}/taskInstances/"
                                "approval.wait/-1/hitlDetails")
     assert WEEKLY in detail["subject"] and "release report" in detail["body"]
-    report = next(line for line in detail["body"].splitlines() if "release report" in line)
-    html_path = Path(report.rsplit("(`", 1)[1].rstrip("`)"))
-    assert html_path.is_file() and "pending approval" in html_path.read_text()
+    # the report opens from the request: a page of the API server, behind its login
+    link = re.search(r"\((http://127\.0\.0\.1:\d+/opencity/report/[^)\s]+)\)",
+                     detail["body"]).group(1)
+    req = urllib.request.Request(link, headers={"Authorization": f"Bearer {af.token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200 and "pending approval" in r.read().decode()
     from opencity.review.approvals import ReviewStore
 
     assert {r.dataset for r in ReviewStore(state).requests(status="open")} >= {WEEKLY}
