@@ -12,7 +12,7 @@
 2026-10-05 starts on 2026-10-12). Input: `<raw_dir>/service_requests/requests.csv` and the
 districts reference table `<raw_dir>/city/districts.csv`.
 
-**Tasks:** ingest -> aggregate -> commit_partition -> publish, and
+**Tasks:** ingest -> aggregate -> commit_partition -> publish_weekly, and
 anonymize_microdata -> publish_microdata, then manifest (row counts, input hashes, params).
 The task bodies live in `opencity.pipelines`; this file only wires them (opencity.dagkit).
 """
@@ -57,7 +57,7 @@ def opencity_311():
         return p.commit_partition(run_settings(), staged, data_interval()[0])
 
     @pipeline_task(outlets=[asset("311_weekly")])
-    def publish(committed: dict, ingested: dict) -> dict:
+    def publish_weekly(committed: dict, ingested: dict) -> dict:
         from opencity.pipelines import service_requests as p
 
         start, end = data_interval()
@@ -94,7 +94,7 @@ def opencity_311():
     ingested = ingest()
     staged = aggregate(ingested)
     committed = commit_partition(staged)
-    published = publish(committed, ingested)
+    published = publish_weekly(committed, ingested)
     before_publish("311_weekly", committed, published)
     staged_md = anonymize_microdata(ingested)
     published_md = publish_microdata(staged_md, ingested)

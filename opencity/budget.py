@@ -12,12 +12,16 @@ JSON (a contract other tools rely on)::
                 "cap_epsilon": 32.0, "cap_delta": 1e-05,
                 "releases": [{"dataset": "opencity-cdr-mobility-daily",
                               "partition": "dt=2026-10-05", "epsilon": 1.0,
-                              "delta": 1e-07}, ...]}, ...],
+                              "delta": 1e-07, "status": "published"}, ...]}, ...],
      "non_dp_releases": [{"privacy_unit": "requester", "period": "2026-10",
                           "dataset": "opencity-311-requests-microdata",
                           "partition": "dt=2026-10-05", "method": "k_anonymity",
                           "epsilon": null, "k": 5, "k_counts": "persons", "l": 2,
                           "max_records_per_person": 4, "threshold": null}, ...]}
+
+``status``: ``published``, ``rejected`` (a privacy officer rejected the release: the budget
+stays spent, nothing was published) or ``spent`` (no publication in the release registry
+yet, e.g. a command-line release written to a directory).
 """
 
 from __future__ import annotations
@@ -70,19 +74,44 @@ def state_url_for(run_dir: Path) -> str:
     return Settings.resolve().state_url
 
 
+def release_statuses(db: Any, releases: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(dataset, partition) -> "published", "rejected" (a privacy officer's latest decision
+    rejected it: spent, never published) or "spent" (no publication in the registry yet)."""
+    from opencity.registry import Registry
+
+    reg = Registry(db)
+    out: dict[tuple[str, str], str] = {}
+    latest: dict[str, dict[str, str]] = {}
+    for ds, part in releases:
+        if ds not in latest:
+            latest[ds] = {d["partition"]: d["decision"] for d in reg.decisions(ds)}
+        if reg.get(ds, part) is not None:
+            out[(ds, part)] = "published"
+        elif latest[ds].get(part) == "rejected":
+            out[(ds, part)] = "rejected"
+        else:
+            out[(ds, part)] = "spent"
+    return out
+
+
 def budget_report(url: str) -> dict[str, Any]:
-    """The JSON contract: {"units": [...]} (empty when nothing was released yet)."""
+    """The JSON contract: {"units": [...]} (empty when nothing was released yet). Every
+    release also says its ``status`` (:func:`release_statuses`)."""
     from privacy.dp.ledger import Ledger, StateDB
 
     db = StateDB(url)
     if db.path is not None and not db.path.exists():
         return {"units": []}
     accounts = Ledger(db).accounts()
+    status = release_statuses(db, [(r["dataset"], r["partition"])
+                                   for a in accounts for r in a["releases"]])
     from opencity.review.collect import non_dp_releases
 
     return {"non_dp_releases": non_dp_releases(url), "units": [
         {**{k: a[k] for k in UNIT_KEYS if k != "releases"},
-         "releases": [{k: r[k] for k in RELEASE_KEYS} for r in a["releases"]]}
+         "releases": [{**{k: r[k] for k in RELEASE_KEYS},
+                       "status": status[(r["dataset"], r["partition"])]}
+                      for r in a["releases"]]}
         for a in accounts]}
 
 
@@ -120,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"      {ds}: {len(rel)} release(s), epsilon {eps:.6g} "
                   f"({', '.join(r['partition'] for r in rel[:3])}"
                   f"{', ...' if len(rel) > 3 else ''})")
+            rejected = [r["partition"] for r in rel if r.get("status") == "rejected"]
+            if rejected:
+                print(f"        REJECTED by the privacy officer (spent, not published): "
+                      f"{', '.join(rejected)}")
     if report.get("non_dp_releases"):
         print("  Releases that spend no epsilon (not differentially private):")
         for r in report["non_dp_releases"]:

@@ -174,6 +174,16 @@ def default_args(task_timeout: timedelta = timedelta(minutes=30)) -> dict[str, A
     }
 
 
+def max_active_runs() -> int:
+    """Runs of one DAG at once (``OPENCITY_MAX_ACTIVE_RUNS``, default 3): catch-up after an
+    outage proceeds in bounded batches, and a run waiting days for an officer's approval
+    does not hold back the intervals after it."""
+    n = int(_env_float("OPENCITY_MAX_ACTIVE_RUNS", 3))
+    if n < 1:
+        raise ConfigError(f"OPENCITY_MAX_ACTIVE_RUNS must be at least 1, got {n}")
+    return n
+
+
 ALERT_CONN_ENV = "OPENCITY_ALERT_CONN_ID"
 DEFAULT_ALERT_CONN = "opencity_alerts"
 
@@ -277,8 +287,14 @@ STEWARD_FOOTER = """
 * **A range** (every interval from FROM to TO, in parallel):
   `airflow backfill create --dag-id {dag_id} --from-date FROM --to-date TO`
   (add `--reprocess-behavior completed` to redo intervals that already succeeded).
-* **One task again**: clear it (`airflow tasks clear {dag_id} -t '^task_id$' -s DAY -e DAY -y`);
-  every task can be rerun alone and gives the same result.
+* **One task again**: `airflow tasks clear {dag_id} -t TASK_ID -s DAY -e DAY -y`, with DAY
+  the interval's start (`{example}`) and TASK_ID the task's full id (e.g. `approval.check`).
+  Airflow 3.3 matches `-t` as a plain substring (no regex: `'^task$'` matches nothing) and
+  OpenCity's task ids are chosen so that no id is part of another: `-t` selects one task.
+  Every task can be rerun alone and gives the same result. A step that stages output for a
+  later step (`aggregate`, `anonymize_microdata`, `compute`, `dashboard`, `release`) only
+  takes effect with the steps after it: add `-d` (downstream). Staged leftovers of a
+  partition are removed by the next run of the interval and by its publish step.
 * An interval with no input rows fails at `ingest` with "no input rows" and publishes nothing.
 
 Params are typed (wrong types, out-of-bounds values and unknown keys are refused); privacy
@@ -309,8 +325,11 @@ def dag_kwargs(dag_id: str, *, schedule, start_date: datetime, doc_md: str, peri
         "dag_id": dag_id,
         "schedule": schedule,
         "start_date": start_date,
-        "catchup": False,
-        "max_active_runs": 1,
+        # Every missed interval is scheduled (a scheduler outage loses no partition), a few
+        # at a time: runs before the start date, of unfinished intervals or with no task fail
+        # at once (opencity.airflow_listeners).
+        "catchup": True,
+        "max_active_runs": max_active_runs(),
         "dagrun_timeout": run_timeout,
         "default_args": default_args(task_timeout),
         "params": {**settings_params(), **privacy_params(*privacy)},
@@ -374,6 +393,48 @@ def before_publish(dataset_key: str, committed, publish) -> None:
         previous >> publish
 
 
+OUTPUTS_ASSET = "opencity://outputs/"
+
+
+def output_datasets(tasks) -> list[str]:
+    """Catalog names of the products these tasks declare as outlets (``asset(...)``)."""
+    names = []
+    for t in tasks:
+        for a in getattr(t, "outlets", None) or ():
+            uri = getattr(a, "uri", "") or ""
+            if uri.startswith(OUTPUTS_ASSET) and uri[len(OUTPUTS_ASSET):] not in names:
+                names.append(uri[len(OUTPUTS_ASSET):])
+    return names
+
+
+def clean_staged_leftovers(run_dir, datasets, partition: str) -> list[str]:
+    """Remove what earlier tries left of ``partition`` beside its committed folder.
+
+    Staging steps write ``outputs/<dataset>/.<partition>.staging/`` (and temporary names
+    starting with ``.<partition>``) for a later step to move into ``<partition>/``. A staging
+    step rerun without the steps after it leaves such a copy behind; the rerun that
+    supersedes it (the run's first task, i.e. the interval again, or a publish step) removes
+    it. Returns the removed names, ``<dataset>/<name>``.
+    """
+    import shutil
+    from pathlib import Path
+
+    removed = []
+    for ds in datasets:
+        base = Path(run_dir) / "outputs" / ds
+        if not base.is_dir():
+            continue
+        for p in sorted(base.glob(f".{partition}*")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(f"{ds}/{p.name}")
+    if removed:
+        log.info("removed staged leftovers of earlier tries: %s", ", ".join(removed))
+    return removed
+
+
 def _fail_fast(err: PipelineError):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -392,6 +453,8 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
         def inner(*args, **kwargs):
             from airflow.sdk import get_current_context
 
+            from opencity.settings import partition_name
+
             try:
                 ctx = get_current_context()
                 check_conf_keys(getattr(ctx.get("dag_run"), "conf", None), ctx["dag"].params)
@@ -399,10 +462,19 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
 
                 # A run directory on object storage: the body works in a scratch copy and
                 # tasks exchange URIs (opencity.runstore); a local one is used as it is.
+                first = not ctx["task"].upstream_task_ids
+                start = ctx.get("data_interval_start")
                 with task_storage() as sc:
                     check_shared_run_dir(sc.settings.run_dir, ctx["dag"].dag_id,
-                                         ctx["run_id"], first=not ctx["task"].upstream_task_ids)
+                                         ctx["run_id"], first=first)
+                    if first and start is not None:  # the interval again: a fresh start
+                        clean_staged_leftovers(sc.settings.run_dir,
+                                               output_datasets(ctx["dag"].tasks),
+                                               partition_name(start))
                     result = f(*sc.to_local(args), **sc.to_local(kwargs))
+                    mine = output_datasets([ctx["task"]])
+                    if mine and start is not None:  # published: what was staged is superseded
+                        clean_staged_leftovers(sc.settings.run_dir, mine, partition_name(start))
                     return sc.to_uris(result)
             except PipelineError as err:
                 if err.transient:

@@ -48,8 +48,31 @@ class PartitionTimetable(CronDataIntervalTimetable):
                                        data_interval=data_interval, **extra)
 
 
+class _Listeners:
+    """``OpenCityPlugin.listeners``, imported when Airflow asks (the scheduler)."""
+
+    def __get__(self, obj, owner) -> list:
+        from opencity import airflow_listeners
+
+        return [airflow_listeners]
+
+
+class _FastAPIApps:
+    """``OpenCityPlugin.fastapi_apps``, built when Airflow asks (the API server)."""
+
+    def __get__(self, obj, owner) -> list:
+        from opencity.review.airflow_app import LazyApps
+
+        return LazyApps().__get__(obj, owner)
+
+
 class OpenCityPlugin(AirflowPlugin):
-    """Registers OpenCity's timetable with Airflow (scheduler, API server, dag-processor)."""
+    """OpenCity's Airflow plugin: its timetable (scheduler, API server, dag-processor), the
+    listener that fails runs which cannot produce a partition (opencity.airflow_listeners)
+    and the release-report app the approval request links to (opencity.review.airflow_app).
+    """
 
     name = "opencity"
     timetables = [PartitionTimetable]  # noqa: RUF012 - AirflowPlugin reads a list
+    listeners = _Listeners()
+    fastapi_apps = _FastAPIApps()

@@ -22,7 +22,10 @@ Inside the group::
   (Airflow keeps no return value of a task that skips its downstream tasks);
 * ``record`` (trigger rule ``none_failed``: it also runs after a rejection, which skips
   ``approved``) notes the gate pass and the catalog's review file, or, when a dataset is not
-  approved, skips itself, so every publish task after it is skipped.
+  approved, fails (no retry), so the run is red in the grid and no publish task runs.
+* When a request opens, its body links to the release report served by the Airflow API
+  server (opencity.review.airflow_app, behind Airflow's login) and the officer is told
+  through the alerts connection (event ``approval_requested``).
 
 Parsing a DAG that calls this imports only Airflow; the task bodies live in
 :mod:`opencity.review.gate`.
@@ -92,6 +95,10 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             with task_storage() as sc:
                 checked = sc.to_uris(gate.check(sc.settings, names, data_interval()[0],
                                                 dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"]))
+            if checked["pending"]:
+                links = report_links(ctx["dag"].dag_id, ctx["run_id"], checked)
+                checked["subject"], checked["body"] = gate.request_text(checked, links)
+                notify_request_opened(checked, links)
             ti = ctx["ti"]
             ti.xcom_push(key="checked", value=checked)
             ti.xcom_push(key="subject", value=checked["subject"])
@@ -117,7 +124,7 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
         @task(task_id="record", trigger_rule="none_failed")
         def record() -> dict:
             from airflow.sdk import get_current_context
-            from airflow.sdk.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowFailException
 
             from opencity.airflow_context import task_storage
             from opencity.review import gate
@@ -127,8 +134,10 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             with task_storage() as sc:
                 result = sc.to_uris(gate.record(sc.settings, sc.to_local(checked)))
             if not result["published"]:
-                raise AirflowSkipException(
-                    f"rejected by {result['by']}: nothing published, staged files discarded")
+                # Red in the grid: the run fails here and its publish tasks never run.
+                raise AirflowFailException(
+                    f"release rejected by the privacy officer ({result['by']}): nothing "
+                    "published, staged files discarded; a rerun asks for approval again")
             return result
 
         c = check()
@@ -137,6 +146,31 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
         wait >> approved >> r
         preapproved >> r
     return group
+
+
+def report_links(dag_id: str, run_id: str, checked: dict[str, Any]) -> dict[str, str]:
+    """Dataset -> the report page of the Airflow API server (opencity.review.airflow_app)."""
+    from opencity.review.airflow_app import report_link
+
+    return {ds: report_link(dag_id, run_id, ds) for ds in checked.get("reports") or {}}
+
+
+def notify_request_opened(checked: dict[str, Any], links: dict[str, str]) -> bool:
+    """Tell the privacy officer a request opened: event ``approval_requested`` to the alerts
+    connection (opencity.dagkit.send_alert). Names the DAG, run, partition, datasets, policy
+    versions and report links; no row content, no personal data."""
+    from opencity.dagkit import send_alert
+
+    return send_alert({
+        "event": "approval_requested",
+        "dag_id": checked.get("dag_id"),
+        "run_id": checked.get("run_id"),
+        "partition": checked.get("partition"),
+        "datasets": list(checked.get("pending") or []),
+        "policy": {ds: checked["policy"][ds] for ds in checked.get("pending") or []},
+        "reports": links,
+        "message": checked.get("subject"),
+    })
 
 
 def _plain(response):

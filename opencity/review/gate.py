@@ -103,8 +103,12 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
     return out
 
 
-def request_text(checked: dict[str, Any]) -> tuple[str, str]:
-    """Subject and Markdown body of the approval request shown in Airflow."""
+def request_text(checked: dict[str, Any],
+                 links: dict[str, str] | None = None) -> tuple[str, str]:
+    """Subject and Markdown body of the approval request shown in Airflow.
+
+    ``links`` (dataset -> URL) replaces the report's file location, e.g. with the Airflow
+    API server's report page (opencity.review.airflow_app) that opens from any browser."""
     part = checked["partition"]
     pending = checked["pending"]
     if not pending:
@@ -116,7 +120,9 @@ def request_text(checked: dict[str, Any]) -> tuple[str, str]:
         lines += [f"* **{ds}**: {checked['summaries'].get(ds, '')}",
                   f"  * policy version `{checked['policy'][ds]}`",
                   f"  * parameters `{json.dumps(checked['parameters'][ds], sort_keys=True)}`"]
-        if ds in checked["reports"]:
+        if links and ds in links:
+            lines.append(f"  * release report: [open the release report]({links[ds]})")
+        elif ds in checked["reports"]:
             lines.append(f"  * release report: [{Path(checked['reports'][ds]).name}]"
                          f"({Path(checked['reports'][ds]).as_uri()}) "
                          f"(`{checked['reports'][ds]}`)")

@@ -55,7 +55,9 @@ def test_budget_after_real_mobility_and_kpi_releases(sample_raw, tmp_path, monke
                                                     "requester")}
     for u in report["units"]:
         assert set(u) == UNIT_KEYS
-        assert all(set(r) == {"dataset", "partition", "epsilon", "delta"} for r in u["releases"])
+        assert all(set(r) == {"dataset", "partition", "epsilon", "delta", "status"}
+                   for r in u["releases"])
+        assert "rejected" not in {r["status"] for r in u["releases"]}
         assert u["spent_epsilon"] == pytest.approx(math.fsum(r["epsilon"] for r in u["releases"]))
         assert u["spent_delta"] == pytest.approx(math.fsum(r["delta"] for r in u["releases"]))
         assert u["spent_epsilon"] <= u["cap_epsilon"] and u["spent_delta"] <= u["cap_delta"]

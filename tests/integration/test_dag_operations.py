@@ -266,7 +266,7 @@ def test_every_311_task_can_be_cleared_and_rerun_alone(airflow_db, sample_raw, t
     assert dr.state == DagRunState.SUCCESS
     before = _tree_digest(run_dir)
     assert any("catalog" in k for k in before)
-    order = ["commit_partition", "publish_microdata", "publish", "aggregate",
+    order = ["commit_partition", "publish_microdata", "publish_weekly", "aggregate",
              "anonymize_microdata", "approval.record", "approval.preapproved", "approval.check",
              "manifest", "ingest"]
     # the officer's wait (and its "approved" step) only run when a policy version is new;
@@ -328,7 +328,7 @@ def test_a_release_step_is_wired_before_every_publish_in_one_edit(monkeypatch):
                         [lambda key: EmptyOperator(task_id=f"approve_{key}")])
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
-    expected = {"opencity_311": {"approve_311_weekly": "publish",
+    expected = {"opencity_311": {"approve_311_weekly": "publish_weekly",
                                  "approve_311_microdata": "publish_microdata"},
                 "cdr_mobility": {"approve_cdr_mobility": "publish"},
                 "opencity_kpi": {"approve_kpis": "publish"}}

@@ -76,7 +76,7 @@ def test_gate_blocks_publication_of_a_bad_partition(airflow_db, sample_raw, tmp_
     assert dr.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["ingest"] == "failed", states
-    assert all(states[t] != "success" for t in ("commit_partition", "publish",
+    assert all(states[t] != "success" for t in ("commit_partition", "publish_weekly",
                                                 "publish_microdata", "manifest")), states
     assert _snapshot(catalog) == before, "the catalog changed"
     assert not (run_dir / "outputs" / "opencity-311-requests-weekly" / "dt=2026-10-12").exists()

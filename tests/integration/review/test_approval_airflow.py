@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -213,8 +214,8 @@ def airflow(tmp_path_factory):
     for p in (home, run_dir, dags):
         p.mkdir()
     # The DAG file as it is, but run on demand only: with its weekly timetable the scheduler
-    # would also start the latest interval by itself (catchup=False), and max_active_runs=1
-    # would queue the test's runs behind it. Triggered runs carry their data interval.
+    # would also start its intervals by itself (catch-up from 2026-10-05) and queue the
+    # test's runs behind them. Triggered runs carry their data interval.
     text = (REPO / "dags" / "opencity_311.py").read_text()
     timetable = 'PartitionTimetable("0 0 * * 1", timezone="UTC")'
     assert timetable in text
@@ -292,9 +293,12 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
     detail = af.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run1}/taskInstances/"
                                "approval.wait/-1/hitlDetails")
     assert WEEKLY in detail["subject"] and "release report" in detail["body"]
-    report = next(line for line in detail["body"].splitlines() if "release report" in line)
-    html_path = Path(report.rsplit("(`", 1)[1].rstrip("`)"))
-    assert html_path.is_file() and "pending approval" in html_path.read_text()
+    # the report opens from the request: a page of the API server, behind its login
+    link = re.search(r"\((http://127\.0\.0\.1:\d+/opencity/report/[^)\s]+)\)",
+                     detail["body"]).group(1)
+    req = urllib.request.Request(link, headers={"Authorization": f"Bearer {af.token}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200 and "pending approval" in r.read().decode()
     from opencity.review.approvals import ReviewStore
 
     assert {r.dataset for r in ReviewStore(state).requests(status="open")} >= {WEEKLY}
@@ -334,9 +338,11 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
                 lambda: af.ti_state(run3, "approval.wait") == "awaiting_input")
     af.respond(run3, "Reject", "epsilon change not agreed")
     af.wait_for("run 3 done", lambda: af.run_state(run3) in ("success", "failed"))
-    assert af.ti_state(run3, "approval.record") == "skipped"
-    assert af.ti_state(run3, "publish") == "skipped"
-    assert af.ti_state(run3, "publish_microdata") == "skipped"
+    # a rejection is red in the grid: the gate's record fails, nothing after it runs
+    assert af.run_state(run3) == "failed"
+    assert af.ti_state(run3, "approval.record") == "failed"
+    assert af.ti_state(run3, "publish_weekly") == "upstream_failed"
+    assert af.ti_state(run3, "publish_microdata") == "upstream_failed"
     assert _tree_digest(catalog) == before, "the rejection changed the catalog"
     assert not (run_dir / "outputs" / WEEKLY / "dt=2026-10-19").exists()
     last = ReviewStore(state).decisions(WEEKLY)[-1]
