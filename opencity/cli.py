@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
 from opencity import __version__
 from opencity.errors import PipelineError
@@ -52,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Every local path argument (run directories, --out, --raw-dir, ...) made absolute,
+    once, before any command uses it: a relative one would change meaning under code that
+    follows symbolic links or changes folder (the local catalog's ``current`` link).
+    Object-storage URLs (``s3://...``, kept as strings) are left as they are."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, Path(os.path.abspath(value.expanduser())))
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    absolute_paths(args)
     try:
         return int(args.func(args) or EXIT_OK)
     except PipelineError as err:
