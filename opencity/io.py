@@ -217,6 +217,43 @@ def replace_dir(staging: Path, final: Path) -> Path:
 
 
 @contextmanager
+def staged_dir(final: str | Path) -> Iterator[Path]:
+    """Write a folder's files together or not at all.
+
+    Yields a fresh hidden folder next to ``final`` (``.<name>.<id>.tmp``, a leftover that
+    ``publish.leftovers`` removes); when the block succeeds, entries of an existing
+    ``final`` the block did not write are carried over (hard links) and the folder replaces
+    ``final`` in one rename (:func:`replace_dir`). When the block raises (or the process is
+    killed) ``final`` is left as it was: a reader never sees some new files without the
+    others (e.g. data files without their ``privacy.json``).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir()
+    try:
+        yield staging
+        if final.is_dir():
+            for old in final.rglob("*"):
+                new = staging / old.relative_to(final)
+                if new.exists() or new.is_symlink():
+                    continue
+                if old.is_dir() and not old.is_symlink():
+                    new.mkdir(parents=True, exist_ok=True)
+                    shutil.copystat(old, new)
+                else:
+                    new.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(old, new, follow_symlinks=False)
+                    except OSError:
+                        shutil.copy2(old, new, follow_symlinks=False)
+        replace_dir(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
 def discard_on_failure(staging: Path) -> Iterator[None]:
     """Delete a staged (not yet committed) output when the block raises.
 
