@@ -85,6 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"opencity {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _restrict(args)
+
+
+def _restrict(args: argparse.Namespace) -> None:
+    """After a command that wrote into a local run directory: everything not published is
+    owner-only (opencity.io.restrict_run_tree), whatever the umask."""
+    run_dir = getattr(args, "run_dir", None)
+    if not isinstance(run_dir, Path) or not run_dir.is_dir():
+        return
+    from opencity.io import restrict_run_tree
+
+    try:
+        restrict_run_tree(run_dir)
+    except OSError as err:
+        logging.getLogger(__name__).warning("could not restrict %s: %s", run_dir, err)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -403,6 +403,10 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
                     check_shared_run_dir(sc.settings.run_dir, ctx["dag"].dag_id,
                                          ctx["run_id"], first=not ctx["task"].upstream_task_ids)
                     result = f(*sc.to_local(args), **sc.to_local(kwargs))
+                    from opencity.io import restrict_run_tree
+
+                    # csv copies, reports, _runs markers: owner-only whatever the umask
+                    restrict_run_tree(sc.settings.run_dir)
                     return sc.to_uris(result)
             except PipelineError as err:
                 if err.transient:
