@@ -89,11 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         _restrict(args)
 
 
+# Commands that write into a run directory (the readers - report, budget, approvals - only
+# read one, possibly another account's, and never change its modes).
+WRITING_COMMANDS = ("publish", "kpi", "approve", "withdraw")
+# What makes a folder a run directory (never tighten a folder that is not one, e.g. ~).
+RUN_MARKERS = ("outputs", "clean", "csv", "manifests", "_runs", "state.url")
+
+
 def _restrict(args: argparse.Namespace) -> None:
     """After a command that wrote into a local run directory: everything not published is
     owner-only (opencity.io.restrict_run_tree), whatever the umask."""
     run_dir = getattr(args, "run_dir", None)
-    if not isinstance(run_dir, Path) or not run_dir.is_dir():
+    if (args.command not in WRITING_COMMANDS or not isinstance(run_dir, Path)
+            or not run_dir.is_dir() or not any((run_dir / m).exists() for m in RUN_MARKERS)):
         return
     from opencity.io import restrict_run_tree
 

@@ -72,3 +72,32 @@ def test_settings_make_local_run_dirs_absolute(tmp_path, monkeypatch):
     assert s.raw_dir == str(tmp_path / "rel" / "run" / "raw")
     s = Settings.resolve({"run_dir": "s3://opencity-runs/city", "raw_dir": "landing"})
     assert s.run_dir == "s3://opencity-runs/city" and s.raw_dir == str(tmp_path / "landing")
+
+
+def test_commands_tighten_only_run_directories_they_write(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 6 at the command line: a writing command leaves its run directory's
+    unpublished files owner-only; a reader (budget) or a folder that is not a run directory
+    is never changed."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        run = tmp_path / "opencity-demo"
+        LocalCatalog(run / "catalog").publish(_release(run, "dt=2026-10-05", [20, 30]))
+        csv = run / "csv" / "opencity-test" / "dt=2026-10-05" / "part-0.csv"
+        csv.parent.mkdir(parents=True)
+        csv.write_text("district_id,requests\n")
+        home = tmp_path / "home"  # not a run directory
+        (home / "notes").mkdir(parents=True)
+        (home / "notes" / "todo.txt").write_text("x")
+        assert main(["budget", str(run)]) == 0
+        assert stat.S_IMODE(csv.stat().st_mode) == 0o644  # a reader changes nothing
+        assert main(["budget", str(home)]) == 0
+        assert main(["publish", str(run), "--target", "local"]) == 0
+        assert stat.S_IMODE(csv.stat().st_mode) == 0o600
+        assert stat.S_IMODE((run / "csv").stat().st_mode) == 0o700
+        pkg = (run / "catalog" / "opencity-test" / "package.json").resolve()
+        assert pkg.stat().st_mode & stat.S_IROTH  # published: stays readable
+        assert stat.S_IMODE((home / "notes" / "todo.txt").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
