@@ -177,6 +177,10 @@ def _map(value: Any, pairs: list[tuple[str, str]], end: str = _END) -> Any:
     """Every occurrence of a root (as a whole path component) replaced, in nested values."""
     if isinstance(value, str):
         for old, new in pairs:
+            if is_remote(new) and not is_remote(old):
+                # a file:// link to a scratch path becomes the store's URL, not file://s3://
+                value = re.sub(re.escape("file://" + old.rstrip("/")) + end,
+                               new.rstrip("/").replace("\\", "\\\\"), value)
             value = re.sub(re.escape(old.rstrip("/")) + end,
                            new.rstrip("/").replace("\\", "\\\\"), value)
         return value
