@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError
+from opencity.runstore import location
 
 RELEASE_KEYS = ("dataset", "partition", "epsilon", "delta")
 UNIT_KEYS = ("unit", "period", "spent_epsilon", "spent_delta", "cap_epsilon", "cap_delta",
@@ -53,23 +54,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "one named in RUN_DIR/state.url (the demo keeps its own), else "
                 "$OPENCITY_STATE_URL or ~/.local/share/opencity/state.sqlite."),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path,
-                   help="a run directory (used to find a state DB the run keeps itself)")
+    p.add_argument("run_dir", metavar="RUN_DIR", type=location,
+                   help="a run directory, local or on object storage (s3://bucket/run); "
+                        "used to find a state DB the run keeps itself")
     p.add_argument("--json", action="store_true", help="print JSON (keys: units)")
     p.set_defaults(func=run)
 
 
-def state_url_for(run_dir: Path) -> str:
-    """RUN_DIR/state.url if the run keeps its own state, else the settings default."""
-    from opencity.settings import RunLayout, Settings
+def state_url_for(run_dir: Path | str) -> str:
+    """RUN_DIR/state.url if the run keeps its own state, else the settings default.
 
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist")
-    pointer = RunLayout(run_dir).state_pointer
-    if pointer.is_file():
-        url = pointer.read_text(encoding="utf-8").strip()
+    RUN_DIR may be a local folder or an object-storage URL (``s3://bucket/run``)."""
+    from opencity.runstore import join, read_text
+    from opencity.settings import Settings
+
+    text = read_text(run_dir, "state.url")
+    if text is not None:
+        url = text.strip()
         if not url:
-            raise ConfigError(f"{pointer} is empty; it should hold the run's state URL")
+            raise ConfigError(f"{join(str(run_dir), 'state.url')} is empty; it should hold "
+                              "the run's state URL")
         return url
     return Settings.resolve().state_url
 

@@ -475,6 +475,10 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
                     mine = output_datasets([ctx["task"]])
                     if mine and start is not None:  # published: what was staged is superseded
                         clean_staged_leftovers(sc.settings.run_dir, mine, partition_name(start))
+                    from opencity.io import restrict_run_tree
+
+                    # csv copies, reports, _runs markers: owner-only whatever the umask
+                    restrict_run_tree(sc.settings.run_dir)
                     return sc.to_uris(result)
             except PipelineError as err:
                 if err.transient:

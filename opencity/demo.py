@@ -175,7 +175,9 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         # the one that ends there, so each run is triggered at its interval's end.
         runs += [f"{dag_id}@{interval_end(cadence, d).isoformat()}"
                  for d in logical_dates(cadence, start, days, months)]
-    layout.airflow_home.mkdir(parents=True, exist_ok=True)
+    from opencity.io import restrict_run_tree, restricted_dir
+
+    restricted_dir(layout.airflow_home)  # airflow.db, task logs: owner-only from the start
     cmd = [sys.executable, "-m", "opencity.airflow_runner", "--reset-db"]
     for r in runs:
         cmd += ["--run", r]
@@ -196,6 +198,9 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
     code = proc.wait()
     log_file = layout.airflow_home / "demo-runner.log"
     log_file.write_text(stderr)
+    # Everything of the demo but its published catalog is owner-only, its generated raw
+    # data included.
+    restrict_run_tree(layout.root, include_inputs=True)
     if code != 0 or len(results) != len(runs):
         failed = next((r for r in results if r["state"] != "success"), None)
         what = (f"{failed['dag_id']} {failed['logical_date']} ended {failed['state']}"
@@ -220,6 +225,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         "seconds": round(time.monotonic() - t0, 1),
     }
     (layout.root / "demo-summary.json").write_text(json.dumps(summary, indent=2))
+    restrict_run_tree(layout.root, include_inputs=True)  # the review/ report too
     return summary
 
 

@@ -125,6 +125,63 @@ def check_restricted(path: str | Path) -> None:
     _secure(path, dmode if path.is_dir() else fmode, gid, created=False)
 
 
+PUBLISHED_ZONES = ("catalog",)  # the local catalog: what the portal publishes
+INPUT_ZONES = ("raw",)  # the landing area belongs to whoever landed the files
+
+
+def restrict_run_tree(run_dir: str | Path, *, include_inputs: bool = False) -> int:
+    """Make everything of a run directory that is not published owner-only.
+
+    Every top-level entry of ``run_dir`` except the published local catalog (and the raw
+    landing area, unless ``include_inputs``: the demo generates its own) is a restricted
+    zone: csv copies waiting for approval, validation reports on clean data, ``_runs``
+    markers, manifests, outputs, staging, Airflow's home of the demo (``airflow.db``).
+    Folders become 0700 and files 0600 (0750/0640 with ``OPENCITY_RESTRICTED_GROUP``),
+    whatever the umask they were created under; symbolic links are left as they are.
+    A run directory on object storage is not walked (each task's scratch copy is already
+    private). Returns how many paths were tightened.
+    """
+    if "://" in str(run_dir):
+        return 0
+    root = Path(run_dir)
+    if not root.is_dir():
+        return 0
+    dmode, fmode, gid = restricted_modes()
+    skip = PUBLISHED_ZONES + (() if include_inputs else INPUT_ZONES)
+    changed = 0
+
+    uid = os.getuid()
+
+    def tighten(path: Path, mode: int) -> None:
+        nonlocal changed
+        try:
+            st = os.lstat(path)
+            if st.st_uid != uid:  # another account's file: not ours to change
+                return
+            if gid is not None and st.st_gid != gid:
+                os.chown(path, -1, gid)
+            if stat.S_IMODE(st.st_mode) != mode:
+                os.chmod(path, mode)
+                changed += 1
+        except FileNotFoundError:  # replaced meanwhile by a concurrent task
+            return
+
+    for top in sorted(root.iterdir()):
+        if top.name in skip or top.is_symlink():
+            continue
+        if not top.is_dir():
+            tighten(top, fmode)
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            tighten(Path(dirpath), dmode)
+            for name in filenames:
+                f = Path(dirpath, name)
+                if not f.is_symlink():
+                    tighten(f, fmode)
+            dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()]
+    return changed
+
+
 def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
     """Read a public reference table (districts, towers, stops) with its typed schema."""
     path = Path(path)
@@ -214,6 +271,43 @@ def replace_dir(staging: Path, final: Path) -> Path:
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+@contextmanager
+def staged_dir(final: str | Path) -> Iterator[Path]:
+    """Write a folder's files together or not at all.
+
+    Yields a fresh hidden folder next to ``final`` (``.<name>.<id>.tmp``, a leftover that
+    ``publish.leftovers`` removes); when the block succeeds, entries of an existing
+    ``final`` the block did not write are carried over (hard links) and the folder replaces
+    ``final`` in one rename (:func:`replace_dir`). When the block raises (or the process is
+    killed) ``final`` is left as it was: a reader never sees some new files without the
+    others (e.g. data files without their ``privacy.json``).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    staging.mkdir()
+    try:
+        yield staging
+        if final.is_dir():
+            for old in final.rglob("*"):
+                new = staging / old.relative_to(final)
+                if new.exists() or new.is_symlink():
+                    continue
+                if old.is_dir() and not old.is_symlink():
+                    new.mkdir(parents=True, exist_ok=True)
+                    shutil.copystat(old, new)
+                else:
+                    new.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(old, new, follow_symlinks=False)
+                    except OSError:
+                        shutil.copy2(old, new, follow_symlinks=False)
+        replace_dir(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager

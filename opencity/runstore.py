@@ -34,10 +34,11 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,11 @@ def _unreachable(url: str, action: str, err: BaseException) -> StorageError:
         "(AWS_ENDPOINT_URL) and that AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set")
 
 
-def pull(url: str, local: Path) -> dict[str, str]:
-    """Copy every object under ``url`` to ``local``; the digests of what was copied."""
+def pull(url: str, local: Path, skip: Callable[[str], bool] | None = None) -> dict[str, str]:
+    """Copy every object under ``url`` to ``local``; the digests of what was copied.
+
+    ``skip(relative_key)`` true: that object is not copied (e.g. raw inputs a reader does
+    not need)."""
     fs, root = _fs(url)
     root = root.rstrip("/")
     try:
@@ -103,7 +107,7 @@ def pull(url: str, local: Path) -> dict[str, str]:
         raise _unreachable(url, "read", err) from err
     local.mkdir(parents=True, exist_ok=True)
     rels = [f[len(root):].lstrip("/") for f in found]
-    rels = [r for r in rels if r and not r.endswith("/")]
+    rels = [r for r in rels if r and not r.endswith("/") and not (skip and skip(r))]
     if rels:
         targets = [str(local / r) for r in rels]
         for t in targets:
@@ -166,17 +170,24 @@ class Scratch:
         return _map(value, [(p, u) for u, p in self.mapping])
 
 
-def _map(value: Any, pairs: list[tuple[str, str]]) -> Any:
+_END = r"(?=/|$|[\s`'\")\],;])"
+
+
+def _map(value: Any, pairs: list[tuple[str, str]], end: str = _END) -> Any:
     """Every occurrence of a root (as a whole path component) replaced, in nested values."""
     if isinstance(value, str):
         for old, new in pairs:
-            value = re.sub(re.escape(old.rstrip("/")) + r"(?=/|$|[\s`'\")\],;])",
+            if is_remote(new) and not is_remote(old):
+                # a file:// link to a scratch path becomes the store's URL, not file://s3://
+                value = re.sub(re.escape("file://" + old.rstrip("/")) + end,
+                               new.rstrip("/").replace("\\", "\\\\"), value)
+            value = re.sub(re.escape(old.rstrip("/")) + end,
                            new.rstrip("/").replace("\\", "\\\\"), value)
         return value
     if isinstance(value, dict):
-        return {k: _map(v, pairs) for k, v in value.items()}
+        return {k: _map(v, pairs, end) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_map(v, pairs) for v in value)
+        return type(value)(_map(v, pairs, end) for v in value)
     return value
 
 
@@ -230,3 +241,83 @@ def scratch(settings: Any) -> Iterator[Scratch]:
                      stats["uploaded"], stats["deleted"])
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- Commands that read a run directory (opencity report|budget|approvals) ------------------
+def location(text: str) -> Path | str:
+    """``argparse`` type of a run directory: an object-storage URL as it is (no trailing
+    slash), a local path made absolute (``~`` expanded)."""
+    text = str(text).strip()
+    if is_remote(text):
+        return text.rstrip("/")
+    return Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def read_text(location: str | Path, name: str) -> str | None:
+    """The text of ``location/name`` (a URL or a local folder); None when it does not
+    exist. A run directory that does not exist is a ConfigError naming it."""
+    if not is_remote(location):
+        if not Path(location).is_dir():
+            raise ConfigError(f"run directory {location} does not exist")
+        f = Path(location, name)
+        return f.read_text(encoding="utf-8") if f.is_file() else None
+    fs, root = _fs(str(location))
+    root = root.rstrip("/")
+    try:
+        if not fs.exists(root):
+            raise ConfigError(f"run directory {location} does not exist (nothing under that "
+                              "prefix of the object store)")
+        return fs.cat_file(f"{root}/{name}").decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise _unreachable(str(location), "read", err) from err
+
+
+def _reader_skips(rel: str) -> bool:
+    # A reader of a run needs its outputs, reports, catalog and the city's reference tables,
+    # never the raw personal inputs (raw/ other than raw/city/) or clean partitions.
+    top = rel.split("/", 1)[0]
+    return (top == "raw" and not rel.startswith("raw/city/")) or top in ("clean",
+                                                                           "quarantine")
+
+
+@contextlib.contextmanager
+def read_copy(location: str | Path) -> Iterator[tuple[Path, Callable[[Any], Any]]]:
+    """A local view of a run directory for a command that only reads it.
+
+    Yields ``(folder, to_uris)``: a local run directory as it is (``to_uris`` the identity);
+    one on object storage pulled (without raw inputs and clean data) into a fresh
+    owner-only temporary folder, removed afterwards, with ``to_uris`` mapping its paths in
+    values and texts back to the store's URIs."""
+    if not is_remote(location):
+        if not Path(location).is_dir():
+            raise ConfigError(f"run directory {location} does not exist")
+        yield Path(location), lambda v: v
+        return
+    url = str(location).rstrip("/")
+    read_text(url, "state.url")  # a missing prefix: a clear error before any copy
+    base = Path(tempfile.mkdtemp(prefix="opencity-read-"))  # mode 0700
+    try:
+        local = base / "run"
+        pull(url, local, skip=_reader_skips)
+        roots = dict.fromkeys([str(local.resolve()), str(local)])
+        # file:// links first: a link to the copy becomes the store's URL, not file://s3://
+        pairs = [(f"file://{r}", url) for r in roots] + [(r, url) for r in roots]
+        # any character that cannot continue a path ends it (HTML: ``...run</code>``)
+        yield local, lambda v: _map(v, pairs, r"(?![\w.-])")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def uris_in_texts(folder: Path, to_uris: Callable[[Any], Any]) -> None:
+    """Rewrite the text files under ``folder`` (reports written from a :func:`read_copy`)
+    so they name the store's URIs, never a temporary path that is gone."""
+    for p in folder.rglob("*"):
+        if p.is_file() and p.suffix in _TEXT_SUFFIXES:
+            text = p.read_text(encoding="utf-8")
+            new = to_uris(text)
+            if new != text:
+                p.write_text(new, encoding="utf-8")

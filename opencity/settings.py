@@ -140,9 +140,13 @@ class Settings:
     state_url: str = field(default_factory=default_state_url, repr=False)  # may hold a password
 
     def __post_init__(self) -> None:
-        if not self.raw_dir:
-            from opencity.runstore import join
+        from opencity.runstore import join
 
+        for name in ("run_dir", "raw_dir"):  # local folders absolute, URLs as they are
+            value = getattr(self, name)
+            if value and "://" not in value:
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
+        if not self.raw_dir:
             object.__setattr__(self, "raw_dir", join(self.run_dir, "raw"))
         if not isinstance(self.suppression_k, int) or self.suppression_k < 2:
             raise ConfigError(f"suppression_k must be an integer >= 2, got {self.suppression_k!r}")

@@ -39,6 +39,8 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from opencity.errors import PipelineError
+
 
 class ReviewApprovalOperator(ApprovalOperator):
     """Airflow's ApprovalOperator that records the answer in OpenCity's review records (and
@@ -92,9 +94,19 @@ def approval_gate(datasets: Sequence[str] | str, *, group_id: str = "approval",
             from opencity.review import gate
 
             ctx = get_current_context()
-            with task_storage() as sc:
-                checked = sc.to_uris(gate.check(sc.settings, names, data_interval()[0],
-                                                dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"]))
+            try:
+                with task_storage() as sc:
+                    checked = sc.to_uris(gate.check(sc.settings, names, data_interval()[0],
+                                                    dag_id=ctx["dag"].dag_id,
+                                                    run_id=ctx["run_id"]))
+            except PipelineError as err:
+                if err.transient:
+                    raise
+                # Terminal (e.g. waiting for approval in command-line mode): a retry would
+                # say the same, so fail at once, once (issue 23).
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"{type(err).__name__}: {err}") from err
             if checked["pending"]:
                 links = report_links(ctx["dag"].dag_id, ctx["run_id"], checked)
                 checked["subject"], checked["body"] = gate.request_text(checked, links)

@@ -20,6 +20,7 @@ from datetime import UTC
 from pathlib import Path
 
 from opencity.errors import ConfigError
+from opencity.runstore import location
 
 _STATE_HELP = ("the portal's state database (budget ledger, approvals): a SQLite path or "
                "postgresql:// URL (default: $OPENCITY_STATE_URL, else "
@@ -33,7 +34,8 @@ def register(subparsers) -> None:
                     "and portal.json (every dataset, release, privacy budget per person, open "
                     "approvals, withdrawals) and releases/<dataset>/<partition>.html|.json. "
                     "The HTML works offline (no script, no third-party host).")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=location, metavar="RUN_DIR",
+                   help="run directory, local or on object storage (s3://bucket/run)")
     p.add_argument("--out", type=Path, required=True, help="folder to write the reports to")
     p.add_argument("--raw-dir", type=Path, default=None,
                    help="where the city's reference tables are (district populations for the "
@@ -45,8 +47,9 @@ def register(subparsers) -> None:
         "approvals", help="list releases waiting for approval and past decisions",
         description="Releases waiting for a privacy officer (first release of a dataset, or "
                     "a new policy version) and every decision taken.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?",
-                   help="run directory (only used to point at its release reports)")
+    p.add_argument("run_dir", type=location, metavar="RUN_DIR", nargs="?",
+                   help="run directory, local or on object storage (s3://bucket/run); only "
+                        "used to find the state DB the run keeps itself")
     p.add_argument("--state-url", default=None, help=_STATE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_approvals)
@@ -100,7 +103,7 @@ def _state(args: argparse.Namespace) -> str | None:
     if run_dir:
         from opencity.budget import state_url_for
 
-        return state_url_for(Path(run_dir))
+        return state_url_for(run_dir)
     return None
 
 
@@ -114,11 +117,14 @@ def _settings(args: argparse.Namespace, **extra):
 
 def _report(args: argparse.Namespace) -> int:
     from opencity.review.report import write_reports
+    from opencity.runstore import read_copy, uris_in_texts
 
-    if not args.run_dir.is_dir():
-        raise ConfigError(f"run directory {args.run_dir} does not exist")
-    res = write_reports(args.run_dir, args.out, state_url=_state(args),
-                        raw_dir=args.raw_dir)
+    state_url = _state(args)
+    # A run directory on object storage is read from a temporary owner-only copy; the
+    # reports then name the store's URIs, not the copy.
+    with read_copy(args.run_dir) as (run_dir, to_uris):
+        res = write_reports(run_dir, args.out, state_url=state_url, raw_dir=args.raw_dir)
+        uris_in_texts(Path(args.out), to_uris)
     print(f"portal report:   {res['index']}")
     print(f"portal JSON:     {res['portal_json']}")
     print(f"release reports: {res['releases']} in {Path(res['index']).parent / 'releases'}")

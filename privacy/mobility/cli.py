@@ -8,7 +8,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from opencity.errors import ConfigError
+from opencity.errors import ConfigError, PipelineError
 
 
 def _date(text: str) -> date:
@@ -146,11 +146,20 @@ def run(args: argparse.Namespace) -> int:
         from privacy.dp import Ledger
         from privacy.dp.ledger import default_state_url
 
-        spent = Ledger(args.ledger or default_state_url()).spent(entry.spends[0].unit,
-                                                                 args.date)
-        print(f"  per-person total {entry.spends[0].unit} {entry.spends[0].period}: epsilon "
-              f"{spent[0]:g} of {doc_cap['epsilon']:g}, delta {spent[1]:g} of "
-              f"{doc_cap['delta']:g} (every dataset of the portal; see opencity budget)")
+        # The spend is committed and the files are complete: the per-person total is
+        # information only, and a state DB that stops answering now (e.g. a restart) must
+        # not turn a finished release into a failed command.
+        try:
+            spent = Ledger(args.ledger or default_state_url()).spent(entry.spends[0].unit,
+                                                                     args.date)
+        except PipelineError as err:
+            print(f"  per-person total not shown ({type(err).__name__}: the state database "
+                  "did not answer after the release was recorded); see opencity budget",
+                  file=sys.stderr)
+        else:
+            print(f"  per-person total {entry.spends[0].unit} {entry.spends[0].period}: "
+                  f"epsilon {spent[0]:g} of {doc_cap['epsilon']:g}, delta {spent[1]:g} of "
+                  f"{doc_cap['delta']:g} (every dataset of the portal; see opencity budget)")
     for name, path in result.files.items():
         print(f"  {name:<16} {path}")
     set_aside = result.report.get("rows_set_aside") or {}

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import DataQualityError
-from opencity.io import write_bytes_atomic
+from opencity.io import staged_dir, write_bytes_atomic
 from privacy.dp import DPBudget
 from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
 from privacy.mobility.products import (
@@ -218,12 +218,17 @@ def run_daily_release(
 
 def _write(out: Path, artifacts: dict[str, bytes], entry: LedgerRelease, *, reused: bool,
            report: dict[str, Any]) -> ReleaseResult:
-    files: dict[str, Path] = {}
-    for name, data in artifacts.items():
-        write_bytes_atomic(data, out / name)
-        files[name.removesuffix(".parquet")] = out / name
-    write_bytes_atomic(_privacy_document(entry.release, entry), out / PRIVACY_FILE)
+    # The products and their privacy.json appear together or not at all: written to a
+    # staging folder next to OUT and switched into place in one rename (a kill right after
+    # the spend leaves OUT as it was; the rerun returns the recorded release, no new spend).
+    out = Path(out)
+    with staged_dir(out) as staging:
+        for name, data in artifacts.items():
+            write_bytes_atomic(data, staging / name)
+        write_bytes_atomic(_privacy_document(entry.release, entry), staging / PRIVACY_FILE)
+        if report:
+            write_bytes_atomic((json.dumps(report, indent=2) + "\n").encode(),
+                               staging / REPORT_FILE)
+    files = {name.removesuffix(".parquet"): out / name for name in artifacts}
     files["privacy"] = out / PRIVACY_FILE
-    if report:
-        write_bytes_atomic((json.dumps(report, indent=2) + "\n").encode(), out / REPORT_FILE)
     return ReleaseResult(out, files, entry, reused, report)
