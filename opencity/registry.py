@@ -372,9 +372,13 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
     """
     from publish.base import sha256_file
 
+    from privacy.approval import ApprovalStore
+
     registry = Registry(settings.state_url)
     dataset = release.name
     partition = _partition_of(release)
+    # Only under a policy version the privacy officer approved (signed or in Airflow).
+    ApprovalStore(registry.db).require_approved(registry.policy, dataset)
     old = registry.check(dataset, partition, params)
     check_columns(registry.policy.dataset(dataset), release.resources)
     statement = old.statement if old is not None else _statement(registry, dataset, partition,

@@ -69,7 +69,12 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
     store = ReviewStore(settings.state_url)
     out: dict[str, Any] = {"partition": part, "policy": {}, "parameters": {}, "pending": [],
                            "reports": {}, "summaries": {}, "dag_id": dag_id, "run_id": run_id}
+    from privacy.approval import ApprovalStore
+    from privacy.policy import load_policy
+
+    approvals = ApprovalStore(store.db)
     for ds in datasets:
+        approvals.check_compute(load_policy(), ds)  # looser than approved: refused here too
         pol = policy_version(ds)
         out["policy"][ds] = pol["hash"]
         out["parameters"][ds] = pol["parameters"]
@@ -93,8 +98,9 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
             out["summaries"][ds] = f"(report not rendered: {type(err).__name__})"
     out["subject"], out["body"] = request_text(out)
     if out["pending"] and mode == "cli":
-        cmds = "; ".join(f"opencity approve {ds} --policy {out['policy'][ds]} --run-dir "
-                         f"{settings.layout.root}" for ds in out["pending"])
+        cmds = "; ".join(f"opencity approve {ds} --policy {out['policy'][ds]} --key "
+                         f"OFFICER_KEY --run-dir {settings.layout.root}"
+                         for ds in out["pending"])
         raise ApprovalRequired(
             f"{', '.join(out['pending'])} {part} waits for a privacy officer's approval "
             f"(first release or new policy version); nothing was published. Review "
@@ -167,7 +173,15 @@ def decide(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
     approve = response["chosen_options"][0] == "Approve"
     comment = str((response.get("params_input") or {}).get("comment") or "")
     by = _who(response)
+    from privacy.approval import ApprovalStore
+
+    approvals = ApprovalStore(store.db)
     for ds in pending:
+        version = approvals.known_version(ds, checked["policy"][ds])
+        if version is None:
+            raise PipelineError(f"{ds}: policy version {checked['policy'][ds]} was not noted "
+                                "by the gate's check; this is a bug")
+        approvals.record_airflow(version, approve, by=by, comment=comment)
         store.decide(ds, checked["policy"][ds], approve, by=by, comment=comment,
                      source=source, partition=part)
         record_in_registry(settings, ds, part, approve, by, comment, checked["policy"][ds],

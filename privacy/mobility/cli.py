@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     from privacy.mobility.release import DATASET, run_daily_release
     from privacy.policy import load_policy
 
+    from privacy.approval import ApprovalStore
+    from privacy.dp.ledger import default_state_url
+
+    # No approval gate follows this command: the policy version must be approved already.
+    ApprovalStore(args.ledger or default_state_url()).require_approved(load_policy(), DATASET)
     eps = args.epsilon
     if eps is None:
         eps = load_policy().dataset(DATASET).budget.epsilon

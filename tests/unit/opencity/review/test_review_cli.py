@@ -7,7 +7,7 @@ import pytest
 from opencity.cli import main
 
 
-@pytest.mark.parametrize("cmd", ["report", "approve", "approvals", "withdraw"])
+@pytest.mark.parametrize("cmd", ["report", "approve", "approvals", "withdraw", "officer"])
 def test_each_command_has_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([cmd, "--help"])
@@ -33,8 +33,12 @@ def test_approve_and_list(tmp_path, capsys):
 
     state = str(tmp_path / "s.sqlite")
     h = policy_version("opencity-kpis")["hash"]
+    key = tmp_path / "officer.key"
+    assert main(["officer", "keygen", str(key)]) == 0
+    assert main(["officer", "register", "--public-key", f"{key}.pub", "--officer", "officer",
+                 "--state-url", state]) == 0
     assert main(["approve", "opencity-kpis", "--policy", h[:10], "--by", "officer",
-                 "--comment", "fine", "--state-url", state,
+                 "--comment", "fine", "--state-url", state, "--key", str(key),
                  "--run-dir", str(tmp_path)]) == 0
     capsys.readouterr()
     assert main(["approvals", "--state-url", state]) == 0
