@@ -42,6 +42,9 @@ def settings(request, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
     url = (str(tmp_path / "state.sqlite") if request.param == "sqlite"
            else request.getfixturevalue("postgres_state_url"))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(url)  # this portal's officer approved the test policy
     return Settings(run_dir=str(tmp_path / "run"), state_url=url)
 
 
