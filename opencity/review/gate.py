@@ -132,6 +132,25 @@ def request_text(checked: dict[str, Any]) -> tuple[str, str]:
     return subject, "\n".join(lines)
 
 
+def officer_users(settings: Settings) -> list[dict[str, str]]:
+    """The HITL ``assigned_users`` of the approval task: the privacy officer's Airflow user,
+    registered with the officer's key (``opencity officer register --airflow-user``).
+
+    Raises:
+        ConfigError: no officer (or no Airflow user of the officer) is registered; an
+            approval task nobody is assigned to could be answered by any Airflow user.
+    """
+    from privacy.approval import ApprovalStore
+
+    officer = ApprovalStore(settings.state_url).officer_key()
+    if officer is None or not officer.airflow_user:
+        raise ConfigError(
+            "no privacy officer's Airflow user is registered in the state store, so anyone "
+            "could answer this approval; the officer registers once: opencity officer "
+            "register --public-key FILE.pub --airflow-user THEIR_AIRFLOW_USER")
+    return [{"id": officer.airflow_user, "name": officer.airflow_user}]
+
+
 def _who(response: dict[str, Any] | None) -> str:
     user = (response or {}).get("responded_by_user") or {}
     if isinstance(user, dict):

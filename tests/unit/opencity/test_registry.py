@@ -93,7 +93,7 @@ def test_replay_same_params_refuse_other_params(settings, tmp_path):
     assert parts["dt=2026-10-12"]["params"] == {"threshold": 20}
     reg = Registry(settings.state_url)
     rec = reg.get(WEEKLY, "dt=2026-10-05")
-    assert rec.params == {"threshold": 15} and rec.policy_hash == reg.policy.hash
+    assert rec.params == {"threshold": 15} and rec.policy_hash == reg.version_hash(WEEKLY)
     assert list(rec.files) == ["dt=2026-10-05/counts"] and len(rec.files[
         "dt=2026-10-05/counts"]) == 64
     assert [p.partition for p in reg.partitions(WEEKLY)] == ["dt=2026-10-05", "dt=2026-10-12"]
@@ -125,7 +125,7 @@ def test_decisions_and_withdrawal(settings, tmp_path):
         reg.withdraw(WEEKLY, "dt=2026-10-05", "alice", "test")
     i = reg.record_decision(WEEKLY, "dt=2026-10-05", "approved", "alice", "looks fine",
                             {"report": "r.html"})
-    assert reg.decisions(WEEKLY)[0]["id"] == i
+    assert reg.decisions(WEEKLY)[-1]["id"] == i
     assert reg.decisions(WEEKLY, "dt=2026-10-05")[0]["details"] == {"report": "r.html"}
     publish_partition(settings, rel, {"threshold": 15})
     reg.withdraw(WEEKLY, "dt=2026-10-05", "alice", "error found")
