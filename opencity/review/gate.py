@@ -227,7 +227,8 @@ def record(settings: Settings, checked: dict[str, Any]) -> dict[str, Any]:
     part = checked["partition"]
     pending = list(checked.get("pending") or [])
     latest = {ds: store.latest_decision(ds, checked["policy"][ds]) for ds in pending}
-    refused = [ds for ds, d in latest.items() if d is None or d.decision != "approved"]
+    # Verified approvals only (signed, or the officer's Airflow user), not the history rows.
+    refused = [ds for ds in pending if not store.is_approved(ds, checked["policy"][ds])]
     if refused:
         by = ", ".join(sorted({d.decided_by for d in latest.values() if d})) or "nobody"
         return {"published": False, "decision": "rejected", "by": by}

@@ -38,8 +38,9 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
-API_PORT = 8091
-LOG_PORTS = (8800, 8801, 8802)
+# Another checkout may run this test at the same time: OPENCITY_TEST_AIRFLOW_PORT moves it.
+API_PORT = int(os.environ.get("OPENCITY_TEST_AIRFLOW_PORT", "8091"))
+LOG_PORTS = tuple(range(API_PORT + 709, API_PORT + 712))  # 8800-8802 for 8091
 BASE = f"http://127.0.0.1:{API_PORT}"
 DAG_ID = "opencity_311"
 WEEKLY = "opencity-311-requests-weekly"
