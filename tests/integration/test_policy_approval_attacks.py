@@ -168,3 +168,24 @@ def test_looser_policy_and_self_approval_on_the_311_dag_are_refused(
     assert ApprovalStore(state).is_approved(WEEKLY, h)
     assert not ApprovalStore(state).is_approved(MICRO, dataset_version(load_policy(),
                                                                        MICRO).hash)
+
+
+def test_opencity_kpi_run_needs_an_approved_version(tmp_path, monkeypatch, capsys):
+    """`opencity kpi run` has no approval gate: an unapproved version (here a tighter one,
+    the requester cap lowered) is refused before anything is read, computed or spent."""
+    state = tmp_path / "state.sqlite"
+    monkeypatch.setenv("OPENCITY_STATE_URL", str(state))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(state))
+    tighter = _looser(tmp_path, [("    epsilon: 5.0\n", "    epsilon: 4.0\n")])
+    monkeypatch.setenv("OPENCITY_POLICY", str(tighter))
+    run_dir = tmp_path / "run"
+    before = _ledger_rows(state)
+    capsys.readouterr()
+    assert main(["kpi", "run", "--run-dir", str(run_dir), "--month", "2026-10",
+                 "--raw-dir", str(tmp_path / "no-raw")]) == 1
+    err = capsys.readouterr().err
+    assert "opencity-kpis: policy version" in err and "not approved" in err
+    assert "opencity approve opencity-kpis --policy" in err
+    assert _ledger_rows(state) == before and not (run_dir / "catalog").exists()
