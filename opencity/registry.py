@@ -379,9 +379,8 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
     Raises:
         ConfigError / RepublishRefusedError: refused; nothing was published.
     """
-    from publish.base import sha256_file
-
     from privacy.approval import ApprovalStore
+    from publish.base import sha256_file
 
     registry = Registry(settings.state_url)
     dataset = release.name

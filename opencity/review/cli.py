@@ -219,7 +219,6 @@ def _resolve_hash(store, dataset: str, given: str) -> str:
 def _approve(args: argparse.Namespace) -> int:
     from opencity.review.approvals import OPEN, ReviewStore, current_user
     from opencity.review.gate import discard_staged, record_in_registry
-
     from privacy.approval import ApprovalStore, dataset_version, read_private_key
     from privacy.policy import load_policy
 

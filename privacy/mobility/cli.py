@@ -104,12 +104,11 @@ def run(args: argparse.Namespace) -> int:
     """Run one daily release and print where it went."""
     from tqdm import tqdm
 
+    from privacy.approval import ApprovalStore
     from privacy.dp import DPBudget
+    from privacy.dp.ledger import default_state_url
     from privacy.mobility.release import DATASET, run_daily_release
     from privacy.policy import load_policy
-
-    from privacy.approval import ApprovalStore
-    from privacy.dp.ledger import default_state_url
 
     # No approval gate follows this command: the policy version must be approved already.
     ApprovalStore(args.ledger or default_state_url()).require_approved(load_policy(), DATASET)
