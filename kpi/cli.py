@@ -78,6 +78,11 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = Settings.resolve({"run_dir": str(args.run_dir),
                                  "raw_dir": str(args.raw_dir) if args.raw_dir else None})
+    from privacy.approval import ApprovalStore
+    from privacy.policy import load_policy
+
+    # No approval gate in this command: the policy version must be approved already.
+    ApprovalStore(settings.state_url).require_approved(load_policy(), p.DATASET)
     start = args.month
     end = _next_month(start)
     registry = str(args.registry) if args.registry else None

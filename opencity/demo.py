@@ -10,7 +10,8 @@
 3. prints where the outputs are: DIR/outputs, DIR/quarantine, DIR/manifests, DIR/catalog.
 
 Without OPENCITY_HMAC_KEY the demo generates a throwaway pseudonymization key and says so;
-real runs refuse to start without a key.
+real runs refuse to start without a key. Likewise it generates a throwaway privacy-officer key
+for its own state store, says so, and signs the approval of the current policy with it.
 """
 
 from __future__ import annotations
@@ -233,15 +234,22 @@ def demo_approvals(state_url: str | None) -> list[str]:
     """The demo's approval step: approve every dataset's current policy version, recorded as
     the demo's (not a privacy officer's) decision, so the approval gates let the runs publish.
     """
-    from opencity.review.testing import approve_policy
+    from opencity.review.testing import approve_policy, throwaway_key_path
     from privacy.policy import load_policy
 
+    fresh = not throwaway_key_path(state_url).exists()
     done = approve_policy(state_url, by="opencity demo", source="demo",
                           comment="the demo's own approval (automatic; not a privacy "
                                   "officer's review)")
+    if fresh:
+        print(f"approval: the demo generated a throwaway privacy-officer key "
+              f"({throwaway_key_path(state_url)}) and registered it in its own state store; "
+              "a real portal registers its officer's key once (opencity officer register)",
+              file=sys.stderr)
     if done:
         print(f"approval: the demo approves policy {load_policy().hash[:16]}… for "
-              f"{', '.join(done)} (recorded as the demo's approval)", file=sys.stderr)
+              f"{', '.join(done)}, signed with its throwaway officer key (recorded as the "
+              "demo's approval)", file=sys.stderr)
     return done
 
 

@@ -21,6 +21,7 @@ release, byte for byte) and keeps its first record.
 Schema (``state_meta`` key ``schema_version:registry`` = 1)::
 
     published(dataset, partition, params_json, policy_hash, files_json,   -- {name: sha256}
+                                     -- policy_hash: the dataset's approved policy version
               statement_json,        -- the partition's privacy statement, fixed at first
                                      -- publication (params, policy hash, portal budget)
               published_at, PRIMARY KEY(dataset, partition))
@@ -125,6 +126,13 @@ class Registry:
         self.policy = policy if policy is not None else load_policy()
         self.db.ensure("registry", SCHEMA_VERSION, _DDL)
         chain.ensure(self.db)
+
+    def version_hash(self, dataset: str) -> str:
+        """The dataset's policy version (:func:`privacy.approval.dataset_version`): what the
+        officer approved and what a published partition records as its ``policy_hash``."""
+        from privacy.approval import dataset_version
+
+        return dataset_version(self.policy, dataset).hash
 
     # -- reads ------------------------------------------------------------------------------
     _COLS = ("dataset, partition, params_json, policy_hash, files_json, statement_json, "
@@ -269,7 +277,7 @@ class Registry:
                 con.execute(
                     "INSERT INTO published (dataset, partition, params_json, policy_hash, "
                     "files_json, statement_json, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (dataset, partition, params_json, self.policy.hash,
+                    (dataset, partition, params_json, self.version_hash(dataset),
                      json.dumps(dict(files), sort_keys=True),
                      json.dumps(dict(statement), sort_keys=True, default=str), _now()))
             else:
@@ -381,7 +389,8 @@ def _statement(registry: Registry, dataset: str, partition: str,
                params: Mapping[str, Any]) -> dict[str, Any]:
     """The partition's privacy statement, fixed at its first publication."""
     ds = registry.policy.dataset(dataset)
-    out: dict[str, Any] = {"params": dict(params), "policy_hash": registry.policy.hash}
+    out: dict[str, Any] = {"params": dict(params),
+                           "policy_hash": registry.version_hash(dataset)}
     if ds.method == "differential_privacy":
         ledger = Ledger(registry.db, registry.policy)
         when = _partition_date(partition)
@@ -417,11 +426,14 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
     Raises:
         ConfigError / RepublishRefusedError: refused; nothing was published.
     """
+    from privacy.approval import ApprovalStore
     from publish.base import sha256_file
 
     registry = Registry(settings.state_url)
     dataset = release.name
     partition = _partition_of(release)
+    # Only under a policy version the privacy officer approved (signed or in Airflow).
+    ApprovalStore(registry.db).require_approved(registry.policy, dataset)
     old = registry.check(dataset, partition, params)
     check_columns(registry.policy.dataset(dataset), release.resources)
     statement = old.statement if old is not None else _statement(registry, dataset, partition,

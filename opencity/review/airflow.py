@@ -54,6 +54,16 @@ class ReviewApprovalOperator(ApprovalOperator):
         super().__init__(**kwargs)
         self.check_task_id = check_task_id
 
+    def execute(self, context: Any) -> Any:
+        # Only the privacy officer may answer: their Airflow user, registered with their key
+        # in the state store (read now, at run time, never while parsing the DAG).
+        from opencity.airflow_context import task_storage
+        from opencity.review import gate
+
+        with task_storage() as sc:
+            self.assigned_users = gate.officer_users(sc.settings)
+        return super().execute(context)
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         if "error" not in event:
             from opencity.airflow_context import data_interval, task_storage

@@ -1,7 +1,10 @@
 """The approval gate's records: requests, decisions, gate passes and withdrawals.
 
-A dataset may be published under a policy version (the content hash of its privacy policy) only
-once a privacy officer approved that version for that dataset. The first publication of a
+A dataset may be published under a policy version (the content hash of its own part of the
+privacy policy, :func:`privacy.approval.dataset_version`) only once a privacy officer approved
+that version for that dataset. The approvals themselves (signed with the officer's key, or
+answered by the officer's Airflow user) are kept and verified by
+:class:`privacy.approval.ApprovalStore`; the tables here are the history the reports show. The first publication of a
 dataset and every release under a new policy version therefore open a *request*; a *decision*
 (approve or reject, who, when, comment) closes it. Later releases under an approved version go
 through without a request. A *withdrawal* takes one published partition back off the portal;
@@ -199,9 +202,13 @@ class ReviewStore:
         return found[-1] if found else None
 
     def is_approved(self, dataset: str, policy_hash: str) -> bool:
-        """True when the latest decision on this dataset's policy version is an approval."""
-        d = self.latest_decision(dataset, policy_hash)
-        return d is not None and d.decision == APPROVED
+        """True when the latest *verified* decision on this dataset's policy version is an
+        approval: signed with the registered officer key, or answered in Airflow by the
+        officer's registered Airflow user (:class:`privacy.approval.ApprovalStore`). A row
+        in review_decisions alone (this table is the history) approves nothing."""
+        from privacy.approval import ApprovalStore
+
+        return ApprovalStore(self.db).is_approved(dataset, policy_hash)
 
     def decide(self, dataset: str, policy_hash: str, approve: bool, *, by: str,
                comment: str = "", source: str = "cli", partition: str | None = None

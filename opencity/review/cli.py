@@ -3,7 +3,11 @@
     opencity report RUN_DIR --out DIR              portal report (DIR/index.html, portal.json)
                                                    and one release report per partition
     opencity approvals RUN_DIR                     open requests and past decisions
-    opencity approve DATASET --policy HASH         approve (or --reject) a policy version
+    opencity approve DATASET --policy HASH --key FILE
+                                                   approve (signed with the officer's key)
+                                                   or --reject (no key) a policy version
+    opencity officer keygen FILE | register --public-key FILE.pub | show
+                                                   the privacy officer's signing key
     opencity withdraw DATASET PARTITION --reason TEXT
                                                    take a published partition off the portal
 
@@ -68,11 +72,43 @@ def register(subparsers) -> None:
     p.add_argument("--reject", action="store_true", help="reject instead of approve")
     p.add_argument("--comment", default="", help="why (recorded with the decision)")
     p.add_argument("--by", default=None, help="who decides (default: the OS user)")
+    p.add_argument("--key", type=Path, default=None, metavar="FILE",
+                   help="the privacy officer's private key (Ed25519 PEM, from 'opencity "
+                        "officer keygen'); an approval is signed with it and refused without "
+                        "it (default: $OPENCITY_OFFICER_KEY). Not needed to --reject")
     p.add_argument("--run-dir", type=Path, default=None,
                    help="run directory whose staged files a rejection discards "
                         "(default: OPENCITY_RUN_DIR)")
     p.add_argument("--state-url", default=None, help=_STATE_HELP)
     p.set_defaults(func=_approve)
+
+    p = subparsers.add_parser(
+        "officer", help="the privacy officer's signing key: keygen, register, show",
+        description="Approvals are signed with the privacy officer's Ed25519 key. 'keygen' "
+                    "writes a new key pair (FILE, owner-only, and FILE.pub); 'register' "
+                    "records the public key in the portal's state database, once (a new key "
+                    "must be endorsed by the registered one); 'show' prints the registered "
+                    "key. Keep the private key where only the officer can read it.")
+    osub = p.add_subparsers(dest="officer_command", metavar="ACTION", required=True)
+    k = osub.add_parser("keygen", help="write a new Ed25519 key pair (FILE and FILE.pub)")
+    k.add_argument("file", type=Path, metavar="FILE", help="private key file to create")
+    k.set_defaults(func=_officer_keygen)
+    r = osub.add_parser("register", help="register the officer's public key (once)")
+    r.add_argument("--public-key", type=Path, required=True, metavar="FILE",
+                   help="the officer's public key (PEM, FILE.pub of 'keygen')")
+    r.add_argument("--officer", default=None,
+                   help="the officer's name, recorded with the key (default: the OS user)")
+    r.add_argument("--airflow-user", default=None, metavar="USER",
+                   help="the officer's Airflow user: the only one who may answer the "
+                        "approval task in Airflow")
+    r.add_argument("--endorse-with", type=Path, default=None, metavar="FILE",
+                   help="replacing the registered key: its private key, which signs the new "
+                        "one")
+    r.add_argument("--state-url", default=None, help=_STATE_HELP)
+    r.set_defaults(func=_officer_register)
+    s_ = osub.add_parser("show", help="print the registered officer key")
+    s_.add_argument("--state-url", default=None, help=_STATE_HELP)
+    s_.set_defaults(func=_officer_show)
 
     p = subparsers.add_parser(
         "withdraw", help="take a published partition back off the portal",
@@ -149,7 +185,8 @@ def _approvals(args: argparse.Namespace) -> int:
                   + (f", DAG {r.dag_id}" if r.dag_id else "") + ")")
             if r.report:
                 print(f"    release report: {r.report}")
-            print(f"    approve: opencity approve {r.dataset} --policy {r.policy_hash}")
+            print(f"    approve: opencity approve {r.dataset} --policy {r.policy_hash} "
+                  "--key OFFICER_KEY")
             print(f"    reject:  opencity approve {r.dataset} --policy {r.policy_hash} "
                   "--reject --comment '...'")
     else:
@@ -167,6 +204,7 @@ def _resolve_hash(store, dataset: str, given: str) -> str:
 
     from opencity.review.approvals import OPEN
     from opencity.review.policy import policy_version
+    from privacy.approval import ApprovalStore
 
     given = given.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{8,64}", given):
@@ -174,6 +212,7 @@ def _resolve_hash(store, dataset: str, given: str) -> str:
                           "unique prefix of at least 8)")
     known = {policy_version(dataset)["hash"]}
     known |= {r.policy_hash for r in store.requests(status=OPEN) if r.dataset == dataset}
+    known |= set(ApprovalStore(store.db).versions(dataset))
     found = sorted(h for h in known if h.startswith(given))
     if len(found) != 1:
         raise ConfigError(
@@ -186,13 +225,28 @@ def _resolve_hash(store, dataset: str, given: str) -> str:
 def _approve(args: argparse.Namespace) -> int:
     from opencity.review.approvals import OPEN, ReviewStore, current_user
     from opencity.review.gate import discard_staged, record_in_registry
+    from privacy.approval import ApprovalStore, dataset_version, read_private_key
+    from privacy.policy import load_policy
 
     settings = _settings(args)
     store = ReviewStore(settings.state_url)
     h = _resolve_hash(store, args.dataset, args.policy)
+    key = None if args.reject else read_private_key(args.key)  # approving needs the key
+    approvals = ApprovalStore(store.db)
+    current = dataset_version(load_policy(), args.dataset)
+    version = current if current.hash == h else approvals.known_version(args.dataset, h)
+    if version is None:
+        raise ConfigError(f"policy version {h} of {args.dataset} is not known to the state "
+                          "store; approve it from the policy file that defines it "
+                          "(OPENCITY_POLICY=FILE opencity approve ...)")
+    who = args.by or current_user()
+    if args.reject:
+        approvals.reject(version, by=who, comment=args.comment)
+    else:
+        approvals.approve(version, key, by=who, comment=args.comment)
     waiting = [r for r in store.requests(status=OPEN)
                if r.dataset == args.dataset and r.policy_hash == h]
-    d = store.decide(args.dataset, h, not args.reject, by=args.by or current_user(),
+    d = store.decide(args.dataset, h, not args.reject, by=who,
                      comment=args.comment, source="cli",
                      partition=waiting[-1].partition if waiting else None)
     for part in sorted({r.partition for r in waiting}) or [""]:
@@ -218,6 +272,65 @@ def _approve(args: argparse.Namespace) -> int:
             write_catalog_review(settings, args.dataset, store)
         except ConfigError:
             pass
+    return 0
+
+
+def _officer_keygen(args: argparse.Namespace) -> int:
+    from opencity.io import restricted_file
+    from privacy.approval import generate_key, key_id
+
+    path: Path = args.file
+    pub = path.with_name(path.name + ".pub")
+    for p in (path, pub):
+        if p.exists():
+            raise ConfigError(f"{p} exists; choose another file (a key is never overwritten)")
+    private, public = generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    restricted_file(path)
+    path.write_bytes(private)
+    pub.write_bytes(public)
+    print(f"private key: {path} (owner-only; keep it where only the privacy officer can read "
+          "it)")
+    print(f"public key:  {pub} (key id {key_id(public)})")
+    print(f"register it once: opencity officer register --public-key {pub}")
+    return 0
+
+
+def _officer_register(args: argparse.Namespace) -> int:
+    from opencity.review.approvals import current_user
+    from privacy.approval import ApprovalStore
+
+    try:
+        public = args.public_key.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read --public-key {args.public_key}: {err.strerror}") from None
+    endorse = None
+    if args.endorse_with is not None:
+        try:
+            endorse = args.endorse_with.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"cannot read --endorse-with {args.endorse_with}: "
+                              f"{err.strerror}") from None
+    store = ApprovalStore(_state(args))
+    rec = store.register_key(public, officer=args.officer or current_user(),
+                             airflow_user=args.airflow_user, endorsed_by=endorse)
+    print(f"officer key {rec.key_id} of {rec.officer} registered in {store.db.where}"
+          + (f"; Airflow user {rec.airflow_user} answers the approval tasks"
+             if rec.airflow_user else ""))
+    return 0
+
+
+def _officer_show(args: argparse.Namespace) -> int:
+    from privacy.approval import ApprovalStore
+
+    store = ApprovalStore(_state(args))
+    rec = store.officer_key()
+    if rec is None:
+        print(f"no officer key is registered in {store.db.where}")
+        return 1
+    print(f"officer key {rec.key_id} of {rec.officer}, registered {rec.registered_at}"
+          + (f", Airflow user {rec.airflow_user}" if rec.airflow_user else ""))
     return 0
 
 

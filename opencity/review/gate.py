@@ -69,7 +69,12 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
     store = ReviewStore(settings.state_url)
     out: dict[str, Any] = {"partition": part, "policy": {}, "parameters": {}, "pending": [],
                            "reports": {}, "summaries": {}, "dag_id": dag_id, "run_id": run_id}
+    from privacy.approval import ApprovalStore
+    from privacy.policy import load_policy
+
+    approvals = ApprovalStore(store.db)
     for ds in datasets:
+        approvals.check_compute(load_policy(), ds)  # looser than approved: refused here too
         pol = policy_version(ds)
         out["policy"][ds] = pol["hash"]
         out["parameters"][ds] = pol["parameters"]
@@ -93,8 +98,9 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
             out["summaries"][ds] = f"(report not rendered: {type(err).__name__})"
     out["subject"], out["body"] = request_text(out)
     if out["pending"] and mode == "cli":
-        cmds = "; ".join(f"opencity approve {ds} --policy {out['policy'][ds]} --run-dir "
-                         f"{settings.layout.root}" for ds in out["pending"])
+        cmds = "; ".join(f"opencity approve {ds} --policy {out['policy'][ds]} --key "
+                         f"OFFICER_KEY --run-dir {settings.layout.root}"
+                         for ds in out["pending"])
         raise ApprovalRequired(
             f"{', '.join(out['pending'])} {part} waits for a privacy officer's approval "
             f"(first release or new policy version); nothing was published. Review "
@@ -130,6 +136,25 @@ def request_text(checked: dict[str, Any],
                    "discards the staged files; budget a differentially private release "
                    "already spent stays spent (the ledger and the report say so).")]
     return subject, "\n".join(lines)
+
+
+def officer_users(settings: Settings) -> list[dict[str, str]]:
+    """The HITL ``assigned_users`` of the approval task: the privacy officer's Airflow user,
+    registered with the officer's key (``opencity officer register --airflow-user``).
+
+    Raises:
+        ConfigError: no officer (or no Airflow user of the officer) is registered; an
+            approval task nobody is assigned to could be answered by any Airflow user.
+    """
+    from privacy.approval import ApprovalStore
+
+    officer = ApprovalStore(settings.state_url).officer_key()
+    if officer is None or not officer.airflow_user:
+        raise ConfigError(
+            "no privacy officer's Airflow user is registered in the state store, so anyone "
+            "could answer this approval; the officer registers once: opencity officer "
+            "register --public-key FILE.pub --airflow-user THEIR_AIRFLOW_USER")
+    return [{"id": officer.airflow_user, "name": officer.airflow_user}]
 
 
 def _who(response: dict[str, Any] | None) -> str:
@@ -173,7 +198,15 @@ def decide(settings: Settings, checked: dict[str, Any], response: dict[str, Any]
     approve = response["chosen_options"][0] == "Approve"
     comment = str((response.get("params_input") or {}).get("comment") or "")
     by = _who(response)
+    from privacy.approval import ApprovalStore
+
+    approvals = ApprovalStore(store.db)
     for ds in pending:
+        version = approvals.known_version(ds, checked["policy"][ds])
+        if version is None:
+            raise PipelineError(f"{ds}: policy version {checked['policy'][ds]} was not noted "
+                                "by the gate's check; this is a bug")
+        approvals.record_airflow(version, approve, by=by, comment=comment)
         store.decide(ds, checked["policy"][ds], approve, by=by, comment=comment,
                      source=source, partition=part)
         record_in_registry(settings, ds, part, approve, by, comment, checked["policy"][ds],
@@ -200,7 +233,8 @@ def record(settings: Settings, checked: dict[str, Any]) -> dict[str, Any]:
     part = checked["partition"]
     pending = list(checked.get("pending") or [])
     latest = {ds: store.latest_decision(ds, checked["policy"][ds]) for ds in pending}
-    refused = [ds for ds, d in latest.items() if d is None or d.decision != "approved"]
+    # Verified approvals only (signed, or the officer's Airflow user), not the history rows.
+    refused = [ds for ds in pending if not store.is_approved(ds, checked["policy"][ds])]
     if refused:
         by = ", ".join(sorted({d.decided_by for d in latest.values() if d})) or "nobody"
         return {"published": False, "decision": "rejected", "by": by}

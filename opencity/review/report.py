@@ -158,8 +158,9 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
         policy = {"hash": passes[-1]["policy_hash"], "source": "approval gate"}
     else:
         policy = collect.policy_of_release(store, dataset, partition, pkg_privacy)
-    decision = store.latest_decision(dataset, policy["hash"])
-    policy["approved"] = bool(decision and decision.decision == "approved")
+    # Approved = the officer's verified approval (signed, or the officer's Airflow user), not
+    # merely a row saying "approved" in the decision history.
+    policy["approved"] = store.is_approved(dataset, policy["hash"])
     policy["decisions"] = [d.as_dict() for d in store.decisions(dataset)
                            if d.policy_hash == policy["hash"]]
 

@@ -391,6 +391,13 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.db.where!r})"
 
+    def _check_approval(self, dataset: str) -> None:
+        """Nothing is computed or spent under a policy version looser than the privacy
+        officer approved (:meth:`privacy.approval.ApprovalStore.check_compute`)."""
+        from privacy.approval import ApprovalStore
+
+        ApprovalStore(self.db).check_compute(self.policy, dataset)
+
     # -- costs against the policy ---------------------------------------------------------
     def _costs(self, dataset: str, costs: Mapping[str, DPBudget]) -> dict[str, DPBudget]:
         ds = self.policy.dataset(dataset)
@@ -591,6 +598,7 @@ class Ledger:
             ConfigError: costs not allowed by the policy.
         """
         costs = self._costs(dataset, costs)
+        self._check_approval(dataset)
         ds = self.policy.dataset(dataset)
         from privacy.policy import period_key
 
@@ -649,6 +657,7 @@ class Ledger:
         Raises:
             PrivacyBudgetError: over a cap (before computing; nothing spent).
         """
+        self._check_approval(dataset)
         found = self.recorded(dataset, partition, release_id)
         if found is not None:
             return ReleaseOutcome(found, self.artifacts(found.id), reused=True)

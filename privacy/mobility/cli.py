@@ -106,10 +106,14 @@ def run(args: argparse.Namespace) -> int:
     """Run one daily release and print where it went."""
     from tqdm import tqdm
 
+    from privacy.approval import ApprovalStore
     from privacy.dp import DPBudget
+    from privacy.dp.ledger import default_state_url
     from privacy.mobility.release import DATASET, run_daily_release
     from privacy.policy import load_policy
 
+    # No approval gate follows this command: the policy version must be approved already.
+    ApprovalStore(args.ledger or default_state_url()).require_approved(load_policy(), DATASET)
     eps = args.epsilon
     if eps is None:
         eps = load_policy().dataset(DATASET).budget.epsilon

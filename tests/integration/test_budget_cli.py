@@ -37,6 +37,9 @@ def test_budget_after_real_mobility_and_kpi_releases(sample_raw, tmp_path, monke
 
     state = tmp_path / "state.sqlite"
     monkeypatch.setenv("OPENCITY_STATE_URL", str(state))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(state))  # a fresh portal whose officer approved the policy
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     assert "nothing released yet" in _budget(run_dir, capsys)
@@ -92,6 +95,9 @@ def test_per_person_total_across_datasets_is_capped(sample_raw, tmp_path, monkey
     monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
     state = tmp_path / "state.sqlite"
     monkeypatch.setenv("OPENCITY_STATE_URL", str(state))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(state))  # a portal whose officer approved this (tighter) policy
     for day in DAYS:
         assert _mobility(sample_raw, day, tmp_path / day) == 0
     ledger = Ledger(state)

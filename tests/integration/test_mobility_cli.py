@@ -78,6 +78,9 @@ def inputs(tmp_path_factory):
 
 
 def _run(cdr, towers, out, ledger, *extra):
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(ledger))  # this portal's officer approved the policy in force
     return main(["mobility", str(cdr), "--towers", str(towers), "--date", DAY,
                  "--out", str(out), "--ledger", str(ledger), "--quiet", *extra])
 
@@ -170,6 +173,9 @@ def test_cli_default_state_is_the_shared_one(inputs, tmp_path, monkeypatch, caps
     cdr, towers, _ = inputs
     state = tmp_path / "shared.sqlite"
     monkeypatch.setenv("OPENCITY_STATE_URL", str(state))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(state))
     base = ["mobility", str(cdr), "--towers", str(towers), "--date", DAY, "--quiet"]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--out", str(tmp_path / "b")]) == 0

@@ -92,7 +92,7 @@ def test_republishing_a_week_with_other_parameters_is_refused(airflow_db, sample
         privacy = json.loads((catalog / ds / "package.json").read_text())["opencity"]["privacy"]
         assert privacy["partitions"]["dt=2026-10-05"]["params"] == reg.get(
             ds, "dt=2026-10-05").params
-        assert privacy["policy_hash"] == reg.policy.hash
+        assert privacy["policy_hash"] == reg.version_hash(ds)
 
 
 def test_registry_refusal_message_names_partition_and_parameters(tmp_path, monkeypatch):

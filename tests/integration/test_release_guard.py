@@ -144,6 +144,9 @@ def test_guard_refuses_microdata_that_exposes_withheld_weekly_cells(demo_raw, tm
     monkeypatch.setenv("OPENCITY_POLICY", str(_suppression_policy(tmp_path)))
     settings = Settings(run_dir=str(tmp_path / "run"), raw_dir=str(demo_raw),
                         state_url=str(tmp_path / "state.sqlite"))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(settings.state_url)  # this portal's officer approved the reviewed policy
     ingested = p.ingest(settings, START, END)
     staged = p.aggregate(settings, ingested, START)
     assert staged["method"] == "small_count_suppression"

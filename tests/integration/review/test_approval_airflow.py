@@ -5,7 +5,9 @@ generated sample data and answers the ApprovalOperator through the REST API, as 
 officer would from the UI:
 
 1. week 1, first release: the run waits in ``approval.wait`` (state ``awaiting_input``) and
-   nothing is in the catalog; approving publishes (time from approval to publication is
+   nothing is in the catalog; a second Airflow user (an admin, not the privacy officer) is
+   refused (HTTP 403: the task is assigned to the officer's registered Airflow user only);
+   the officer's approval publishes (time from approval to publication is
    measured and printed);
 2. week 2, same policy: publishes without waiting (``approval.wait`` skipped);
 3. week 3 under a changed (tightened) policy: waits again; a rejection publishes nothing,
@@ -37,14 +39,18 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
-API_PORT = 8091
-LOG_PORTS = (8800, 8801, 8802)
+# Another checkout may run this test at the same time: OPENCITY_TEST_AIRFLOW_PORT moves it.
+API_PORT = int(os.environ.get("OPENCITY_TEST_AIRFLOW_PORT", "8091"))
+LOG_PORTS = tuple(range(API_PORT + 709, API_PORT + 712))  # 8800-8802 for 8091
 BASE = f"http://127.0.0.1:{API_PORT}"
 DAG_ID = "opencity_311"
 WEEKLY = "opencity-311-requests-weekly"
 MICRO = "opencity-311-requests-microdata"
 START = date(2026, 10, 5)  # a Monday
 OFFICER, PASSWORD = "officer", secrets.token_hex(8)
+# A second Airflow user, also an admin, who is not the privacy officer: Airflow refuses their
+# answer to the approval task (HITL assigned_users = the officer's registered Airflow user).
+OPERATOR, OPERATOR_PASSWORD = "operator", secrets.token_hex(8)
 
 
 def _free(port: int) -> bool:
@@ -223,7 +229,13 @@ def airflow(tmp_path_factory):
     generate(run_dir / "raw", seed=11, scale=0.3, start=START, days=21, progress=False)
     policy = base / "policy.yaml"
     shutil.copy(REPO / "privacy" / "policy.yaml", policy)
-    (home / "passwords.json").write_text(json.dumps({OFFICER: PASSWORD}))
+    (home / "passwords.json").write_text(json.dumps({OFFICER: PASSWORD,
+                                                      OPERATOR: OPERATOR_PASSWORD}))
+    from opencity.review.testing import throwaway_officer
+
+    # The portal's privacy officer: key registered once, with their Airflow user.
+    throwaway_officer(str(base / "state.sqlite"), officer="privacy officer",
+                      airflow_user=OFFICER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
         "AIRFLOW_HOME": str(home),
@@ -237,7 +249,7 @@ def airflow(tmp_path_factory):
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(API_PORT),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{OFFICER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{OFFICER}:admin,{OPERATOR}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(LOG_PORTS[0]),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(LOG_PORTS[1]),
@@ -303,6 +315,21 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
 
     assert {r.dataset for r in ReviewStore(state).requests(status="open")} >= {WEEKLY}
 
+    # The operator (an Airflow admin, not the officer) cannot answer: Airflow refuses it.
+    officer_token = af.token
+    af.token = af.request("POST", "/auth/token", {"username": OPERATOR,
+                                                  "password": OPERATOR_PASSWORD},
+                          auth=False)["access_token"]
+    try:
+        with pytest.raises(HTTPFailure) as refused:
+            af.respond(run1, "Approve", "self-approval")
+    finally:
+        af.token = officer_token
+    assert refused.value.code == 403, refused.value
+    assert af.ti_state(run1, "approval.wait") == "awaiting_input"
+    assert not any(catalog.glob("*/package.json"))
+    assert detail["assigned_users"] == [{"id": OFFICER, "name": OFFICER}]
+
     t_approve = time.monotonic()
     af.respond(run1, "Approve", "first release reviewed")
     af.wait_for("week 1 published", lambda: _published(run_dir, WEEKLY, "dt=2026-10-05"),
@@ -312,6 +339,10 @@ def test_first_release_waits_then_publishes_then_skips_the_wait_then_rejects(air
     assert af.run_state(run1) == "success", af.tail("scheduler")
     decisions = ReviewStore(state).decisions(WEEKLY)
     assert decisions[-1].decision == "approved" and decisions[-1].decided_by == OFFICER
+    from privacy.approval import ApprovalStore
+
+    signed = ApprovalStore(state).decisions(WEEKLY)[-1]
+    assert (signed.source, signed.decided_by, signed.verified) == ("airflow", OFFICER, True)
     assert decisions[-1].comment == "first release reviewed"
     review = json.loads((catalog / WEEKLY / "review.json").read_text())
     assert review["approvals"][-1]["decided_by"] == OFFICER

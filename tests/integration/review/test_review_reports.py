@@ -100,8 +100,11 @@ def test_microdata_report_matches_the_published_records(run):
     run_dir, out, _ = run
     r = _load(out, MICRO, "dt=2026-10-05")
     m = r["microdata"]
+    from privacy.approval import dataset_version
+
     policy = load_policy().dataset(MICRO)
-    assert r["status"] == "published" and r["policy"]["hash"] == load_policy().hash
+    assert r["status"] == "published"
+    assert r["policy"]["hash"] == dataset_version(load_policy(), MICRO).hash
     assert r["policy"]["approved"]
     assert m["k"] == policy.k and m["l"] == policy.l
     table = pq.read_table(run_dir / "outputs" / MICRO / "dt=2026-10-05" / "part-0.parquet")
@@ -237,12 +240,18 @@ def test_withdraw_removes_the_partition_and_keeps_the_record(run, raw, capsys):
 
 
 def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkeypatch, capsys):
+    """A tightened version of one dataset (the weekly table's epsilon 0.6 -> 0.5) computes,
+    then waits for the officer; the other datasets' versions are unchanged and publish. The
+    operator may reject without a key; only the officer's key approves."""
     from airflow.sdk import DagRunState
 
     from opencity.review.approvals import ReviewStore
+    from opencity.review.testing import throwaway_key_path
+    from privacy.approval import dataset_version
     from privacy.policy import load_policy
 
     run_dir, out, _ = run
+    old_micro = dataset_version(load_policy(), MICRO).hash
     policy = tmp_path / "policy.yaml"
     shutil.copy(REPO / "privacy" / "policy.yaml", policy)
     text = policy.read_text()
@@ -251,7 +260,8 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     policy.write_text(text.replace("    epsilon: 0.6\n", "    epsilon: 0.5\n"))
     monkeypatch.setenv("OPENCITY_POLICY", str(policy))
     monkeypatch.setenv("OPENCITY_APPROVAL_MODE", "cli")
-    new_hash = load_policy().hash
+    new_hash = dataset_version(load_policy(), WEEKLY).hash
+    assert dataset_version(load_policy(), MICRO).hash == old_micro  # not re-opened
     catalog_before = _tree(run_dir / "catalog")
 
     dag = _dag("opencity_311", "opencity_311.py")
@@ -264,24 +274,27 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     assert _tree(run_dir / "catalog") == catalog_before
     pending = ReviewStore().requests(status="open")
     assert {(r.dataset, r.partition, r.policy_hash) for r in pending} >= {
-        (WEEKLY, "dt=2026-10-19", new_hash), (MICRO, "dt=2026-10-19", new_hash)}
+        (WEEKLY, "dt=2026-10-19", new_hash)}
+    assert not [r for r in pending if r.dataset == MICRO]
 
     capsys.readouterr()
     assert cli(["approvals", str(run_dir)]) == 0
     listed = capsys.readouterr().out
     assert f"opencity approve {WEEKLY} --policy {new_hash}" in listed
 
-    # Reject the microdata: its staged files go, nothing is published.
-    assert cli(["approve", MICRO, "--policy", new_hash[:12], "--reject", "--comment",
+    # The operator rejects (no key needed): the staged files go, nothing is published.
+    assert cli(["approve", WEEKLY, "--policy", new_hash[:12], "--reject", "--comment",
                 "not this week", "--run-dir", str(run_dir)]) == 0
-    assert not (run_dir / "outputs" / MICRO / "dt=2026-10-19").exists()
+    assert not (run_dir / "outputs" / WEEKLY / "dt=2026-10-19").exists()
     # A wrong hash is refused with the current one in the message.
     assert cli(["approve", WEEKLY, "--policy", "deadbeefdeadbeef"]) == 1
     assert new_hash in capsys.readouterr().err
-    # Approve both, rerun: published under the new policy version.
-    for ds in (WEEKLY, MICRO):
-        assert cli(["approve", ds, "--policy", new_hash, "--comment", "epsilon 0.5 ok",
-                    "--by", "officer-a", "--run-dir", str(run_dir)]) == 0
+    # Approving without the officer's key is refused; with it, the rerun publishes.
+    assert cli(["approve", WEEKLY, "--policy", new_hash, "--by", "officer-a"]) == 1
+    assert "--key FILE" in capsys.readouterr().err
+    key = throwaway_key_path(os.environ["OPENCITY_STATE_URL"])
+    assert cli(["approve", WEEKLY, "--policy", new_hash, "--comment", "epsilon 0.5 ok",
+                "--by", "officer-a", "--key", str(key), "--run-dir", str(run_dir)]) == 0
     dr = dag.test(logical_date=datetime(2026, 10, 26, tzinfo=UTC), run_conf=conf)
     assert dr.state == DagRunState.SUCCESS
     assert cli(["report", str(run_dir), "--out", str(out), "--raw-dir", str(raw)]) == 0
@@ -297,7 +310,8 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
 
     reg = Registry(os.environ["OPENCITY_STATE_URL"])
     assert reg.get(WEEKLY, "dt=2026-10-19").policy_hash == new_hash
-    decided = [(d["partition"], d["decision"], d["actor"]) for d in reg.decisions(MICRO)]
+    assert reg.get(MICRO, "dt=2026-10-19").policy_hash == old_micro
+    decided = [(d["partition"], d["decision"], d["actor"]) for d in reg.decisions(WEEKLY)]
     assert ("dt=2026-10-19", "rejected") in [(p, d) for p, d, _ in decided]
     assert decided[-1][1:] == ("approved", "officer-a")
 

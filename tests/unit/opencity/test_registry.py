@@ -42,6 +42,9 @@ def settings(request, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
     url = (str(tmp_path / "state.sqlite") if request.param == "sqlite"
            else request.getfixturevalue("postgres_state_url"))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(url)  # this portal's officer approved the test policy
     return Settings(run_dir=str(tmp_path / "run"), state_url=url)
 
 
@@ -90,7 +93,7 @@ def test_replay_same_params_refuse_other_params(settings, tmp_path):
     assert parts["dt=2026-10-12"]["params"] == {"threshold": 20}
     reg = Registry(settings.state_url)
     rec = reg.get(WEEKLY, "dt=2026-10-05")
-    assert rec.params == {"threshold": 15} and rec.policy_hash == reg.policy.hash
+    assert rec.params == {"threshold": 15} and rec.policy_hash == reg.version_hash(WEEKLY)
     # every file the catalog publishes, its CSV copy with names included (recorded first)
     assert sorted(rec.files) == ["dt=2026-10-05/counts", "dt=2026-10-05/counts-csv"]
     assert all(len(h) == 64 for h in rec.files.values())
@@ -123,7 +126,7 @@ def test_decisions_and_withdrawal(settings, tmp_path):
         reg.withdraw(WEEKLY, "dt=2026-10-05", "alice", "test")
     i = reg.record_decision(WEEKLY, "dt=2026-10-05", "approved", "alice", "looks fine",
                             {"report": "r.html"})
-    assert reg.decisions(WEEKLY)[0]["id"] == i
+    assert reg.decisions(WEEKLY)[-1]["id"] == i
     assert reg.decisions(WEEKLY, "dt=2026-10-05")[0]["details"] == {"report": "r.html"}
     publish_partition(settings, rel, {"threshold": 15})
     reg.withdraw(WEEKLY, "dt=2026-10-05", "alice", "error found")

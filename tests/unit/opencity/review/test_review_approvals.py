@@ -15,22 +15,22 @@ def store(tmp_path):
     return ReviewStore(tmp_path / "state.sqlite")
 
 
-def test_nothing_is_approved_until_decided(store):
+def test_a_decision_row_alone_approves_nothing(store):
+    """review_decisions is the history; an approval is what the officer signed
+    (privacy.approval, tests/unit/privacy/test_approval.py)."""
     assert not store.is_approved("ds", H1)
     store.decide("ds", H1, True, by="officer", comment="ok")
-    assert store.is_approved("ds", H1)
-    assert not store.is_approved("ds", H2)  # approval is per policy version
-    assert not store.is_approved("other", H1)  # ... and per dataset
+    assert not store.is_approved("ds", H1)
+    assert store.latest_decision("ds", H1).decision == "approved"
 
 
 def test_latest_decision_wins(store):
     store.decide("ds", H1, True, by="a")
     store.decide("ds", H1, False, by="b", comment="changed my mind")
-    assert not store.is_approved("ds", H1)
     d = store.latest_decision("ds", H1)
     assert (d.decision, d.decided_by, d.comment) == ("rejected", "b", "changed my mind")
     store.decide("ds", H1, True, by="c")
-    assert store.is_approved("ds", H1)
+    assert store.latest_decision("ds", H1).decided_by == "c"
 
 
 def test_a_decision_closes_the_open_requests_of_its_version(store):
@@ -45,7 +45,7 @@ def test_a_decision_closes_the_open_requests_of_its_version(store):
 
 def test_decisions_persist_across_instances(tmp_path):
     ReviewStore(tmp_path / "s.sqlite").decide("ds", H1, True, by="x")
-    assert ReviewStore(tmp_path / "s.sqlite").is_approved("ds", H1)
+    assert ReviewStore(tmp_path / "s.sqlite").latest_decision("ds", H1).decided_by == "x"
 
 
 @pytest.mark.parametrize("reason", ["", "   "])
