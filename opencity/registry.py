@@ -270,7 +270,7 @@ class Registry:
                               "partition = ?", (dataset, partition)).fetchone()
             files_json = json.dumps(dict(files), sort_keys=True)
             if row is None or row[4] != files_json:
-                policy_hash = row[3] if row is not None else self.policy.hash
+                policy_hash = row[3] if row is not None else self.version_hash(dataset)
                 chain.append(con, "release", dataset, partition, self._release_body(
                     con, dataset, partition, params_json, policy_hash, files))
             if row is None:

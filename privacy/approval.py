@@ -293,6 +293,9 @@ class ApprovalStore:
     def __init__(self, url: Any = None) -> None:
         self.db = url if isinstance(url, StateDB) else StateDB(str(url or default_state_url()))
         self.db.ensure("approval", SCHEMA_VERSION, _DDL)
+        from privacy.dp import chain
+
+        chain.ensure(self.db)  # approvals are witnessed by the state store's hash chain
 
     def _read(self, sql: str, args: tuple = ()) -> list:
         with self.db.read() as con:
@@ -412,6 +415,11 @@ class ApprovalStore:
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (version.dataset, version.hash, _canonical(version.content).decode(), decision,
                  by, at, comment or "", source, kid, sig))
+            from privacy.dp import chain
+
+            chain.append(con, "approval", version.dataset, "", {
+                "version": version.hash, "decision": decision, "source": source,
+                "key_id": kid, "signature": sig})
         return next(a for a in reversed(self.decisions(version.dataset))
                     if a.version == version.hash)
 

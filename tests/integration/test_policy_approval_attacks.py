@@ -73,8 +73,8 @@ def test_looser_policy_file_for_opencity_mobility_is_refused(sample_raw, tmp_pat
     before, files = _ledger_rows(state), _tree(out)
     # The attack of the issue: epsilon 19 per release (a subscriber's month would reach 34
     # of 32) from a policy file nobody approved; then the same with a raised cap.
-    looser = _looser(tmp_path, [("    epsilon: 1.0\n    delta: 1.0e-7\n",
-                                 "    epsilon: 19.0\n    delta: 1.0e-7\n")])
+    looser = _looser(tmp_path, [("    epsilon: 1.0\n    # delta 0: every product",
+                                 "    epsilon: 19.0\n    # delta 0: every product")])
     monkeypatch.setenv("OPENCITY_POLICY", str(looser))
     capsys.readouterr()
     assert mobility("2026-10-06", out / "d2", "--epsilon", "19") == 1

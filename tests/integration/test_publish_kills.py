@@ -38,6 +38,8 @@ WORKER = textwrap.dedent("""
     from publish.base import DatasetRelease, Resource
 
     run_dir, state, part, threshold = sys.argv[1:5]
+    from opencity.review.testing import approve_policy
+    approve_policy(state)
     src = Path(run_dir) / "staging" / part
     src.mkdir(parents=True, exist_ok=True)
     n = 5000

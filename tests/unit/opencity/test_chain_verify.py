@@ -47,6 +47,9 @@ def portal(request, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENCITY_POLICY", str(tmp_path / "policy.yaml"))
     url = (str(tmp_path / "state.sqlite") if request.param == "sqlite"
            else request.getfixturevalue("postgres_state_url"))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(url)  # this portal's officer approved the test policy
     settings = Settings(run_dir=str(tmp_path / "run"), state_url=url)
     for i, part in enumerate(DAYS):
         Ledger(url).spend(DP, part, "daily", date.fromisoformat(part[3:]),
@@ -136,6 +139,9 @@ def test_fresh_state_database_cannot_publish_into_the_catalog(portal, tmp_path):
     catalog = Path(portal.run_dir) / "catalog"
     before = {p: p.read_bytes() for p in catalog.rglob("*") if p.is_file()}
     fresh = Settings(run_dir=portal.run_dir, state_url=str(tmp_path / "fresh.sqlite"))
+    from opencity.review.testing import approve_policy
+
+    approve_policy(fresh.state_url)  # even with an officer (of the fresh store) approving
     Ledger(fresh.state_url).spend(DP, "dt=2026-10-07", "daily", date(2026, 10, 7),
                                   {"subscriber": DPBudget(1.0, 1e-7)})
     with pytest.raises(ConfigError, match="does not hold the releases the catalog published"):

@@ -133,16 +133,16 @@ def test_looser_versions_are_refused_before_computing(tmp_path, store, officer):
     store.approve(dataset_version(base, MOB), officer, by="A. Officer")
     store.check_compute(base, MOB)
     store.require_approved(base, MOB)
-    loose = _policy(tmp_path, "    epsilon: 1.0\n    delta: 1.0e-7\n",
-                    "    epsilon: 19.0\n    delta: 1.0e-7\n")
+    loose = _policy(tmp_path, "    epsilon: 1.0\n    # delta 0: every product",
+                    "    epsilon: 19.0\n    # delta 0: every product")
     with pytest.raises(PolicyNotApprovedError) as err:
         store.check_compute(loose, MOB)
     msg = str(err.value)
     assert MOB in msg and "epsilon[subscriber]: 19 (approved 1)" in msg
     assert f"opencity approve {MOB} --policy {dataset_version(loose, MOB).hash} --key" in msg
     # A tighter, not yet approved version may compute (it waits at the gate) but not publish.
-    tight = _policy(tmp_path, "    epsilon: 1.0\n    delta: 1.0e-7\n",
-                    "    epsilon: 0.5\n    delta: 1.0e-7\n", "tight.yaml")
+    tight = _policy(tmp_path, "    epsilon: 1.0\n    # delta 0: every product",
+                    "    epsilon: 0.5\n    # delta 0: every product", "tight.yaml")
     store.check_compute(tight, MOB)
     with pytest.raises(PolicyNotApprovedError, match="not approved"):
         store.require_approved(tight, MOB)
@@ -153,7 +153,6 @@ def test_looser_versions_are_refused_before_computing(tmp_path, store, officer):
 
 
 @pytest.mark.parametrize("old,new,key", [
-    ("    k: 5\n", "    k: 4\n", ".k: 4"),
     ("    l: 2\n", "    l: 1\n", ".l: 1"),
     ("    max_suppression: 0.05\n", "    max_suppression: 0.2\n", "max_suppression: 0.2"),
     ("      request_type: sensitive\n", "      request_type: sensitive\n      ward: public\n",
@@ -166,6 +165,15 @@ def test_what_counts_as_looser_for_microdata(tmp_path, old, new, key):
     found = looser(changed, base)
     assert any(key in d for d in found), found
     assert looser(base, changed) == [] or key.startswith("columns")
+
+
+def test_a_lower_k_is_looser(tmp_path):
+    """(k cannot go below the person cap of 4 + 1 in the shipped policy: compare 6 with 5.)"""
+    base = dataset_version(load_policy(), MICRO).content
+    six = dataset_version(_policy(tmp_path, "    k: 5\n", "    k: 6\n", "six.yaml"),
+                          MICRO).content
+    assert any(".k: 5" in d for d in looser(base, six)), looser(base, six)
+    assert looser(six, base) == []
 
 
 def test_bad_keys_are_clear_errors(store, tmp_path):
