@@ -260,8 +260,9 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
             "l_diversity_l": staged["l"],
             "l_diversity_variant": "distinct",
             "k_anonymity_counts": "persons",
-            "privacy_unit": "requester",
-            "max_records_per_person": staged.get("max_records_per_person"),
+            "privacy_unit": entry.unit,
+            **({"max_records_per_person": staged["max_records_per_person"]}
+               if staged.get("max_records_per_person") else {}),
             "sensitive_attribute": staged["sensitive"][0],
             "quasi_identifiers": staged["quasi_identifiers"],
             "suppression_limit": staged["suppression_limit"],
