@@ -50,7 +50,7 @@ def test_publish_local_with_a_relative_run_dir(tmp_path, monkeypatch, capsys):
         assert (ddir / "current").resolve().is_dir(), "current points at a deleted snapshot"
         assert _partitions(ddir) == ["dt=2026-10-05", "dt=2026-10-12"]
         for p in ("dt=2026-10-05", "dt=2026-10-12"):
-            assert (ddir / "resources" / p / "part-0.parquet").is_file()
+            assert (ddir / "data" / "counts" / p / "part-0.parquet").is_file()
     out = capsys.readouterr().out
     assert str(run / "catalog" / "opencity-test") in out  # absolute in what it prints
 
