@@ -31,6 +31,9 @@ def test_kill_after_the_spend_then_rerun(tmp_path):
     towers, cells = _towers(tmp_path)
     cdr, _ = _cdr(tmp_path, cells)
     out, ledger = tmp_path / "release", tmp_path / "state.sqlite"
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(ledger))  # the portal's officer approved the stored policy
     proc = subprocess.Popen(_cmd(cdr, towers, out, ledger), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

@@ -124,7 +124,7 @@ def test_looser_policy_and_self_approval_on_the_311_dag_are_refused(
     assert dr.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["aggregate"] == "failed"  # refused before any noise was drawn
-    assert states["publish"] != "success" and states["publish_microdata"] != "success"
+    assert states["publish_weekly"] != "success" and states["publish_microdata"] != "success"
     assert _tree(catalog) == first and _ledger_rows(state) == rows
 
     # (b) Self-approval: without a key, with the operator's own key, by registering it, by

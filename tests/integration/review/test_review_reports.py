@@ -270,7 +270,7 @@ def test_embedded_gate_waits_for_a_new_policy_version(run, raw, tmp_path, monkey
     assert dr.state == DagRunState.FAILED  # the check says: waiting for approval
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["approval.check"] == "failed"
-    assert states["publish"] != "success" and states["publish_microdata"] != "success"
+    assert states["publish_weekly"] != "success" and states["publish_microdata"] != "success"
     assert _tree(run_dir / "catalog") == catalog_before
     pending = ReviewStore().requests(status="open")
     assert {(r.dataset, r.partition, r.policy_hash) for r in pending} >= {
