@@ -204,8 +204,11 @@ class CkanPublisher:
         loose: list[Resource] = []
         for res in release.resources:
             (parts.setdefault(res.partition, []) if res.partition else loose).append(res)
+        # a product a steward hid after its publication: its new partitions stay hidden too
+        hidden = bool(pkg.get("private")) and _state_of(pkg) == STATE_PUBLISHED
         for partition, resources in parts.items():
-            self._publish_partition(release, partition, tuple(resources), org_id, state)
+            self._publish_partition(release, partition, tuple(resources), org_id, state,
+                                    hidden=hidden)
 
         rsync = ResourceSync(c, release.name, pkg, self.verify_uploads, self._emit)
         rsync.dedupe()
@@ -260,9 +263,11 @@ class CkanPublisher:
 
     def _publish_partition(self, release: DatasetRelease, partition: str,
                            resources: tuple[Resource, ...], org_id: str,
-                           state: _State) -> None:
+                           state: _State, hidden: bool = False) -> None:
         """One partition dataset: staged private, every file uploaded and verified, then
-        made public by one ``package_patch`` (all of the partition or nothing)."""
+        made public by one ``package_patch`` (all of the partition or nothing). One a
+        steward made private after publication (or whose product is ``hidden``) stays
+        private."""
         c = self._client
         name = partition_dataset_name(release.name, partition)
         what = f"dataset {name!r}"
@@ -277,7 +282,11 @@ class CkanPublisher:
                 for key, (_, digest, _, _) in files.items()):
             # a public partition whose files change: hide it while they do
             log.info("%s changes: private until all of its files are replaced", what)
-            pkg = c.call("package_patch", what, id=pkg["id"], private=True)
+            wanted = self._partition_metadata(child, release.name, partition, pkg)
+            extras = {e["key"]: e["value"] for e in wanted["extras"]}
+            extras[STATE_KEY] = STATE_STAGING
+            wanted["extras"] = [{"key": k, "value": v} for k, v in sorted(extras.items())]
+            pkg = c.call("package_patch", what, id=pkg["id"], private=True, **wanted)
             rsync.package = pkg
         for key, (path, digest, fields, label) in files.items():
             self._sync_one(rsync, key, path, digest, fields, label, state)
@@ -287,7 +296,7 @@ class CkanPublisher:
         for _ in range(_REPAIR_ROUNDS):
             pkg = rsync.refresh()
             wanted = self._partition_metadata(child, release.name, partition, pkg)
-            if pkg.get("private"):
+            if pkg.get("private") and _state_of(pkg) == STATE_STAGING and not hidden:
                 if self.verify_public_downloads:  # every file, before anyone can see one
                     self._check_downloads(child, pkg, files)
                     checked = True
@@ -536,6 +545,11 @@ class CkanPublisher:
 
 
 # ---------------------------------------------------------------------- helpers (pure)
+def _state_of(pkg: dict) -> str:
+    """The publisher's state extra of a package (staging / published), '' when unset."""
+    return next((e["value"] for e in pkg.get("extras", []) if e["key"] == STATE_KEY), "")
+
+
 def _common_partition(release: DatasetRelease) -> str:
     """The partition of every resource of ``release`` (a partition dataset's), else ''."""
     parts = {r.partition or "" for r in release.resources}

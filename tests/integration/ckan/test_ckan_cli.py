@@ -31,7 +31,7 @@ def run_dir(samples, tmp_path):
 
 
 def test_cli_publishes_a_run_idempotently_without_leaking_the_token(
-        ckan_server, ckan_anon, org_name, run_dir, monkeypatch, caplog, capsys):
+        ckan_server, ckan_anon, org_name, run_dir, samples, monkeypatch, caplog, capsys):
     root, names = run_dir
     monkeypatch.setenv("OPENCITY_CKAN_TOKEN", ckan_server.token)
     argv = ["-v", "publish", str(root), "--target", "ckan", "--ckan-url", ckan_server.url,
@@ -51,7 +51,7 @@ def test_cli_publishes_a_run_idempotently_without_leaking_the_token(
 
 
 def test_cli_token_from_an_airflow_connection(
-        ckan_server, ckan_anon, org_name, run_dir, monkeypatch, tmp_path, capsys):
+        ckan_server, ckan_anon, org_name, run_dir, samples, monkeypatch, tmp_path, capsys):
     root, names = run_dir
     monkeypatch.delenv("OPENCITY_CKAN_TOKEN", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_OPENCITY_CKAN", json.dumps(

@@ -13,6 +13,7 @@ import requests
 from opencity.errors import PublishError
 from publish.base import sha256_file
 from publish.ckan import CkanPublisher
+from publish.ckan.partitions import partition_dataset_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.ckan]
 
@@ -91,8 +92,9 @@ def test_rerun_leaves_portal_state_identical(samples, ckan_server, ckan_admin, o
 
     assert all(not r.created and not r.uploaded for r in results)
     assert samples.portal_state(ckan_admin, names) == before
+    # two products, each with one partition dataset
     assert ckan_admin.action.package_search(
-        fq=f"organization:{org_name}", include_private=True)["count"] == count_before == 2
+        fq=f"organization:{org_name}", include_private=True)["count"] == count_before == 4
 
 
 def test_new_partition_adds_resources_and_same_partition_patches_in_place(
@@ -183,8 +185,9 @@ def test_kill_ckan_mid_publish_then_rerun_is_consistent(
 
     with pytest.raises(ckanapi.NotAuthorized):  # half-done and still private
         samples.product(ckan_anon, release.name)
-    half = samples.product(ckan_admin, release.name)
-    assert half["private"] is True
+    half = ckan_admin.action.package_show(
+        id=partition_dataset_name(release.name, "dt=2026-10-05"))
+    assert half["private"] is True  # the partition dataset: staged, one file in
     assert len(half["resources"]) == 1
 
     result = publisher(ckan_server, org_name).publish(release)
@@ -204,16 +207,24 @@ def test_anonymous_users_cannot_see_private_datasets(
 
     release = samples.microdata_release(samples.unique_name("micro"), tmp_path, WEEK1)
     publisher(ckan_server, org_name).publish(release)
-    ckan_admin.action.package_patch(id=release.name, private=True)  # a steward hides it
-    with pytest.raises(ckanapi.NotAuthorized):
-        samples.product(ckan_anon, release.name)
+    part = partition_dataset_name(release.name, "dt=2026-10-05")
+    for name in (release.name, part):  # a steward hides the product and its partition
+        ckan_admin.action.package_patch(id=name, private=True)
+    for name in (release.name, part):
+        with pytest.raises(ckanapi.NotAuthorized):
+            ckan_anon.action.package_show(id=name)
     found = ckan_anon.action.package_search(q=release.name, include_private=True)
     assert release.name not in [p["name"] for p in found["results"]]
-    url = by_key(samples.product(ckan_admin, release.name))[("requests", "dt=2026-10-05")]
+    url = by_key(ckan_admin.action.package_show(id=part))[("requests", "dt=2026-10-05")]
     assert requests.get(url["url"], timeout=30).status_code in (403, 404)
-    # A rerun respects the steward's decision: published once, hidden stays hidden.
+    # A rerun respects the steward's decision: published once, hidden stays hidden; so does
+    # a new partition of the hidden product.
     publisher(ckan_server, org_name).publish(release)
-    assert samples.product(ckan_admin, release.name)["private"] is True
+    publisher(ckan_server, org_name).publish(
+        samples.microdata_release(release.name, tmp_path / "w2", WEEK2))
+    assert ckan_admin.action.package_show(id=release.name)["private"] is True
+    for name in (part, partition_dataset_name(release.name, f"dt={WEEK2}")):
+        assert ckan_admin.action.package_show(id=name)["private"] is True
 
 
 def test_dcat_endpoints_parse_as_rdf(samples, ckan_server, org_name, tmp_path):
@@ -231,6 +242,13 @@ def test_dcat_endpoints_parse_as_rdf(samples, ckan_server, org_name, tmp_path):
     assert str(g.value(ds, DCTERMS.title)) == release.title
     assert str(g.value(ds, DCTERMS.accrualPeriodicity)) == \
         "http://publications.europa.eu/resource/authority/frequency/WEEKLY"
+    assert g.value(ds, DCTERMS.temporal) is not None
+    assert len(list(g.objects(ds, DCAT.distribution))) >= 1  # the DataStore table
+    # the files are distributions of the partition dataset, a DCAT dataset of its own
+    part = partition_dataset_name(release.name, "dt=2026-10-05")
+    ttl = requests.get(f"{ckan_server.url}/dataset/{part}.ttl", timeout=30)
+    g = rdflib.Graph().parse(data=ttl.text, format="turtle")
+    (ds,) = list(g.subjects(RDF.type, DCAT.Dataset))
     assert g.value(ds, DCTERMS.temporal) is not None
     assert len(list(g.objects(ds, DCAT.distribution))) >= 3
     cat = requests.get(f"{ckan_server.url}/catalog.ttl", timeout=30)
