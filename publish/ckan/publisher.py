@@ -177,10 +177,19 @@ class CkanPublisher:
                 f"valid token, or not a sysadmin or editor there); check {TOKEN_ENV} or the "
                 f"Airflow connection {AIRFLOW_CONN_ID!r}")
         log.info("creating CKAN %s", what)
-        org = c.call("organization_create", what, name=self.organization,
-                     title=self.organization_title,
-                     recover=lambda: c.show("organization_show", what, id=self.organization,
-                                            include_datasets=False))
+        try:
+            org = c.call("organization_create", what, name=self.organization,
+                         title=self.organization_title,
+                         recover=lambda: c.show("organization_show", what,
+                                                id=self.organization, include_datasets=False))
+        except PublishError as err:
+            # another publisher created it between our read and our create
+            if "already exists" not in str(err):
+                raise
+            org = c.show("organization_show", what, id=self.organization,
+                          include_datasets=False)
+            if org is None:
+                raise
         self._org_id = org["id"]
         return self._org_id
 

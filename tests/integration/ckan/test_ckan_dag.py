@@ -21,7 +21,10 @@ def test_311_dag_publishes_to_ckan(airflow_db, sample_raw, tmp_path, ckan_server
     from airflow.sdk import DagRunState
 
     # The DAG's dataset names are fixed; start from a portal without them (test CKAN only).
-    for name in ("opencity-311-requests-weekly", "opencity-311-requests-microdata"):
+    from publish.ckan.partitions import partition_dataset_name
+
+    products = ("opencity-311-requests-weekly", "opencity-311-requests-microdata")
+    for name in [n for d in products for n in (d, partition_dataset_name(d, "dt=2026-10-05"))]:
         try:
             ckan_admin.action.dataset_purge(id=name)
         except ckanapi.NotFound:
