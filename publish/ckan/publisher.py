@@ -3,14 +3,16 @@
 Order of one publish (see the package docstring for the contract):
 
 1. check the token (``organization_list_for_user``): a wrong token fails even when nothing
-   needs uploading;
-2. find the dataset by name (``package_show``), else create it private (a lost
+   needs uploading; take the dataset's publish lock (when a state database is given);
+2. find the product dataset by name (``package_show``), else create it private (a lost
    ``package_create`` response is recovered by reading it back);
-3. patch its metadata when :func:`publish.metadata.package_dict` differs;
-4. sync every file resource by key, then the datapackage descriptor, then the DataStore;
-5. re-read, delete duplicates, repair what is missing or has a wrong/empty hash (rounds);
-6. make it public (only a dataset this publisher created and staged);
-7. download every resource of the release through its public URL and compare SHA-256.
+3. per partition: find or create its partition dataset (private); sync every file by key,
+   then its datapackage descriptor; re-read, delete duplicates, repair what is missing or
+   has a wrong/empty hash (rounds); download every file and compare SHA-256; then make it
+   public with its metadata in one ``package_patch``;
+4. the DataStore table of the product (KPI tables), rows upserted by primary key;
+5. derive the product's metadata (partition list, widened coverage) and make it public
+   (only a dataset this publisher created and staged).
 """
 
 from __future__ import annotations
@@ -297,30 +299,35 @@ class CkanPublisher:
             wanted["extras"] = [{"key": k, "value": v} for k, v in sorted(extras.items())]
             pkg = c.call("package_patch", what, id=pkg["id"], private=True, **wanted)
             rsync.package = pkg
+        fresh = set()  # files uploaded and downloaded back by this publish
         for key, (path, digest, fields, label) in files.items():
-            self._sync_one(rsync, key, path, digest, fields, label, state)
+            if self._sync_one(rsync, key, path, digest, fields, label, state) \
+                    and self.verify_uploads:
+                fresh.add(key)
         self._sync_datapackage(child, rsync, state)
-        self._reconcile(child, rsync, files, state, datastore=False)
+        self._reconcile(child, rsync, files, state, datastore=False)  # ends with a re-read
         checked = False
+        pkg = rsync.package
         for _ in range(_REPAIR_ROUNDS):
-            pkg = rsync.refresh()
             wanted = self._partition_metadata(child, release.name, partition, pkg)
             if pkg.get("private") and _state_of(pkg) == STATE_STAGING and not hidden:
                 if self.verify_public_downloads:  # every file, before anyone can see one
-                    self._check_downloads(child, pkg, files)
+                    self._check_downloads(child, pkg, {k: v for k, v in files.items()
+                                                       if k not in fresh})
                     checked = True
                 extras = {e["key"]: e["value"] for e in wanted["extras"]}
                 extras[STATE_KEY] = STATE_PUBLISHED
                 wanted["extras"] = [{"key": k, "value": v} for k, v in sorted(extras.items())]
-                c.call("package_patch", what, id=pkg["id"], private=False, **wanted)
+                pkg = c.call("package_patch", what, id=pkg["id"], private=False, **wanted)
                 log.info("%s is now public at %s/dataset/%s", what, self.url, name)
                 self._emit("published", {"dataset": name})
             elif _metadata_differs(pkg, wanted):
-                c.call("package_patch", what, id=pkg["id"], **wanted)
+                pkg = c.call("package_patch", what, id=pkg["id"], **wanted)
             else:
                 break
+            rsync.package = pkg
         if self.verify_public_downloads and not checked:
-            self._check_downloads(child, rsync.refresh(), files)
+            self._check_downloads(child, pkg, files)
 
     def withdraw_partition(self, dataset: str, partition: str, note: dict[str, Any]
                            ) -> list[str]:
@@ -435,7 +442,8 @@ class CkanPublisher:
         return out
 
     def _sync_one(self, rsync: ResourceSync, key: str, path: Path, digest: str,
-                  fields: dict, label: str, state: _State, force: bool = False) -> None:
+                  fields: dict, label: str, state: _State, force: bool = False) -> bool:
+        """Sync one file; True when it was uploaded (and, with verify_uploads, verified)."""
         _, uploaded = rsync.sync_file(key, path, digest, fields, label, force=force)
         if uploaded:
             state.uploaded.append(label)
@@ -444,6 +452,7 @@ class CkanPublisher:
         elif label not in state.unchanged and label not in state.uploaded:
             state.unchanged.append(label)
             self._emit("unchanged", {"dataset": rsync.dataset, "resource": label})
+        return uploaded
 
     def _sync_datapackage(self, release: DatasetRelease, rsync: ResourceSync,
                           state: _State) -> None:
@@ -507,8 +516,8 @@ class CkanPublisher:
         not kept. A dataset this publisher staged is made public in the same step (its
         partitions are public already). ``partitions``: those this publish added."""
         what = f"dataset {release.name!r}"
+        pkg = rsync.package  # read at the start, or re-read by the resource sync since
         for _ in range(_REPAIR_ROUNDS):
-            pkg = rsync.refresh()
             wanted = self._product_metadata(release, pkg, partitions)
             extras = {e["key"]: e["value"] for e in wanted["extras"]}
             change: dict[str, Any] = {}
@@ -518,7 +527,8 @@ class CkanPublisher:
                 change["private"] = False
             if not change and not _metadata_differs(pkg, wanted):
                 return
-            self._client.call("package_patch", what, id=pkg["id"], **wanted, **change)
+            pkg = rsync.package = self._client.call("package_patch", what, id=pkg["id"],
+                                                    **wanted, **change)
             if change:
                 log.info("%s is now public at %s/dataset/%s", what, self.url, release.name)
                 self._emit("published", {"dataset": release.name})
