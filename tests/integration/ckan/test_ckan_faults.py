@@ -204,8 +204,11 @@ def test_two_concurrent_publishers_on_one_public_dataset(
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
+    state_url = str(tmp_path / "state.sqlite")  # their lock (publish.ckan.lock)
+
     def run(releases):
-        pub = _publisher(ckan_server.url, ckan_server, org_name, timeout_s=30)
+        pub = _publisher(ckan_server.url, ckan_server, org_name, timeout_s=30,
+                         state_url=state_url)
         start.wait()
         try:
             for r in releases:

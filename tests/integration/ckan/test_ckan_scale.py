@@ -51,7 +51,7 @@ def _size(api, name: str) -> int:
 def test_publishing_partition_n_costs_the_same_as_partition_10(
         samples, ckan_server, ckan_admin, org_name, tmp_path):
     name = samples.unique_name("scale")
-    pub = _publisher(ckan_server, org_name)
+    pub = _publisher(ckan_server, org_name, backoff_s=1.0)  # rides out a CKAN restart
     seconds, sizes = [], {}
     for i in range(PARTITIONS):
         release = samples.microdata_release(name, tmp_path / f"p{i}", DAY1 + dt.timedelta(i))
