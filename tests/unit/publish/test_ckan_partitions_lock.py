@@ -83,3 +83,43 @@ def test_a_postgres_url_that_does_not_answer_is_a_transient_error_without_passwo
         pass
     assert err.value.transient and "secret" not in str(err.value)
     assert "secret" not in repr(lock)
+
+
+def _release(tmp_path, partition: str, history: int):
+    from publish.base import DatasetRelease, Resource
+
+    f = tmp_path / partition / "part-0.csv"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("a\n1\n")
+    statements = {f"dt=2026-01-{d:02d}": {"params": {"k": 5}, "policy_hash": "0" * 64}
+                  for d in range(1, history + 1)}
+    return DatasetRelease(
+        name="product", title="A product", description="d",
+        resources=(Resource(f, "rows", "csv", "", partition),),
+        privacy={"privacy_method": "k_anonymity", "k_anonymity_k": 5,
+                 "partitions": statements},
+        temporal_coverage=("2026-01-01", "2026-01-02"), accrual_periodicity="R/P1D")
+
+
+def test_product_metadata_stays_the_same_size_whatever_the_partition_history(tmp_path):
+    """The per-partition statements go to the partition datasets: the product's metadata
+    has no per-partition key but its partition list."""
+    from dataclasses import replace
+
+    from publish.ckan import CkanPublisher
+    from publish.ckan.publisher import _partition_release, _without_history
+
+    pub = CkanPublisher("http://127.0.0.1:9", "token")
+    sizes = []
+    for n in (2, 30):
+        release = _release(tmp_path, f"dt=2026-01-{n:02d}", n)
+        product = replace(release, privacy=_without_history(release.privacy))
+        wanted = pub._product_metadata(product, None, {f"dt=2026-01-{n:02d}"})
+        keys = {e["key"] for e in wanted["extras"]}
+        assert not [k for k in keys if k.startswith(("privacy ", "partitions"))], keys
+        sizes.append(len(repr(wanted)))
+        child = _partition_release(release, "product--x", f"dt=2026-01-{n:02d}",
+                                   release.resources)
+        assert list(child.privacy["partitions"]) == [f"dt=2026-01-{n:02d}"]
+        assert child.temporal_coverage == release.temporal_coverage
+    assert sizes[0] == sizes[1]
