@@ -446,7 +446,12 @@ def ckan_partition_table(ckan_server):
     anon = ckanapi.RemoteCKAN(ckan_server.url)
 
     def get(dataset: str, partition: str):
-        pkg = anon.action.package_show(id=dataset)
+        from publish.ckan.partitions import partition_dataset_name
+
+        try:  # each partition is a CKAN dataset of its own (publish.ckan.partitions)
+            pkg = anon.action.package_show(id=partition_dataset_name(dataset, partition))
+        except ckanapi.NotFound:
+            pkg = anon.action.package_show(id=dataset)
         parquet = [r for r in pkg["resources"] if r.get("format", "").endswith("/PARQUET")
                    and r.get("partition") == partition]
         assert len(parquet) == 1, (dataset, partition, [r.get("partition") for r in parquet])

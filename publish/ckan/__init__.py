@@ -2,9 +2,21 @@
 
 Contract for one :class:`~publish.base.DatasetRelease`:
 
-* The dataset is found by its deterministic name with ``package_show`` (never search).
-  A new dataset is created **private**, in the configured organization (created if missing),
-  and made public only after every resource is uploaded and verified.
+* Every partition is a CKAN dataset of its own (:mod:`~publish.ckan.partitions`):
+  ``<name>--<partition>`` holds that partition's files, datapackage descriptor and privacy
+  statement; the product dataset ``<name>`` holds the product's metadata, the DataStore
+  table and the list of its partitions (``opencity_partitions``). Publishing a partition
+  therefore costs the same whatever the number of partitions already published (CKAN
+  re-saves a whole package on every resource write).
+* Datasets are found by their deterministic names with ``package_show`` (never search).
+  A new dataset is created **private**, in the configured organization (created if
+  missing). A partition dataset is made public by one ``package_patch`` only after every
+  one of its files is uploaded and verified (a public partition whose files change is
+  made private first): a kill at any moment never shows part of a partition. A dataset a
+  steward made private after publication stays private.
+* Publishers of one dataset take turns: the lock of the state database
+  (:mod:`~publish.ckan.lock`: a PostgreSQL advisory lock, or a lock file next to SQLite)
+  is held for the whole publish, so two publishers never upload the same files twice.
 * Metadata comes from the one mapping, :mod:`publish.metadata` (DCAT-AP fields that
   ckanext-dcat's ``euro_dcat_ap_3`` profile serialises; privacy parameters readable on the
   dataset page).
@@ -26,7 +38,8 @@ Contract for one :class:`~publish.base.DatasetRelease`:
 
 Modules: :mod:`~publish.ckan.client` (session, retries), :mod:`~publish.ckan.resources`
 (resource sync by key), :mod:`~publish.ckan.datastore` (DataStore tables),
-:mod:`~publish.ckan.publisher` (the publish sequence).
+:mod:`~publish.ckan.partitions` (partition dataset names), :mod:`~publish.ckan.lock` (the
+publish lock), :mod:`~publish.ckan.publisher` (the publish sequence).
 """
 
 from __future__ import annotations

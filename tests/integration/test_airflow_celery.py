@@ -419,7 +419,9 @@ def test_311_week_on_object_storage_workers_share_no_disk(cluster, ckan_server, 
     run = f"s3://{bucket}/city"
     fs.put(str(cluster.raw_dir) + "/", f"{run}/raw/", recursive=True)
     datasets = ("opencity-311-requests-weekly", "opencity-311-requests-microdata")
-    for name in datasets:
+    from publish.ckan.partitions import partition_dataset_name
+
+    for name in [n for d in datasets for n in (d, partition_dataset_name(d, "dt=2026-10-12"))]:
         try:
             ckan_admin.action.dataset_purge(id=name)
         except ckanapi.NotFound:

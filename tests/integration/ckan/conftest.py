@@ -142,12 +142,43 @@ def microdata_release(name: str, root: Path, day: dt.date):
     )
 
 
+def partition_packages(api, name: str) -> list[dict]:
+    """The partition datasets of product ``name`` that ``api`` may see (publish.ckan.partitions:
+    one CKAN dataset per partition, listed by the product's ``opencity_partitions``)."""
+    import ckanapi
+
+    from publish.ckan.partitions import listed_partitions, partition_dataset_name
+
+    out = []
+    for part in listed_partitions(api.action.package_show(id=name)):
+        try:
+            out.append(api.action.package_show(id=partition_dataset_name(name, part)))
+        except (ckanapi.NotFound, ckanapi.NotAuthorized):
+            continue
+    return out
+
+
+def product(api, name: str) -> dict:
+    """The product dataset as a reader sees it: its package, with the resources of every
+    partition dataset ``api`` may see appended (each carries its ``partition``)."""
+    pkg = api.action.package_show(id=name)
+    resources = list(pkg["resources"])
+    for child in partition_packages(api, name):
+        resources += child["resources"]
+    return {**pkg, "resources": resources}
+
+
 def portal_state(admin, names: list[str]) -> dict:
-    """What a citizen and a steward would compare between runs: per dataset, its
-    visibility, metadata timestamp, extras and resources (id, name, hash, url)."""
+    """What a citizen and a steward would compare between runs: per dataset (the product
+    and each of its partition datasets), its visibility, metadata timestamp, extras and
+    resources (id, name, hash, url)."""
     state = {}
+    pkgs = []
     for name in names:
-        pkg = admin.action.package_show(id=name)
+        pkgs.append(admin.action.package_show(id=name))
+        pkgs += partition_packages(admin, name)
+    for pkg in pkgs:
+        name = pkg["name"]
         state[name] = {
             "private": pkg["private"],
             "metadata_modified": pkg["metadata_modified"],
@@ -168,7 +199,8 @@ def samples() -> SimpleNamespace:
     conftest under --import-mode=importlib)."""
     return SimpleNamespace(kpi_release=kpi_release, microdata_release=microdata_release,
                            kpi_table=kpi_table, portal_state=portal_state,
-                           unique_name=unique_name)
+                           unique_name=unique_name, product=product,
+                           partition_packages=partition_packages)
 
 
 # ------------------------------------------------------------------------ fault proxy

@@ -31,7 +31,7 @@ def run_dir(samples, tmp_path):
 
 
 def test_cli_publishes_a_run_idempotently_without_leaking_the_token(
-        ckan_server, ckan_anon, org_name, run_dir, monkeypatch, caplog, capsys):
+        ckan_server, ckan_anon, org_name, run_dir, samples, monkeypatch, caplog, capsys):
     root, names = run_dir
     monkeypatch.setenv("OPENCITY_CKAN_TOKEN", ckan_server.token)
     argv = ["-v", "publish", str(root), "--target", "ckan", "--ckan-url", ckan_server.url,
@@ -45,20 +45,20 @@ def test_cli_publishes_a_run_idempotently_without_leaking_the_token(
     assert "published 2 dataset(s) to ckan" in first.out
     assert "0 file(s) uploaded" in second.out
     for name in names:
-        assert ckan_anon.action.package_show(id=name)["private"] is False
+        assert samples.product(ckan_anon, name)["private"] is False
     for text in (caplog.text, first.out, first.err, second.out, second.err):
         assert ckan_server.token not in text
 
 
 def test_cli_token_from_an_airflow_connection(
-        ckan_server, ckan_anon, org_name, run_dir, monkeypatch, tmp_path, capsys):
+        ckan_server, ckan_anon, org_name, run_dir, samples, monkeypatch, tmp_path, capsys):
     root, names = run_dir
     monkeypatch.delenv("OPENCITY_CKAN_TOKEN", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_OPENCITY_CKAN", json.dumps(
         {"conn_type": "http", "host": ckan_server.url, "password": ckan_server.token}))
     assert cli.main(["publish", str(root), "--target", "ckan", "--ckan-url", ckan_server.url,
                      "--organization", org_name, "--dataset", names[1]]) == 0
-    assert ckan_anon.action.package_show(id=names[1])["private"] is False
+    assert samples.product(ckan_anon, names[1])["private"] is False
     out = capsys.readouterr()
     assert ckan_server.token not in out.out + out.err
 

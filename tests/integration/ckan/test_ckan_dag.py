@@ -15,13 +15,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.ckan, pytest.mark.airflow]
 
 
 def test_311_dag_publishes_to_ckan(airflow_db, sample_raw, tmp_path, ckan_server, ckan_admin,
-                                   ckan_anon, monkeypatch):
+                                   ckan_anon, samples, monkeypatch):
     import ckanapi
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk import DagRunState
 
     # The DAG's dataset names are fixed; start from a portal without them (test CKAN only).
-    for name in ("opencity-311-requests-weekly", "opencity-311-requests-microdata"):
+    from publish.ckan.partitions import partition_dataset_name
+
+    products = ("opencity-311-requests-weekly", "opencity-311-requests-microdata")
+    for name in [n for d in products for n in (d, partition_dataset_name(d, "dt=2026-10-05"))]:
         try:
             ckan_admin.action.dataset_purge(id=name)
         except ckanapi.NotFound:
@@ -41,7 +44,7 @@ def test_311_dag_publishes_to_ckan(airflow_db, sample_raw, tmp_path, ckan_server
     policy = load_policy()  # the methods come from the stored policy, not from the output
     for name in ("opencity-311-requests-weekly", "opencity-311-requests-microdata"):
         privacy_method = policy.dataset(name).method
-        pkg = ckan_anon.action.package_show(id=name)  # public: an anonymous user sees it
+        pkg = samples.product(ckan_anon, name)  # public: an anonymous user sees it
         extras = {e["key"]: e["value"] for e in pkg.get("extras", [])}
         assert extras["privacy_method"] == privacy_method
         # format is the EU file-type IRI (DCAT-AP dct:format), e.g. .../file-type/PARQUET
@@ -57,7 +60,7 @@ def test_311_dag_publishes_to_ckan(airflow_db, sample_raw, tmp_path, ckan_server
     # ids and hashes (metadata may record the new run id as provenance).
     def resources():
         return {n: sorted((r["id"], r.get("hash"), r.get("last_modified"))
-                          for r in ckan_admin.action.package_show(id=n)["resources"])
+                          for r in samples.product(ckan_admin, n)["resources"])
                 for n in ("opencity-311-requests-weekly", "opencity-311-requests-microdata")}
 
     before = resources()

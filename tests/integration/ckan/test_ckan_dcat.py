@@ -13,6 +13,7 @@ import requests
 
 from publish.base import sha256_file
 from publish.ckan import CkanPublisher
+from publish.ckan.partitions import partition_dataset_name
 
 rdflib = pytest.importorskip("rdflib")
 from rdflib import Literal, Namespace, URIRef
@@ -50,8 +51,10 @@ def _graph(url: str, fmt: str):
 
 @pytest.mark.parametrize("ext,fmt", [("ttl", "turtle"), ("jsonld", "json-ld")])
 def test_dataset_dcat_ap_carries_iris_and_typed_literals(published, ckan_server, ext, fmt):
-    for release in published:
-        g = _graph(f"{ckan_server.url}/dataset/{release.name}.{ext}", fmt)
+    # the product dataset and its partition dataset (the files) are both DCAT datasets
+    for release, name in [(r, n) for r in published
+                          for n in (r.name, partition_dataset_name(r.name, "dt=2026-10-05"))]:
+        g = _graph(f"{ckan_server.url}/dataset/{name}.{ext}", fmt)
         (ds,) = list(g.subjects(V.RDF.type, V.DCAT.Dataset))
         freq = g.value(ds, V.DCTERMS.accrualPeriodicity)
         assert isinstance(freq, URIRef) and str(freq).startswith(EU + "frequency/")
@@ -72,7 +75,7 @@ def test_dataset_dcat_ap_carries_iris_and_typed_literals(published, ckan_server,
         assert g.value(contact, V.VCARD.fn) is not None
 
         files = {f"{r.name} {r.partition}": r
-                 for r in release.resources}
+                 for r in release.resources} if name != release.name else {}
         dists = list(g.objects(ds, V.DCAT.distribution))
         seen = set()
         for d in dists:

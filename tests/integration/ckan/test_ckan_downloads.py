@@ -34,7 +34,7 @@ def test_every_resource_downloads_and_matches_twice_in_a_row(
     checked = 0
     for _ in range(2):
         for release in releases:
-            pkg = ckan_anon.action.package_show(id=release.name)
+            pkg = samples.product(ckan_anon, release.name)
             for res in pkg["resources"]:
                 if res.get("datastore_active") and not res.get("hash"):
                     continue  # the DataStore table (its dump is generated)
@@ -60,7 +60,7 @@ def test_a_stored_file_that_went_bad_fails_the_publish_naming_it_and_the_rerun_r
         samples, ckan_server, ckan_admin, org_name, tmp_path, damage):
     release = samples.microdata_release(samples.unique_name("micro"), tmp_path, WEEK1)
     _pub(ckan_server, org_name).publish(release)
-    pkg = ckan_admin.action.package_show(id=release.name)
+    pkg = samples.product(ckan_admin, release.name)
     parquet = next(r for r in pkg["resources"] if r["opencity_resource"] == "requests")
     stored = _storage_file(ckan_server, parquet["id"])
     assert stored.is_file(), stored

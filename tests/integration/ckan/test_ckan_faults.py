@@ -44,10 +44,10 @@ def _hex(value: str | None) -> str:
     return (value or "").removeprefix("sha256:")
 
 
-def portal_vs_catalog(admin, release, catalog_pkg: dict, rows: int | None = None) -> list[str]:
+def portal_vs_catalog(samples, admin, release, catalog_pkg: dict, rows: int | None = None) -> list[str]:
     """Differences between the portal's dataset and the local catalog's package.json
     (``rows``: rows the DataStore table must hold; default: those of ``release``)."""
-    pkg = admin.action.package_show(id=release.name)
+    pkg = samples.product(admin, release.name)
     problems = []
     keys = Counter((r.get("opencity_resource"), r.get("partition") or "")
                    for r in pkg["resources"])
@@ -66,8 +66,10 @@ def portal_vs_catalog(admin, release, catalog_pkg: dict, rows: int | None = None
             problems.append(f"missing {key}")
         elif _hex(got.get("hash")) != _hex(entry["hash"]):
             problems.append(f"hash of {key} differs")
-    if keys.get(("datapackage", ""), 0) != 1:
-        problems.append(f"{keys.get(('datapackage', ''), 0)} datapackage resources")
+    for part in {entry.get("partition") or "" for entry in catalog_pkg["resources"]}:
+        if keys.get(("datapackage", part), 0) != 1:  # one per partition dataset
+            problems.append(f"{keys.get(('datapackage', part), 0)} datapackage resources "
+                            f"for {part!r}")
     if release.primary_key:
         tables = [r for r in pkg["resources"] if r.get("datastore_active")]
         if len(tables) != 1:
@@ -115,7 +117,7 @@ def _run_trial(samples, ckan_server, ckan_admin, proxy, org, tmp_path, action, m
         outcome = f"{'transient' if err.transient else 'TERMINAL'}: {str(err)[:160]}"
     took = time.monotonic() - t0
     fired = list(proxy.log)
-    after_fault = portal_vs_catalog(ckan_admin, release, expected) if outcome == "ok" \
+    after_fault = portal_vs_catalog(samples, ckan_admin, release, expected) if outcome == "ok" \
         else None
     proxy.plan()
     rerun_outcome, after_rerun = "not needed", []
@@ -125,7 +127,7 @@ def _run_trial(samples, ckan_server, ckan_admin, proxy, org, tmp_path, action, m
             _publisher(ckan_server.url, ckan_server, org).publish(release)
         except PublishError as err:
             rerun_outcome = f"{'transient' if err.transient else 'TERMINAL'}: {str(err)[:160]}"
-        after_rerun = portal_vs_catalog(ckan_admin, release, expected)
+        after_rerun = portal_vs_catalog(samples, ckan_admin, release, expected)
     return {"action": action, "mode": mode, "nth": nth, "fired": fired, "outcome": outcome,
             "seconds": round(took, 1), "after_fault": after_fault,
             "rerun": rerun_outcome, "after_rerun": after_rerun}
@@ -158,27 +160,28 @@ def test_rerun_repairs_duplicates_empty_hashes_and_second_tables(
     release = samples.kpi_release(samples.unique_name("repair"), tmp_path, WEEK1)
     expected = local_package(tmp_path, release)
     _publisher(ckan_server.url, ckan_server, org_name).publish(release)
-    pkg = ckan_admin.action.package_show(id=release.name)
+    pkg = samples.product(ckan_admin, release.name)
     parquet = next(r for r in pkg["resources"] if r["opencity_resource"] == "requests-weekly")
     csv = next(r for r in pkg["resources"] if r["opencity_resource"] == "requests-weekly-csv")
+    (part,) = samples.partition_packages(ckan_admin, release.name)
     # a duplicate with an empty hash (lost resource_create), as the old publisher left it
     with open(release.resources[0].path, "rb") as fh:
         ckan_admin.action.resource_create(
-            package_id=pkg["id"], name=parquet["name"], upload=fh, hash="",
+            package_id=part["id"], name=parquet["name"], upload=fh, hash="",
             opencity_resource="requests-weekly", partition="dt=2026-10-05")
     ckan_admin.action.resource_patch(id=csv["id"], hash="")  # a partial update
     ckan_admin.action.datastore_create(  # a second table (lost datastore_create)
         resource={"package_id": pkg["id"], "name": "second table",
                   "opencity_resource": "datastore-table", "partition": ""},
         fields=[{"id": "x", "type": "int"}], records=[{"x": 1}], force=True)
-    before = portal_vs_catalog(ckan_admin, release, expected)
+    before = portal_vs_catalog(samples, ckan_admin, release, expected)
     assert any("2 resources" in p for p in before) and any("empty hash" in p for p in before)
     assert "2 DataStore tables" in before
 
     fault_proxy.plan(fault_proxy.fault("resource_delete", "drop"))
     _publisher(fault_proxy.url, ckan_server, org_name).publish(release)
     assert fault_proxy.log, "the resource_delete fault never fired"
-    assert portal_vs_catalog(ckan_admin, release, expected) == []
+    assert portal_vs_catalog(samples, ckan_admin, release, expected) == []
 
 
 @pytest.mark.slow
@@ -201,8 +204,11 @@ def test_two_concurrent_publishers_on_one_public_dataset(
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
+    state_url = str(tmp_path / "state.sqlite")  # their lock (publish.ckan.lock)
+
     def run(releases):
-        pub = _publisher(ckan_server.url, ckan_server, org_name, timeout_s=30)
+        pub = _publisher(ckan_server.url, ckan_server, org_name, timeout_s=30,
+                         state_url=state_url)
         start.wait()
         try:
             for r in releases:
@@ -218,12 +224,17 @@ def test_two_concurrent_publishers_on_one_public_dataset(
     for t in threads:
         t.join(300)
     assert not errors, errors
-    problems = portal_vs_catalog(ckan_admin, week3, catalog.load_package(name), rows=36)
+    problems = portal_vs_catalog(samples, ckan_admin, week3, catalog.load_package(name), rows=36)
     assert problems == []
-    pkg = ckan_admin.action.package_show(id=name)
+    pkg = samples.product(ckan_admin, name)
     extras = {e["key"]: e["value"] for e in pkg["extras"]}
     assert (extras["temporal_start"], extras["temporal_end"]) == ("2026-10-05", "2026-10-25")
-    assert {f"privacy dt={w}" for w in (WEEK1, WEEK2, WEEK3)} <= set(extras)
+    # each partition's privacy sentence lives on its own partition dataset
+    parts = samples.partition_packages(ckan_admin, name)
+    assert sorted(p["name"].rsplit("--", 1)[1] for p in parts) == \
+        [f"dt-{w}" for w in (WEEK1, WEEK2, WEEK3)]
+    for p in parts:
+        assert any(e["key"].startswith("privacy dt=") for e in p["extras"])
 
 
 def test_a_hanging_ckan_fails_within_the_configured_timeout(

@@ -32,8 +32,10 @@ def test_311_dag_on_object_storage_publishes_to_ckan(airflow_db, sample_raw, s3_
     from airflow.utils.session import create_session
 
     from opencity.review.testing import approve_policy
+    from publish.ckan.partitions import partition_dataset_name
 
-    for name in (WEEKLY, MICRO):
+    # the products and their partition datasets (publish.ckan.partitions)
+    for name in [n for d in (WEEKLY, MICRO) for n in (d, partition_dataset_name(d, "dt=2026-10-05"))]:
         try:
             ckan_admin.action.dataset_purge(id=name)
         except ckanapi.NotFound:

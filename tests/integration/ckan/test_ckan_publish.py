@@ -13,6 +13,7 @@ import requests
 from opencity.errors import PublishError
 from publish.base import sha256_file
 from publish.ckan import CkanPublisher
+from publish.ckan.partitions import partition_dataset_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.ckan]
 
@@ -37,7 +38,7 @@ def test_publish_sample_products_and_download_them_anonymously(
     for release in (kpi, micro):
         result = pub.publish(release)
         assert result.created and not result.unchanged
-        pkg = ckan_anon.action.package_show(id=release.name)  # public now
+        pkg = samples.product(ckan_anon, release.name)  # public now
         assert pkg["private"] is False
         assert pkg["organization"]["name"] == org_name
         assert pkg["license_id"] == "cc-by"  # CKAN's licence list id for CC-BY-4.0
@@ -51,7 +52,7 @@ def test_publish_sample_products_and_download_them_anonymously(
                 assert pq.read_table(io.BytesIO(body.content)).equals(pq.read_table(res.path))
             else:
                 assert body.content == res.path.read_bytes()
-        dp = requests.get(by_key(pkg)[("datapackage", "")]["url"], timeout=30).json()
+        dp = requests.get(by_key(pkg)[("datapackage", res.partition)]["url"], timeout=30).json()
         # The one Frictionless builder (Data Package v2): tables are "type": "table", each
         # schema read from the file itself, hashes "sha256:<hex>".
         tabular = [r for r in dp["resources"] if r.get("type") == "table"]
@@ -61,7 +62,7 @@ def test_publish_sample_products_and_download_them_anonymously(
             [f.name for f in release.fields]
 
     extras = {e["key"]: e["value"]
-              for e in ckan_anon.action.package_show(id=micro.name)["extras"]}
+              for e in samples.product(ckan_anon, micro.name)["extras"]}
     assert extras["privacy_method"] == "k_anonymity"
     assert extras["k_anonymity_k"] == "5"
     assert extras["suppression_limit"] == "0.02"
@@ -71,7 +72,7 @@ def test_publish_sample_products_and_download_them_anonymously(
         "http://publications.europa.eu/resource/authority/frequency/DAILY"
     assert extras["provenance_run_id"] == "test__2026-10-05"
     kpi_extras = {e["key"]: e["value"]
-                  for e in ckan_anon.action.package_show(id=kpi.name)["extras"]}
+                  for e in samples.product(ckan_anon, kpi.name)["extras"]}
     assert kpi_extras["privacy_method"] == "small_count_suppression"
     assert kpi_extras["suppression_threshold"] == "15"
 
@@ -91,8 +92,9 @@ def test_rerun_leaves_portal_state_identical(samples, ckan_server, ckan_admin, o
 
     assert all(not r.created and not r.uploaded for r in results)
     assert samples.portal_state(ckan_admin, names) == before
+    # two products, each with one partition dataset
     assert ckan_admin.action.package_search(
-        fq=f"organization:{org_name}", include_private=True)["count"] == count_before == 2
+        fq=f"organization:{org_name}", include_private=True)["count"] == count_before == 4
 
 
 def test_new_partition_adds_resources_and_same_partition_patches_in_place(
@@ -100,21 +102,21 @@ def test_new_partition_adds_resources_and_same_partition_patches_in_place(
     name = samples.unique_name("kpi")
     pub = publisher(ckan_server, org_name)
     pub.publish(samples.kpi_release(name, tmp_path / "a", WEEK1))
-    first = by_key(ckan_admin.action.package_show(id=name))
+    first = by_key(samples.product(ckan_admin, name))
 
     pub.publish(samples.kpi_release(name, tmp_path / "b", WEEK2))  # a new partition
-    second = by_key(ckan_admin.action.package_show(id=name))
+    second = by_key(samples.product(ckan_admin, name))
     assert set(first) < set(second)
     for key, res in first.items():  # history kept: same ids, same files for week 1
         if key[0] not in ("datapackage", "datastore-table"):
             assert second[key]["id"] == res["id"] and second[key]["hash"] == res["hash"]
     assert ("requests-weekly", "dt=2026-10-12") in second
-    extras = {e["key"]: e["value"] for e in ckan_admin.action.package_show(id=name)["extras"]}
+    extras = {e["key"]: e["value"] for e in samples.product(ckan_admin, name)["extras"]}
     assert (extras["temporal_start"], extras["temporal_end"]) == ("2026-10-05", "2026-10-18")
 
     corrected = samples.kpi_release(name, tmp_path / "c", WEEK2, shift=1)  # same week, new numbers
     result = pub.publish(corrected)
-    third = by_key(ckan_admin.action.package_show(id=name))
+    third = by_key(samples.product(ckan_admin, name))
     assert set(third) == set(second)  # no new resource
     key = ("requests-weekly", "dt=2026-10-12")
     assert third[key]["id"] == second[key]["id"]
@@ -132,7 +134,7 @@ def test_datastore_search_returns_the_kpi_rows(samples, ckan_server, ckan_anon, 
     for r in releases:
         pub.publish(r)
     pub.publish(samples.kpi_release(name, tmp_path / "c", WEEK2, shift=1))  # upsert week 2 again
-    table = by_key(ckan_anon.action.package_show(id=name))[("datastore-table", "")]
+    table = by_key(samples.product(ckan_anon, name))[("datastore-table", "")]
     got = ckan_anon.action.datastore_search(resource_id=table["id"], limit=1000,
                                             sort="week_start, district_id, request_type")
     expected = sorted(
@@ -182,13 +184,14 @@ def test_kill_ckan_mid_publish_then_rerun_is_consistent(
     import ckanapi
 
     with pytest.raises(ckanapi.NotAuthorized):  # half-done and still private
-        ckan_anon.action.package_show(id=release.name)
-    half = ckan_admin.action.package_show(id=release.name)
-    assert half["private"] is True
+        samples.product(ckan_anon, release.name)
+    half = ckan_admin.action.package_show(
+        id=partition_dataset_name(release.name, "dt=2026-10-05"))
+    assert half["private"] is True  # the partition dataset: staged, one file in
     assert len(half["resources"]) == 1
 
     result = publisher(ckan_server, org_name).publish(release)
-    pkg = ckan_anon.action.package_show(id=release.name)
+    pkg = samples.product(ckan_anon, release.name)
     assert pkg["private"] is False and not result.created
     keys = [(r.get("opencity_resource"), r.get("partition")) for r in pkg["resources"]]
     assert len(keys) == len(set(keys)) == 4  # parquet, csv, datapackage, table: no duplicate
@@ -204,16 +207,24 @@ def test_anonymous_users_cannot_see_private_datasets(
 
     release = samples.microdata_release(samples.unique_name("micro"), tmp_path, WEEK1)
     publisher(ckan_server, org_name).publish(release)
-    ckan_admin.action.package_patch(id=release.name, private=True)  # a steward hides it
-    with pytest.raises(ckanapi.NotAuthorized):
-        ckan_anon.action.package_show(id=release.name)
+    part = partition_dataset_name(release.name, "dt=2026-10-05")
+    for name in (release.name, part):  # a steward hides the product and its partition
+        ckan_admin.action.package_patch(id=name, private=True)
+    for name in (release.name, part):
+        with pytest.raises(ckanapi.NotAuthorized):
+            ckan_anon.action.package_show(id=name)
     found = ckan_anon.action.package_search(q=release.name, include_private=True)
     assert release.name not in [p["name"] for p in found["results"]]
-    url = by_key(ckan_admin.action.package_show(id=release.name))[("requests", "dt=2026-10-05")]
+    url = by_key(ckan_admin.action.package_show(id=part))[("requests", "dt=2026-10-05")]
     assert requests.get(url["url"], timeout=30).status_code in (403, 404)
-    # A rerun respects the steward's decision: published once, hidden stays hidden.
+    # A rerun respects the steward's decision: published once, hidden stays hidden; so does
+    # a new partition of the hidden product.
     publisher(ckan_server, org_name).publish(release)
+    publisher(ckan_server, org_name).publish(
+        samples.microdata_release(release.name, tmp_path / "w2", WEEK2))
     assert ckan_admin.action.package_show(id=release.name)["private"] is True
+    for name in (part, partition_dataset_name(release.name, f"dt={WEEK2}")):
+        assert ckan_admin.action.package_show(id=name)["private"] is True
 
 
 def test_dcat_endpoints_parse_as_rdf(samples, ckan_server, org_name, tmp_path):
@@ -231,6 +242,13 @@ def test_dcat_endpoints_parse_as_rdf(samples, ckan_server, org_name, tmp_path):
     assert str(g.value(ds, DCTERMS.title)) == release.title
     assert str(g.value(ds, DCTERMS.accrualPeriodicity)) == \
         "http://publications.europa.eu/resource/authority/frequency/WEEKLY"
+    assert g.value(ds, DCTERMS.temporal) is not None
+    assert len(list(g.objects(ds, DCAT.distribution))) >= 1  # the DataStore table
+    # the files are distributions of the partition dataset, a DCAT dataset of its own
+    part = partition_dataset_name(release.name, "dt=2026-10-05")
+    ttl = requests.get(f"{ckan_server.url}/dataset/{part}.ttl", timeout=30)
+    g = rdflib.Graph().parse(data=ttl.text, format="turtle")
+    (ds,) = list(g.subjects(RDF.type, DCAT.Dataset))
     assert g.value(ds, DCTERMS.temporal) is not None
     assert len(list(g.objects(ds, DCAT.distribution))) >= 3
     cat = requests.get(f"{ckan_server.url}/catalog.ttl", timeout=30)

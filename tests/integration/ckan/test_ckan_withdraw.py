@@ -24,7 +24,7 @@ def test_withdraw_partition_removes_only_its_resources(samples, ckan_server, cka
     pub.publish(samples.kpi_release(name, tmp_path / "b", w2))
     removed = pub.withdraw_partition(name, "dt=2026-10-05", {"reason": "wrong map"})
     assert removed
-    pkg = ckan_anon.action.package_show(id=name)
+    pkg = samples.product(ckan_anon, name)
     parts = {r.get("partition") for r in pkg["resources"]} - {"", None}
     assert parts == {"dt=2026-10-12"}
     extras = {e["key"]: e["value"] for e in pkg["extras"]}
@@ -34,7 +34,7 @@ def test_withdraw_partition_removes_only_its_resources(samples, ckan_server, cka
     # until the dataset is published again from what remains, which rebuilds it.
     assert not [r for r in pkg["resources"] if r.get("opencity_resource") == "datastore-table"]
     pub.publish(samples.kpi_release(name, tmp_path / "b", w2))
-    pkg = ckan_anon.action.package_show(id=name)
+    pkg = samples.product(ckan_anon, name)
     (table,) = [r for r in pkg["resources"] if r.get("opencity_resource") == "datastore-table"]
     rows = ckan_anon.action.datastore_search(resource_id=table["id"], limit=1000)["records"]
     assert rows and "datastore_loaded dt=2026-10-05" not in table
