@@ -31,7 +31,6 @@ from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.timetables import PartitionTimetable
 
-
 _KWARGS = dag_kwargs(
     dag_id="cdr_mobility",
     schedule=PartitionTimetable("0 0 * * *", timezone="UTC"),

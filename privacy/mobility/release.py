@@ -197,7 +197,8 @@ def run_daily_release(
                 "rows_set_aside": prepared.quarantined,
                 "unknown_cell_ids_sample": list(prepared.unknown_cells),
                 "regions": len(prepared.regions),
-            })
+                "engine": engine,
+            } | ({"spark_master": session.sparkContext.master} if session is not None else {}))
             for reason, n in prepared.quarantined.items():
                 log.warning("%s rows set aside: %s", f"{n:,}", reason)
             tables = compute_products(prepared, cfg, random_state=seed, progress=progress)
