@@ -30,7 +30,7 @@ from privacy.mobility.release import read_cdr, read_towers
 DAY = date(2026, 10, 5)
 
 # Spark starts a JVM and runs ~30 small jobs per release: tens of seconds on 2 shared cores.
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,7 @@ def _assert_identical(out_d, out_s, cfg):
         assert product_metadata(name, a, cfg) == product_metadata(name, b, cfg)
 
 
+@slow
 def test_sample_day_releases_are_identical(spark, tmp_path):
     cdr, towers = sample_day(2.0)
     cfg = MobilityConfig(budget=DPBudget(1.0), seed=11)
@@ -144,6 +145,7 @@ def test_sample_day_releases_are_identical(spark, tmp_path):
     _assert_identical(out_d, out_s, cfg)
 
 
+@slow
 def test_heavy_subscriber_day_releases_are_identical(spark, tmp_path):
     cdr, towers = _heavy_day()
     cfg = MobilityConfig(budget=DPBudget(2.0), seed=2**40 + 7, max_region_hours=5,
@@ -154,6 +156,7 @@ def test_heavy_subscriber_day_releases_are_identical(spark, tmp_path):
     _assert_identical(out_d, out_s, cfg)
 
 
+@slow
 def test_partition_selection_releases_are_identical(spark, tmp_path):
     """delta > 0: OD keys come from the data through private partition selection."""
     cdr, towers = _heavy_day()
