@@ -195,3 +195,25 @@ def test_spark_master_needs_the_spark_engine(tmp_path, capsys):
                  DAY.isoformat(), "--out", str(tmp_path / "o"), "--quiet",
                  "--spark-master", "spark://127.0.0.1:7077"])
     assert code != 0 and "--engine spark" in capsys.readouterr().err
+
+
+@slow
+def test_bad_input_on_spark_is_a_clear_terminal_error(spark, tmp_path):
+    """A schema that differs from the contract and a path the cluster cannot read: a clear
+    DataQualityError (terminal), naming the column or the path, never a Spark traceback."""
+    from opencity.errors import DataQualityError
+
+    cdr, towers = _heavy_day()
+    bad = cdr.set_column(1, "event_time", pa.array(
+        [None if v is None else str(v) for v in cdr.column("event_time").to_pylist()]))
+    cdr_path, towers_path = _write(tmp_path, bad.slice(0, 500), towers)
+    con = connect()
+    try:
+        with pytest.raises(DataQualityError, match="event_time has type STRING"):
+            spark_products.prepare_events(spark, spark_products.read_cdr(spark, str(cdr_path)),
+                                          read_towers(con, towers_path), DAY, con=con)
+        with pytest.raises(DataQualityError, match="cannot read the input") as info:
+            spark_products.read_cdr(spark, f"file://{tmp_path}/missing/*.parquet")
+        assert not info.value.transient
+    finally:
+        con.close()
