@@ -15,26 +15,37 @@ instead of spending again, whatever `run_dir` says. A privacy officer approves t
 release and every new policy version (task group `approval`).
 
 **Tasks:** ingest -> release -> publish (bodies in `privacy.mobility.pipeline`).
+
+**Engine:** param `engine` (`duckdb` default, `spark`): with `spark` the release task runs
+the row-level steps on the Spark master of connection `spark_default` (or
+`$OPENCITY_SPARK_MASTER`) as a client-mode driver; only aggregates come back.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, get_current_context
+from airflow.sdk import Param, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.timetables import PartitionTimetable
 
-
-@dag(**dag_kwargs(
+_KWARGS = dag_kwargs(
     dag_id="cdr_mobility",
     schedule=PartitionTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
     privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),
-))
+)
+_KWARGS["params"]["engine"] = Param(
+    "duckdb", type="string", enum=["duckdb", "spark"], title="Engine",
+    description="Where the row-level steps run: duckdb (on the worker) or spark (the cluster "
+                "of connection spark_default or $OPENCITY_SPARK_MASTER, client mode from the "
+                "task; only aggregates come back).")
+
+
+@dag(**_KWARGS)
 def cdr_mobility():
     @pipeline_task
     def ingest() -> dict:
@@ -50,8 +61,11 @@ def cdr_mobility():
         from privacy.mobility import pipeline
 
         params = get_current_context()["params"]
+        engine = params.get("engine") or "duckdb"
         return pipeline.release(run_settings(), ingested, data_interval()[0],
-                                float(params["epsilon"]), float(params["delta"]))
+                                float(params["epsilon"]), float(params["delta"]), engine=engine,
+                                spark_master=pipeline.spark_master_from_airflow()
+                                if engine == "spark" else None)
 
     @pipeline_task(outlets=[asset("cdr_mobility")])
     def publish(released: dict) -> dict:

@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="most origin-destination pairs one subscriber counts in (default: 4)")
     p.add_argument("--seed", type=_int, default=None, metavar="N",
                    help="fix sampling and noise (tests only: never for a real release)")
+    p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                   help="where the row-level steps run: duckdb (embedded, default) or spark "
+                        "(the operator's cluster; only aggregates come back, the ledger, "
+                        "noise and statement stay here)")
+    p.add_argument("--spark-master", default=None, metavar="URL",
+                   help="Spark master for --engine spark: spark://host:port or local[N] "
+                        "(default: $OPENCITY_SPARK_MASTER, else local[*])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -118,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if eps is None:
         eps = load_policy().dataset(DATASET).budget.epsilon
     budget = DPBudget(eps, args.delta)  # checked against the policy (tighten only)
+    if args.spark_master and args.engine != "spark":
+        raise ConfigError("--spark-master needs --engine spark")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     steps = ["read", "hourly_presence", "od_matrix", "home_region", "gyration", "ledger"]
@@ -134,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
             release_id=args.release_id, seed=args.seed,
             config={"max_region_hours": args.max_region_hours,
                     "max_od_pairs": args.max_od_pairs},
-            progress=progress,
+            progress=progress, engine=args.engine, spark_master=args.spark_master,
         )
     finally:
         bar.close()

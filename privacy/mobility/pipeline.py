@@ -41,11 +41,14 @@ def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]
 
 
 def release(settings: Settings, ingested: dict[str, Any], start: datetime,
-            epsilon: float | None = None, delta: float | None = None) -> dict[str, Any]:
+            epsilon: float | None = None, delta: float | None = None,
+            engine: str = "duckdb", spark_master: str | None = None) -> dict[str, Any]:
     """DP products of the interval's day into outputs/<dataset>/dt=DAY (temp dir, renamed).
 
     ``epsilon``/``delta`` (DAG params) may only tighten the release policy's per-release
     budget; the caps come from the policy, the ledger from ``settings.state_url``.
+    ``engine`` ``spark`` runs the row-level steps on ``spark_master`` (client mode from the
+    task; see :func:`spark_master_from_airflow`); everything else is unchanged.
     """
     from privacy.dp import DPBudget, Ledger
     from privacy.mobility.release import DATASET, run_daily_release
@@ -58,7 +61,7 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
                       allowed.delta if delta is None else delta)
     result = run_daily_release(
         ingested["clean_path"], ingested["towers"], _day(start), tmp, budget, ledger=ledger,
-        release_id="daily",
+        release_id="daily", engine=engine, spark_master=spark_master,
     )
     from expectations.gate import validate_dp_release
     from opencity.io import discard_on_failure, replace_dir
@@ -85,6 +88,30 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
         "delta": result.ledger_entry.delta,
         "validation": {name: v.get("success") for name, v in validation.items()},
     }
+
+
+def spark_master_from_airflow(conn_id: str = "spark_default") -> str | None:
+    """The Spark master URL: ``$OPENCITY_SPARK_MASTER``, else the Airflow connection
+    ``conn_id`` (host ``spark://h`` or ``h``, port; default 7077), else None (``local[*]``).
+
+    Read in the task body only (never while the DAG file is parsed)."""
+    import os
+
+    if os.environ.get("OPENCITY_SPARK_MASTER"):
+        return os.environ["OPENCITY_SPARK_MASTER"]
+    try:
+        from airflow.sdk import Connection
+
+        conn = Connection.get(conn_id)
+    except Exception:  # noqa: BLE001 - no such connection: fall back to local mode
+        return None
+    host = (conn.host or "").strip()
+    if not host:
+        return None
+    if host.startswith("local"):
+        return host
+    host = host.removeprefix("spark://")
+    return f"spark://{host}:{conn.port or 7077}"
 
 
 def publish(settings: Settings, released: dict[str, Any], start: datetime, end: datetime,

@@ -52,6 +52,9 @@ DEFAULT_GYRATION_BINS_KM = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 UNIT_COLUMNS = ("subscriber_pid", "subscriber_id")  # pseudonym preferred over raw MSISDN
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON_EQUATOR = 111.320
+# The privacy unit id in SQL over the unit column ``u``; Spark computes the same value
+# (privacy.mobility.spark_products.uid_column): the first 15 hex digits of md5 (60 bits).
+UID_SQL = "('0x' || md5(u::VARCHAR)[1:15])::BIGINT"
 
 
 @dataclass(frozen=True)
@@ -141,23 +144,26 @@ class PreparedEvents:
 
     Attributes:
         events: relation ``unit, uid, event_time, hour, region_id, lat, lon`` (clean rows
-            only). ``uid`` is a 64-bit hash of ``unit`` that the products use as the privacy
-            unit (cheaper to group than the pseudonym string; a collision would merge two
-            subscribers into one bounded unit, which only tightens the bounds).
+            only). ``uid`` is :data:`UID_SQL`, the first 15 hex digits of md5(unit) as a BIGINT,
+            the privacy unit of the products (cheaper to group than the pseudonym string and
+            computed identically by the Spark engine; a collision would merge two subscribers
+            into one bounded unit, which only tightens the bounds).
         regions: public region ids (from the tower table), sorted.
         rows_in: input rows read.
         quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
             ``unknown_cell``).
         unknown_cells: up to 20 cell ids not in the tower table (network ids, not personal).
         n_units: distinct subscribers among the clean rows (used only to validate delta).
+        cache: the Spark engine's persisted scan (``unpersist()`` it when done); None in DuckDB.
     """
 
-    events: duckdb.DuckDBPyRelation
+    events: Any  # a DuckDB relation, or a Spark DataFrame (privacy.mobility.spark_products)
     regions: tuple[str, ...]
     rows_in: int
     quarantined: dict[str, int]
     unknown_cells: tuple[str, ...]
     n_units: int
+    cache: Any = None
 
     @property
     def rows_used(self) -> int:
@@ -248,7 +254,8 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
     # One scan of the CDR: every row once, with the reason it is set aside (0 = clean).
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _mob_scan AS
-        SELECT c.u AS unit, hash(c.u) AS uid, c.event_time, hour(c.event_time)::TINYINT AS hour,
+        SELECT c.u AS unit, {UID_SQL.replace('u::', 'c.u::')} AS uid, c.event_time,
+               hour(c.event_time)::TINYINT AS hour,
                t.region_id, t.lat, t.lon,
                CASE WHEN c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL THEN 1
                     WHEN NOT {in_day} THEN 2
@@ -315,6 +322,10 @@ def connect() -> duckdb.DuckDBPyConnection:
         ) from err
 
 
+def _is_spark(data: Any) -> bool:
+    return type(data).__module__.startswith("pyspark.")
+
+
 def _regions_table(regions: tuple[str, ...]) -> pa.Table:
     return pa.table({"region_id": pa.array(regions, pa.string())})
 
@@ -337,6 +348,10 @@ def hourly_presence(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...],
 def od_transitions(events: duckdb.DuckDBPyRelation, unit: str = "unit"
                    ) -> duckdb.DuckDBPyRelation:
     """Per subscriber, each move between consecutive events in distinct regions (no noise)."""
+    if _is_spark(events):
+        from privacy.mobility import spark_products
+
+        return spark_products.od_transitions(events, unit)
     return events.query("ev", f"""
         SELECT {unit} AS unit, origin, destination FROM (
             SELECT {unit}, region_id AS destination,
@@ -423,13 +438,21 @@ def with_od_status(released: pa.Table, pairs: pa.Table) -> pa.Table:
 
 def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str = "unit"
                  ) -> duckdb.DuckDBPyRelation:
-    """One row per subscriber with night events: its modal night-time region (no noise)."""
+    """One row per subscriber with night events: its modal night-time region (no noise).
+
+    Ties are broken by the smallest keyed SHA-256 of ``seed, unit, region_id`` (joined by
+    the unit separator), the same text in both engines."""
+    if _is_spark(events):
+        from privacy.mobility import spark_products
+
+        return spark_products.home_regions(events, cfg, unit)
     hours = ", ".join(str(h) for h in cfg.night_hours)
     return events.query("ev", f"""
         SELECT unit, region_id FROM (
             SELECT {unit} AS unit, region_id, row_number() OVER (
                 PARTITION BY {unit} ORDER BY count(*) DESC,
-                hash({unit}, region_id, {cfg.seed}::BIGINT), region_id) AS rn
+                sha256(concat_ws(chr(31), '{int(cfg.seed)}', {unit}::VARCHAR, region_id)),
+                region_id) AS rn
             FROM ev WHERE hour IN ({hours}) GROUP BY {unit}, region_id)
         WHERE rn = 1
     """)
@@ -450,6 +473,10 @@ def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: 
 def gyration_bins(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str = "unit"
                   ) -> duckdb.DuckDBPyRelation:
     """One row per subscriber: radius of gyration (km) and its histogram bin (no noise)."""
+    if _is_spark(events):
+        from privacy.mobility import spark_products
+
+        return spark_products.gyration_bins(events, cfg, unit)
     edges = cfg.gyration_bins_km
     case = "CASE " + " ".join(f"WHEN rg_km >= {e!r} THEN {e!r}" for e in reversed(edges)) \
         + " END"

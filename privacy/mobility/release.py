@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from opencity.errors import DataQualityError
+from opencity.errors import ConfigError, DataQualityError
 from opencity.io import staged_dir, write_bytes_atomic
 from privacy.dp import DPBudget
 from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 DATASET = "opencity-cdr-mobility-daily"  # the release policy's dataset (= catalog name)
 PRIVACY_FILE = "privacy.json"
 REPORT_FILE = "_run/report.json"
+ENGINES = ("duckdb", "spark")
+
+
+def spark_master_url(master: str | None = None) -> str:
+    """The Spark master: the argument, else ``$OPENCITY_SPARK_MASTER``, else ``local[*]``."""
+    import os
+
+    return master or os.environ.get("OPENCITY_SPARK_MASTER") or "local[*]"
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,8 @@ def run_daily_release(
     seed: int | None = None,
     config: dict[str, Any] | None = None,
     progress: Any = None,
+    engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> ReleaseResult:
     """Compute, account and write the mobility products of one UTC day.
 
@@ -134,6 +144,11 @@ def run_daily_release(
             cryptographic noise (production).
         config: extra MobilityConfig fields (shares, max_region_hours, ...).
         progress: optional callable(step_name).
+        engine: ``duckdb`` (embedded, default) or ``spark``: where the row-level steps run
+            (event preparation, bounding, aggregation). Noise, ledger, statement and files
+            are the same either way; only aggregates come back from Spark.
+        spark_master: the Spark master with ``engine="spark"`` (``spark://host:port`` or
+            ``local[N]``; default ``$OPENCITY_SPARK_MASTER``, else ``local[*]``).
 
     Raises:
         PrivacyBudgetError: the subscriber's monthly account or the day's per-release budget
@@ -141,6 +156,8 @@ def run_daily_release(
         DataQualityError / ConfigError: bad input or parameters (messages name the value).
     """
     out = Path(out_dir)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not isinstance(ledger, Ledger):
         ledger = Ledger(ledger or default_state_url())
     policy = ledger.policy.dataset(DATASET)
@@ -155,12 +172,24 @@ def run_daily_release(
 
     def compute() -> tuple[dict[str, Any], dict[str, bytes]]:
         con = connect()
+        session = prepared = None
         try:
             if progress:
                 progress("read")
-            prepared = prepare_events(con, read_cdr(con, cdr_path),
-                                      read_towers(con, towers_path), day,
-                                      source=f"CDR input {cdr_path}")
+            if engine == "spark":
+                from privacy.dp.backends.spark import spark_session
+                from privacy.mobility import spark_products
+
+                towers = read_towers(con, towers_path)  # public reference, validated here
+                session = spark_session(spark_master_url(spark_master),
+                                        app_name=f"opencity-mobility-{day.isoformat()}")
+                prepared = spark_products.prepare_events(
+                    session, spark_products.read_cdr(session, str(cdr_path)), towers, day,
+                    con=con, source=f"CDR input {cdr_path}")
+            else:
+                prepared = prepare_events(con, read_cdr(con, cdr_path),
+                                          read_towers(con, towers_path), day,
+                                          source=f"CDR input {cdr_path}")
             report.update({
                 "date": day.isoformat(),
                 "rows_read": prepared.rows_in,
@@ -168,12 +197,17 @@ def run_daily_release(
                 "rows_set_aside": prepared.quarantined,
                 "unknown_cell_ids_sample": list(prepared.unknown_cells),
                 "regions": len(prepared.regions),
-            })
+                "engine": engine,
+            } | ({"spark_master": session.sparkContext.master} if session is not None else {}))
             for reason, n in prepared.quarantined.items():
                 log.warning("%s rows set aside: %s", f"{n:,}", reason)
             tables = compute_products(prepared, cfg, random_state=seed, progress=progress)
         finally:
             con.close()
+            if prepared is not None and prepared.cache is not None:
+                prepared.cache.unpersist()
+            if session is not None:
+                session.stop()
         day_value = pa.scalar(day, pa.date32())
         artifacts: dict[str, bytes] = {}
         products_meta: dict[str, Any] = {}
