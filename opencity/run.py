@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -147,37 +148,45 @@ def plan_intervals(dag, start: date, end: date, now: datetime) -> list[tuple[dat
     return out
 
 
-def _task_error(log_root: Path, dag_id: str, run_id: str, task_id: str) -> str:
-    """The last error line of a failed task's log (OpenCity's messages name no row content)."""
-    logs = sorted((log_root / f"dag_id={dag_id}" / f"run_id={run_id}"
-                   / f"task_id={task_id}").glob("**/*.log"))
-    text = logs[-1].read_text(encoding="utf-8", errors="replace") if logs else ""
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Required)): (.*)$")
+_OWN_ERRORS = ("airflow.sdk.exceptions.AirflowFailException", "opencity.", "privacy.",
+               "transforms.", "publish.", "expectations.", "kpi.")
+
+
+def task_error(lines: list[str]) -> str:
+    """The failing task's message from the runner's output (dag.test prints task logs).
+
+    Only OpenCity's own errors (terminal ones reach Airflow as AirflowFailException) are
+    quoted: their messages name no row content. Any other exception is named by its type.
+    """
     found = ""
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            rec = {"event": line}
-        event = str(rec.get("event", "")) if isinstance(rec, dict) else ""
-        for key in ("error_detail", "exception"):
-            detail = rec.get(key) if isinstance(rec, dict) else None
-            if detail:
-                event = f"{event} {json.dumps(detail)}"
-        if any(w in event for w in ("Error", "error", "failed", "Fail")):
-            found = event
+    for line in lines:
+        m = _EXC_LINE.match(line.strip())
+        if not m:
+            continue
+        kind, message = m.groups()
+        if kind.startswith(_OWN_ERRORS):
+            found = message
+        else:
+            found = f"{kind} (details in the runner's log)"
     return found
 
 
 def _published(run_dir: Path, start: datetime) -> list[str]:
-    """``dataset/dt=...`` partitions of ``start`` in the run's local catalog."""
+    """``dataset/dt=...``: the datasets of the run's local catalog holding a resource of the
+    interval's partition (from each dataset's derived ``package.json``)."""
     from opencity.settings import partition_name
 
     part = partition_name(start)
-    catalog = run_dir / "catalog"
-    if not catalog.is_dir():
-        return []
-    return sorted(f"{p.parent.name}/{part}" for p in catalog.glob(f"*/{part}")
-                  if p.is_dir() and not p.name.startswith("."))
+    out = []
+    for pkg in sorted((run_dir / "catalog").glob("*/package.json")):
+        try:
+            resources = json.loads(pkg.read_text(encoding="utf-8")).get("resources", [])
+        except (OSError, ValueError):
+            continue
+        if any(isinstance(r, dict) and r.get("partition") == part for r in resources):
+            out.append(f"{pkg.parent.name}/{part}")
+    return out
 
 
 def classify(states: dict[str, str | None], error: str) -> str:
@@ -220,7 +229,6 @@ def run_range(dag_id: str, start: date, end: date, conf: dict[str, Any]) -> int:
           flush=True)
     db.resetdb()  # this run's own metadata DB (RUN_DIR/airflow): runs of the range only
     run_dir = Path(conf["run_dir"])
-    log_root = Path(os.environ["AIRFLOW_HOME"]) / "logs"
     for s, e in intervals:
         t0 = time.monotonic()
         # A manual run's date is its "run after": the interval it covers ends there.
@@ -233,22 +241,31 @@ def run_range(dag_id: str, start: date, end: date, conf: dict[str, Any]) -> int:
                   for ti in tis}
         failed = sorted((ti.start_date or e, ti.task_id) for ti in tis
                         if states[ti.task_id] == "failed")
-        error = _task_error(log_root, dag_id, dr.run_id, failed[0][1]) if failed else ""
-        state = classify(states, error)
-        res = {"start": s.date().isoformat(), "end": e.date().isoformat(), "state": state,
+        res = {"start": s.date().isoformat(), "end": e.date().isoformat(),
                "dag_run_state": str(getattr(dr.state, "value", dr.state)),
-               "seconds": round(time.monotonic() - t0, 2),
+               "seconds": round(time.monotonic() - t0, 2), "task_states": states,
                "tasks": sum(1 for v in states.values() if v == "success"),
                "failed_task": failed[0][1] if failed else None,
-               "error": error[:2000] if state == FAILED else "",
                "published": _published(run_dir, s)}
+        # the parent reads the task's error from this process's output, then answers
         print(json.dumps(res), flush=True)
-        if state not in OK_STATES:
+        if sys.stdin.readline().strip() != "continue":
             break
     return 0
 
 
 # --- the command --------------------------------------------------------------------------
+def _message(line: str) -> dict[str, Any] | None:
+    """A JSON line of the runner (plan, error or interval result), else None (a log line)."""
+    if not line.startswith("{"):
+        return None
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    return msg if isinstance(msg, dict) and ({"plan", "error", "start"} & set(msg)) else None
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -316,42 +333,55 @@ def run(dag_id: str, raw: Path, out: Path, start: date, end: date,
     cmd = [sys.executable, "-m", "opencity.airflow_runner", "--range", dag_id,
            start.isoformat(), end.isoformat(), "--conf", json.dumps(conf)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=str(run_dir))
-    assert proc.stdout is not None
+    log_file = run_dir / "airflow" / "run-runner.log"
     plan: list[list[str]] = []
     results: list[dict[str, Any]] = []
     error = ""
     bar = None
-    try:
-        for line in proc.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            msg = json.loads(line)
-            if "error" in msg and "state" not in msg:
-                error = msg["error"]
-            elif "plan" in msg:
-                plan = msg["plan"]
-                bar = tqdm(total=len(plan), desc=f"{dag_id}", unit="interval",
-                           file=sys.stderr, disable=not progress)
-            else:
-                results.append(msg)
-                if bar is not None:
-                    bar.set_postfix_str(f"{msg['start']} {msg['state']}")
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    stderr = proc.stderr.read() if proc.stderr else ""
-    code = proc.wait()
-    log_file = run_dir / "airflow" / "run-runner.log"
-    log_file.write_text(stderr, encoding="utf-8")
+    lines: list[str] = []  # the runner's output since the last interval (task logs)
+    with log_file.open("w", encoding="utf-8") as log, subprocess.Popen(
+            cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, cwd=str(run_dir)) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            for line in proc.stdout:
+                msg = _message(line)
+                if msg is None:
+                    log.write(line)
+                    lines.append(line)
+                    continue
+                if "error" in msg:
+                    error = msg["error"]
+                elif "plan" in msg:
+                    plan = msg["plan"]
+                    bar = tqdm(total=len(plan), desc=dag_id, unit="interval", file=sys.stderr,
+                               disable=not progress)
+                else:
+                    err = task_error(lines) if msg.get("failed_task") else ""
+                    msg["state"] = classify(msg.pop("task_states", {}), err)
+                    msg["error"] = err if msg["state"] == FAILED else ""
+                    results.append(msg)
+                    lines = []
+                    log.write(json.dumps(msg) + "\n")
+                    if bar is not None:
+                        bar.set_postfix_str(f"{msg['start']} {msg['state']}")
+                        bar.update(1)
+                    go = msg["state"] in OK_STATES
+                    try:
+                        proc.stdin.write("continue\n" if go else "stop\n")
+                        proc.stdin.flush()
+                    except BrokenPipeError:  # pragma: no cover - the runner died
+                        pass
+        finally:
+            if bar is not None:
+                bar.close()
+        code = proc.wait()
     if error:
         raise ConfigError(error)
     if not plan:
-        raise PipelineError(f"the Airflow runner stopped before planning (exit {code}); its "
-                            f"output is in {log_file}")
+        tail = "".join(lines[-3:]).strip()
+        raise PipelineError(f"the Airflow runner stopped before planning (exit {code}): "
+                            f"{tail[-500:] or 'no output'}; its output is in {log_file}")
     done = {r["start"] for r in results}
     for s, e in plan:
         if s[:10] not in done:
@@ -361,10 +391,9 @@ def run(dag_id: str, raw: Path, out: Path, start: date, end: date,
     ok = code == 0 and all(r["state"] in OK_STATES for r in results) and bool(with_data)
     summary = {"dag_id": dag_id, "from": start.isoformat(), "to": end.isoformat(),
                "run_dir": str(run_dir), "intervals": results, "ok": ok,
-               "seconds": round(time.monotonic() - t0, 1), "runner_log": str(log_file),
-               "task_logs": str(run_dir / "airflow" / "logs")}
-    if code != 0 and not error:
-        summary["runner_error"] = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
+               "seconds": round(time.monotonic() - t0, 1), "runner_log": str(log_file)}
+    if code != 0:
+        summary["runner_error"] = [f"the runner exited with status {code}"]
     (run_dir / f"run-{dag_id}-{start}-{end}.json").write_text(json.dumps(summary, indent=2),
                                                               encoding="utf-8")
     return summary
@@ -397,7 +426,7 @@ def _cmd(args: argparse.Namespace) -> int:
         print(f"opencity run: interval {failed['start']} {failed['state']}"
               + (f" at task {failed.get('failed_task')}" if failed.get("failed_task") else "")
               + (f": {failed['error']}" if failed.get("error") else "")
-              + f"; task logs in {summary['task_logs']}", file=sys.stderr)
+              + f"; task logs in {summary['runner_log']}", file=sys.stderr)
     elif summary.get("runner_error"):
         print(f"opencity run: the Airflow runner failed: {summary['runner_error'][0]}; see "
               f"{summary['runner_log']}", file=sys.stderr)
