@@ -36,11 +36,14 @@ def test_three_weeks_of_311_two_with_data_one_gap(sample_raw, tmp_path):
         assert r["tasks"] > 5
         assert f"opencity-311-requests-weekly/dt={r['start']}" in r["published"]
         for entry in r["published"]:  # every partition reported is in the catalog
-            assert (out / "catalog" / entry).is_dir()
+            dataset, part = entry.split("/")
+            package = json.loads((out / "catalog" / dataset / "package.json").read_text())
+            files = [res["path"] for res in package["resources"] if res["partition"] == part]
+            assert files and all((out / "catalog" / dataset / f).is_file() for f in files)
     # the gap publishes nothing and is said so
     gap = summary["intervals"][2]
     assert gap["published"] == []
-    assert not list((out / "catalog").glob("*/dt=2026-10-19"))
+    assert not list((out / "catalog").glob("*/data/*/dt=2026-10-19"))
     # progress bar on stderr, the summary table on stdout
     assert "interval" in proc.stderr and "3/3" in proc.stderr
     head, *rows = [line for line in proc.stdout.splitlines() if line.strip()][:4]
@@ -55,13 +58,14 @@ def test_three_weeks_of_311_two_with_data_one_gap(sample_raw, tmp_path):
 def test_a_range_without_any_data_fails(sample_raw, tmp_path):
     out = tmp_path / "run"
     proc = _run("opencity_311", "--raw", str(sample_raw), "--out", str(out),
-                "--from", "2026-10-19", "--to", "2026-11-02")
+                "--from", "2026-10-19", "--to", "2026-10-26")
     assert proc.returncode == 1
     assert "no data" in proc.stdout
-    assert "no interval of [2026-10-19, 2026-11-02) had input data" in proc.stderr
+    assert "no interval of [2026-10-19, 2026-10-26) had input data" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_unapproved_config_policy_is_refused(sample_raw, tmp_path):
     """A city's own policy.yaml that no officer approved: the approval gate refuses the first
     interval with its message (opencity approve ...), nothing is published, exit 1."""
@@ -71,8 +75,11 @@ def test_an_unapproved_config_policy_is_refused(sample_raw, tmp_path):
     config = tmp_path / "city"
     config.mkdir()
     (config / "sources.yaml").write_text(DEFAULT_FILE.read_text())
-    # a new policy version: same parameters, another hash (a comment changes the file)
-    (config / "policy.yaml").write_text(DEFAULT_POLICY.read_text() + "\n# city copy\n")
+    # a new policy version: same parameters, another description, so another hash
+    text = DEFAULT_POLICY.read_text()
+    assert "description: a 311 requester\n" in text
+    (config / "policy.yaml").write_text(
+        text.replace("description: a 311 requester\n", "description: a 311 requester (city)\n"))
     out = tmp_path / "run"
     proc = _run("opencity_311", "--config", str(config), "--raw", str(sample_raw),
                 "--out", str(out), "--from", "2026-10-05", "--to", "2026-10-19")
@@ -80,7 +87,7 @@ def test_an_unapproved_config_policy_is_refused(sample_raw, tmp_path):
     assert "waits for a privacy officer's approval" in proc.stderr
     assert "opencity approve" in proc.stderr
     assert "not run" in proc.stdout  # the second interval is not attempted
-    assert not list((out / "catalog").glob("*/dt=*"))
+    assert not list((out / "catalog").glob("*/data/*/dt=*"))
     assert "Traceback" not in proc.stderr
 
 
