@@ -139,12 +139,13 @@ def plan_intervals(dag, start: date, end: date, now: datetime) -> list[tuple[dat
     if not out:
         raise ConfigError(f"no interval of {dag.dag_id}'s schedule starts in [{start}, {end}); "
                           "widen the range")
-    future = [s for s, e in out if e > now]
+    future = [(s, e) for s, e in out if e > now]
     if future:
         raise ConfigError(
-            f"the interval starting {future[0]:%Y-%m-%d} ends in the future "
-            f"({out[-1][1]:%Y-%m-%d %H:%M} UTC > now): only intervals that are over can run; "
-            f"end the range (--to) on or before {min(future):%Y-%m-%d}")
+            f"the interval starting {future[0][0]:%Y-%m-%d} ends in the future "
+            f"({future[0][1]:%Y-%m-%d %H:%M} UTC, now is {now:%Y-%m-%d %H:%M} UTC): only "
+            f"intervals that are over can run; end the range (--to) on or before "
+            f"{future[0][0]:%Y-%m-%d}")
     return out
 
 
