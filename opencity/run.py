@@ -4,7 +4,10 @@ and backfills without a scheduler.
 Runs the real DAG (``dag.test()``, one run per data interval, in a subprocess with its own
 AIRFLOW_HOME under ``RUN_DIR/airflow``, the way ``opencity demo`` does) for every data interval
 of the DAG's timetable that starts in ``[FROM, TO)``, one after the other, with a progress bar
-on stderr and a summary table at the end (interval, state, seconds, partitions published).
+on stderr and a summary table at the end (interval, state, seconds, partitions published),
+also written to ``RUN_DIR/run-DAG_ID-FROM-TO.json``; the runner's output (task logs) goes to
+``RUN_DIR/airflow/run-runner.log``. Releases spend from the portal's budget ledger and are
+recorded in its release registry (``OPENCITY_STATE_URL``, as for every DAG run).
 
 ``--config DIR`` is the city's configuration: ``DIR/sources.yaml`` (the source registry) and,
 if present, ``DIR/policy.yaml`` (the release policy; a policy no privacy officer approved is
@@ -309,8 +312,9 @@ def _env(files: dict[str, Path], run_dir: Path, raw: Path) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "false",
         "PYTHONWARNINGS": "ignore",
     })
-    # No Airflow UI here: a release waiting for approval fails with the approve command.
-    env.setdefault("OPENCITY_APPROVAL_MODE", "cli")
+    # No Airflow UI and nobody to answer in this scratch metadata DB: a release waiting for
+    # approval fails with the `opencity approve` command instead of waiting forever.
+    env["OPENCITY_APPROVAL_MODE"] = "cli"
     return env
 
 

@@ -127,3 +127,13 @@ def test_missing_raw_dir_is_refused(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "--raw" in err and "no such directory" in err
+
+
+def test_help_states_the_rule_for_intervals_without_input(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "reported as ``no data`` (nothing published, no privacy budget spent)" in text
+    for flag in ("--config DIR", "--raw DIR", "--out RUN_DIR", "--from YYYY-MM-DD",
+                 "--to YYYY-MM-DD"):
+        assert flag in text
