@@ -34,6 +34,8 @@ def test_three_weeks_of_311_two_with_data_one_gap(sample_raw, tmp_path):
     assert summary["ok"] is True
     for r in summary["intervals"][:2]:
         assert r["tasks"] > 5
+        assert r["task_seconds"]["ingest"] > 0
+        assert sum(r["task_seconds"].values()) <= r["seconds"]
         assert f"opencity-311-requests-weekly/dt={r['start']}" in r["published"]
         for entry in r["published"]:  # every partition reported is in the catalog
             dataset, part = entry.split("/")
