@@ -3,7 +3,10 @@
 Used by ``opencity demo`` in a subprocess whose environment already points AIRFLOW_HOME and the
 DAGs folder at the run directory, because Airflow reads its configuration at import time.
 
-    python -m opencity.airflow_runner --dag opencity_311 --date 2026-10-05 --date 2026-10-12
+    python -m opencity.airflow_runner --run opencity_311@2026-10-12 --run opencity_311@2026-10-19
+    python -m opencity.airflow_runner --range opencity_311 2026-10-05 2026-10-19 --conf '{...}'
+
+``--range`` is ``opencity run`` (opencity.run.run_range): every interval of the DAG's timetable.
 """
 
 from __future__ import annotations
@@ -51,7 +54,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="a DAG and the logical date (data interval start) to run; repeatable")
     ap.add_argument("--reset-db", action="store_true")
     ap.add_argument("--conf", default="{}", help="JSON run conf passed to every run")
+    ap.add_argument("--range", nargs=3, metavar=("DAG_ID", "FROM", "TO"),
+                    help="every data interval starting in [FROM, TO) (opencity run)")
     args = ap.parse_args(argv)
+    if args.range:
+        from datetime import date
+
+        from opencity.run import run_range
+
+        dag_id, start, end = args.range
+        return run_range(dag_id, date.fromisoformat(start), date.fromisoformat(end),
+                         json.loads(args.conf))
     pairs = [tuple(r.split("@", 1)) for r in args.run]
     results = run(pairs, args.reset_db, json.loads(args.conf))
     ok = all(r["state"] == "success" for r in results) and len(results) == len(pairs)

@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "opencity.budget",
     "opencity.review.cli",
     "opencity.verify",
+    "opencity.run",
 )
 
 EXIT_OK = 0
