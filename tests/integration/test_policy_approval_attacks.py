@@ -117,7 +117,9 @@ def test_looser_policy_and_self_approval_on_the_311_dag_are_refused(
 
     # (a) A looser policy file: the weekly table at epsilon 3.0 (5x), microdata at k = 2.
     looser = _looser(tmp_path, [("    epsilon: 0.6\n", "    epsilon: 3.0\n"),
-                                ("    k: 5\n", "    k: 2\n")])
+                                ("    k: 5\n", "    k: 2\n"),
+                                ("    max_records_per_person: 4\n",
+                                 "    max_records_per_person: 1\n")])
     monkeypatch.setenv("OPENCITY_POLICY", str(looser))
     week2 = datetime(2026, 10, 19, tzinfo=UTC)
     dr = dag.test(logical_date=week2, run_conf=conf)
