@@ -60,6 +60,9 @@ def inputs(tmp_path_factory):
 
 
 def _run(inputs, out, ledger, *extra):
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(ledger))  # each portal's officer approved the stored policy
     cdr, towers = inputs
     return main(["mobility", str(cdr), "--towers", str(towers), "--date", DAY, "--out",
                  str(out), "--ledger", str(ledger), "--quiet", "--seed", "21", *extra])

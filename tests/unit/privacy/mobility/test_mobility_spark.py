@@ -177,6 +177,9 @@ def test_unreachable_master_is_transient_and_spends_nothing(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     ledger = tmp_path / "state.sqlite"
+    from opencity.review.testing import approve_policy
+
+    approve_policy(str(ledger))  # an approved portal: the failure is the unreachable master
     code = main(["mobility", str(cdr_path), "--towers", str(towers_path), "--date",
                  DAY.isoformat(), "--out", str(tmp_path / "out"), "--ledger", str(ledger),
                  "--quiet", "--engine", "spark", "--spark-master", f"spark://127.0.0.1:{port}"])
