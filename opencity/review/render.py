@@ -206,15 +206,23 @@ def stacked_bars(labels: list[str], series: dict[str, list[float]], title: str, 
 
 
 def gauge(spent: float, cap: float | None, title: str, width: int = 260) -> str:
-    """A horizontal bar: share of the cap spent."""
-    share = 0.0 if not cap else min(1.0, spent / cap)
+    """A horizontal bar: share of the cap spent. Over the cap is flagged in words and its
+    true share (e.g. 106 %), never drawn or written as a full 100 % bar alone."""
+    real = 0.0 if not cap else spent / cap
+    share = min(1.0, real)
+    over = bool(cap) and spent > cap * (1 + 1e-9)
     colour = "#009E73" if share < 0.75 else "#E69F00" if share < 1.0 else "#D55E00"
-    alt = f"{title}: ε {_num(spent)} of {_num(cap)} spent ({share:.0%})"
-    return (f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="16" '
-            f'viewBox="0 0 {width} 16"><title>{_e(alt)}'
-            f'</title><rect x="0" y="2" width="{width}" height="12" fill="#e6e9ed"/>'
-            f'<rect x="0" y="2" width="{width * share:.1f}" height="12" fill="{colour}"/>'
-            "</svg>")
+    alt = f"{title}: ε {_num(spent)} of {_num(cap)} spent ({real:.0%})"
+    if over:
+        alt += " - OVER THE CAP"
+    bar = (f'<svg role="img" aria-label="{_e(alt)}" width="{width}" height="16" '
+           f'viewBox="0 0 {width} 16"><title>{_e(alt)}'
+           f'</title><rect x="0" y="2" width="{width}" height="12" fill="#e6e9ed"/>'
+           f'<rect x="0" y="2" width="{width * share:.1f}" height="12" fill="{colour}"/>'
+           "</svg>")
+    if over:
+        bar += f' <b class="bad">OVER THE CAP ({real:.0%})</b>'
+    return bar
 
 
 # ------------------------------------------------------------------ pages
