@@ -393,6 +393,21 @@ class CkanPublisher:
                extras=[{"key": k, "value": v} for k, v in sorted(extras.items())])
         return sorted(str(r.get("opencity_resource") or r.get("name")) for r in gone)
 
+    def published_records(self, name: str) -> dict[str, dict | None]:
+        """Partition -> None for every partition the product lists or withdrew on the portal
+        (the witness a state database must hold before publishing into this portal)."""
+        import json
+
+        pkg = self._client.show("package_show", f"dataset {name!r}", id=name)
+        if pkg is None or pkg.get("state") == "deleted":
+            return {}
+        extras = {e.get("key"): e.get("value") for e in pkg.get("extras", [])}
+        try:
+            withdrawn = json.loads(extras.get("withdrawn_partitions") or "[]")
+        except ValueError:
+            withdrawn = []
+        return dict.fromkeys([*listed_partitions(pkg), *map(str, withdrawn)])
+
     def publish_all(self, releases: Iterable[DatasetRelease]) -> list[PublishResult]:
         """Publish several releases in order; stops at the first error."""
         return [self.publish(r) for r in releases]
