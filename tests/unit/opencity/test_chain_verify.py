@@ -173,3 +173,28 @@ def test_registry_records_before_the_catalog_switch(portal, tmp_path):
         publish_partition(portal, rel, {"threshold": 20})
     publish_partition(portal, rel, {"threshold": 15})  # the rerun completes the release
     assert _verify(portal)["ok"]
+
+
+def test_withdrawn_partition_does_not_come_back_even_with_a_fresh_state_database(portal,
+                                                                                 tmp_path):
+    """Issue 20 attack: withdraw, then republish (with the portal's state, then a new one)."""
+    from pathlib import Path
+
+    from opencity.registry import RepublishRefusedError
+    from opencity.review.testing import approve_policy
+    from opencity.review.withdraw import withdraw
+
+    withdraw(portal, DP, DAYS[0], "an error in the input")
+    catalog = Path(portal.run_dir) / "catalog"
+    before = {p: p.read_bytes() for p in catalog.rglob("*") if p.is_file()}
+    again = _release(tmp_path / "again", DAYS[0], [3, 4], DP, "region_id", "value")
+    with pytest.raises(RepublishRefusedError, match="withdrawn"):
+        publish_partition(portal, again, {"epsilon": 1.0, "delta": 1e-7})
+    fresh = Settings(run_dir=portal.run_dir, state_url=str(tmp_path / "fresh.sqlite"))
+    approve_policy(fresh.state_url)
+    Ledger(fresh.state_url).spend(DP, DAYS[0], "daily", date.fromisoformat(DAYS[0][3:]),
+                                  {"subscriber": DPBudget(1.0, 1e-7)})
+    with pytest.raises(ConfigError, match="does not hold the releases"):
+        publish_partition(fresh, again, {"epsilon": 1.0, "delta": 1e-7})
+    assert {p: p.read_bytes() for p in catalog.rglob("*") if p.is_file()} == before
+    assert _verify(portal)["ok"]  # the withdrawal is a chain entry; the spend stays counted
