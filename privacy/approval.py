@@ -71,7 +71,7 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS officer_keys (
     id {id},
     key_id TEXT NOT NULL UNIQUE, public_key TEXT NOT NULL, officer TEXT NOT NULL,
-    airflow_user TEXT, registered_at TEXT NOT NULL, endorsement TEXT
+    airflow_user TEXT, registered_at TEXT NOT NULL, endorsement TEXT, expires_at TEXT
 );
 CREATE TABLE IF NOT EXISTS policy_versions (
     dataset TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
@@ -257,6 +257,13 @@ class OfficerKey:
     officer: str
     airflow_user: str | None
     registered_at: str
+    expires_at: str | None = None  # ISO date (UTC): the key signs nothing after that day
+
+    def expired(self, at: str | None = None) -> bool:
+        """Whether the key had expired at ``at`` (ISO time; default now)."""
+        if not self.expires_at:
+            return False
+        return (at or _now())[:10] > self.expires_at
 
 
 @dataclass(frozen=True)
@@ -304,8 +311,8 @@ class ApprovalStore:
     # -- keys -------------------------------------------------------------------------
     def keys(self) -> list[OfficerKey]:
         return [OfficerKey(*r) for r in self._read(
-            "SELECT key_id, public_key, officer, airflow_user, registered_at FROM officer_keys "
-            "ORDER BY id")]
+            "SELECT key_id, public_key, officer, airflow_user, registered_at, expires_at FROM "
+            "officer_keys ORDER BY id")]
 
     def officer_key(self) -> OfficerKey | None:
         """The registered officer key in force (the latest registered), if any."""
@@ -313,10 +320,23 @@ class ApprovalStore:
         return keys[-1] if keys else None
 
     def register_key(self, public_pem: bytes, *, officer: str, airflow_user: str | None = None,
-                     endorsed_by: bytes | None = None) -> OfficerKey:
+                     endorsed_by: bytes | None = None,
+                     expires: str | None = None) -> OfficerKey:
         """Register the officer's public key (once; a replacement must be signed by the
-        registered key's private key, ``endorsed_by``)."""
+        registered key's private key, ``endorsed_by``, even an expired one). ``expires``: the
+        last day (YYYY-MM-DD, UTC) the key may sign an approval."""
         kid = key_id(public_pem)
+        if expires is not None:
+            from datetime import date
+
+            try:
+                expires = date.fromisoformat(str(expires)).isoformat()
+            except ValueError:
+                raise ConfigError(f"--expires must be a date YYYY-MM-DD, got {expires!r}"
+                                  ) from None
+            if expires < _now()[:10]:
+                raise ConfigError(f"--expires {expires} is in the past; the key would sign "
+                                  "nothing")
         if not officer or not officer.strip():
             raise ConfigError("registering the officer key needs the officer's name (--officer)")
         current = self.officer_key()
@@ -337,12 +357,12 @@ class ApprovalStore:
             endorsement = base64.b64encode(signer.sign(_canonical(
                 {"purpose": PURPOSE, "new_key": kid, "officer": officer}))).decode()
         rec = OfficerKey(kid, public_pem.decode(), officer.strip(),
-                         (airflow_user or "").strip() or None, _now())
+                         (airflow_user or "").strip() or None, _now(), expires)
         with self.db.write() as con:
             con.execute("INSERT INTO officer_keys (key_id, public_key, officer, airflow_user, "
-                        "registered_at, endorsement) VALUES (?, ?, ?, ?, ?, ?)",
+                        "registered_at, endorsement, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (rec.key_id, rec.public_key, rec.officer, rec.airflow_user,
-                         rec.registered_at, endorsement))
+                         rec.registered_at, endorsement, rec.expires_at))
         return rec
 
     # -- versions ---------------------------------------------------------------------
@@ -390,6 +410,12 @@ class ApprovalStore:
             raise ConfigError(f"policy version {version.hash} does not match its content; "
                               "this is a bug")
         at = _now()
+        if current.expired(at):
+            raise ConfigError(
+                f"the privacy officer's key {current.key_id} expired on {current.expires_at}; "
+                "nothing was approved. Register a new key, endorsed by this one: opencity "
+                "officer register --public-key NEW.pub --endorse-with CURRENT_PRIVATE_KEY "
+                "[--expires YYYY-MM-DD]")
         sig = signer.sign(_message(version.dataset, version.hash, APPROVED, by, at, comment))
         return self._insert(version, APPROVED, by, at, comment, "cli", current.key_id,
                             base64.b64encode(sig).decode())
@@ -450,8 +476,8 @@ class ApprovalStore:
         if source == "airflow":
             return bool(officer and officer.airflow_user and by == officer.airflow_user)
         key = keys.get(kid or "")
-        if key is None or not sig:
-            return False
+        if key is None or not sig or key.expired(at):
+            return False  # unknown key, no signature, or signed after the key expired
         from cryptography.exceptions import InvalidSignature
 
         try:

@@ -101,6 +101,8 @@ def register(subparsers) -> None:
     r.add_argument("--airflow-user", default=None, metavar="USER",
                    help="the officer's Airflow user: the only one who may answer the "
                         "approval task in Airflow")
+    r.add_argument("--expires", default=None, metavar="YYYY-MM-DD",
+                   help="the last day (UTC) the key may sign an approval (default: no expiry)")
     r.add_argument("--endorse-with", type=Path, default=None, metavar="FILE",
                    help="replacing the registered key: its private key, which signs the new "
                         "one")
@@ -314,7 +316,8 @@ def _officer_register(args: argparse.Namespace) -> int:
                               f"{err.strerror}") from None
     store = ApprovalStore(_state(args))
     rec = store.register_key(public, officer=args.officer or current_user(),
-                             airflow_user=args.airflow_user, endorsed_by=endorse)
+                             airflow_user=args.airflow_user, endorsed_by=endorse,
+                             expires=args.expires)
     print(f"officer key {rec.key_id} of {rec.officer} registered in {store.db.where}"
           + (f"; Airflow user {rec.airflow_user} answers the approval tasks"
              if rec.airflow_user else ""))

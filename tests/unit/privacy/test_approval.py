@@ -185,3 +185,35 @@ def test_bad_keys_are_clear_errors(store, tmp_path):
         read_private_key(None)
     with pytest.raises(ConfigError, match="cannot read"):
         read_private_key(tmp_path / "missing.key")
+
+
+def test_an_expired_officer_key_approves_nothing_after_its_last_day(store, monkeypatch):
+    """Issue 20 (bad input): an expired key is refused with what to do; what it signed while
+    valid stays approved."""
+    from datetime import UTC, datetime, timedelta
+
+    from privacy import approval
+
+    today = datetime.now(UTC).date()
+    private, public = generate_key()
+    with pytest.raises(ConfigError, match="in the past"):
+        store.register_key(public, officer="A. Officer",
+                           expires=(today - timedelta(days=1)).isoformat())
+    with pytest.raises(ConfigError, match="YYYY-MM-DD"):
+        store.register_key(public, officer="A. Officer", expires="next year")
+    store.register_key(public, officer="A. Officer", expires=today.isoformat())
+    v = dataset_version(load_policy(), MOB)
+    store.approve(v, private, by="A. Officer")  # on its last day: valid
+    assert store.is_approved(MOB, v.hash)
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+    monkeypatch.setattr(approval, "_now", lambda: later)
+    w = dataset_version(load_policy(), MICRO)
+    with pytest.raises(ConfigError, match="expired on .*--endorse-with"):
+        store.approve(w, private, by="A. Officer")
+    assert not store.is_approved(MICRO, w.hash)
+    assert store.is_approved(MOB, v.hash)  # signed while the key was valid
+    # the expired key may still endorse its successor, which then approves
+    new_private, new_public = generate_key()
+    store.register_key(new_public, officer="A. Officer", endorsed_by=private)
+    store.approve(w, new_private, by="A. Officer")
+    assert store.is_approved(MICRO, w.hash)
