@@ -243,6 +243,12 @@ def stack(sample_raw):
     policy = base / "policy.yaml"
     shutil.copy(REPO / "privacy" / "policy.yaml", policy)
     (home / "passwords.json").write_text(json.dumps({OFFICER: PASSWORD}))
+    from opencity.review.testing import throwaway_officer
+
+    # The portal's privacy officer (issue 20): key registered once, with their Airflow user,
+    # the only one whose answer to the approval task counts.
+    throwaway_officer(str(base / "state.sqlite"), officer="privacy officer",
+                      airflow_user=OFFICER)
     hook = _Hook()
     db = f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/airflow"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
