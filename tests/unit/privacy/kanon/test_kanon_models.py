@@ -183,3 +183,17 @@ def test_model_boundaries_that_are_allowed():
     assert _L("s", 3, "distinct", c=2).c == 2  # c is ignored but still checked
     assert _T("s", 0.0).t == 0.0 and _T("s", 1.0, "ordered").distance == "ordered"
     assert _T("s", 0.5, "equal").distance == "equal"
+
+
+def test_person_unit_column_rules():
+    """Issue 20: k counted over persons names the unit column, never a quasi-identifier."""
+    ok = KAnonymity(k=5, quasi_identifiers=("district_id", "created"), unit="requester_pid")
+    assert ok.unit == "requester_pid"
+    assert KAnonymity(k=5, quasi_identifiers=("district_id",)).unit is None
+    for bad in ("", 7):
+        with pytest.raises(ConfigError, match="^unit must be the name of the privacy-unit "
+                                              "column$"):
+            KAnonymity(k=5, quasi_identifiers=("district_id",), unit=bad)
+    with pytest.raises(ConfigError, match="^the privacy-unit column 'district_id' cannot "
+                                          "also be a quasi-identifier$"):
+        KAnonymity(k=5, quasi_identifiers=("district_id", "created"), unit="district_id")
