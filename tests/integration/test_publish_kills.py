@@ -75,7 +75,7 @@ def _publish(run_dir: Path, state: str, part: str, threshold: int, env: dict,
 
 
 @pytest.mark.slow
-def test_kills_in_the_publish_window_never_leave_an_unknown_partition(tmp_path):
+def test_kills_in_the_publish_window_never_leave_an_unknown_partition(tmp_path, monkeypatch):
     import yaml
 
     from opencity.registry import Registry, check_witness
@@ -84,7 +84,7 @@ def test_kills_in_the_publish_window_never_leave_an_unknown_partition(tmp_path):
 
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(POLICY))
     env = {**os.environ, "OPENCITY_POLICY": str(tmp_path / "policy.yaml")}
-    os.environ["OPENCITY_POLICY"] = env["OPENCITY_POLICY"]
+    monkeypatch.setenv("OPENCITY_POLICY", env["OPENCITY_POLICY"])  # restored after the test
     rng = random.Random()
     # the publish step's duration after start-up, measured on a throwaway portal
     ok, duration = _publish(tmp_path / "probe", str(tmp_path / "probe.sqlite"), "dt=2026-10-05",
