@@ -77,11 +77,11 @@ def test_an_unapproved_config_policy_is_refused(sample_raw, tmp_path):
     config = tmp_path / "city"
     config.mkdir()
     (config / "sources.yaml").write_text(DEFAULT_FILE.read_text())
-    # a new policy version: same parameters, another description, so another hash
+    # a new policy version of the weekly table (issue 20: versions are per dataset, their
+    # parameters and units' budgets): a tighter epsilon computes, then waits for the officer
     text = DEFAULT_POLICY.read_text()
-    assert "description: a 311 requester\n" in text
-    (config / "policy.yaml").write_text(
-        text.replace("description: a 311 requester\n", "description: a 311 requester (city)\n"))
+    assert text.count("    epsilon: 0.6\n") == 1
+    (config / "policy.yaml").write_text(text.replace("    epsilon: 0.6\n", "    epsilon: 0.5\n"))
     out = tmp_path / "run"
     proc = _run("opencity_311", "--config", str(config), "--raw", str(sample_raw),
                 "--out", str(out), "--from", "2026-10-05", "--to", "2026-10-19")
