@@ -35,3 +35,31 @@ def stable_seed(nodeid: str) -> int:
     import hashlib
 
     return int.from_bytes(hashlib.sha256(nodeid.encode()).digest()[:4], "big")
+
+
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Exact two-sided (1 - alpha) interval of a binomial proportion k / n."""
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def epsilon_lower_bound(s_d, s_d1, taus: tuple[int, ...] = (1, 2, 3, 4, 5),
+                        alpha: float = ALPHA) -> float:
+    """An empirical privacy audit's certified epsilon lower bound: the largest
+    Clopper-Pearson-certified ln(P[E|D'] / P[E|D]) over the events "replica sum >= tau"
+    (favouring D') and "< tau" (favouring D), Bonferroni over the events at ``alpha``."""
+    import math
+
+    n = len(s_d)
+    events = [(lambda s, t=t: s >= t) for t in taus] + [(lambda s, t=t: s < t) for t in taus]
+    a = alpha / len(events)
+    best = 0.0
+    for i, event in enumerate(events):
+        k0, k1 = int(event(s_d).sum()), int(event(s_d1).sum())
+        num, den = (k1, k0) if i < len(taus) else (k0, k1)
+        lo, _ = clopper_pearson(num, n, a)
+        _, hi = clopper_pearson(den, n, a)
+        if lo > 0 and hi > 0:
+            best = max(best, math.log(lo / hi))
+    return best

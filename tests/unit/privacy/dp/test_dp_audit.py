@@ -18,43 +18,16 @@ under ``--unseeded``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 import pytest
-from scipy import stats
-from stat_budget import ALPHA
+from stat_budget import epsilon_lower_bound
 
 from privacy.dp import ContributionBounds, DPBudget, dp_count, dp_count_distinct, engine
 from privacy.dp.mechanisms import count_noise
 
 R_FAST = 20_000
 R_SLOW = 200_000
-TAUS = (1, 2, 3, 4, 5)
-
-
-def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return lo, hi
-
-
-def epsilon_lower_bound(s_d: np.ndarray, s_d1: np.ndarray) -> float:
-    """Largest Clopper-Pearson-certified ln(P[E|D'] / P[E|D]) over the audited events."""
-    n = len(s_d)
-    events = [(lambda s, t=t: s >= t) for t in TAUS] + [(lambda s, t=t: s < t) for t in TAUS]
-    a = ALPHA / len(events)  # Bonferroni over events (each interval two-sided at a)
-    best = 0.0
-    for i, event in enumerate(events):
-        k0, k1 = int(event(s_d).sum()), int(event(s_d1).sum())
-        # upper-tail events favour D', lower-tail events favour D
-        num, den = (k1, k0) if i < len(TAUS) else (k0, k1)
-        lo, _ = clopper_pearson(num, n, a)
-        _, hi = clopper_pearson(den, n, a)
-        if lo > 0 and hi > 0:
-            best = max(best, math.log(lo / hi))
-    return best
 
 
 def _neighbours(r: int, l0: int, linf: int) -> tuple[pa.Table, pa.Table, pa.Table]:
