@@ -105,10 +105,10 @@ class SparkBackend:
                                   "retried, nothing was spent", transient=True) from err
             raise EngineError(f"the Spark job failed ({text}); nothing was spent; see the "
                               "Spark UI / driver log for the failing stage") from err
-        return _like_duckdb(table, data, by)
+        return _like_duckdb(table, by)
 
 
-def _like_duckdb(table: pa.Table, data: Any, by: list[str]) -> pa.Table:
+def _like_duckdb(table: pa.Table, by: list[str]) -> pa.Table:
     """The aggregate in the schema the DuckDB engine returns (string keys as plain strings)."""
     fields = []
     for k in by:
