@@ -14,7 +14,7 @@ state DB (`OPENCITY_STATE_URL`), so a retry or rerun of a day returns the record
 instead of spending again, whatever `run_dir` says. A privacy officer approves the first
 release and every new policy version (task group `approval`).
 
-**Tasks:** ingest -> release -> publish (bodies in `privacy.mobility.pipeline`).
+**Tasks:** ingest -> release -> publish (bodies in `opencity.pipelines.mobility`).
 
 **Engine:** param `engine` (`duckdb` default, `spark`): with `spark` the release task runs
 the row-level steps on the Spark master of connection `spark_default` (or
@@ -50,7 +50,7 @@ def cdr_mobility():
     @pipeline_task
     def ingest() -> dict:
         from opencity.pipelines.partitions import require_input
-        from privacy.mobility import pipeline
+        from opencity.pipelines import mobility as pipeline
 
         settings, (start, end) = run_settings(), data_interval()
         return require_input(pipeline.ingest(settings, start, end), pipeline.SOURCE, start,
@@ -58,7 +58,7 @@ def cdr_mobility():
 
     @pipeline_task
     def release(ingested: dict) -> dict:
-        from privacy.mobility import pipeline
+        from opencity.pipelines import mobility as pipeline
 
         params = get_current_context()["params"]
         engine = params.get("engine") or "duckdb"
@@ -69,7 +69,7 @@ def cdr_mobility():
 
     @pipeline_task(outlets=[asset("cdr_mobility")])
     def publish(released: dict) -> dict:
-        from privacy.mobility import pipeline
+        from opencity.pipelines import mobility as pipeline
 
         start, end = data_interval()
         return pipeline.publish(run_settings(), released, start, end,
