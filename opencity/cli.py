@@ -22,7 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sample_data.cli",
     "transforms.cli",
     "opencity.demo",
-    "publish.cli",
+    "opencity.publish_cli",
     "privacy.kanon.cli",
     "privacy.mobility.cli",
     "kpi.cli",

@@ -418,7 +418,7 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
         params: the privacy parameters this partition was produced with (epsilon/delta or
             spend per unit, k/l/max_suppression, threshold, ...); compared with the policy and
             with the partition's earlier publication.
-        publisher: a publisher (default ``publish.targets.publisher_for(settings)``).
+        publisher: a publisher (default ``opencity.publish_targets.publisher_for(settings)``).
 
     Returns:
         the publisher's PublishResult.
@@ -445,7 +445,7 @@ def publish_partition(settings: Any, release: Any, params: Mapping[str, Any], *,
     if "portal_budget" in statement:
         privacy["portal_budget"] = statement["portal_budget"]
     if publisher is None:
-        from publish.targets import publisher_for
+        from opencity.publish_targets import publisher_for
 
         publisher = publisher_for(settings)
     check_witness(registry, publisher, dataset)

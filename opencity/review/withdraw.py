@@ -1,11 +1,11 @@
 """Withdraw a published partition: its files leave the catalog, its record stays.
 
 :func:`withdraw` removes every resource of ``(dataset, partition)`` from the configured
-catalog (the local catalog, or CKAN through ``publish.targets.publisher_for``), rewrites the
-package metadata and the Frictionless datapackage without them (with a ``withdrawn`` note),
-and records the withdrawal (reason, who, when, what) in the portal's review records. The
-release registry entry and the privacy budget the release spent are never touched: spent
-budget cannot be given back, and the portal report keeps listing the release as withdrawn.
+catalog (the local catalog, or CKAN through ``opencity.publish_targets.publisher_for``),
+rewrites the package metadata and the Frictionless datapackage without them (with a
+``withdrawn`` note), and records the withdrawal (reason, who, when, what) in the portal's
+review records. The release registry entry and the privacy budget the release spent are
+never touched: spent budget cannot be given back, and the portal report keeps listing the release as withdrawn.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def withdraw_local(catalog_root: Path, dataset: str, partition: str, note: dict[
 def withdraw_ckan(settings: Settings, dataset: str, partition: str, note: dict[str, Any]
                   ) -> list[str]:
     """Delete the partition's resources from CKAN and note the withdrawal in the package."""
-    from publish.targets import publisher_for
+    from opencity.publish_targets import publisher_for
 
     pub = publisher_for(settings)
     return list(pub.withdraw_partition(dataset, partition, note))
@@ -81,8 +81,8 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
     if settings.publish_target == "ckan":
         removed = sorted({*removed, *withdraw_ckan(settings, dataset, partition, note)})
         if in_local:
+            from opencity.publish_targets import publisher_for
             from publish.local import iter_releases
-            from publish.targets import publisher_for
 
             pub = publisher_for(settings)
             for rel in iter_releases(settings.layout.catalog):

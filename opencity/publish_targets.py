@@ -1,4 +1,6 @@
-"""Choose the publish target from Settings: the local catalog (default) or CKAN."""
+"""Choose the publish target from Settings: the local catalog (default) or CKAN.
+
+Orchestration (it reads the run's Settings), so it lives in opencity/, not in the publish stage."""
 
 from __future__ import annotations
 
