@@ -20,7 +20,7 @@ from opencity.errors import PipelineError
 # One line per feature package; each module defines register(subparsers).
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "sample_data.cli",
-    "transforms.cli",
+    "opencity.ingest_cli",
     "opencity.demo",
     "opencity.publish_cli",
     "privacy.kanon.cli",

@@ -134,8 +134,9 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
     The sample data covers ``months`` whole calendar months from the month of ``start``
     (one KPI run each); the daily and weekly DAGs run over ``[start, start + days)``.
     """
+    from opencity.secrets import throwaway_key
     from sample_data.config import MAX_DAYS
-    from transforms.pseudonymize import HMAC_ENV_VAR, throwaway_key
+    from transforms.pseudonymize import HMAC_ENV_VAR
 
     if days < 7:
         raise ConfigError("the demo needs at least 7 days of sample data (--days 7 or more)")

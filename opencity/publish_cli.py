@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"the catalog {catalog} holds no dataset to publish")
 
     if settings.publish_target == "ckan":
+        from opencity.secrets import resolve_ckan_token
         from publish.ckan import CkanPublisher
 
-        publisher = CkanPublisher.from_settings(settings, retries=args.retries)
+        publisher = CkanPublisher.from_settings(settings, token=resolve_ckan_token(),
+                                                retries=args.retries)
     else:
         if args.out is None:
             log.info("target 'local': re-publishing into the run's own catalog %s", catalog)

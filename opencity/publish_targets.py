@@ -13,9 +13,10 @@ from publish.base import Publisher
 def publisher_for(settings: Settings) -> Publisher:
     """The configured publish target (Settings.publish_target: 'local' or 'ckan')."""
     if settings.publish_target == "ckan":
+        from opencity.secrets import resolve_ckan_token
         from publish.ckan import CkanPublisher
 
-        return CkanPublisher.from_settings(settings)
+        return CkanPublisher.from_settings(settings, token=resolve_ckan_token())
     from publish.local import LocalCatalog
     from publish.metadata import CatalogInfo
 

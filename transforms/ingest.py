@@ -46,10 +46,9 @@ import duckdb
 import pyarrow as pa
 
 from opencity.errors import DataQualityError, InternalError
-from opencity.secrets import Secret
 from transforms.linkage import link_sql
 from transforms.profiles import Profile, get_profile
-from transforms.pseudonymize import Pseudonymizer, identifier_kind, normalize_sql
+from transforms.pseudonymize import Pseudonymizer, Secret, identifier_kind, normalize_sql
 from transforms.schemas import Column, Schema
 
 log = logging.getLogger(__name__)
@@ -509,7 +508,7 @@ def ingest_file(
         out_dir: directory receiving ``part-0.parquet`` (the clean rows).
         quarantine_dir: directory receiving ``quarantine.parquet`` when any row fails; a
             rerun without failing rows removes the quarantine file of an earlier run.
-        key: HMAC key (transforms.pseudonymize.resolve_hmac_key()).
+        key: HMAC key (the caller resolves it: opencity.secrets.resolve_hmac_key()).
         interval: [start, end) in UTC; rows with time outside go to other intervals.
         reference: districts / towers tables for mapping and referential checks.
         profile: input profile name (transforms.profiles) or a Profile.

@@ -7,21 +7,16 @@ numbers to digits, e-mail and names lower-cased, whitespace collapsed) so format
 split one person into two.
 
 The key comes from OPENCITY_HMAC_KEY or the Airflow connection ``opencity_hmac`` (password
-field). Only the demo may generate a throwaway key, and it says so.
+field), resolved by the caller (``opencity.secrets.resolve_hmac_key``). Only the demo may
+generate a throwaway key (``opencity.secrets.throwaway_key``), and it says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import secrets
 from collections.abc import Mapping
-
-from opencity.errors import ConfigError
-from opencity.secrets import Secret, resolve_secret
-
-log = logging.getLogger(__name__)
+from typing import Protocol
 
 HMAC_ENV_VAR = "OPENCITY_HMAC_KEY"
 HMAC_CONN_ID = "opencity_hmac"
@@ -30,31 +25,12 @@ _BLOCK = 64  # SHA-256 block size in bytes
 MIN_KEY_BYTES = 16
 
 
-def resolve_hmac_key(explicit: str | None = None) -> Secret:
-    """The HMAC key from an argument, OPENCITY_HMAC_KEY or the Airflow connection opencity_hmac."""
-    key = resolve_secret(
-        "HMAC pseudonymization key",
-        explicit=explicit,
-        env_var=HMAC_ENV_VAR,
-        airflow_conn_id=HMAC_CONN_ID,
-    )
-    if len(key.reveal().encode()) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"the HMAC key ({key.source}) is shorter than {MIN_KEY_BYTES} bytes; generate one "
-            "with: python -c 'import secrets; print(secrets.token_hex(32))'"
-        )
-    return key
+class Secret(Protocol):
+    """The HMAC key as this stage takes it: any object whose ``reveal()`` returns the key,
+    e.g. ``opencity.secrets.Secret`` (typed so it is never printed). The caller resolves it
+    (``opencity.secrets.resolve_hmac_key``); this stage never reads the environment."""
 
-
-def throwaway_key() -> Secret:
-    """A random key for demos only: pseudonyms from it cannot be linked across runs."""
-    log.warning(
-        "DEMO: no %s set - using a throwaway random HMAC key for this run only; pseudonyms "
-        "will differ from any other run. Set %s for real data.",
-        HMAC_ENV_VAR,
-        HMAC_ENV_VAR,
-    )
-    return Secret(secrets.token_hex(32), "throwaway demo key")
+    def reveal(self) -> str: ...
 
 
 def _pads(key: Secret) -> tuple[bytes, bytes]:

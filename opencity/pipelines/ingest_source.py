@@ -19,8 +19,8 @@ def ingest(settings: Settings, name: str, rel_path: str, profile: str, start: da
     """Ingest the interval's rows of one registered source; fail when there are none."""
     from opencity.io import read_reference_csv
     from opencity.pipelines.partitions import require_input
+    from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
-    from transforms.pseudonymize import resolve_hmac_key
     from transforms.schemas import DISTRICTS, TOWERS
 
     raw = Path(settings.raw_dir)

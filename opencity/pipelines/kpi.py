@@ -95,8 +95,8 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None) -> dict
     Missing raw sources are skipped (their KPIs then fail with a clear message); rows outside
     the interval are left for other months.
     """
+    from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
-    from transforms.pseudonymize import resolve_hmac_key
 
     raw = Path(settings.raw_dir)
     districts_csv, towers_csv = raw / "city" / "districts.csv", raw / "city" / "towers.csv"

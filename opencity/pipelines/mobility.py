@@ -24,8 +24,8 @@ def _day(start: datetime) -> date:
 def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
     """Ingest the raw CDR rows of [start, end) with pseudonymized subscribers (no raw MSISDN)."""
     from opencity.io import read_reference_csv
+    from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
-    from transforms.pseudonymize import resolve_hmac_key
     from transforms.schemas import TOWERS
 
     layout = settings.layout

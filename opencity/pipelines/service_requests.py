@@ -124,8 +124,8 @@ def _interval_dict(start: datetime, end: datetime) -> dict[str, str]:
 def ingest(settings: Settings, start: datetime, end: datetime, key=None,
            profile: str = "opencity", raw_path: str | None = None) -> dict[str, Any]:
     """Ingest the raw 311 file rows of [start, end) into the clean partition."""
+    from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
-    from transforms.pseudonymize import resolve_hmac_key
 
     layout = settings.layout
     raw = Path(raw_path) if raw_path else Path(settings.raw_dir) / RAW_FILE

@@ -5,7 +5,8 @@ catalog (the local catalog, or CKAN through ``opencity.publish_targets.publisher
 rewrites the package metadata and the Frictionless datapackage without them (with a
 ``withdrawn`` note), and records the withdrawal (reason, who, when, what) in the portal's
 review records. The release registry entry and the privacy budget the release spent are
-never touched: spent budget cannot be given back, and the portal report keeps listing the release as withdrawn.
+never touched: spent budget cannot be given back, and the portal report keeps listing the
+release as withdrawn.
 """
 
 from __future__ import annotations

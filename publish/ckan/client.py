@@ -21,10 +21,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from opencity.errors import ConfigError, PublishError
-from opencity.secrets import Secret, resolve_secret
 
 log = logging.getLogger("publish.ckan")
 
@@ -96,13 +95,45 @@ class Transient(Exception):
 _READ_ACTIONS = re.compile(r"_(show|list|search|list_for_user)$|^status_show$")
 
 
+class Secret(Protocol):
+    """An API token as this stage takes it: any object whose ``reveal()`` returns it, e.g.
+    ``opencity.secrets.Secret`` (typed so it is never printed)."""
+
+    def reveal(self) -> str: ...
+
+
+class _Token:
+    """A token given as a plain string, kept out of every repr."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(from argument)"
+
+    __str__ = __repr__
+
+
 def resolve_token(token: str | Secret | None = None) -> Secret:
-    """The CKAN API token: explicit value, then $OPENCITY_CKAN_TOKEN, then the password of the
-    Airflow connection ``opencity_ckan``."""
-    if isinstance(token, Secret):
+    """The CKAN API token as given (a string or a Secret); the caller resolves it from
+    $OPENCITY_CKAN_TOKEN or the Airflow connection ``opencity_ckan``
+    (``opencity.secrets.resolve_ckan_token``): this stage never reads the environment for it.
+
+    Raises:
+        ConfigError: no token given.
+    """
+    if token is not None and not isinstance(token, str):
         return token
-    return resolve_secret("CKAN API token", explicit=token, env_var=TOKEN_ENV,
-                          airflow_conn_id=AIRFLOW_CONN_ID)
+    if not token:
+        raise ConfigError(
+            "no CKAN API token given: pass one (e.g. opencity.secrets.resolve_ckan_token(), "
+            f"which reads {TOKEN_ENV} or the Airflow connection {AIRFLOW_CONN_ID!r})")
+    return _Token(token)
 
 
 def resolve_timeout(timeout_s: float | str | None = None) -> float:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError, PublishError
-from opencity.secrets import Secret
 from publish.base import (
     DatasetRelease,
     PublishResult,
@@ -40,6 +39,7 @@ from publish.ckan.client import (
     TOKEN_ENV,
     CkanClient,
     RetryPolicy,
+    Secret,
     resolve_timeout,
     resolve_token,
     resolve_url,
@@ -112,8 +112,9 @@ class CkanPublisher:
         """Args:
             url: portal base URL, e.g. ``http://127.0.0.1:5055``; None: $OPENCITY_CKAN_URL
                 or the Airflow connection ``opencity_ckan``.
-            token: API token (a sysadmin's or an editor of ``organization``); None resolves it
-                from $OPENCITY_CKAN_TOKEN or the Airflow connection ``opencity_ckan``.
+            token: API token (a sysadmin's or an editor of ``organization``), a string or a
+                Secret; the caller resolves it (``opencity.secrets.resolve_ckan_token``:
+                $OPENCITY_CKAN_TOKEN or the Airflow connection ``opencity_ckan``).
             organization: name of the owning organization; created when missing.
             retries: extra tries of a call after a transient failure (backoff 1, 2, 4... s).
             timeout_s: seconds to wait for one HTTP response; None: $OPENCITY_CKAN_TIMEOUT,

@@ -88,9 +88,10 @@ def test_publishing_partition_n_costs_the_same_as_partition_10(
 
 _KILLABLE = """
 import pickle, sys
+from opencity.secrets import resolve_ckan_token
 from publish.ckan import CkanPublisher
 url, org, release = pickle.load(open(sys.argv[1], "rb"))
-CkanPublisher(url, None, organization=org, backoff_s=0.2).publish(release)
+CkanPublisher(url, resolve_ckan_token(), organization=org, backoff_s=0.2).publish(release)
 """
 
 

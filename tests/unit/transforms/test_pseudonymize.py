@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opencity.errors import ConfigError
-from opencity.secrets import Secret
-from transforms.pseudonymize import Pseudonymizer, resolve_hmac_key, token_python
+from opencity.secrets import Secret, resolve_hmac_key
+from transforms.pseudonymize import Pseudonymizer, token_python
 
 KEY_A = Secret("a" * 32, "test")
 KEY_B = Secret("b" * 32, "test")

@@ -56,8 +56,8 @@ def register(subparsers) -> None:
 
 def _cmd(args: argparse.Namespace) -> int:
     from opencity.io import read_reference_csv
+    from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
-    from transforms.pseudonymize import resolve_hmac_key
     from transforms.schemas import DISTRICTS, TOWERS
 
     if (args.start is None) != (args.end is None):
