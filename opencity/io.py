@@ -21,13 +21,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from opencity.errors import ConfigError, DataQualityError
-from transforms.schemas import Schema
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,20 @@ def restrict_run_tree(run_dir: str | Path, *, include_inputs: bool = False) -> i
     return changed
 
 
-def read_reference_csv(path: str | Path, schema: Schema) -> pa.Table:
+class TableSchema(Protocol):
+    """What :func:`read_reference_csv` needs of a schema (e.g. a ``transforms.schemas.Schema``;
+    this module imports no stage)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def arrow_schema(self) -> pa.Schema: ...
+
+
+def read_reference_csv(path: str | Path, schema: TableSchema) -> pa.Table:
     """Read a public reference table (districts, towers, stops) with its typed schema."""
     path = Path(path)
     if not path.is_file():
