@@ -5,8 +5,8 @@ Every error names the file, the KPI (by code or position) and the field, e.g.::
     kpi/registry.yaml: KPI #3 ("EN: EN: WS: 2C"): missing required field 'unit'
 
 Checks: required fields and types, duplicate codes, FG-SSC dimension D1-D6, known source
-datasets (transforms.schemas.SCHEMAS plus ``catalog``), known computation names, privacy
-treatment (public / dp / suppression), a DP KPI's privacy unit declared under
+datasets (the ``sources`` the caller passes plus ``catalog``), known computation names,
+privacy treatment (public / dp / suppression), a DP KPI's privacy unit declared under
 ``privacy_units`` with its epsilon share in (0, 1], and the shares of one unit summing to
 at most 1 (so one run never exceeds the unit's monthly cap).
 """
@@ -14,7 +14,7 @@ at most 1 (so one run never exceeds the unit's monthly cap).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from opencity.errors import ConfigError
-from transforms.schemas import SCHEMAS
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "registry.yaml"
 FGSSC_DIMENSIONS: dict[str, str] = {
@@ -33,7 +32,9 @@ FGSSC_DIMENSIONS: dict[str, str] = {
     "D5": "Equity and social inclusion",
     "D6": "Physical infrastructure",
 }
-SOURCE_DATASETS = frozenset(SCHEMAS) | {"catalog"}
+# Inputs every registry may name besides the canonical sources (which the caller passes:
+# ``sources=``, e.g. the names of transforms.schemas.SCHEMAS; kpi imports no other stage).
+OWN_SOURCES = frozenset({"catalog"})
 TREATMENTS = ("public", "dp", "suppression")
 CODE_STATUSES = ("verified", "unverified", "local")
 AREAS = ("city", "district")
@@ -181,9 +182,16 @@ def _privacy(ctx: _Ctx, where: str, raw: Any, units: Mapping[str, PrivacyUnit]
     return PrivacyTreatment("dp", unit, share, mre)
 
 
-def parse_registry(data: Any, path: str = "<registry>") -> Registry:
-    """Validate a parsed registry document (see the module docstring for the checks)."""
+def parse_registry(data: Any, path: str = "<registry>", *,
+                   sources: Iterable[str] | None = None) -> Registry:
+    """Validate a parsed registry document (see the module docstring for the checks).
+
+    ``sources``: the canonical source datasets a KPI may name (besides ``catalog``), given
+    by the caller (opencity.pipelines.kpi passes transforms.schemas.SCHEMAS); None checks
+    only that each KPI names some.
+    """
     ctx = _Ctx(path)
+    known_sources = None if sources is None else frozenset(sources) | OWN_SOURCES
     if not isinstance(data, Mapping):
         raise ctx.fail("top level", "the registry must be a YAML mapping")
     raw_units = data.get("privacy_units") or {}
@@ -234,13 +242,14 @@ def parse_registry(data: Any, path: str = "<registry>") -> Registry:
         if fg not in FGSSC_DIMENSIONS:
             raise ctx.fail(where, f"fgssc_dimension must be one of {sorted(FGSSC_DIMENSIONS)}, "
                                   f"got {fg!r}")
-        sources = raw.get("source_datasets")
-        if not isinstance(sources, list) or not sources:
+        named = raw.get("source_datasets")
+        if not isinstance(named, list) or not named:
             raise ctx.fail(where, "missing required field 'source_datasets' (a non-empty list)")
-        unknown = [s for s in sources if s not in SOURCE_DATASETS]
+        unknown = [s for s in named if not isinstance(s, str) or not s
+                   or (known_sources is not None and s not in known_sources)]
         if unknown:
             raise ctx.fail(where, f"unknown source dataset(s) {unknown}; known: "
-                                  f"{sorted(SOURCE_DATASETS)}")
+                                  f"{sorted(known_sources or ())}")
         computation = _str(ctx, where, raw, "computation")
         if computation not in COMPUTATIONS:
             raise ctx.fail(where, f"unknown computation {computation!r}; known: "
@@ -268,7 +277,7 @@ def parse_registry(data: Any, path: str = "<registry>") -> Registry:
             definition=_str(ctx, where, raw, "definition"),
             formula=_str(ctx, where, raw, "formula", required=False),
             unit=_str(ctx, where, raw, "unit"),
-            source_datasets=tuple(sources),
+            source_datasets=tuple(named),
             computation=computation,
             privacy=privacy,
             areas=areas,
@@ -287,8 +296,10 @@ def parse_registry(data: Any, path: str = "<registry>") -> Registry:
     return registry
 
 
-def load_registry(path: str | Path | None = None) -> Registry:
-    """Read and validate a registry YAML file (default: the packaged kpi/registry.yaml).
+def load_registry(path: str | Path | None = None, *,
+                  sources: Iterable[str] | None = None) -> Registry:
+    """Read and validate a registry YAML file (default: the packaged kpi/registry.yaml);
+    ``sources``: see :func:`parse_registry`.
 
     Raises:
         ConfigError: the file is missing, is not valid YAML, or fails a check; the message
@@ -303,4 +314,4 @@ def load_registry(path: str | Path | None = None) -> Registry:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    return parse_registry(data, str(path))
+    return parse_registry(data, str(path), sources=sources)

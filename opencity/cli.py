@@ -25,7 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "opencity.publish_cli",
     "privacy.kanon.cli",
     "privacy.mobility.cli",
-    "kpi.cli",
+    "opencity.kpi_cli",
     "opencity.budget",
     "opencity.review.cli",
     "opencity.verify",

@@ -42,11 +42,13 @@ from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS, TOWERS
+from transforms.schemas import DISTRICTS, SCHEMAS, TOWERS
 
 log = logging.getLogger(__name__)
 
 DATASET = "opencity-kpis"
+# The canonical sources a KPI of the registry may name (kpi.registry imports no stage).
+KPI_SOURCES = frozenset(SCHEMAS)
 # source -> raw path relative to the raw directory (transforms/schemas.py layout)
 RAW_SOURCES: dict[str, str] = {
     "meter_registry": "meters/registry.csv",
@@ -156,7 +158,7 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     rows = {s: v.get("rows_out", 0) for s, v in ingested.get("sources", {}).items()}
     if period_without_data(rows):
         return _skipped(start)
-    registry = load_registry(registry_path)
+    registry = load_registry(registry_path, sources=KPI_SOURCES)
     part = partition_name(start)
     release_id = f"kpis-{start:%Y-%m}"
     ledger = _ledger(settings)
@@ -235,7 +237,8 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
     table = pq.read_table(staging / "kpis.parquet")
     history = read_kpi_history(settings.layout.root / "outputs" / DATASET,
                                before_partition=partition_name(start))
-    html = render_dashboard(table, history, load_registry(registry_path), settings.city_name)
+    html = render_dashboard(table, history, load_registry(registry_path, sources=KPI_SOURCES),
+                            settings.city_name)
     path = staging / "dashboard.html"
     tmp = path.with_name(".dashboard.html.tmp")
     tmp.write_text(html, encoding="utf-8")

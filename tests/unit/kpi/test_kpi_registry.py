@@ -38,9 +38,37 @@ def _mutated(doc: dict, index: int, **changes) -> dict:
 
 
 def test_unknown_source_dataset_is_named(doc):
+    from transforms.schemas import SCHEMAS
+
     bad = _mutated(doc, 2, source_datasets=["meter_registry", "parking_sensors"])
     with pytest.raises(ConfigError, match=r"KPI #3 .*unknown source dataset.*parking_sensors"):
-        parse_registry(bad, "reg.yaml")
+        parse_registry(bad, "reg.yaml", sources=SCHEMAS)
+    parse_registry(doc, "reg.yaml", sources=SCHEMAS)  # every packaged KPI names known ones
+
+
+def test_orchestration_passes_the_canonical_sources_and_checks_them(tmp_path, capsys):
+    """The registry the KPI pipeline and `opencity kpi check` load is checked against the
+    canonical sources (kpi.registry imports no stage; opencity.pipelines.kpi passes them)."""
+    from opencity.pipelines.kpi import KPI_SOURCES
+    from transforms.schemas import SCHEMAS
+
+    assert KPI_SOURCES == frozenset(SCHEMAS)
+    doc = yaml.safe_load(DEFAULT_REGISTRY.read_text())
+    doc["kpis"][0]["source_datasets"] = ["parking_sensors"]
+    bad = tmp_path / "reg.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="unknown source dataset.*parking_sensors"):
+        load_registry(bad, sources=KPI_SOURCES)
+    from opencity import cli
+
+    assert cli.main(["kpi", "check", "--registry", str(bad)]) == 1
+    assert "parking_sensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [[""], [3], "cdr"])
+def test_source_names_are_checked_even_without_the_canonical_list(doc, bad):
+    with pytest.raises(ConfigError, match="source"):
+        parse_registry(_mutated(doc, 2, source_datasets=bad), "reg.yaml")
 
 
 def test_missing_unit_is_named(doc):

@@ -55,8 +55,9 @@ def register(subparsers) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from kpi.registry import load_registry
+    from opencity.pipelines.kpi import KPI_SOURCES
 
-    reg = load_registry(args.registry)
+    reg = load_registry(args.registry, sources=KPI_SOURCES)
     for k in reg.kpis:
         priv = k.privacy.treatment
         if priv == "dp":
@@ -114,7 +115,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     from kpi.dashboard import render_dashboard
     from kpi.io import read_kpi_history
     from kpi.registry import load_registry
-    from opencity.pipelines.kpi import DATASET
+    from opencity.pipelines.kpi import DATASET, KPI_SOURCES
     from opencity.settings import Settings, partition_name
 
     settings = Settings.resolve({"run_dir": str(args.run_dir)})
@@ -124,7 +125,7 @@ def _dashboard(args: argparse.Namespace) -> int:
         raise ConfigError(f"no KPI table for {args.month:%Y-%m} at {table_path}; run "
                           "'opencity kpi run' (or the opencity_kpi DAG) for that month first")
     history = read_kpi_history(part.parent, before_partition=partition_name(args.month))
-    html = render_dashboard(pq.read_table(table_path), history, load_registry(args.registry),
+    html = render_dashboard(pq.read_table(table_path), history, load_registry(args.registry, sources=KPI_SOURCES),
                             settings.city_name)
     out = args.out or part / "dashboard.html"
     out.write_text(html, encoding="utf-8")
