@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import great_expectations as gx
 
-from expectations.core import SuiteContext, new_suite, schema_expectations
-from transforms.schemas import CDR
+from expectations.core import SuiteContext, new_suite, schema_expectations, source_schema
 
 gxe = gx.expectations
 
@@ -19,7 +18,7 @@ gxe = gx.expectations
 def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """Suite of a clean CDR partition (with ``region_id`` when towers were given)."""
     extra = ["region_id"] if "region_id" in ctx.columns else []
-    exps = schema_expectations(CDR, ctx, extra)
+    exps = schema_expectations(source_schema(ctx, "cdr"), ctx, extra)
     exps.append(gxe.ExpectColumnValuesToNotBeNull(column="subscriber_pid"))
     if extra:
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column="region_id"))

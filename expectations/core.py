@@ -29,16 +29,24 @@ from great_expectations.expectations.metrics.table_metric_provider import TableM
 
 from expectations import privacy as px
 from opencity.errors import ConfigError
-from transforms.schemas import SCHEMAS, Schema
 
 gxe = gx.expectations
 
+# A source's typed schema (a ``transforms.schemas.Schema``: name, columns, key, time_column,
+# pseudonyms, identifiers, column()). The caller passes it (``context["schema"]``): this
+# package imports no other stage, so it never looks a schema up itself.
+Schema = Any
+
 ROW_LEVEL = {"row_level": True}
 PRIVACY_KINDS = ("none", "microdata", "dp", "suppressed")
-# Every identifier column of every source: never allowed in a product.
-SCHEMA_IDENTIFIERS: tuple[str, ...] = tuple(sorted(
-    {c.name for s in SCHEMAS.values() for c in s.columns if c.identifier}
-    | {"subscriber_pid", "requester_pid", "household_pid", "card_pid"}))
+# Every identifier and pseudonym column of every canonical source (transforms.schemas): never
+# allowed in a product. Kept here as names (this package imports no stage);
+# tests/unit/expectations/test_gate_schema_input.py keeps it equal to the schemas.
+SCHEMA_IDENTIFIERS: tuple[str, ...] = (
+    "card_id", "card_pid", "household_address", "household_id", "household_pid", "imsi",
+    "requester_address", "requester_email", "requester_name", "requester_phone",
+    "requester_pid", "subscriber_id", "subscriber_pid",
+)
 
 
 # ------------------------------------------------------------------ column kinds (types)
@@ -237,6 +245,8 @@ class SuiteContext:
         district_ids, cell_ids: public reference ids (referential integrity), if given.
         bbox: city bounding box; coordinates outside are quarantined (row level).
         privacy: privacy checks of a product (None for clean source data).
+        schema: the typed schema of the source the table is (clean suites) or derives from
+            (its domains, e.g. request types), given by the caller; None if not needed.
     """
 
     dataset: str
@@ -250,6 +260,7 @@ class SuiteContext:
     bbox: BBox | None = None
     privacy: PrivacyChecks | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    schema: Schema | None = None
 
     def __post_init__(self) -> None:
         if self.interval is not None:
@@ -299,13 +310,33 @@ def clean_columns(schema: Schema, extra: Sequence[str] = ()) -> list[str]:
             + [name for name, _ in schema.pseudonyms] + list(extra))
 
 
+def source_schema(ctx: SuiteContext, name: str) -> Schema:
+    """The typed schema of source ``name`` the caller passed (``context["schema"]``).
+
+    Raises:
+        ConfigError: none was passed, or another source's.
+    """
+    schema = ctx.schema
+    if schema is None:
+        raise ConfigError(f"the suite of {ctx.dataset} needs the schema of source {name}: "
+                          f"pass context={{'schema': transforms.schemas.SCHEMAS[{name!r}], "
+                          "...}")
+    if getattr(schema, "name", None) != name:
+        raise ConfigError(f"the suite of {ctx.dataset} needs the schema of source {name}, "
+                          f"was given {getattr(schema, 'name', type(schema).__name__)!r}")
+    return schema
+
+
 def _profile(schema: Schema, profile: Any):
-    """The input profile whose domains apply (a name or a Profile; None = the schema's)."""
+    """The input profile whose domains apply (a Profile the caller resolved, with
+    ``domain(column)`` and ``pattern(column)``; None = the schema's)."""
     if profile is None:
         return None
-    from transforms.profiles import Profile, get_profile
-
-    return profile if isinstance(profile, Profile) else get_profile(schema.name, str(profile))
+    if isinstance(profile, str):
+        raise ConfigError(f"context['profile'] must be the input profile itself "
+                          f"(transforms.profiles.get_profile({schema.name!r}, {profile!r})), "
+                          "not its name")
+    return profile
 
 
 def schema_expectations(schema: Schema, ctx: SuiteContext, extra_columns: Sequence[str] = ()

@@ -28,7 +28,10 @@ expectation as ``reason``, the Parquet file is rewritten without them and the su
 Context keys (all optional): ``interval`` (start, end) tz-aware; ``previous_rows`` or
 ``previous_partition`` (a ``dt=...`` directory whose latest earlier sibling is counted);
 ``max_drop`` (0.9); ``min_rows`` (1); ``districts`` / ``towers`` (Arrow table, list of ids
-or CSV path); ``bbox`` (dict lat_min.. or "districts" for the union of the district
+or CSV path); ``schema`` (the typed schema of the source the table is or derives from, e.g.
+``transforms.schemas.SCHEMAS["service_requests"]``: required by the source suites and the
+311 products; this package imports no other stage); ``profile`` (the input Profile whose
+domains apply to a clean source); ``bbox`` (dict lat_min.. or "districts" for the union of the district
 rectangles); ``privacy`` (dict, see :func:`privacy_checks`); ``quarantine_dir``; ``run_id``;
 any other key is passed to the suite builder as ``ctx.extra``.
 """
@@ -108,15 +111,26 @@ def _ids(value: Any, column: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str | Path):
-        from opencity.io import read_reference_csv
-        from transforms.schemas import DISTRICTS, TOWERS
-
-        value = read_reference_csv(value, DISTRICTS if column == "district_id" else TOWERS)
+        value = _reference_ids_csv(Path(value), column)
     if isinstance(value, pa.Table):
         if column not in value.column_names:
             raise ConfigError(f"reference table has no column {column!r}")
         return tuple(str(v) for v in value.column(column).to_pylist() if v is not None)
     return tuple(str(v) for v in value)
+
+
+def _reference_ids_csv(path: Path, column: str) -> pa.Table:
+    """The ``column`` of a public reference CSV (districts, towers), read as text."""
+    import pyarrow.csv as pacsv
+
+    if not path.is_file():
+        raise DataQualityError(f"{path}: reference file not found")
+    try:
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            include_columns=[column], column_types={column: pa.string()}))
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise DataQualityError(f"{path}: reference table has no readable column {column!r} "
+                               f"({type(err).__name__})") from None
 
 
 def _bbox(value: Any, districts: Any):
@@ -248,7 +262,8 @@ def privacy_checks(spec: Mapping[str, Any] | None):
 
 
 _CONTEXT_KEYS = {"interval", "previous_rows", "previous_partition", "max_drop", "min_rows",
-                 "districts", "towers", "bbox", "privacy", "quarantine_dir", "run_id"}
+                 "districts", "towers", "bbox", "privacy", "quarantine_dir", "run_id",
+                 "schema"}
 
 
 def suite_context(dataset: str, table: pa.Table, context: Mapping[str, Any] | None):
@@ -274,6 +289,7 @@ def suite_context(dataset: str, table: pa.Table, context: Mapping[str, Any] | No
         bbox=_bbox(c.get("bbox"), c.get("districts")),
         privacy=privacy_checks(c.get("privacy")),
         extra={k: v for k, v in c.items() if k not in _CONTEXT_KEYS},
+        schema=c.get("schema"),
         **kwargs,
     )
 
@@ -321,22 +337,18 @@ def run_suite(suite, df, result_format: Any = None):
 
 
 # ------------------------------------------------------------------------ masking
-def sensitive_columns(dataset: str) -> set[str]:
-    """Identifier, personal and pseudonym columns of a source: their values are withheld."""
-    from transforms.schemas import SCHEMAS
-
-    schema = SCHEMAS.get(dataset)
+def sensitive_columns(dataset: str, schema: Any = None) -> set[str]:
+    """Identifier, personal and pseudonym columns of a source (``schema``: its typed schema,
+    from ``context["schema"]``): their values are withheld."""
     out = {"subscriber_pid", "requester_pid", "household_pid", "card_pid"}
     if schema is not None:
         out |= {c.name for c in schema.columns if c.identifier or c.personal}
     return out
 
 
-def domains_of(dataset: str) -> dict[str, set[str]]:
-    """Column -> allowed values of a source (values inside may appear in reports)."""
-    from transforms.schemas import SCHEMAS
-
-    schema = SCHEMAS.get(dataset)
+def domains_of(dataset: str, schema: Any = None) -> dict[str, set[str]]:
+    """Column -> allowed values of a source (``schema``: its typed schema, from
+    ``context["schema"]``; values inside may appear in reports)."""
     if schema is None:
         return {}
     return {c.name: set(c.allowed) for c in schema.columns
@@ -597,7 +609,7 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
     table = load_table(table_or_path)
     ctx = suite_context(dataset, table, context)
     suite = build_suite(dataset, ctx)
-    sensitive = sensitive_columns(dataset)
+    sensitive = sensitive_columns(dataset, ctx.schema)
     df = _to_pandas(table)
     result = run_suite(suite, df)
     rows_quarantined, reasons = 0, {}
@@ -617,7 +629,7 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
         result = run_suite(build_suite(dataset, suite_context(dataset, table, context)), df)
     elif qdir is not None and (Path(qdir) / QUARANTINE_FILE).exists():
         (Path(qdir) / QUARANTINE_FILE).unlink()  # stale: from an earlier run of this partition
-    mask_result(result, sensitive, domains_of(dataset))
+    mask_result(result, sensitive, domains_of(dataset, ctx.schema))
     failures = [_describe(r) for r in result.results if not r.success]
     summary = {
         "dataset": dataset,

@@ -14,15 +14,15 @@ from expectations.core import (
     new_suite,
     privacy_expectations,
     schema_expectations,
+    source_schema,
 )
-from transforms.schemas import DISTRICTS, TOWERS
 
 gxe = gx.expectations
 
 
 def districts_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """District table: unique ids, non-negative population, rectangles with min < max."""
-    exps = schema_expectations(DISTRICTS, ctx)
+    exps = schema_expectations(source_schema(ctx, "districts"), ctx)
     exps += [
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="lat_max", column_B="lat_min"),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="lon_max", column_B="lon_min"),
@@ -40,7 +40,7 @@ def districts_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
 
 def towers_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """Tower table: unique cell ids, coordinates on Earth, regions in the district table."""
-    exps = schema_expectations(TOWERS, ctx)
+    exps = schema_expectations(source_schema(ctx, "towers"), ctx)
     if ctx.district_ids is not None:
         exps.append(gxe.ExpectColumnValuesToBeInSet(column="region_id",
                                                     value_set=list(ctx.district_ids)))

@@ -23,10 +23,11 @@ from expectations.core import (
     privacy_expectations,
     row_count_expectations,
     schema_expectations,
+    source_schema,
 )
-from transforms.schemas import CODE, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
 
 gxe = gx.expectations
+SOURCE = "service_requests"
 PRODUCT = "opencity-311-requests-weekly"
 PRODUCT_KINDS = {"week_start": "date", "district_id": "string", "request_type": "string",
                  "requests": "integer", "median_resolution_hours": "float",
@@ -35,7 +36,7 @@ PRODUCT_KINDS = {"week_start": "date", "district_id": "string", "request_type": 
 
 def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """Suite of a clean service_requests partition."""
-    exps = schema_expectations(SERVICE_REQUESTS, ctx)
+    exps = schema_expectations(source_schema(ctx, SOURCE), ctx)
     exps.append(gxe.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="closed_at", column_B="created_at", or_equal=True,
         ignore_row_if="either_value_is_missing"))
@@ -116,29 +117,42 @@ def _weekly_suite(ctx: SuiteContext, kinds: dict, method_checks: list
         exps.append(gxe.ExpectColumnValuesToBeInSet(column="district_id",
                                                     value_set=list(ctx.district_ids)))
     exps.append(gxe.ExpectColumnValuesToBeInSet(
-        column="request_type", value_set=list(ctx.extra.get("request_types",
-                                                            SERVICE_REQUEST_TYPES)),
+        column="request_type", value_set=list(_request_types(ctx)),
         notes="the public key set of request types"))
     exps += privacy_expectations(ctx)
     return new_suite(f"{PRODUCT}.product", exps, {"dataset": PRODUCT, "stage": "product"})
 
 
+def _request_types(ctx: SuiteContext) -> tuple[str, ...]:
+    """The public key set of request types: ``context["request_types"]``, else the domain of
+    the source schema's ``request_type`` (``context["schema"]``, passed by the caller)."""
+    if ctx.extra.get("request_types") is not None:
+        return tuple(ctx.extra["request_types"])
+    return tuple(source_schema(ctx, SOURCE).column("request_type").allowed)
+
+
 MICRODATA = "opencity-311-requests-microdata"
 TOP = r"\*"
-# Shapes of the generalized quasi-identifiers (privacy.kanon.Hierarchy labels).
+# Shapes of the generalized quasi-identifiers (privacy.kanon.Hierarchy labels); district_id:
+# '*' or the source schema's code shape (:func:`microdata_patterns`).
 MICRODATA_PATTERNS = {
     "age": rf"{TOP}|[0-9]{{1,3}}|\[[0-9]{{1,3}}, [0-9]{{1,3}}\)",
     "created": rf"{TOP}|[0-9]{{4}}(?:-[0-9]{{2}}(?:-[0-9]{{2}}(?:T[0-9]{{2}})?)?)?"
                r"|W[0-9]{4}-[0-9]{2}-[0-9]{2}",
-    "district_id": rf"{TOP}|{CODE}",
 }
+
+
+def microdata_patterns(ctx: SuiteContext) -> dict[str, str]:
+    """:data:`MICRODATA_PATTERNS` plus district_id's shape from the source schema."""
+    code = source_schema(ctx, SOURCE).column("district_id").pattern
+    return {**MICRODATA_PATTERNS, "district_id": rf"{TOP}|{code}"}
 
 
 def microdata_domains(ctx: SuiteContext) -> dict[str, tuple[str, ...]]:
     """Allowed values of the released microdata columns ('*' = generalized away)."""
-    col = SERVICE_REQUESTS.column
+    col = source_schema(ctx, SOURCE).column
     domains = {
-        "request_type": tuple(ctx.extra.get("request_types", col("request_type").allowed)),
+        "request_type": _request_types(ctx),
         "status": (*col("status").allowed, "*"),  # a quasi-identifier: may be generalized
         "gender": (*col("requester_gender").allowed, "*"),
     }
@@ -157,6 +171,6 @@ def microdata_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
         "age", "gender", "district_id", "created"), k=2)
     privacy = PrivacyChecks(**{**p.__dict__,
                                "domains": {**microdata_domains(ctx), **p.domains},
-                               "patterns": {**MICRODATA_PATTERNS, **p.patterns},
+                               "patterns": {**microdata_patterns(ctx), **p.patterns},
                                "every_column_has_domain": True})
     return generic(SuiteContext(**{**ctx.__dict__, "privacy": privacy}))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import great_expectations as gx
 
-from expectations.core import SuiteContext, new_suite, schema_expectations
-from transforms.schemas import WASTE_PICKUPS
+from expectations.core import SuiteContext, new_suite, schema_expectations, source_schema
 
 gxe = gx.expectations
 
 
 def clean_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """Suite of a clean waste_pickups partition."""
-    exps = schema_expectations(WASTE_PICKUPS, ctx)
+    exps = schema_expectations(source_schema(ctx, "waste_pickups"), ctx)
     exps.append(gxe.ExpectColumnValuesToNotBeNull(
         column="collected_at", row_condition='status=="collected"', condition_parser="pandas",
         notes="a collected pickup has its collection time"))

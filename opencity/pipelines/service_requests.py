@@ -54,7 +54,7 @@ from privacy.suppression import (
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
+from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +157,15 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
     """GX gate on the clean partition (expectations.service_requests); rows failing row-level
     expectations move to the quarantine and the counts in ``out`` are adjusted to reconcile."""
     from expectations.gate import validate_or_raise
+    from transforms.profiles import get_profile
 
     layout = settings.layout
     summary = validate_or_raise(
         SOURCE, out["clean_path"], reports_dir=layout.reports(SOURCE, start),
         context={"interval": (start, end), "districts": districts, "bbox": "districts",
                  "previous_partition": layout.clean(SOURCE, start),
-                 "quarantine_dir": layout.quarantine(SOURCE, start), "profile": profile})
+                 "quarantine_dir": layout.quarantine(SOURCE, start),
+                 "schema": SERVICE_REQUESTS, "profile": get_profile(SOURCE, profile)})
     moved = summary["rows_quarantined"]
     if moved:
         out["rows_out"] -= moved
@@ -544,7 +546,7 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
         DATASET, parquet, reports_dir=settings.layout.reports(DATASET, start),
         context={"interval": (start, start + timedelta(weeks=1)), "districts": districts,
                  "previous_partition": settings.layout.output(DATASET, start),
-                 "privacy": privacy})
+                 "privacy": privacy, "schema": SERVICE_REQUESTS})
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,

@@ -18,7 +18,7 @@ from opencity.io import read_reference_csv
 from opencity.secrets import Secret
 from transforms.ingest import Reference, ingest_file
 from transforms.profiles import get_profile
-from transforms.schemas import DISTRICTS, TOWERS, TRANSIT_STOPS
+from transforms.schemas import DISTRICTS, SCHEMAS, SERVICE_REQUESTS, TOWERS, TRANSIT_STOPS
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -51,7 +51,7 @@ def test_clean_suites_pass_on_sample_data(source, raw, sample_raw, refs, tmp_pat
     interval = None if source == "meter_registry" else (START, END)
     res = _ingest(source, sample_raw / raw, tmp_path, refs, interval)
     ctx = {"interval": interval, "districts": refs["districts"], "bbox": "districts",
-           "quarantine_dir": tmp_path / "q"}
+           "quarantine_dir": tmp_path / "q", "schema": SCHEMAS[source]}
     if source == "cdr":
         ctx["towers"] = refs["towers"]
     if source == "transit_taps":
@@ -70,7 +70,8 @@ def test_clean_suites_pass_on_sample_data(source, raw, sample_raw, refs, tmp_pat
 ])
 def test_reference_suites_pass_on_sample_data(name, schema, file, sample_raw, refs, tmp_path):
     table = read_reference_csv(sample_raw / file, schema)
-    out = validate_or_raise(name, table, context={"districts": refs["districts"]},
+    out = validate_or_raise(name, table, context={"districts": refs["districts"],
+                                                  "schema": schema},
                             reports_dir=tmp_path)
     assert out["success"]
 
@@ -92,7 +93,8 @@ def test_service_request_suite_passes_on_real_extracts(profile, path, tmp_path):
     out = validate_or_raise(
         "service_requests", res.clean_path,
         context={"interval": interval, "bbox": vars(bbox), "quarantine_dir": tmp_path / "q",
-                 "profile": profile},
+                 "profile": get_profile("service_requests", profile),
+                 "schema": SERVICE_REQUESTS},
         reports_dir=tmp_path / "r")
     assert out["success"] and out["rows"] == res.rows_out
     assert out["rows_quarantined"] == 0
@@ -107,7 +109,7 @@ def test_weekly_product_suite_passes_on_the_sample_product(sample_raw, refs, tmp
     counts = weekly_requests(pq.read_table(res.clean_path), refs["districts"], START)
     product = suppress_small_counts(counts, SmallCountSuppression(
         5, ("requests", "median_resolution_hours"), "requesters"))
-    ctx = {"interval": (START, END), "districts": refs["districts"],
+    ctx = {"interval": (START, END), "districts": refs["districts"], "schema": SERVICE_REQUESTS,
            "privacy": {"kind": "suppressed", "count_columns": ["requests"], "threshold": 5}}
     assert validate_or_raise("opencity-311-requests-weekly", product, context=ctx,
                              reports_dir=tmp_path)["success"]
@@ -126,7 +128,8 @@ def test_row_count_drop_of_more_than_90_percent_stops(sample_raw, refs, tmp_path
     pq.write_table(table.slice(0, table.num_rows // 20), few)
     with pytest.raises(DataQualityError, match="expect_table_row_count_to_be_between"):
         validate_or_raise("service_requests", few,
-                          context={"interval": (START, END), "previous_rows": table.num_rows},
+                          context={"interval": (START, END), "previous_rows": table.num_rows,
+                                   "schema": SERVICE_REQUESTS},
                           reports_dir=tmp_path / "r")
     summary = json.loads((tmp_path / "r" / "service_requests.clean.summary.json").read_text())
     assert not summary["success"]
@@ -139,10 +142,11 @@ def test_schema_mismatch_stops(sample_raw, refs, tmp_path):
     bad = table.set_column(table.column_names.index("requester_age"), "requester_age",
                            pc.cast(table["requester_age"], pa.string()))
     with pytest.raises(DataQualityError, match="expect_column_kinds_to_match"):
-        validate_or_raise("service_requests", bad, context={}, reports_dir=tmp_path)
-    with pytest.raises(DataQualityError, match="expect_table_columns_to_match_set"):
-        validate_or_raise("service_requests", table.drop_columns(["status"]), context={},
+        validate_or_raise("service_requests", bad, context={"schema": SERVICE_REQUESTS},
                           reports_dir=tmp_path)
+    with pytest.raises(DataQualityError, match="expect_table_columns_to_match_set"):
+        validate_or_raise("service_requests", table.drop_columns(["status"]),
+                          context={"schema": SERVICE_REQUESTS}, reports_dir=tmp_path)
 
 
 def test_rows_outside_the_city_are_quarantined_and_counts_reconcile(sample_raw, refs, tmp_path):
@@ -158,7 +162,8 @@ def test_rows_outside_the_city_are_quarantined_and_counts_reconcile(sample_raw, 
                                     pa.array(lat, pa.float64())), path)
     out = validate_or_raise("service_requests", path,
                             context={"interval": (START, END), "districts": refs["districts"],
-                                     "bbox": "districts", "quarantine_dir": tmp_path / "qq"},
+                                     "bbox": "districts", "quarantine_dir": tmp_path / "qq",
+                                     "schema": SERVICE_REQUESTS},
                             reports_dir=tmp_path / "r")
     assert out["success"]
     assert out["rows_quarantined"] == len(bad_rows)
@@ -174,7 +179,8 @@ def test_rows_outside_the_city_are_quarantined_and_counts_reconcile(sample_raw, 
 
 def test_data_docs_are_offline(sample_raw, refs, tmp_path):
     table = read_reference_csv(sample_raw / "city/districts.csv", DISTRICTS)
-    out = validate_or_raise("districts", table, context={}, reports_dir=tmp_path)
+    out = validate_or_raise("districts", table, context={"schema": DISTRICTS},
+                            reports_dir=tmp_path)
     page = Path(out["data_docs"]).read_text(encoding="utf-8")
     assert "expect_column_values_to_be_unique" in page or "unique" in page
     for marker in ("http://", "https://", "<script", "<link", "<img"):

@@ -56,7 +56,7 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
     from expectations.gate import validate_or_raise
     from opencity.errors import DataQualityError
     from opencity.io import read_reference_csv
-    from transforms.schemas import DISTRICTS, TOWERS
+    from transforms.schemas import DISTRICTS, SCHEMAS, TOWERS
 
     caplog.set_level(logging.DEBUG)
     raw = tmp_path / "raw"
@@ -90,7 +90,7 @@ def test_planted_identifiers_through_the_cli_and_the_gate(sample_raw, tmp_path, 
         cli_results.append(proc.stdout)
         quarantined[source] = result["rows_quarantined"]
         ctx = {"interval": (start, end) if time_col else None, "districts": districts,
-               "quarantine_dir": tmp_path / "quarantine" / source}
+               "quarantine_dir": tmp_path / "quarantine" / source, "schema": SCHEMAS[source]}
         if source == "cdr":
             ctx["towers"] = towers
         try:

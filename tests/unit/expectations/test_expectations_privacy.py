@@ -15,6 +15,7 @@ from expectations import privacy as px
 from expectations.core import PrivacyChecks, new_suite
 from expectations.gate import _to_pandas, run_suite, validate_or_raise
 from opencity.errors import ConfigError, DataQualityError
+from transforms.schemas import SERVICE_REQUESTS
 
 PHONE = "+49 151 2345 6789"
 
@@ -212,7 +213,8 @@ def _microdata(**overrides):
 
 
 MICRODATA_CTX = {"privacy": {"kind": "microdata", "k": 2,
-                             "quasi_identifiers": ["age", "gender", "district_id", "created"]}}
+                             "quasi_identifiers": ["age", "gender", "district_id", "created"]},
+                 "schema": SERVICE_REQUESTS}
 
 
 def test_microdata_gate_passes_values_inside_their_domains(tmp_path):
@@ -253,7 +255,7 @@ def test_weekly_product_request_types_come_from_the_public_key_set(tmp_path):
 
     ctx = suite_context("opencity-311-requests-weekly", pa.table({"request_type": ["x"]}),
                         {"privacy": {"kind": "suppressed", "count_columns": ["requests"],
-                                     "threshold": 2}})
+                                     "threshold": 2}, "schema": SERVICE_REQUESTS})
     sets = [e for e in product_suite(ctx).expectations
             if e.expectation_type == "expect_column_values_to_be_in_set"]
     assert any(e.column == "request_type" and "pothole" in e.value_set for e in sets)
