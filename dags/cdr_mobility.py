@@ -49,8 +49,8 @@ _KWARGS["params"]["engine"] = Param(
 def cdr_mobility():
     @pipeline_task
     def ingest() -> dict:
-        from opencity.pipelines.partitions import require_input
         from opencity.pipelines import mobility as pipeline
+        from opencity.pipelines.partitions import require_input
 
         settings, (start, end) = run_settings(), data_interval()
         return require_input(pipeline.ingest(settings, start, end), pipeline.SOURCE, start,
