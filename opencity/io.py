@@ -251,6 +251,20 @@ def public_dir(path: str | Path) -> Path:
     return path
 
 
+def public_tree(root: str | Path) -> Path:
+    """Make a folder written for the public catalog world-readable: folders 0755, files
+    0644 (symbolic links are left as they are), whatever the umask they were written under."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, PUBLIC_DIR_MODE)
+        for name in filenames:
+            f = Path(dirpath, name)
+            if not f.is_symlink():
+                os.chmod(f, PUBLIC_FILE_MODE)
+        dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()]
+    return root
+
+
 def fsync_dir(path: str | Path) -> None:
     """Flush a folder's entries (a rename or a new file in it) to disk."""
     fd = os.open(path, os.O_RDONLY)

@@ -68,7 +68,7 @@ from typing import Any
 
 from opencity.errors import ConfigError, PublishError
 from opencity.io import fsync_dir as _fsync_dir
-from opencity.io import move_aside, rename_dir, replace_symlink
+from opencity.io import move_aside, public_dir, public_tree, rename_dir, replace_symlink
 from publish.base import DatasetRelease, Field, PublishResult, Resource, sha256_file
 
 log = logging.getLogger(__name__)
@@ -443,8 +443,7 @@ class LocalCatalog:
                    for r in release.resources}
         intended = {part: _intended_record(release, part, resources, digests)
                     for part, resources in by_part.items()}
-        ddir = self.dataset_dir(release.name)
-        ddir.mkdir(parents=True, exist_ok=True)
+        ddir = public_dir(self.dataset_dir(release.name))
         uploaded: list[str] = []
         unchanged: list[str] = []
         with _locked(ddir / LOCK_FILE):
@@ -513,8 +512,7 @@ class LocalCatalog:
 
         ``withdrawn``: the withdrawal notes of the new snapshot (default: the current one's).
         """
-        sroot = ddir / SNAPSHOTS_DIR
-        sroot.mkdir(exist_ok=True)
+        sroot = public_dir(ddir / SNAPSHOTS_DIR)
         sid = f"s-{uuid.uuid4().hex[:16]}"
         staging = sroot / f"{sid}.staging"
         for folder in LAYOUT_DIRS:
@@ -546,6 +544,7 @@ class LocalCatalog:
         package, descriptor = _derive(staging, self.catalog_info)
         _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
         _write_durable(staging / DATAPACKAGE_FILE, _json(descriptor).encode("utf-8"))
+        public_tree(staging)  # the catalog is world-readable whatever the umask
         _fsync_dir(staging)
         rename_dir(staging, sroot / sid)
         # the one step that makes the new state visible

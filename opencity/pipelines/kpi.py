@@ -264,7 +264,7 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
         validation = _validate(settings, staging, start)
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     write_csv_atomic(pq.read_table(final / "kpis.parquet"),
-                     settings.layout.csv(DATASET, start) / "kpis.csv")
+                     settings.layout.csv(DATASET, start) / "kpis.csv", restricted=True)
     clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
             "validation": validation, "guard": guard}
