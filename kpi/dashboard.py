@@ -29,6 +29,7 @@ WIDTH, HEIGHT = 250, 150
 def _env() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                               autoescape=True, undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True,
                               trim_blocks=True, lstrip_blocks=True)
 
 

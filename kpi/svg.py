@@ -30,13 +30,14 @@ Fmt = Callable[[float], str]
 
 
 def num(value: float | str) -> str:
-    """An attribute number: integers as they are, other numbers to 0.01 (SVG user units,
-    opacities), trailing zeros dropped."""
+    """An attribute number: integers as they are, others to 0.1 (SVG user units) or, below
+    1, to 0.01 (opacities); trailing zeros dropped."""
     if isinstance(value, str):
         return value
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
-    return f"{value:.2f}".rstrip("0").rstrip(".")
+    text = f"{value:.2f}" if abs(value) < 1 else f"{value:.1f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def element(tag: str, content: object = None, /, **attrs: object) -> Markup:
