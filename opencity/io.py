@@ -7,6 +7,13 @@ their files 0600 whatever the process umask, or 0750/0640 with the group named b
 for a folder, :func:`restricted_file` after writing a file (or the ``restricted=True``
 writers). A restricted folder or file found more open than that is tightened, with one
 warning per path and process.
+
+The one atomic write: every file someone else reads is written through :func:`write_atomic`
+(or its ``write_*_atomic`` shorthands): a temporary name next to the target, fsync, the zone's
+mode (``restricted=True``: owner-only; ``public=True``: the published catalog, world-readable;
+neither: the umask), one rename, the folder fsynced. Folders move with :func:`replace_dir` /
+:func:`rename_dir`, links with :func:`replace_symlink`. No other module renames files
+(tests/unit/test_architecture.py fails on one).
 """
 
 from __future__ import annotations
