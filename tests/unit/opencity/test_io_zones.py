@@ -136,6 +136,18 @@ def test_local_catalog_is_world_readable_under_umask_077(tmp_path, umask_077):
     assert mode(src) == 0o600, "the restricted source keeps its mode"
 
 
+def test_catalog_review_file_is_world_readable_under_umask_077(tmp_path, umask_077):
+    """review.json (approvals and withdrawals) is published next to the dataset."""
+    from opencity.review.approvals import ReviewStore
+    from opencity.review.gate import write_catalog_review
+    from opencity.settings import Settings
+
+    settings = Settings.resolve({"run_dir": str(tmp_path / "run")})
+    path = write_catalog_review(settings, "opencity-kpis", ReviewStore(settings.state_url))
+    assert path is not None and path.is_file(), "no approval recorded: proves nothing"
+    assert (mode(path), mode(path.parent), mode(path.parent.parent)) == (0o644, 0o755, 0o755)
+
+
 def _files(root: Path) -> list[Path]:
     return [p for p in [root, *root.rglob("*")] if not p.is_symlink()]
 
