@@ -47,7 +47,6 @@ import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import ConfigError, DataQualityError, InternalError, PipelineError
+from opencity.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -509,10 +509,8 @@ def offline_html(page: str) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    # Validation results may quote values of the clean data: a restricted zone.
+    write_text_atomic(text, path, restricted=True)
 
 
 def write_data_docs(result, reports_dir: Path, suite_name: str) -> Path:

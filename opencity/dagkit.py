@@ -359,9 +359,11 @@ def check_shared_run_dir(run_dir: str, dag_id: str, run_id: str, first: bool) ->
     marker = Path(run_dir) / "_runs" / dag_id / f"{safe}.json"
     if first:
         try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"dag_id": dag_id, "run_id": run_id,
-                                          "started_on": socket.gethostname()}))
+            from opencity.io import write_json_atomic
+
+            write_json_atomic({"dag_id": dag_id, "run_id": run_id,
+                               "started_on": socket.gethostname()}, marker, restricted=True,
+                              indent=None)
         except OSError as err:
             raise ConfigError(f"cannot write to the run directory {run_dir} ({err}); check "
                               "that the shared run volume is mounted and writable") from err

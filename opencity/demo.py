@@ -177,7 +177,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         # the one that ends there, so each run is triggered at its interval's end.
         runs += [f"{dag_id}@{interval_end(cadence, d).isoformat()}"
                  for d in logical_dates(cadence, start, days, months)]
-    from opencity.io import restrict_run_tree, restricted_dir
+    from opencity.io import restrict_run_tree, restricted_dir, write_json_atomic
 
     restricted_dir(layout.airflow_home)  # airflow.db, task logs: owner-only from the start
     cmd = [sys.executable, "-m", "opencity.airflow_runner", "--reset-db"]
@@ -226,7 +226,7 @@ def run_demo(out: Path, seed: int = 42, scale: float = 1.0, start: date = date(2
         "dag_runs": results,
         "seconds": round(time.monotonic() - t0, 1),
     }
-    (layout.root / "demo-summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(summary, layout.root / "demo-summary.json")  # tightened just below
     restrict_run_tree(layout.root, include_inputs=True)  # the review/ report too
     return summary
 

@@ -7,11 +7,19 @@ their files 0600 whatever the process umask, or 0750/0640 with the group named b
 for a folder, :func:`restricted_file` after writing a file (or the ``restricted=True``
 writers). A restricted folder or file found more open than that is tightened, with one
 warning per path and process.
+
+The one atomic write: every file someone else reads is written through :func:`write_atomic`
+(or its ``write_*_atomic`` shorthands): a temporary name next to the target, fsync, the zone's
+mode (``restricted=True``: owner-only; ``public=True``: the published catalog, world-readable;
+neither: the umask), one rename, the folder fsynced. Folders move with :func:`replace_dir` /
+:func:`rename_dir`, links with :func:`replace_symlink`. No other module renames files
+(tests/unit/test_architecture.py fails on one).
 """
 
 from __future__ import annotations
 
 import grp
+import json
 import logging
 import os
 import re
@@ -225,53 +233,147 @@ def is_staging(path: str | Path) -> bool:
     return any(part.endswith(".staging") for part in Path(path).parts)
 
 
-def _parent(target: Path, restricted: bool) -> bool:
+PUBLIC_DIR_MODE = 0o755  # the published catalog: world-readable, written by its owner only
+PUBLIC_FILE_MODE = 0o644
+
+
+def _parent(target: Path, restricted: bool, public: bool = False) -> bool:
     restricted = restricted or is_staging(target)
+    if restricted and public:
+        raise ConfigError(f"{target}: a file is either restricted or public, not both; "
+                          "this is a bug in the caller")
     if restricted:
         restricted_dir(target.parent)
+    elif public:
+        public_dir(target.parent)
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
     return restricted
 
 
-def _write_atomic(target: str | Path, restricted: bool, write: Callable[[Path], None]
-                  ) -> Path:
-    """The one atomic write: ``write(tmp)`` to a temporary name next to ``target``, owner-only
-    when restricted (implied inside a staging folder), then renamed over ``target``."""
+def public_dir(path: str | Path) -> Path:
+    """Create ``path`` (and missing parents) world-readable (0755) whatever the umask.
+
+    Folders that exist already are left as they are (the operator may have chosen them).
+    """
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, PUBLIC_DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, PUBLIC_DIR_MODE)
+    return path
+
+
+def public_tree(root: str | Path) -> Path:
+    """Make a folder written for the public catalog world-readable: folders 0755, files
+    0644 (symbolic links are left as they are), whatever the umask they were written under."""
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, PUBLIC_DIR_MODE)
+        for name in filenames:
+            f = Path(dirpath, name)
+            if not f.is_symlink():
+                os.chmod(f, PUBLIC_FILE_MODE)
+        dirnames[:] = [d for d in dirnames if not Path(dirpath, d).is_symlink()]
+    return root
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(target: str | Path, write: Callable[[Path], object], *,
+                 restricted: bool = False, public: bool = False) -> Path:
+    """The one atomic write; every file someone else reads is written through it.
+
+    ``write(tmp)`` writes the content to a temporary name next to ``target`` (any writer:
+    Arrow, DuckDB ``COPY``, text); the file is flushed to disk (fsync), given its zone's mode
+    and renamed over ``target`` in one step, and the folder is flushed too. A reader sees the
+    old file or the new one, never a half-written one; a retry overwrites.
+
+    Zones: ``restricted=True`` (implied inside a staging folder): the folder is a restricted
+    zone and the file owner-only (0600, or 0640 with ``OPENCITY_RESTRICTED_GROUP``);
+    ``public=True`` (the published catalog): 0644 in folders created 0755, whatever the
+    umask; neither: the process umask decides (e.g. a file the user asked for by path).
+    """
     target = Path(target)
-    restricted = _parent(target, restricted)
+    restricted = _parent(target, restricted, public)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        _fsync_file(tmp)
         if restricted:
             restricted_file(tmp)
+        elif public:
+            os.chmod(tmp, PUBLIC_FILE_MODE)
         os.replace(tmp, target)
+        fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return target
 
 
-def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False
-                         ) -> Path:
+def write_text_atomic(text: str, target: str | Path, *, restricted: bool = False,
+                      public: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically, with its zone's modes
+    (see :func:`write_atomic`)."""
+    return write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                        restricted=restricted, public=public)
+
+
+def write_json_atomic(data: object, target: str | Path, *, restricted: bool = False,
+                      public: bool = False, **dumps: object) -> Path:
+    """Write ``data`` as JSON (``json.dumps`` options in ``dumps``; default ``indent=2``)
+    atomically, with its zone's modes (see :func:`write_atomic`)."""
+    dumps.setdefault("indent", 2)
+    return write_text_atomic(json.dumps(data, **dumps), target, restricted=restricted,
+                             public=public)
+
+
+def write_parquet_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False,
+                         public: bool = False) -> Path:
     """Write ``table`` to ``target`` through a temporary name (a retry overwrites).
 
     ``restricted=True`` (implied inside a staging folder): the folder is a restricted zone
     and the file is created owner-only.
     """
-    return _write_atomic(target, restricted,
-                         lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    return write_atomic(target, lambda tmp: pq.write_table(table, tmp, compression="zstd"),
+                        restricted=restricted, public=public)
 
 
-def write_bytes_atomic(content: bytes, target: str | Path, *, restricted: bool = False) -> Path:
-    """Write ``content`` to ``target`` through a temporary name (see
-    :func:`write_parquet_atomic`)."""
-    return _write_atomic(target, restricted, lambda tmp: tmp.write_bytes(content))
+def write_bytes_atomic(content: bytes, target: str | Path, *, restricted: bool = False,
+                       public: bool = False) -> Path:
+    """Write ``content`` to ``target`` through a temporary name (see :func:`write_atomic`)."""
+    return write_atomic(target, lambda tmp: tmp.write_bytes(content), restricted=restricted,
+                        public=public)
 
 
-def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False) -> Path:
-    """Write ``table`` as CSV through a temporary name (see :func:`write_parquet_atomic`)."""
-    return _write_atomic(target, restricted, lambda tmp: pacsv.write_csv(table, tmp))
+def write_csv_atomic(table: pa.Table, target: str | Path, *, restricted: bool = False,
+                     public: bool = False) -> Path:
+    """Write ``table`` as CSV through a temporary name (see :func:`write_atomic`)."""
+    return write_atomic(target, lambda tmp: pacsv.write_csv(table, tmp), restricted=restricted,
+                        public=public)
 
 
 def replace_dir(staging: Path, final: Path) -> Path:
@@ -281,9 +383,45 @@ def replace_dir(staging: Path, final: Path) -> Path:
     if final.exists():
         os.replace(final, old)
     os.replace(staging, final)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def rename_dir(staging: str | Path, final: str | Path) -> Path:
+    """Give a fully written (and fsynced) folder its final name in one step; ``final`` must
+    not exist (e.g. a new immutable catalog snapshot). The parent folder is flushed."""
+    staging, final = Path(staging), Path(final)
+    if final.exists():
+        raise FileExistsError(f"{final} exists already; this is a bug (a new name is unique)")
+    os.rename(staging, final)
+    fsync_dir(final.parent)
+    return final
+
+
+def replace_symlink(link: str | Path, points_to: str | Path) -> Path:
+    """Point ``link`` at ``points_to`` in one atomic step (a reader sees the old or the new
+    target, never no link), e.g. a catalog's ``current`` snapshot pointer."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}.tmp")
+    os.symlink(points_to, tmp)
+    try:
+        os.replace(tmp, link)
+    finally:
+        if tmp.is_symlink():
+            tmp.unlink()
+    fsync_dir(link.parent)
+    return link
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename ``path`` to a hidden ``.<name>.<id>.old`` next to it (a leftover the next
+    cleanup removes) and return the new name."""
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+    os.rename(path, aside)
+    return aside
 
 
 @contextmanager

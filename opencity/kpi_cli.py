@@ -127,7 +127,10 @@ def _dashboard(args: argparse.Namespace) -> int:
     history = read_kpi_history(part.parent, before_partition=partition_name(args.month))
     html = render_dashboard(pq.read_table(table_path), history, load_registry(args.registry, sources=KPI_SOURCES),
                             settings.city_name)
+    from opencity.io import write_text_atomic
+
     out = args.out or part / "dashboard.html"
-    out.write_text(html, encoding="utf-8")
+    # next to the KPI table (outputs/: restricted), or where the user asked (the umask decides)
+    write_text_atomic(html, out, restricted=args.out is None)
     print(out)
     return 0

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import uuid
 from pathlib import Path
 from typing import Any
 
 from opencity import __version__
+from opencity.io import write_json_atomic
 from publish.base import sha256_file
 
 
@@ -46,8 +44,5 @@ def input_hashes(paths: list[str | Path]) -> dict[str, str]:
 def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     """Write a manifest as JSON (atomically), adding the code version."""
     body = {"code_version": code_version(), **manifest}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    # run manifests (``<run dir>/manifests/``) are a restricted zone of the run directory
+    return write_json_atomic(body, path, restricted=True, sort_keys=True, default=str)

@@ -403,8 +403,10 @@ def run(dag_id: str, raw: Path, out: Path, start: date, end: date,
                "seconds": round(time.monotonic() - t0, 1), "runner_log": str(log_file)}
     if code != 0:
         summary["runner_error"] = [f"the runner exited with status {code}"]
-    (run_dir / f"run-{dag_id}-{start}-{end}.json").write_text(json.dumps(summary, indent=2),
-                                                              encoding="utf-8")
+    from opencity.io import write_json_atomic
+
+    # the run directory's root: not a zone of its own (restrict_run_tree tightens its files)
+    write_json_atomic(summary, run_dir / f"run-{dag_id}-{start}-{end}.json")
     return summary
 
 

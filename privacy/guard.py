@@ -26,7 +26,6 @@ Checks:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from opencity.errors import ConfigError, GuardError
+from opencity.io import write_json_atomic
 
 WILDCARD = "*"
 
@@ -72,12 +72,9 @@ class GuardReport:
 
     def write(self, path: str | Path) -> Path:
         """Write the JSON report (atomically) and return its path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str))
-        tmp.replace(path)
-        return path
+        # the run's reports folder: a restricted zone (names releases not yet approved)
+        return write_json_atomic(self.as_dict(), path, restricted=True, sort_keys=True,
+                                 default=str)
 
     def raise_if_failed(self, path: str | Path | None = None) -> None:
         """Raise GuardError naming the failed checks (and the report) when any failed."""

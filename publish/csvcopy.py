@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from opencity.io import write_atomic
 from publish.base import DatasetRelease, Field, Resource
 from publish.reference import DISTRICTS, REGIONS, REQUEST_TYPES
 
@@ -71,8 +72,7 @@ def with_csv_copies(release: DatasetRelease, lookups: dict[str, dict[str, str]],
     for res in parquet:
         table, added = join_names(pq.read_table(res.path), lookups)
         target = Path(workdir) / (res.partition or "_") / f"{res.name}.csv"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pacsv.write_csv(table, target)
+        write_atomic(target, lambda tmp, table=table: pacsv.write_csv(table, tmp))
         old = given.get((res.name, res.partition))
         out.append(Resource(target, f"{res.name}-csv", "csv",
                             old.description if old else f"{res.description} (CSV copy)".strip(),

@@ -33,8 +33,8 @@ How a publish stays consistent whatever instant it is killed at:
 * the new state of the dataset is assembled as a new snapshot under a unique name (files of
   unchanged partitions hard-linked from the current snapshot, new files copied, every file
   and folder fsynced), and made visible in ONE atomic step: a new ``current`` symlink
-  replaces the old one (``os.replace``). A reader sees the old or the new dataset, files and
-  metadata together, never a mix;
+  replaces the old one (``opencity.io.replace_symlink``). A reader sees the old or the new
+  dataset, files and metadata together, never a mix;
 * ``package.json`` and ``datapackage.json`` are computed from the partition records and files
   of the snapshot they sit in; they are never read, modified and written back;
 * every publish verifies the files on disk of each partition it publishes against the release
@@ -67,6 +67,8 @@ from pathlib import Path
 from typing import Any
 
 from opencity.errors import ConfigError, PublishError
+from opencity.io import fsync_dir as _fsync_dir
+from opencity.io import move_aside, public_dir, public_tree, rename_dir, replace_symlink
 from publish.base import DatasetRelease, Field, PublishResult, Resource, sha256_file
 
 log = logging.getLogger(__name__)
@@ -109,14 +111,6 @@ def layout_path(name: str, fmt: str, file: str, partition: str) -> str:
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_durable(path: Path, data: bytes) -> None:
@@ -449,8 +443,7 @@ class LocalCatalog:
                    for r in release.resources}
         intended = {part: _intended_record(release, part, resources, digests)
                     for part, resources in by_part.items()}
-        ddir = self.dataset_dir(release.name)
-        ddir.mkdir(parents=True, exist_ok=True)
+        ddir = public_dir(self.dataset_dir(release.name))
         uploaded: list[str] = []
         unchanged: list[str] = []
         with _locked(ddir / LOCK_FILE):
@@ -519,8 +512,7 @@ class LocalCatalog:
 
         ``withdrawn``: the withdrawal notes of the new snapshot (default: the current one's).
         """
-        sroot = ddir / SNAPSHOTS_DIR
-        sroot.mkdir(exist_ok=True)
+        sroot = public_dir(ddir / SNAPSHOTS_DIR)
         sid = f"s-{uuid.uuid4().hex[:16]}"
         staging = sroot / f"{sid}.staging"
         for folder in LAYOUT_DIRS:
@@ -552,25 +544,23 @@ class LocalCatalog:
         package, descriptor = _derive(staging, self.catalog_info)
         _write_durable(staging / PACKAGE_FILE, _json(package).encode("utf-8"))
         _write_durable(staging / DATAPACKAGE_FILE, _json(descriptor).encode("utf-8"))
+        public_tree(staging)  # the catalog is world-readable whatever the umask
         _fsync_dir(staging)
-        os.rename(staging, sroot / sid)
-        _fsync_dir(sroot)
-        tmp = ddir / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
-        os.symlink(Path(SNAPSHOTS_DIR) / sid, tmp)
-        os.replace(tmp, ddir / CURRENT)  # the one step that makes the new state visible
-        _fsync_dir(ddir)
+        rename_dir(staging, sroot / sid)
+        # the one step that makes the new state visible
+        replace_symlink(ddir / CURRENT, Path(SNAPSHOTS_DIR) / sid)
         for name in STATIC_LINKS:  # fixed links through ``current``, made once
             link = ddir / name
             if link.is_symlink():
                 continue
             if link.exists():  # the pre-snapshot layout (now carried over into the snapshot)
-                os.rename(link, ddir / f".{name}.{uuid.uuid4().hex}.old")
+                move_aside(link)
             os.symlink(Path(CURRENT) / name, link)
         old_link = ddir / RESOURCES_DIR  # the earlier layouts' folder, carried over above
         if old_link.is_symlink():
             old_link.unlink()
         elif old_link.exists():
-            os.rename(old_link, ddir / f".{RESOURCES_DIR}.{uuid.uuid4().hex}.old")
+            move_aside(old_link)
         _fsync_dir(ddir)
         if current is not None:
             shutil.rmtree(current, ignore_errors=True)

@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from opencity.errors import ConfigError
+from opencity.io import write_atomic
 from publish.base import DatasetRelease, Field, Resource
 
 DISTRICTS = "opencity-districts"
@@ -162,8 +163,7 @@ def reference_releases(reference_dir: str | Path, out_dir: str | Path, *,
     releases = []
     for name, table in reference_tables(reference_dir).items():
         path = Path(out_dir) / name / f"{TABLES[name]}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path)
+        write_atomic(path, lambda tmp, table=table: pq.write_table(table, tmp))
         title = f"{_TITLES[name]} - {city_name}" if city_name else _TITLES[name]
         releases.append(DatasetRelease(
             name=name, title=title, description=_DESCRIPTIONS[name],

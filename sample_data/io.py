@@ -8,22 +8,16 @@ and files 0600 whatever the umask (opencity.io.restricted_dir / restricted_file)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from opencity.io import restricted_dir, restricted_file
+from opencity.io import restricted_dir, write_atomic, write_csv_atomic
 
 PART_PATTERN = "part-{:05d}.parquet"
-
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
@@ -39,33 +33,30 @@ def _csv_ready(table: pa.Table) -> pa.Table:
 
 def write_csv(table: pa.Table, path: Path) -> int:
     """Write a table as CSV (booleans true/false, nulls empty); returns the row count."""
-    restricted_dir(path.parent)
-    tmp = _tmp(path)
-    pacsv.write_csv(_csv_ready(table), tmp)
-    restricted_file(tmp)
-    os.replace(tmp, path)
+    write_csv_atomic(_csv_ready(table), path, restricted=True)
     return table.num_rows
 
 
 def write_parquet(tables: Iterable[pa.Table], path: Path) -> int:
     """Stream tables into one Parquet file (one row group per table); returns the row count."""
-    restricted_dir(path.parent)
-    tmp = _tmp(path)
     rows = 0
-    writer: pq.ParquetWriter | None = None
-    try:
-        for t in tables:
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, t.schema)
-            writer.write_table(t)
-            rows += t.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise ValueError(f"no table to write to {path.name}")
-    restricted_file(tmp)
-    os.replace(tmp, path)
+
+    def stream(tmp: Path) -> None:
+        nonlocal rows
+        writer: pq.ParquetWriter | None = None
+        try:
+            for t in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, t.schema)
+                writer.write_table(t)
+                rows += t.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ValueError(f"no table to write to {path.name}")
+
+    write_atomic(path, stream, restricted=True)
     return rows
 
 
@@ -91,10 +82,7 @@ def write_parts(tables: Iterable[pa.Table], directory: Path, chunk_rows: int) ->
 
     def flush(table: pa.Table) -> None:
         path = directory / PART_PATTERN.format(len(counts))
-        tmp = _tmp(path)
-        pq.write_table(table, tmp)
-        restricted_file(tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp), restricted=True)
         counts[path.name] = table.num_rows
 
     for t in tables:

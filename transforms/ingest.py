@@ -34,7 +34,6 @@ or it raises.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import uuid
@@ -470,18 +469,15 @@ def _used(sql: str, params: dict) -> dict:
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path,
           params: dict) -> int:
-    """COPY a query to Parquet via a temporary name, then rename (a retry overwrites)."""
+    """COPY a query to Parquet atomically, owner-only (clean and quarantine partitions are
+    restricted zones; a retry overwrites)."""
+    from opencity.io import write_atomic
+
     params = _used(select, params)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        res = con.execute(
-            f"COPY ({select}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params
-        ).fetchall()
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    res: list = []
+    write_atomic(target, lambda tmp: res.extend(con.execute(
+        f"COPY ({select}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)", params
+    ).fetchall()), restricted=True)
     return int(res[0][0]) if res else 0
 
 

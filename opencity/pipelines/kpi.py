@@ -35,7 +35,9 @@ from opencity.io import (
     read_reference_csv,
     replace_dir,
     write_csv_atomic,
+    write_json_atomic,
     write_parquet_atomic,
+    write_text_atomic,
 )
 from opencity.manifest import input_hashes, write_manifest
 from opencity.settings import Settings, partition_name
@@ -210,7 +212,7 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
                               "dataset of the portal together"} for u in spend},
                "policy_hash": rec.policy_hash,
                "releases": [{k: v for k, v in r.items()} for r in releases]}
-    (staging / "privacy.json").write_text(json.dumps(privacy, indent=2, default=str))
+    write_json_atomic(privacy, staging / "privacy.json", restricted=True, default=str)
     methods = table.column("method").to_pylist()
     return {"staging_dir": str(staging), "rows": table.num_rows,
             "kpi_codes": len(set(table.column("kpi_code").to_pylist())),
@@ -239,10 +241,7 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
                                before_partition=partition_name(start))
     html = render_dashboard(table, history, load_registry(registry_path, sources=KPI_SOURCES),
                             settings.city_name)
-    path = staging / "dashboard.html"
-    tmp = path.with_name(".dashboard.html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    path = write_text_atomic(html, staging / "dashboard.html", restricted=True)
     return {"dashboard": str(path), "bytes": len(html.encode()),
             "history_periods": len(set(history.column("period").to_pylist()))}
 
@@ -268,7 +267,7 @@ def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
         validation = _validate(settings, staging, start)
     final = replace_dir(staging, settings.layout.output(DATASET, start))
     write_csv_atomic(pq.read_table(final / "kpis.parquet"),
-                     settings.layout.csv(DATASET, start) / "kpis.csv")
+                     settings.layout.csv(DATASET, start) / "kpis.csv", restricted=True)
     clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
             "validation": validation, "guard": guard}

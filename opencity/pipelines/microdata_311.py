@@ -19,7 +19,6 @@ Task bodies behind the microdata branch of dags/opencity_311.py.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ from opencity.io import (
     read_reference_csv,
     replace_dir,
     write_csv_atomic,
+    write_json_atomic,
     write_parquet_atomic,
 )
 from opencity.settings import Settings, partition_name
@@ -176,12 +176,13 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
         result = anonymize(table, hierarchies, model=model, metric="nu-entropy",
                            l_diversity=ldiv, suppression="remove")
     except NotAchievableError as err:
-        report_path.write_text(json.dumps({"achievable": False, "reason": str(err)}, indent=2))
+        write_json_atomic({"achievable": False, "reason": str(err)}, report_path,
+                          restricted=True)
         log.warning("311 microdata for %s not released: %s", partition_name(start), err)
         return {**base, "released": False, "reason": str(err)}
     report = {**result.report, "rows_missing_quasi_identifier": missing_qi,
               "cap": {"max_records_per_person": cap, **capped}}
-    report_path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    write_json_atomic(report, report_path, restricted=True, sort_keys=True, default=str)
     staging = settings.layout.output(DATASET, start).with_name(
         f".{partition_name(start)}.staging")
     # A stable row order makes the files byte-identical across reruns of the same data, so a
@@ -230,7 +231,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
     if not already:
         final = replace_dir(staging, final)
     csv_copy = write_csv_atomic(pq.read_table(final / "part-0.parquet"),
-                                settings.layout.csv(DATASET, start) / "part-0.csv")
+                                settings.layout.csv(DATASET, start) / "part-0.csv",
+                                restricted=True)
     clean_partition_leftovers(final)
     part = partition_name(start)
     release = DatasetRelease(

@@ -518,7 +518,7 @@ def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime
                              new_dataset=DATASET)
         validation = _validate_product(settings, parquet, start, staged)
     final = replace_dir(staging, settings.layout.output(DATASET, start))
-    write_csv_atomic(table, settings.layout.csv(DATASET, start) / "part-0.csv")
+    write_csv_atomic(table, settings.layout.csv(DATASET, start) / "part-0.csv", restricted=True)
     clean_partition_leftovers(final)
     return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
             "rows": table.num_rows, "validation": validation, "guard": guard,

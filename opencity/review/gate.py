@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -271,11 +270,8 @@ def write_catalog_review(settings: Settings, dataset: str, store: ReviewStore) -
     withdrawals = [w.as_dict() for w in store.withdrawals(dataset)]
     if not approvals and not withdrawals:
         return None
-    ddir.mkdir(parents=True, exist_ok=True)
-    path = ddir / REVIEW_FILE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps({"dataset": dataset, "approvals": approvals,
-                               "withdrawals": withdrawals}, indent=2, sort_keys=True),
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from opencity.io import write_json_atomic
+
+    return write_json_atomic({"dataset": dataset, "approvals": approvals,
+                              "withdrawals": withdrawals}, ddir / REVIEW_FILE, public=True,
+                             sort_keys=True)

@@ -491,13 +491,9 @@ def validate(report: dict[str, Any], schema_path: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    import os
-    import uuid
+    from opencity.io import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(text, path)  # where the officer asked (--out): the umask decides
 
 
 def write_release_report(run_dir: str | Path, dataset: str, partition: str, out: str | Path,

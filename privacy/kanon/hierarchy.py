@@ -160,9 +160,14 @@ class Hierarchy:
         return cls(tuple(rows), name=name or path.name, ordered=ordered)
 
     def to_csv(self, path: str | Path, sep: str = ";") -> None:
-        """Write the hierarchy in ARX's CSV format."""
-        with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh, delimiter=sep, lineterminator="\n").writerows(self.rows)
+        """Write the hierarchy in ARX's CSV format (atomically, through opencity.io)."""
+        from opencity.io import write_atomic
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh, delimiter=sep, lineterminator="\n").writerows(self.rows)
+
+        write_atomic(path, write)
 
     # ----------------------------------------------------------------- builders
     @classmethod

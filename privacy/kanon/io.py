@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,10 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 from opencity.errors import DataQualityError
-from opencity.io import write_parquet_atomic  # noqa: F401 - re-exported for the CLI
+from opencity.io import (
+    write_parquet_atomic,  # noqa: F401 - re-exported for the CLI
+    write_text_atomic,
+)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -64,12 +66,5 @@ def read_table(path: str | Path, sep: str = ";", numeric: tuple[str, ...] = ()) 
 
 
 def write_json_atomic(data: dict[str, Any], path: str | Path) -> None:
-    """Write JSON (UTF-8, indented) via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write JSON (UTF-8, indented) atomically through opencity.io (where the user asked)."""
+    write_text_atomic(json.dumps(data, indent=2, ensure_ascii=False) + "\n", path)
