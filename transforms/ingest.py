@@ -365,6 +365,15 @@ class _Builder:
     def staged_sql(self) -> str:
         """SELECT with r_* (raw text), t_* (typed), pseudonyms, joins and the reason column."""
         missing_src = [c for c in self.p.required_raw if c not in self.raw_cols]
+        if self.p.file:  # a declarative profile: every column it maps must be in the file
+            absent = {c: [r for r in self.p.raw_columns(c) if r not in self.raw_cols]
+                      for c in self.p.columns}
+            absent = {c: r for c, r in absent.items() if r}
+            if absent:
+                keys = ", ".join(f"columns.{c} ({', '.join(r)})" for c, r in absent.items())
+                raise DataQualityError(
+                    f"the file has no column(s) named by profile {self.p.file}: {keys}; fix "
+                    "the profile's columns (or remove the mapping of an optional column)")
         if missing_src:
             known = set(self.p.required_raw)
             for c in self.schema.columns:
