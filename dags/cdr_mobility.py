@@ -23,18 +23,21 @@ the row-level steps on the Spark master of connection `spark_default` (or
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
+
+# The start date is the registry's (cdr entry, e.g. cdr_events); without one there is no DAG.
+_START = start_of("cdr")
 
 _KWARGS = dag_kwargs(
     dag_id="cdr_mobility",
     schedule=PartitionTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
+    start_date=_START,
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
     privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),
 )
@@ -82,4 +85,5 @@ def cdr_mobility():
     released >> approval_gate("opencity-cdr-mobility-daily") >> published
 
 
-cdr_mobility()
+if _START is not None:
+    cdr_mobility()

@@ -523,7 +523,7 @@ def _with_polygon_districts(con: duckdb.DuckDBPyConnection, prof: Profile,
     ok = np.isfinite(x) & np.isfinite(y)
     for pid, wkb in zip(polys.ids, polys.wkb, strict=True):
         hit = ok & shapely.contains_xy(shapely.from_wkb(wkb), x, y)
-        found[hit & (found == None)] = pid  # noqa: E711 - element-wise on an object array
+        found[hit & (found == None)] = pid
     con.register("geo_arrow", pa.table({"__record": pa.array(got["__record"], pa.int64()),
                                         POLYGON_COLUMN: pa.array(found, pa.string())}))
     con.execute(f"CREATE TEMP TABLE raw_geo AS SELECT r.*, g.{_q(POLYGON_COLUMN)} FROM raw_in r "
