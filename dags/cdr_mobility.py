@@ -40,12 +40,13 @@ _KWARGS = dag_kwargs(
     start_date=_START,
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
     privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),
-)
-_KWARGS["params"]["engine"] = Param(
-    "duckdb", type="string", enum=["duckdb", "spark"], title="Engine",
-    description="Where the row-level steps run: duckdb (on the worker) or spark (the cluster "
-                "of connection spark_default or $OPENCITY_SPARK_MASTER, client mode from the "
-                "task; only aggregates come back).")
+) if _START is not None else {}
+if _KWARGS:
+    _KWARGS["params"]["engine"] = Param(
+        "duckdb", type="string", enum=["duckdb", "spark"], title="Engine",
+        description="Where the row-level steps run: duckdb (on the worker) or spark (the "
+                    "cluster of connection spark_default or $OPENCITY_SPARK_MASTER, client "
+                    "mode from the task; only aggregates come back).")
 
 
 @dag(**_KWARGS)

@@ -109,7 +109,8 @@ def reference_tables(reference_dir: str | Path) -> dict[str, pa.Table]:
     """Dataset name -> its table, from the city's reference files in ``reference_dir``."""
     ref = Path(reference_dir)
     out: dict[str, pa.Table] = {}
-    districts = _read(ref / "districts.csv", ("district_id", "name", *_BBOX))
+    # A city whose profile lists its districts (id, name) has no boxes: they are empty.
+    districts = _read(ref / "districts.csv", ("district_id", "name"))
     district_names: dict[str, str] = {}
     if districts is not None:
         districts = districts.sort_by("district_id")
@@ -118,7 +119,8 @@ def reference_tables(reference_dir: str | Path) -> dict[str, pa.Table]:
         out[DISTRICTS] = pa.table({
             "district_id": districts["district_id"].cast(pa.string()),
             "district_name": districts["name"].cast(pa.string()),
-            **{c: pc.cast(districts[c], pa.float64()) for c in _BBOX}})
+            **{c: (pc.cast(districts[c], pa.float64()) if c in districts.column_names
+                   else pa.nulls(districts.num_rows, pa.float64())) for c in _BBOX}})
     towers = _read(ref / "towers.csv", ("region_id", "lat", "lon"))
     if towers is not None:
         regions = _read(ref / "regions.csv", ("region_id", "name"))

@@ -225,7 +225,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                                  # every published non-sensitive column, not only the QIs
                                  "quasi_identifiers": [c for c in records.column_names
                                                        if c not in entry.sensitive],
-                                 "k": staged["k"]}, "run_id": run_id},
+                                 "k": staged["k"]}, "run_id": run_id,
+                     "request_types": weekly.city_reference(settings)["request_types"]},
             reports_dir=settings.layout.reports(DATASET, start))
     if not already:
         final = replace_dir(staging, final)

@@ -154,6 +154,22 @@ def city_reference(settings: Settings, prof=None) -> dict[str, Any]:
             "categories": prof.categories, "profile": prof}
 
 
+def write_reference_lists(settings: Settings, prof) -> Path:
+    """The profile's public reference lists as the reference publisher reads them
+    (publish/reference.py): ``<run_dir>/reference/districts.csv`` (district_id, name) and
+    ``request_types.csv`` (request_type, name), so the catalog names every code."""
+    folder = settings.layout.root / "reference"
+    if prof.districts:
+        write_csv_atomic(pa.table({"district_id": [i for i, _ in prof.districts],
+                                   "name": [n for _, n in prof.districts]}),
+                         folder / "districts.csv")
+    if prof.categories:
+        write_csv_atomic(pa.table({"request_type": [i for i, _ in prof.categories],
+                                   "name": [n for _, n in prof.categories]}),
+                         folder / "request_types.csv")
+    return folder
+
+
 def ingest(settings: Settings, start: datetime, end: datetime, key=None,
            profile: str | None = None, raw_path: str | None = None) -> dict[str, Any]:
     """Ingest the raw 311 rows of [start, end) into the clean partition.
@@ -182,6 +198,8 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
     from opencity.pipelines.partitions import require_input
 
     require_input(out, SOURCE, start, end, layout.clean(SOURCE, start))
+    if prof.districts or prof.categories:
+        write_reference_lists(settings, prof)
     out["interval"] = _interval_dict(start, end)
     out["profile"] = prof.file or prof.name
     out["input_hashes"] = input_hashes([raw, *ref["files"]])
