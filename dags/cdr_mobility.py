@@ -5,8 +5,9 @@
 day (00:00 to 00:00 UTC) from call detail records, with their `privacy.json` statement.
 Subscribers are pseudonymized at ingest (no raw MSISDN leaves it).
 
-**When:** once a day, after the day is over. Input: `<raw_dir>/cdr/` and the cell-tower
-reference table `<raw_dir>/city/towers.csv`.
+**When:** once a day, after the day is over. Input, profile and start date: the CDR entry of
+the source registry (`cdr_events`, `source: cdr`; `<raw_dir>/cdr/` in the synthetic city) and
+the cell-tower reference table `<raw_dir>/city/towers.csv`.
 
 **Privacy:** `epsilon`/`delta` per subscriber per day from the stored release policy
 (`privacy/policy.yaml`); the params may only tighten it. The budget ledger is the portal's
@@ -53,12 +54,19 @@ if _KWARGS:
 def cdr_mobility():
     @pipeline_task
     def ingest() -> dict:
+        from pathlib import Path
+
         from opencity.pipelines.partitions import require_input
+        from opencity.source_registry import require_source
         from privacy.mobility import pipeline
 
         settings, (start, end) = run_settings(), data_interval()
-        return require_input(pipeline.ingest(settings, start, end), pipeline.SOURCE, start,
-                             end, settings.layout.clean(pipeline.SOURCE, start))
+        src = require_source(pipeline.SOURCE)  # raw path and profile from the registry
+        ingested = pipeline.ingest(settings, start, end,
+                                   raw_path=str(Path(settings.raw_dir) / src.path),
+                                   profile=src.profile)
+        return require_input(ingested, pipeline.SOURCE, start, end,
+                             settings.layout.clean(pipeline.SOURCE, start))
 
     @pipeline_task
     def release(ingested: dict) -> dict:

@@ -9,8 +9,10 @@
   (age band, gender, district, day or week, type, status), when the week allows it.
 
 **When:** once a week, after the week is over (the run for the week starting Monday
-2026-10-05 starts on 2026-10-12). Input: `<raw_dir>/service_requests/requests.csv` and the
-districts reference table `<raw_dir>/city/districts.csv`.
+2026-10-05 starts on 2026-10-12). Input, start date and profile: the `service_requests` entry
+of the source registry (`opencity/sources.yaml`, `OPENCITY_SOURCES_FILE` or `opencity run
+--config DIR`); the districts and request categories come from the profile's reference files
+(else `<raw_dir>/city/districts.csv`).
 
 **Tasks:** ingest -> aggregate -> commit_partition -> publish_weekly, and
 anonymize_microdata -> publish_microdata, then manifest (row counts, input hashes, params).
