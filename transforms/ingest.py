@@ -24,8 +24,10 @@ physical range of a number, a plausible time. Free text is masked in the clean d
 never published.
 
 Rows whose time column lies in another data interval are neither clean nor bad: they are
-counted as ``rows_other_intervals`` (another run's partition picks them up), unless
-``strict_interval`` is set, in which case they are quarantined. Every run reconciles the
+counted as ``rows_other_intervals`` (another run's partition picks them up, and quarantines
+them there if they fail a check: a backfill quarantines each bad row once, in its own
+interval), unless ``strict_interval`` is set, in which case they are quarantined. A row
+without a usable time is quarantined by every run. Every run reconciles the
 records the raw reader counted (Parquet: the files' metadata) with the rows actually written:
 ``rows_in == rows_out + rows_quarantined + rows_other_intervals`` (each counted on its own),
 or it raises.
@@ -418,11 +420,17 @@ class _Builder:
                           "s.t_lon < dgeo.lon_max")
                 extra.append("dgeo.district_id AS __geo_district")
         reason = f"nullif(concat_ws('; ', {', '.join(self.reasons())}), '')"
-        in_interval = "true"
+        in_interval, elsewhere = "true", "false"
         tcol = self.schema.time_column
         if self.interval and tcol:
             in_interval = f"coalesce(t_{tcol} >= $start AND t_{tcol} < $end, false)"
-        sel = ["s.*", f"{reason} AS reason", f"{in_interval} AS __in_interval", *extra]
+            # a row whose (plausible) time lies in another interval belongs to that run, bad
+            # or not: its own run quarantines it, once (a row without a time: every run)
+            elsewhere = (f"coalesce((t_{tcol} < $start OR t_{tcol} >= $end) AND t_{tcol} >= "
+                         f"TIMESTAMPTZ '{MIN_TIME}' AND t_{tcol} < TIMESTAMPTZ '{MAX_TIME}', "
+                         "false)")
+        sel = ["s.*", f"{reason} AS reason", f"{in_interval} AS __in_interval",
+               f"{elsewhere} AS __elsewhere", *extra]
         return (
             f"SELECT {', '.join(sel)} FROM (SELECT *{', ' + dups if dups else ''} "
             f"FROM ({typed})) s{joins}"
@@ -633,10 +641,13 @@ def ingest_file(
         params = dict(pseudo.params)
         if interval:
             params.update(start=interval[0], end=interval[1])
-        bad = "reason IS NOT NULL" + ("" if not strict_interval or not interval
-                                      else " OR NOT __in_interval")
-        good = f"NOT ({bad}) AND __in_interval"
-        other_pred = f"NOT ({bad}) AND NOT __in_interval"
+        if strict_interval and interval:
+            bad = "reason IS NOT NULL OR NOT __in_interval"
+            other_pred = "false"
+        else:
+            bad = "reason IS NOT NULL AND NOT __elsewhere"
+            other_pred = "__elsewhere OR (reason IS NULL AND NOT __in_interval)"
+        good = "reason IS NULL AND __in_interval"
         try:
             con.execute(f"CREATE TEMP TABLE staged_t AS SELECT * FROM {staged}",
                         _used(staged, params))
