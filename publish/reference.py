@@ -7,7 +7,9 @@ city publishes anyway (``<raw>/city/``): no person is in them, so they go to the
 without a privacy step.
 
 * ``opencity-districts``: ``district_id``, ``district_name`` and the district's bounding box
-  (``districts.csv``: ``district_id``, ``name``, ``lat_min`` ... ``lon_max``);
+  (``districts.csv``: ``district_id``, ``name``, ``lat_min`` ... ``lon_max``; the box is empty
+  when the city's districts come from a profile's reference list, written by the 311 ingest
+  to ``<run_dir>/reference/``, see publish/targets.py);
 * ``opencity-regions``: the regions mobility is published for, ``region_id``,
   ``region_name``, the number of cell towers and their coarse extent (bounding box of the
   towers rounded outward to 0.01 degree, about 1 km; ``towers.csv``). A region's name comes
