@@ -201,7 +201,7 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
     if prof.districts or prof.categories:
         write_reference_lists(settings, prof)
     out["interval"] = _interval_dict(start, end)
-    out["profile"] = prof.file or prof.name
+    out["profile"] = prof.name
     out["input_hashes"] = input_hashes([raw, *ref["files"]])
     if out["rows_out"] == 0 and out["rows_quarantined"] == 0:
         # No request of this week at all: nothing to validate, publish or spend.
