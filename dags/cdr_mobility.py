@@ -5,8 +5,9 @@
 day (00:00 to 00:00 UTC) from call detail records, with their `privacy.json` statement.
 Subscribers are pseudonymized at ingest (no raw MSISDN leaves it).
 
-**When:** once a day, after the day is over. Input: `<raw_dir>/cdr/` and the cell-tower
-reference table `<raw_dir>/city/towers.csv`.
+**When:** once a day, after the day is over. Input, profile and start date: the CDR entry of
+the source registry (`cdr_events`, `source: cdr`; `<raw_dir>/cdr/` in the synthetic city) and
+the cell-tower reference table `<raw_dir>/city/towers.csv`.
 
 **Privacy:** `epsilon`/`delta` per subscriber per day from the stored release policy
 (`privacy/policy.yaml`); the params may only tighten it. The budget ledger is the portal's
@@ -23,38 +24,49 @@ the row-level steps on the Spark master of connection `spark_default` (or
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
+
+# The start date is the registry's (cdr entry, e.g. cdr_events); without one there is no DAG.
+_START = start_of("cdr")
 
 _KWARGS = dag_kwargs(
     dag_id="cdr_mobility",
     schedule=PartitionTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
+    start_date=_START,
     doc_md=__doc__, period="day", example="2026-10-05", example_end="2026-10-06",
     privacy=("epsilon", "delta"), tags=("cdr", "differential-privacy"),
-)
-_KWARGS["params"]["engine"] = Param(
-    "duckdb", type="string", enum=["duckdb", "spark"], title="Engine",
-    description="Where the row-level steps run: duckdb (on the worker) or spark (the cluster "
-                "of connection spark_default or $OPENCITY_SPARK_MASTER, client mode from the "
-                "task; only aggregates come back).")
+) if _START is not None else {}
+if _KWARGS:
+    _KWARGS["params"]["engine"] = Param(
+        "duckdb", type="string", enum=["duckdb", "spark"], title="Engine",
+        description="Where the row-level steps run: duckdb (on the worker) or spark (the "
+                    "cluster of connection spark_default or $OPENCITY_SPARK_MASTER, client "
+                    "mode from the task; only aggregates come back).")
 
 
 @dag(**_KWARGS)
 def cdr_mobility():
     @pipeline_task
     def ingest() -> dict:
+        from pathlib import Path
+
         from opencity.pipelines import mobility as pipeline
         from opencity.pipelines.partitions import require_input
+        from opencity.source_registry import require_source
 
         settings, (start, end) = run_settings(), data_interval()
-        return require_input(pipeline.ingest(settings, start, end), pipeline.SOURCE, start,
-                             end, settings.layout.clean(pipeline.SOURCE, start))
+        src = require_source(pipeline.SOURCE)  # raw path and profile from the registry
+        ingested = pipeline.ingest(settings, start, end,
+                                   raw_path=str(Path(settings.raw_dir) / src.path),
+                                   profile=src.profile)
+        return require_input(ingested, pipeline.SOURCE, start, end,
+                             settings.layout.clean(pipeline.SOURCE, start))
 
     @pipeline_task
     def release(ingested: dict) -> dict:
@@ -82,4 +94,5 @@ def cdr_mobility():
     released >> approval_gate("opencity-cdr-mobility-daily") >> published
 
 
-cdr_mobility()
+if _START is not None:
+    cdr_mobility()

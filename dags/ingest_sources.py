@@ -38,7 +38,7 @@ def build(src: Source):
             from opencity.pipelines import ingest_source as p
 
             begin, end = data_interval()
-            return p.ingest(run_settings(), src.name, src.path, src.profile, begin, end)
+            return p.ingest(run_settings(), src.kind, src.path, src.profile, begin, end)
 
         @pipeline_task
         def manifest(ingested: dict) -> str:
@@ -55,4 +55,5 @@ def build(src: Source):
 
 
 for _src in load_sources().values():
-    globals()[f"ingest_{_src.name}"] = build(_src)
+    if not _src.dag:  # the 311, CDR and KPI DAGs ingest their own sources
+        globals()[f"ingest_{_src.name}"] = build(_src)

@@ -9,8 +9,10 @@
   (age band, gender, district, day or week, type, status), when the week allows it.
 
 **When:** once a week, after the week is over (the run for the week starting Monday
-2026-10-05 starts on 2026-10-12). Input: `<raw_dir>/service_requests/requests.csv` and the
-districts reference table `<raw_dir>/city/districts.csv`.
+2026-10-05 starts on 2026-10-12). Input, start date and profile: the `service_requests` entry
+of the source registry (`opencity/sources.yaml`, `OPENCITY_SOURCES_FILE` or `opencity run
+--config DIR`); the districts and request categories come from the profile's reference files
+(else `<raw_dir>/city/districts.csv`).
 
 **Tasks:** ingest -> aggregate -> commit_partition -> publish_weekly, and
 anonymize_microdata -> publish_microdata, then manifest (row counts, input hashes, params).
@@ -19,19 +21,22 @@ The task bodies live in `opencity.pipelines`; this file only wires them (opencit
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
+
+# The start date is the registry's (service_requests entry); without one there is no DAG.
+_START = start_of("service_requests")
 
 
 @dag(**dag_kwargs(
     dag_id="opencity_311",
     schedule=PartitionTimetable("0 0 * * 1", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 5, tz="UTC"),
+    start_date=_START,
     doc_md=__doc__, period="week", example="2026-10-05", example_end="2026-10-12",
     privacy=("suppression_k", "microdata_k", "microdata_l", "microdata_max_suppression"),
     tags=("311",),
@@ -105,4 +110,5 @@ def opencity_311():
     manifest(ingested, staged, committed, published, staged_md, published_md)
 
 
-opencity_311()
+if _START is not None:
+    opencity_311()

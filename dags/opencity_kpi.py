@@ -17,12 +17,12 @@ in `opencity.pipelines.kpi`).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
+from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
 
 # Products of the source DAGs (opencity_311, cdr_mobility), declared as inlets for lineage.
@@ -32,7 +32,8 @@ SOURCE_PRODUCTS = [asset("311_weekly"), asset("cdr_mobility")]
 @dag(**dag_kwargs(
     dag_id="opencity_kpi",
     schedule=PartitionTimetable("0 0 1 * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 10, 1, tz="UTC"),
+    # the month of the registry's earliest source
+    start_date=start_of(month=True),
     doc_md=__doc__, period="month", example="2026-10-01", example_end="2026-11-01",
     tags=("kpi",),
 ))

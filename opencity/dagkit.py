@@ -51,23 +51,27 @@ def asset(key: str) -> Asset:
 # --- Params ------------------------------------------------------------------------------
 # Privacy floors until the stored release policy (privacy/policy.yaml) is wired in: a trigger
 # may only tighten them (a larger k, a smaller epsilon), never loosen them.
-def policy_floors() -> dict[str, Any]:
+def policy_floors(names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The trigger form's bounds, from the stored release policy (privacy/policy.yaml, a file
     in the repository or OPENCITY_POLICY: no database or network at parse time). A param may
     only tighten: k, l and the suppression threshold at least the policy's, epsilon, delta
-    and the suppression limit at most."""
+    and the suppression limit at most. Only the datasets of ``names`` (default: all) must be
+    in the policy: a city without CDRs has no mobility entry."""
     from privacy.policy import load_policy
 
     policy = load_policy()
-    weekly = policy.dataset("opencity-311-requests-weekly")
-    micro = policy.dataset("opencity-311-requests-microdata")
-    mobility = policy.dataset("opencity-cdr-mobility-daily")
-    return {
-        "suppression_k": weekly.threshold or 15,
-        "microdata_k": micro.k, "microdata_l": micro.l,
-        "microdata_max_suppression": micro.max_suppression,
-        "epsilon": mobility.budget.epsilon, "delta": mobility.budget.delta,
-    }
+    want = set(names) if names is not None else {"suppression_k", "microdata_k", "epsilon"}
+    out: dict[str, Any] = {}
+    if want & {"suppression_k"}:
+        out["suppression_k"] = policy.dataset("opencity-311-requests-weekly").threshold or 15
+    if want & {"microdata_k", "microdata_l", "microdata_max_suppression"}:
+        micro = policy.dataset("opencity-311-requests-microdata")
+        out.update(microdata_k=micro.k, microdata_l=micro.l,
+                   microdata_max_suppression=micro.max_suppression)
+    if want & {"epsilon", "delta"}:
+        mobility = policy.dataset("opencity-cdr-mobility-daily")
+        out.update(epsilon=mobility.budget.epsilon, delta=mobility.budget.delta)
+    return out
 
 _NULLABLE_STR = ["null", "string"]
 
@@ -96,7 +100,11 @@ def settings_params() -> dict[str, Param]:
 
 def privacy_params(*names: str) -> dict[str, Param]:
     """Typed privacy params; every bound is the policy floor, so a trigger can only tighten."""
-    f = policy_floors()
+    # placeholders for the params not asked for (their entries are dropped below)
+    f = {"suppression_k": 15, "microdata_k": 5, "microdata_l": 2,
+         "microdata_max_suppression": 0.05, "epsilon": 1.0, "delta": 0.0}
+    if names:
+        f.update(policy_floors(tuple(names)))
     catalog = {
         "suppression_k": Param(
             None, type=["null", "integer"], minimum=f["suppression_k"], maximum=10_000,

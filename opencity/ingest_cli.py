@@ -19,7 +19,7 @@ def _utc(text: str) -> datetime:
 
 
 def register(subparsers) -> None:
-    from transforms.profiles import PROFILES
+    from transforms.profiles import shipped_profiles
     from transforms.schemas import SCHEMAS
 
     p = subparsers.add_parser(
@@ -38,9 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the clean Parquet")
     p.add_argument("--quarantine", type=Path, help="folder for quarantined rows "
                    "(default: OUT/../quarantine)")
-    p.add_argument("--profile", default="opencity",
-                   choices=["opencity", *sorted(PROFILES)],
-                   help="how the file's columns map to OpenCity's (default: opencity)")
+    p.add_argument("--profile", default="opencity", metavar="NAME|FILE",
+                   help="how the file's columns map to OpenCity's: opencity (default), a "
+                        f"shipped profile ({', '.join(shipped_profiles())}) or the path of a "
+                        "profile .yaml file")
     p.add_argument("--start", type=_utc, help="data interval start (UTC unless an offset is given)")
     p.add_argument("--end", type=_utc, help="data interval end, exclusive")
     p.add_argument("--strict-interval", action="store_true",

@@ -21,7 +21,11 @@ def publisher_for(settings: Settings) -> Publisher:
     from publish.metadata import CatalogInfo
 
     # CSV copies of every table with names, and the city's reference datasets beside them.
-    reference = Path(settings.raw_dir) / "city" if settings.raw_dir else None
+    # The reference lists of the city's profiles (written by the ingest step to
+    # <run_dir>/reference/) when there are any, else the raw landing area's city/ folder.
+    profiled = settings.layout.root / "reference"
+    reference = (profiled if (profiled / "districts.csv").is_file() else
+                 Path(settings.raw_dir) / "city" if settings.raw_dir else None)
     return LocalCatalog(settings.layout.catalog, catalog_info=CatalogInfo.from_settings(settings),
                         csv_copies=True, city_name=settings.city_name,
                         reference_dir=reference if reference and reference.is_dir() else None)

@@ -7,7 +7,9 @@ city publishes anyway (``<raw>/city/``): no person is in them, so they go to the
 without a privacy step.
 
 * ``opencity-districts``: ``district_id``, ``district_name`` and the district's bounding box
-  (``districts.csv``: ``district_id``, ``name``, ``lat_min`` ... ``lon_max``);
+  (``districts.csv``: ``district_id``, ``name``, ``lat_min`` ... ``lon_max``; the box is empty
+  when the city's districts come from a profile's reference list, written by the 311 ingest
+  to ``<run_dir>/reference/``, see publish/targets.py);
 * ``opencity-regions``: the regions mobility is published for, ``region_id``,
   ``region_name``, the number of cell towers and their coarse extent (bounding box of the
   towers rounded outward to 0.01 degree, about 1 km; ``towers.csv``). A region's name comes
@@ -110,7 +112,8 @@ def reference_tables(reference_dir: str | Path) -> dict[str, pa.Table]:
     """Dataset name -> its table, from the city's reference files in ``reference_dir``."""
     ref = Path(reference_dir)
     out: dict[str, pa.Table] = {}
-    districts = _read(ref / "districts.csv", ("district_id", "name", *_BBOX))
+    # A city whose profile lists its districts (id, name) has no boxes: they are empty.
+    districts = _read(ref / "districts.csv", ("district_id", "name"))
     district_names: dict[str, str] = {}
     if districts is not None:
         districts = districts.sort_by("district_id")
@@ -119,7 +122,8 @@ def reference_tables(reference_dir: str | Path) -> dict[str, pa.Table]:
         out[DISTRICTS] = pa.table({
             "district_id": districts["district_id"].cast(pa.string()),
             "district_name": districts["name"].cast(pa.string()),
-            **{c: pc.cast(districts[c], pa.float64()) for c in _BBOX}})
+            **{c: (pc.cast(districts[c], pa.float64()) if c in districts.column_names
+                   else pa.nulls(districts.num_rows, pa.float64())) for c in _BBOX}})
     towers = _read(ref / "towers.csv", ("region_id", "lat", "lon"))
     if towers is not None:
         regions = _read(ref / "regions.csv", ("region_id", "name"))

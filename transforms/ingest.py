@@ -24,8 +24,10 @@ physical range of a number, a plausible time. Free text is masked in the clean d
 never published.
 
 Rows whose time column lies in another data interval are neither clean nor bad: they are
-counted as ``rows_other_intervals`` (another run's partition picks them up), unless
-``strict_interval`` is set, in which case they are quarantined. Every run reconciles the
+counted as ``rows_other_intervals`` (another run's partition picks them up, and quarantines
+them there if they fail a check: a backfill quarantines each bad row once, in its own
+interval), unless ``strict_interval`` is set, in which case they are quarantined. A row
+without a usable time is quarantined by every run. Every run reconciles the
 records the raw reader counted (Parquet: the files' metadata) with the rows actually written:
 ``rows_in == rows_out + rows_quarantined + rows_other_intervals`` (each counted on its own),
 or it raises.
@@ -37,7 +39,7 @@ import logging
 import re
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -80,6 +82,9 @@ class IngestResult:
     rows_quarantined: int
     rows_other_intervals: int
     reasons: dict[str, int]  # reason -> rows (top reasons, for the manifest)
+    # column -> share of the input rows whose raw value no value map of the profile maps
+    # (quarantined with the column named; declarative profiles only)
+    unmapped: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -235,6 +240,7 @@ class _Builder:
         # e.g. no requester_email in an export, is NULL; a required one fails the file).
         self.mapped = {c.name for c in self.schema.columns if c.name in self.p.columns
                        and set(self.p.raw_columns(c.name)) <= present}
+        self.raw_table = "raw_in"  # raw_geo when district polygons add __polygon_district
 
     def raw_expr(self, col: Column) -> str:
         if col.name not in self.mapped:
@@ -248,10 +254,13 @@ class _Builder:
             if col.name not in self.mapped:
                 return "NULL::TIMESTAMPTZ"
             typed_in = f"TRY_CAST({self.p.columns[col.name]} AS TIMESTAMPTZ)"
-            if self.p.timestamp_format:
-                parsed = (f"timezone({_lit(self.p.timezone)}, "
-                          f"try_strptime({raw}, {_lit(self.p.timestamp_format)}))")
-                return f"coalesce({parsed}, {typed_in})"
+            formats = self.p.timestamp_formats
+            if formats:
+                parsed = [f"timezone({_lit(self.p.timezone)}, try_strptime({raw}, {_lit(f)}))"
+                          for f in formats]
+                if self.p.file:  # a declarative profile: its formats, no ISO fallback
+                    return parsed[0] if len(parsed) == 1 else f"coalesce({', '.join(parsed)})"
+                return f"coalesce({', '.join(parsed)}, {typed_in})"
             return typed_in
         if pa.types.is_string(t):
             vmap = self.p.value_maps.get(col.name)
@@ -259,6 +268,8 @@ class _Builder:
                 cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in vmap.items())
                 # "Closed (Transferred)" -> "closed": qualifiers in parentheses are dropped.
                 key = f"lower(regexp_replace({raw}, '\\s*\\(.*\\)\\s*$', ''))"
+                if self.p.strict_value_maps:  # the raw value as is first, then unqualified
+                    return (f"CASE lower({raw}) {cases} ELSE CASE {key} {cases} END END")
                 return f"CASE {key} {cases} ELSE {key} END"
             return raw
         if pa.types.is_boolean(t):
@@ -277,8 +288,13 @@ class _Builder:
         if col.required:
             out.append((f"{raw} IS NULL", f"missing {name}"))
         type_name = "timestamp" if pa.types.is_timestamp(col.type) else str(col.type)
-        out.append((f"{raw} IS NOT NULL AND {typed} IS NULL",
-                    f"{name}: cannot parse as {type_name}"))
+        if self.p.strict_value_maps and name in self.p.value_maps:
+            why = f"{name}: raw value not in value_maps.{name} of profile {self.p.name}"
+        elif self.p.file and self.p.timestamp_formats and pa.types.is_timestamp(col.type):
+            why = f"{name}: does not match timestamp.format of profile {self.p.name}"
+        else:
+            why = f"{name}: cannot parse as {type_name}"
+        out.append((f"{raw} IS NOT NULL AND {typed} IS NULL", why))
         if pa.types.is_floating(col.type):
             out.append((f"{typed} IS NOT NULL AND NOT isfinite({typed})",
                         f"{name}: not a finite number (NaN, infinity or overflow)"))
@@ -288,8 +304,10 @@ class _Builder:
         domain = self.p.domain(name) if pa.types.is_string(col.type) else None
         if domain:
             allowed = ", ".join(_lit(a) for a in domain)
+            label = self.p.domain_labels.get(name)
             out.append((f"{typed} IS NOT NULL AND {typed} NOT IN ({allowed})",
-                        f"{name}: value outside its domain"))
+                        f"{name}: value outside its domain"
+                        + (f" (not in the {label} of profile {self.p.name})" if label else "")))
         pattern = self.p.pattern(name) if pa.types.is_string(col.type) else None
         if pattern and not domain and not col.identifier:
             cond = f"{typed} IS NOT NULL AND NOT regexp_full_match({typed}, {_lit(pattern)})"
@@ -337,6 +355,9 @@ class _Builder:
                 "CASE WHEN t_district_id IS NOT NULL AND dref.district_id IS NULL THEN "
                 "'district_id: unknown district' END"
             )
+        if self.p.district_polygons is not None:
+            out.append("CASE WHEN t_lat IS NOT NULL AND t_lon IS NOT NULL AND t_district_id IS "
+                       "NULL THEN 'district_id: the point lies in no district polygon' END")
         for key in self.schema.key:
             out.append(f"CASE WHEN __dup_{key} > 1 THEN 'duplicate {key}' END")
         return out
@@ -344,6 +365,15 @@ class _Builder:
     def staged_sql(self) -> str:
         """SELECT with r_* (raw text), t_* (typed), pseudonyms, joins and the reason column."""
         missing_src = [c for c in self.p.required_raw if c not in self.raw_cols]
+        if self.p.file:  # a declarative profile: every column it maps must be in the file
+            absent = {c: [r for r in self.p.raw_columns(c) if r not in self.raw_cols]
+                      for c in self.p.columns}
+            absent = {c: r for c, r in absent.items() if r}
+            if absent:
+                keys = ", ".join(f"columns.{c} ({', '.join(r)})" for c, r in absent.items())
+                raise DataQualityError(
+                    f"the file has no column(s) named by profile {self.p.file}: {keys}; fix "
+                    "the profile's columns (or remove the mapping of an optional column)")
         if missing_src:
             known = set(self.p.required_raw)
             for c in self.schema.columns:
@@ -369,7 +399,7 @@ class _Builder:
                 parts.append(f"NULL::VARCHAR AS {out_col}")
         for col, expr in self.link_tokens():
             parts.append(f"{expr} AS {col}")
-        typed = f"SELECT {', '.join(parts)} FROM raw_in"
+        typed = f"SELECT {', '.join(parts)} FROM {self.raw_table}"
         dups = ", ".join(
             f"CASE WHEN t_{k} IS NULL THEN 1 ELSE row_number() OVER (PARTITION BY t_{k} "
             f"ORDER BY __record) END AS __dup_{k}"
@@ -388,11 +418,17 @@ class _Builder:
                           "s.t_lon < dgeo.lon_max")
                 extra.append("dgeo.district_id AS __geo_district")
         reason = f"nullif(concat_ws('; ', {', '.join(self.reasons())}), '')"
-        in_interval = "true"
+        in_interval, elsewhere = "true", "false"
         tcol = self.schema.time_column
         if self.interval and tcol:
             in_interval = f"coalesce(t_{tcol} >= $start AND t_{tcol} < $end, false)"
-        sel = ["s.*", f"{reason} AS reason", f"{in_interval} AS __in_interval", *extra]
+            # a row whose (plausible) time lies in another interval belongs to that run, bad
+            # or not: its own run quarantines it, once (a row without a time: every run)
+            elsewhere = (f"coalesce((t_{tcol} < $start OR t_{tcol} >= $end) AND t_{tcol} >= "
+                         f"TIMESTAMPTZ '{MIN_TIME}' AND t_{tcol} < TIMESTAMPTZ '{MAX_TIME}', "
+                         "false)")
+        sel = ["s.*", f"{reason} AS reason", f"{in_interval} AS __in_interval",
+               f"{elsewhere} AS __elsewhere", *extra]
         return (
             f"SELECT {', '.join(sel)} FROM (SELECT *{', ' + dups if dups else ''} "
             f"FROM ({typed})) s{joins}"
@@ -460,6 +496,46 @@ class _Builder:
             cols.append(f"CASE WHEN r_{col.name} IS NULL THEN NULL WHEN {bad or 'false'} "
                         f"THEN '[withheld]' ELSE r_{col.name} END AS {col.name}")
         return ", ".join(cols)
+
+
+POLYGON_COLUMN = "__polygon_district"
+
+
+def _with_polygon_districts(con: duckdb.DuckDBPyConnection, prof: Profile,
+                            raw_cols: list[str], pseudo: Pseudonymizer,
+                            ref: Reference) -> Profile:
+    """Table raw_geo = raw_in + the district polygon holding each row's point (shapely);
+    returns the profile reading district_id from it. Polygons do not overlap (checked when
+    the profile was loaded), so a point has at most one district."""
+    import dataclasses
+
+    import numpy as np
+    import shapely
+
+    polys = prof.district_polygons
+    assert polys is not None
+    b = _Builder(prof, raw_cols, pseudo, ref, None)
+    lat = b.typed_expr(prof.schema.column("lat"))
+    lon = b.typed_expr(prof.schema.column("lon"))
+    try:
+        got = con.execute(f"SELECT __record, CAST({lat} AS DOUBLE) AS lat, "
+                          f"CAST({lon} AS DOUBLE) AS lon FROM raw_in").fetchnumpy()
+    except duckdb.Error as err:
+        raise DataQualityError(
+            f"cannot read coordinates ({_redact_engine_message(err)})") from None
+    x = np.asarray(got["lon"], dtype="float64")
+    y = np.asarray(got["lat"], dtype="float64")
+    found = np.full(len(x), None, dtype=object)
+    ok = np.isfinite(x) & np.isfinite(y)
+    for pid, wkb in zip(polys.ids, polys.wkb, strict=True):
+        hit = ok & shapely.contains_xy(shapely.from_wkb(wkb), x, y)
+        found[hit & (found == None)] = pid
+    con.register("geo_arrow", pa.table({"__record": pa.array(got["__record"], pa.int64()),
+                                        POLYGON_COLUMN: pa.array(found, pa.string())}))
+    con.execute(f"CREATE TEMP TABLE raw_geo AS SELECT r.*, g.{_q(POLYGON_COLUMN)} FROM raw_in r "
+                "LEFT JOIN geo_arrow g USING (__record)")
+    return dataclasses.replace(prof, columns={**prof.columns,
+                                              "district_id": _q(POLYGON_COLUMN)})
 
 
 def _used(sql: str, params: dict) -> dict:
@@ -547,7 +623,12 @@ def ingest_file(
             con.execute("CREATE TEMP TABLE ref_districts AS SELECT CAST(district_id AS VARCHAR) "
                         "district_id, lat_min, lat_max, lon_min, lon_max FROM ref_districts_arrow")
         raw_cols, n_rejects, rows_counted = _register_raw(con, path, fmt, work, encoding)
+        if prof.district_polygons is not None:
+            prof = _with_polygon_districts(con, prof, raw_cols, pseudo, ref)
+            raw_cols = [*raw_cols, POLYGON_COLUMN]
         builder = _Builder(prof, raw_cols, pseudo, ref, interval)
+        if prof.district_polygons is not None:
+            builder.raw_table = "raw_geo"
         try:
             staged = f"({builder.staged_sql()}) staged"
         except DataQualityError as err:
@@ -555,10 +636,13 @@ def ingest_file(
         params = dict(pseudo.params)
         if interval:
             params.update(start=interval[0], end=interval[1])
-        bad = "reason IS NOT NULL" + ("" if not strict_interval or not interval
-                                      else " OR NOT __in_interval")
-        good = f"NOT ({bad}) AND __in_interval"
-        other_pred = f"NOT ({bad}) AND NOT __in_interval"
+        if strict_interval and interval:
+            bad = "reason IS NOT NULL OR NOT __in_interval"
+            other_pred = "false"
+        else:
+            bad = "reason IS NOT NULL AND NOT __elsewhere"
+            other_pred = "__elsewhere OR (reason IS NULL AND NOT __in_interval)"
+        good = "reason IS NULL AND __in_interval"
         try:
             con.execute(f"CREATE TEMP TABLE staged_t AS SELECT * FROM {staged}",
                         _used(staged, params))
@@ -569,6 +653,20 @@ def ingest_file(
             raise DataQualityError(
                 f"{path}: cannot read rows ({_redact_engine_message(err)})") from None
         staged = "staged_t"
+        unmapped: dict[str, float] = {}
+        if prof.strict_value_maps and prof.value_maps:
+            cols = [c for c in prof.value_maps if c in builder.mapped]
+            if cols:
+                counts = con.execute("SELECT " + ", ".join(
+                    f"count(*) FILTER (r_{c} IS NOT NULL AND t_{c} IS NULL)" for c in cols)
+                    + " FROM staged_t").fetchall()[0]
+                for c, n in zip(cols, counts, strict=True):
+                    if n:
+                        unmapped[c] = round(n / max(rows_counted, 1), 6)
+                        log.warning("%s: %d row(s) (%.2f %% of %d) have a %s value that "
+                                    "value_maps.%s of profile %s does not map: quarantined",
+                                    path.name, n, 100 * n / max(rows_counted, 1),
+                                    rows_counted, c, c, prof.name)
         for out_col, link_cols in builder.link_columns().items():
             # one person, one unit: rows of this period sharing any identifier are linked
             figures = link_sql(con, staged, "__record", link_cols, out_col, where=good)
@@ -623,6 +721,7 @@ def ingest_file(
             source=source, input_path=str(path), clean_path=str(clean_path),
             quarantine_path=quarantine_path, rows_in=rows_in, rows_out=rows_out,
             rows_quarantined=n_q, rows_other_intervals=other, reasons=reasons,
+            unmapped=unmapped,
         )
         log.info("ingested %s: %d rows in, %d clean, %d quarantined, %d in other intervals",
                  path.name, rows_in, rows_out, n_q, other)

@@ -51,16 +51,6 @@ log = logging.getLogger(__name__)
 DATASET = "opencity-kpis"
 # The canonical sources a KPI of the registry may name (kpi.registry imports no stage).
 KPI_SOURCES = frozenset(SCHEMAS)
-# source -> raw path relative to the raw directory (transforms/schemas.py layout)
-RAW_SOURCES: dict[str, str] = {
-    "meter_registry": "meters/registry.csv",
-    "meter_readings": "meters/readings",
-    "transit_stops": "transit/stops.csv",
-    "transit_taps": "transit/taps.parquet",
-    "waste_pickups": "waste/pickups.parquet",
-    "service_requests": "service_requests/requests.csv",
-    "cdr": "cdr",
-}
 FIELDS = (
     Field("kpi_code", "string", "KPI code: U4SSC KPI number (ITU-T Y.4903) or OpenCity 'OC:' code"),
     Field("kpi_name", "string", "KPI name"),
@@ -111,14 +101,18 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None) -> dict
     key = key or resolve_hmac_key()
     out: dict[str, Any] = {"sources": {}, "missing": []}
     hashed = [districts_csv] + ([towers_csv] if towers_csv.is_file() else [])
-    for source, rel in RAW_SOURCES.items():
-        path = raw / rel
+    from opencity.source_registry import load_sources
+
+    # Every source of the registry (OPENCITY_SOURCES_FILE), with its raw path and profile.
+    for src in load_sources().values():
+        source, path = src.kind, raw / src.path
         if not path.exists():
             out["missing"].append(source)
             continue
         result = ingest_file(source, path, _inputs_dir(settings, source, start),
                              quarantine_dir=settings.layout.quarantine(f"kpi_{source}", start),
-                             key=key, interval=(start, end), reference=reference)
+                             key=key, interval=(start, end), reference=reference,
+                             profile=src.profile)
         d = result.as_dict()
         out["sources"][source] = {k: d[k] for k in ("clean_path", "rows_in", "rows_out",
                                                     "rows_quarantined", "rows_other_intervals")}

@@ -32,7 +32,6 @@ from opencity import __version__
 from opencity.errors import ConfigError, NotAchievableError
 from opencity.io import (
     discard_on_failure,
-    read_reference_csv,
     replace_dir,
     write_csv_atomic,
     write_json_atomic,
@@ -41,7 +40,7 @@ from opencity.io import (
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS, SERVICE_REQUESTS
+from transforms.schemas import SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,9 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
     if len(sensitive) != 1:
         raise ConfigError(f"release policy: datasets.{DATASET} needs exactly one sensitive "
                           f"column, got {list(sensitive)}")
-    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    from opencity.pipelines.service_requests import city_reference
+
+    districts = city_reference(settings)["districts"]  # the profile's list, else city/
     table, missing_qi = microdata_table(pq.read_table(ingested["clean_path"]),
                                         entry.published_columns, with_unit=True)
     cap = entry.max_records_per_person
@@ -226,7 +227,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                                  "quasi_identifiers": [c for c in records.column_names
                                                        if c not in entry.sensitive],
                                  "k": staged["k"]}, "run_id": run_id,
-                     "schema": SERVICE_REQUESTS},
+                     "schema": SERVICE_REQUESTS,
+                     "request_types": weekly.city_reference(settings)["request_types"]},
             reports_dir=settings.layout.reports(DATASET, start))
     if not already:
         final = replace_dir(staging, final)

@@ -21,8 +21,12 @@ def _day(start: datetime) -> date:
     return start.date()
 
 
-def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """Ingest the raw CDR rows of [start, end) with pseudonymized subscribers (no raw MSISDN)."""
+def ingest(settings: Settings, start: datetime, end: datetime, *,
+           raw_path: str | None = None, profile: str = "opencity") -> dict[str, Any]:
+    """Ingest the raw CDR rows of [start, end) with pseudonymized subscribers (no raw MSISDN).
+
+    ``raw_path`` / ``profile``: the source registry's CDR entry (default: <raw>/cdr, the
+    canonical columns)."""
     from opencity.io import read_reference_csv
     from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
@@ -31,9 +35,11 @@ def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]
     layout = settings.layout
     towers_csv = Path(settings.raw_dir) / "city" / "towers.csv"
     result = ingest_file(
-        SOURCE, Path(settings.raw_dir) / "cdr", layout.clean(SOURCE, start),
+        SOURCE, Path(raw_path) if raw_path else Path(settings.raw_dir) / "cdr",
+        layout.clean(SOURCE, start),
         quarantine_dir=layout.quarantine(SOURCE, start), key=resolve_hmac_key(),
         interval=(start, end), reference=Reference(towers=read_reference_csv(towers_csv, TOWERS)),
+        profile=profile,
     )
     out = result.as_dict()
     out["towers"] = str(towers_csv)

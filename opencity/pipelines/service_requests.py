@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 SOURCE = "service_requests"
 DATASET = "opencity-311-requests-weekly"
-RAW_FILE = Path("service_requests") / "requests.csv"
 MICRODATA_DATASET = "opencity-311-requests-microdata"
 KPI_DATASET = "opencity-kpis"
 KEYS = ("district_id", "request_type")
@@ -121,39 +120,98 @@ def _interval_dict(start: datetime, end: datetime) -> dict[str, str]:
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
+def source_config(profile: str | None = None, raw_path: str | None = None):
+    """(registry entry, profile) of the 311 source: the source registry's service_requests
+    entry (OPENCITY_SOURCES_FILE / ``opencity run --config``), unless the caller names a
+    profile (and raw file) explicitly."""
+    from opencity.source_registry import for_source, require_source
+    from transforms.profiles import get_profile
+
+    src = for_source(SOURCE) if profile and raw_path else require_source(SOURCE)
+    return src, get_profile(SOURCE, profile or (src.profile if src else "opencity"))
+
+
+def city_reference(settings: Settings, prof=None) -> dict[str, Any]:
+    """The city's public 311 reference data: districts table (district_id, name, ...),
+    request types (the public key set) and the files they come from.
+
+    From the profile's reference files (``districts:`` / ``categories:``) when it gives them,
+    else ``<raw>/city/districts.csv`` and the schema's request types (the synthetic city).
+    """
+    if prof is None:
+        prof = source_config()[1]
+    files: list[Path] = []
+    if prof.districts:
+        districts = pa.table({"district_id": [i for i, _ in prof.districts],
+                              "name": [n for _, n in prof.districts]})
+        files.append(Path(prof.file))
+    else:
+        csv_path = Path(settings.raw_dir) / "city" / "districts.csv"
+        districts = read_reference_csv(csv_path, DISTRICTS)
+        files.append(csv_path)
+    types = prof.category_ids or SERVICE_REQUEST_TYPES
+    return {"districts": districts, "request_types": tuple(types), "files": files,
+            "categories": prof.categories, "profile": prof}
+
+
+def write_reference_lists(settings: Settings, prof) -> Path:
+    """The profile's public reference lists as the reference publisher reads them
+    (publish/reference.py): ``<run_dir>/reference/districts.csv`` (district_id, name) and
+    ``request_types.csv`` (request_type, name), so the catalog names every code."""
+    folder = settings.layout.root / "reference"
+    if prof.districts:
+        write_csv_atomic(pa.table({"district_id": [i for i, _ in prof.districts],
+                                   "name": [n for _, n in prof.districts]}),
+                         folder / "districts.csv")
+    if prof.categories:
+        write_csv_atomic(pa.table({"request_type": [i for i, _ in prof.categories],
+                                   "name": [n for _, n in prof.categories]}),
+                         folder / "request_types.csv")
+    return folder
+
+
 def ingest(settings: Settings, start: datetime, end: datetime, key=None,
-           profile: str = "opencity", raw_path: str | None = None) -> dict[str, Any]:
-    """Ingest the raw 311 file rows of [start, end) into the clean partition."""
+           profile: str | None = None, raw_path: str | None = None) -> dict[str, Any]:
+    """Ingest the raw 311 rows of [start, end) into the clean partition.
+
+    The raw file and the profile come from the source registry's service_requests entry
+    (path relative to the raw folder) unless given.
+    """
     from opencity.secrets import resolve_hmac_key
     from transforms.ingest import Reference, ingest_file
 
     layout = settings.layout
-    raw = Path(raw_path) if raw_path else Path(settings.raw_dir) / RAW_FILE
-    districts_csv = Path(settings.raw_dir) / "city" / "districts.csv"
-    reference = Reference(districts=read_reference_csv(districts_csv, DISTRICTS))
+    src, prof = source_config(profile, raw_path)
+    raw = Path(raw_path) if raw_path else Path(settings.raw_dir) / src.path
+    ref = city_reference(settings, prof)
+    # District ids are checked against the profile's reference list (a domain) when it has
+    # one; the synthetic city's districts.csv also maps coordinates to districts.
+    reference = Reference(districts=None if prof.districts else ref["districts"])
     result = ingest_file(
         SOURCE, raw, layout.clean(SOURCE, start),
         quarantine_dir=layout.quarantine(SOURCE, start),
         key=key or resolve_hmac_key(), interval=(start, end), reference=reference,
-        profile=profile,
+        profile=prof,
     )
     out = result.as_dict()
     # An interval without input fails here, with that message, leaving no empty partition.
     from opencity.pipelines.partitions import require_input
 
     require_input(out, SOURCE, start, end, layout.clean(SOURCE, start))
+    if prof.districts or prof.categories:
+        write_reference_lists(settings, prof)
     out["interval"] = _interval_dict(start, end)
-    out["input_hashes"] = input_hashes([raw, districts_csv])
+    out["profile"] = prof.name
+    out["input_hashes"] = input_hashes([raw, *ref["files"]])
     if out["rows_out"] == 0 and out["rows_quarantined"] == 0:
         # No request of this week at all: nothing to validate, publish or spend.
         return {**out, **_skipped(SOURCE, start)}
-    out["validation"] = _validate_clean(settings, out, start, end, reference.districts,
-                                        profile)
+    out["validation"] = _validate_clean(settings, out, start, end, ref["districts"], prof)
     return out
 
 
 def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, end: datetime,
-                    districts, profile: str = "opencity") -> dict[str, Any]:
+                    districts, profile: Any = "opencity") -> dict[str, Any]:
     """GX gate on the clean partition (expectations.service_requests); rows failing row-level
     expectations move to the quarantine and the counts in ``out`` are adjusted to reconcile."""
     from expectations.gate import validate_or_raise
@@ -162,7 +220,7 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
     layout = settings.layout
     summary = validate_or_raise(
         SOURCE, out["clean_path"], reports_dir=layout.reports(SOURCE, start),
-        context={"interval": (start, end), "districts": districts, "bbox": "districts",
+        context={"interval": (start, end), **_district_context(districts, profile),
                  "previous_partition": layout.clean(SOURCE, start),
                  "quarantine_dir": layout.quarantine(SOURCE, start),
                  "schema": SERVICE_REQUESTS, "profile": get_profile(SOURCE, profile)})
@@ -174,6 +232,17 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
         for reason, n in summary["reasons"].items():
             out["reasons"][reason] = out["reasons"].get(reason, 0) + n
     return summary
+
+
+def _district_context(districts: pa.Table, profile: Any) -> dict[str, Any]:
+    """GX context of the districts: the ids, and the city box (the profile's bbox when the
+    districts come from a profile's reference list without boxes)."""
+    if "lat_min" in districts.column_names:
+        return {"districts": districts, "bbox": "districts"}
+    box = getattr(profile, "bbox", None)
+    return {"districts": [str(d) for d in districts.column("district_id").to_pylist()],
+            **({"bbox": {"lat_min": box.lat_min, "lat_max": box.lat_max,
+                         "lon_min": box.lon_min, "lon_max": box.lon_max}} if box else {})}
 
 
 @dataclass(frozen=True)
@@ -214,15 +283,18 @@ class WeeklyDPConfig:
 
 
 def public_keys(districts: pa.Table,
-                request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES) -> pa.Table:
-    """The public key set: districts (reference table) x request types (schema domain)."""
+                request_types: tuple[str, ...] | None = None) -> pa.Table:
+    """The public key set: districts (reference table) x request types (the profile's
+    categories; default: the schema's domain)."""
+    request_types = request_types or SERVICE_REQUEST_TYPES
     ids = sorted(str(d) for d in districts.column("district_id").to_pylist())
     return pa.table({"district_id": [d for d in ids for _ in request_types],
                      "request_type": [t for _ in ids for t in request_types]})
 
 
 def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
-                    cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None
+                    cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None,
+                    request_types: tuple[str, ...] | None = None
                     ) -> tuple[pa.Table, dict[str, Any]]:
     """The weekly 311 table, differentially private per requester (pure).
 
@@ -244,7 +316,7 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
     from privacy.dp import ContributionBounds, DPBudget, dp_count
     from privacy.dp import release_info as dp_info
 
-    keys = public_keys(districts)
+    keys = public_keys(districts, request_types)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -272,7 +344,7 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
 
     bucket = np.clip(np.searchsorted(edges, hours, side="right") - 1, 0, nb - 1)
     closed = closed.append_column("bucket", pa.array(bucket.tolist(), pa.int64()))
-    types = list(SERVICE_REQUEST_TYPES)
+    types = list(request_types or SERVICE_REQUEST_TYPES)
     hist_keys = pa.table({"request_type": [t for t in types for _ in range(nb)],
                           "bucket": [b for _ in types for b in range(nb)]})
     hist = dp_count(closed, unit="u", by=["request_type", "bucket"], budget=DPBudget(eps_m),
@@ -308,7 +380,8 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
         "releases": {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
                      "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
                                           "bucket_edges_h": edges}},
-        "key_set": "public: districts reference table x request types of the schema",
+        "key_set": "public: districts reference table x request types (the profile's "
+                   "categories, else the schema's)",
         "post_processing": POST_PROCESSING,
     }
     return table, statement
@@ -356,16 +429,18 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
     """
     if _is_skipped(ingested):
         return _skipped(DATASET, start)
-    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    ref = city_reference(settings)
+    districts = ref["districts"]
     entry = _policy_entry(settings)
     staging = settings.layout.output(DATASET, start).with_name(
         f".{partition_name(start)}.staging")
     clean = pq.read_table(ingested["clean_path"])
     if entry.method == "differential_privacy":
-        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state)
+        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state,
+                             ref["request_types"])
     from transforms.service_requests import weekly_requests
 
-    counts = weekly_requests(clean, districts, start)
+    counts = weekly_requests(clean, districts, start, ref["request_types"])
     rule = SmallCountSuppression(
         threshold=entry.threshold,
         count_columns=("requests", "median_resolution_hours"),
@@ -393,7 +468,8 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
 
 
 def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
-                  start: datetime, staging: Path, random_state: Any) -> dict[str, Any]:
+                  start: datetime, staging: Path, random_state: Any,
+                  request_types: tuple[str, ...] | None = None) -> dict[str, Any]:
     from privacy.dp import Ledger
 
     cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
@@ -401,7 +477,8 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
 
     def compute():
         table, statement = dp_weekly_table(clean, districts, start, cfg, seed=settings.seed,
-                                           random_state=random_state)
+                                           random_state=random_state,
+                                           request_types=request_types)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return statement, {"part-0.parquet": buf.getvalue(),
@@ -471,11 +548,12 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
                                            threshold=entry.threshold or 2,
                                            margins=md_margins))
         else:
-            districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv",
-                                           DISTRICTS)
+            ref = city_reference(settings)
             checks.append(g.dp_cells(weekly, keys=KEYS, count="requests",
                                      error_bound="requests_error_bound_95",
-                                     public_keys=public_keys(districts), margins=md_margins))
+                                     public_keys=public_keys(ref["districts"],
+                                                             ref["request_types"]),
+                                     margins=md_margins))
     month = start.replace(day=1)
     kpis = _published_table(settings, KPI_DATASET, month, "kpis.parquet")
     if kpis is not None:
@@ -530,7 +608,7 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
     """GX gate on the staged weekly product; a failure stops the run before anything moves."""
     from expectations.gate import validate_or_raise
 
-    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    ref = city_reference(settings)
     if staged.get("method") == "differential_privacy":
         statement_path = parquet.with_name("privacy.json")
         statement = (json.loads(statement_path.read_text()) if statement_path.exists()
@@ -544,7 +622,8 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
                                                                   settings.suppression_k)}
     return validate_or_raise(
         DATASET, parquet, reports_dir=settings.layout.reports(DATASET, start),
-        context={"interval": (start, start + timedelta(weeks=1)), "districts": districts,
+        context={"interval": (start, start + timedelta(weeks=1)),
+                 "districts": ref["districts"], "request_types": ref["request_types"],
                  "previous_partition": settings.layout.output(DATASET, start),
                  "privacy": privacy, "schema": SERVICE_REQUESTS})
 
