@@ -54,7 +54,7 @@ from privacy.suppression import (
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES
+from transforms.schemas import AGENCIES, DISTRICTS, SERVICE_REQUEST_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,19 @@ RAW_FILE = Path("service_requests") / "requests.csv"
 MICRODATA_DATASET = "opencity-311-requests-microdata"
 KPI_DATASET = "opencity-kpis"
 KEYS = ("district_id", "request_type")
+#: The clean column identifying each person-level unit the 311 source can supply (the
+#: pseudonym ingestion derives from the identifiers the input profile maps).
+UNIT_COLUMNS = {"requester": "requester_pid"}
+#: The event id of a request (the unit of an event-level release, e.g. unit ``request``).
+EVENT_COLUMN = "request_id"
+#: Granularity levels of the weekly table (policy ``granularity``): place x type x week, with
+#: the same columns at every level: a coarser place is district_id 'all' (the whole city), a
+#: coarser type is the request's category (its agency, from the public agency code list) or
+#: 'all'. The level is stated in privacy.json, the Parquet metadata and the package metadata.
+DEFAULT_LEVEL = "district x request_type x week"
+LEVEL_PLACES = ("district", "city")
+LEVEL_TYPES = ("request_type", "category", "all")
+ALL = "all"
 SKIPPED_REASON = "no input rows for the period: nothing published, no privacy budget spent"
 DP_FIELDS = (
     Field("week_start", "date", "Monday (UTC) that starts the week of the requests"),
@@ -219,37 +232,99 @@ def public_keys(districts: pa.Table,
                      "request_type": [t for _ in ids for t in request_types]})
 
 
-def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
-                    cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None
-                    ) -> tuple[pa.Table, dict[str, Any]]:
-    """The weekly 311 table, differentially private per requester (pure).
+def parse_level(level: str, where: str = f"datasets.{DATASET}.granularity"
+                ) -> tuple[str, str]:
+    """(place, type) of a weekly-table level 'PLACE x TYPE x week'.
 
-    * Counts: DP count per (district, request type) of the public key set; each requester
-      (pseudonym; a request without one is its own unit) counts at most ``max_rows_per_cell``
-      requests in at most ``max_cells`` cells (hash-sampled with ``seed``); epsilon x
-      count_share. Every key is published, zero cells included; nothing is withheld.
-    * Median resolution: per request type (city-wide, a coarser statistic than the cell),
-      from a DP histogram of closed requests over public hour buckets; each requester
+    Raises:
+        ConfigError: a level this table cannot publish (names the policy key and the
+            supported levels).
+    """
+    tokens = [t.strip() for t in str(level).split(" x ")]
+    if (len(tokens) != 3 or tokens[0] not in LEVEL_PLACES or tokens[1] not in LEVEL_TYPES
+            or tokens[2] != "week"):
+        raise ConfigError(
+            f"release policy {where}: {level!r} is not a level of {DATASET}; supported: "
+            f"PLACE x TYPE x week with PLACE one of {', '.join(LEVEL_PLACES)} and TYPE one of "
+            f"{', '.join(LEVEL_TYPES)} (e.g. {DEFAULT_LEVEL!r}, 'city x category x week')")
+    return tokens[0], tokens[1]
+
+
+def level_keys(level: str, districts: pa.Table,
+               request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES,
+               categories: tuple[str, ...] = AGENCIES) -> pa.Table:
+    """The public key set of ``level``: (districts or 'all') x (types, categories or 'all');
+    from public reference data and code lists only."""
+    place, kind = parse_level(level)
+    types = {"request_type": tuple(request_types), "category": tuple(categories),
+             "all": (ALL,)}[kind]
+    if place == "city":
+        return pa.table({"district_id": [ALL] * len(types), "request_type": list(types)})
+    return public_keys(districts, types)
+
+
+def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
+                    cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None,
+                    unit: Any = None, unit_column: str | None = None,
+                    supplied_units: dict[str, str] | None = None,
+                    level: str = DEFAULT_LEVEL,
+                    request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES,
+                    categories: tuple[str, ...] = AGENCIES,
+                    ) -> tuple[pa.Table, dict[str, Any]]:
+    """The weekly 311 table, differentially private per privacy unit (pure).
+
+    * Unit: the policy's ``unit`` (a :class:`privacy.policy.UnitBudget`; default the
+      person-level requester). A person-level unit needs its column in ``clean`` with values
+      (privacy.units.bind_unit; else ConfigError naming the two fixes); a request without
+      an identifier is then its own unit, and the statement counts them. An event-level unit
+      (e.g. request) is each request's own id, bounded to one contribution (L0 = L-inf = 1).
+    * Counts: DP count per cell of ``level``'s public key set (default district x request
+      type); each unit counts at most ``max_rows_per_cell`` requests in at most
+      ``max_cells`` cells (hash-sampled with ``seed``); epsilon x count_share. Every key is
+      published, zero cells included; nothing is withheld.
+    * Median resolution: per type key of the level (city-wide, a coarser statistic than the
+      cell), from a DP histogram of closed requests over public hour buckets; each unit
       counts one closed request; epsilon x (1 - count_share). Linear interpolation inside
       the bucket (kpi.compute.histogram_median).
 
     Returns:
-        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta).
+        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta). The
+        table's schema metadata names the level and the unit.
     """
+    import types as _types
+    from dataclasses import replace
+
     import duckdb
 
     from kpi.compute import histogram_median
     from privacy.dp import ContributionBounds, DPBudget, dp_count
     from privacy.dp import release_info as dp_info
+    from privacy.units import bind_unit
 
-    keys = public_keys(districts)
+    unit = unit if unit is not None else _types.SimpleNamespace(name="requester",
+                                                                level="person")
+    column = unit_column if unit_column is not None else UNIT_COLUMNS.get(str(unit.name))
+    binding = bind_unit(clean, dataset=DATASET, unit=unit, column=column,
+                        supplied=supplied_units)
+    if binding.level == "event":
+        cfg = replace(cfg, max_cells=1, max_rows_per_cell=1)
+    place, kind = parse_level(level)
+    keys = level_keys(level, districts, request_types, categories)
+    place_sql = "'all'" if place == "city" else "CAST(district_id AS VARCHAR)"
+    if kind == "all":
+        type_sql = "'all'"
+    elif kind == "category":
+        type_sql = ("CAST(agency AS VARCHAR)" if "agency" in clean.column_names
+                    else "CAST(NULL AS VARCHAR)")
+    else:
+        type_sql = "request_type"
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("clean", clean)
         base = con.sql(
-            """SELECT coalesce(requester_pid, request_id) AS u,
-                      CAST(district_id AS VARCHAR) AS district_id, request_type,
+            f"""SELECT {binding.sql(EVENT_COLUMN)} AS u,
+                      {place_sql} AS district_id, {type_sql} AS request_type,
                       CASE WHEN closed_at IS NOT NULL AND created_at IS NOT NULL
                            THEN greatest(date_diff('second', created_at, closed_at), 0) / 3600.0
                       END AS hours
@@ -270,7 +345,7 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
 
     bucket = np.clip(np.searchsorted(edges, hours, side="right") - 1, 0, nb - 1)
     closed = closed.append_column("bucket", pa.array(bucket.tolist(), pa.int64()))
-    types = list(SERVICE_REQUEST_TYPES)
+    types = list(dict.fromkeys(keys.column("request_type").to_pylist()))
     hist_keys = pa.table({"request_type": [t for t in types for _ in range(nb)],
                           "bucket": [b for _ in types for b in range(nb)]})
     hist = dp_count(closed, unit="u", by=["request_type", "bucket"], budget=DPBudget(eps_m),
@@ -300,16 +375,38 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
             [None if med_by_type[t][1] is None else round(med_by_type[t][1] / Z95, 3)
              for t in ts], pa.float64()),
     })
+    published = sum(table.column("requests").to_pylist())
+    unfloored = sum(table.column("requests_unfloored").to_pylist())
     statement = {
-        "privacy_method": "differential_privacy", "privacy_unit": "requester",
+        "privacy_method": "differential_privacy", **binding.statement(),
         "epsilon": cfg.epsilon, "delta": 0.0,
+        "contribution_bounds": {"max_cells": cfg.max_cells,
+                                "max_rows_per_cell": cfg.max_rows_per_cell},
         "releases": {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
                      "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
                                           "bucket_edges_h": edges}},
-        "key_set": "public: districts reference table x request types of the schema",
+        "key_set": _key_set_text(place, kind),
+        "granularity": {"level": level},
         "post_processing": POST_PROCESSING,
+        # Measured on this release's noisy values only (post-processing, no privacy cost).
+        "post_processing_effect": {"sum_requests": published,
+                                   "sum_requests_unfloored": unfloored,
+                                   "zero_floor_bias": published - unfloored},
     }
+    table = table.replace_schema_metadata({
+        "opencity.granularity": level, "opencity.privacy_unit": binding.unit,
+        "opencity.privacy_unit_level": binding.level})
     return table, statement
+
+
+def _key_set_text(place: str, kind: str) -> str:
+    where = ("districts reference table" if place == "district"
+             else "the whole city (district_id 'all')")
+    what = {"request_type": "request types of the input profile's code list",
+            "category": "request categories (the agency code list; request_type holds the "
+                        "category)",
+            "all": "all request types together (request_type 'all')"}[kind]
+    return f"public: {where} x {what}"
 
 
 def _short(info: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,8 @@ def _with(edit):
 
 def test_stored_policy_loads_and_covers_every_published_dataset():
     p = load_policy()
-    assert set(p.units) == {"subscriber", "household", "card", "requester"}
+    assert set(p.units) == {"subscriber", "household", "card", "requester", "request"}
+    assert p.unit("request").level == "event" and p.unit("requester").level == "person"
     assert set(p.datasets) == {MOB, "opencity-kpis", WEEKLY, MICRO}
     assert p.dataset(MOB).budget.epsilon == 1.0 and p.dataset(MOB).cadence == "daily"
     assert set(p.dataset("opencity-kpis").spend) == set(p.units)
