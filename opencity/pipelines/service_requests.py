@@ -457,8 +457,16 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
         f".{partition_name(start)}.staging")
     clean = pq.read_table(ingested["clean_path"])
     if entry.method == "differential_privacy":
-        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state)
+        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state,
+                             ingested=ingested)
+    from privacy.policy import load_policy
+    from privacy.units import bind_unit
     from transforms.service_requests import weekly_requests
+
+    # The threshold counts distinct units: a person-level unit must be identified (or fail).
+    unit = load_policy().unit(entry.unit)
+    bind_unit(clean, dataset=DATASET, unit=unit, column=UNIT_COLUMNS.get(entry.unit),
+              supplied=ingested.get("units"))
 
     counts = weekly_requests(clean, districts, start)
     rule = SmallCountSuppression(
@@ -487,16 +495,91 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
     }
 
 
-def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
-                  start: datetime, staging: Path, random_state: Any) -> dict[str, Any]:
-    from privacy.dp import Ledger
+def key_domains(profile: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(request types, categories) of the input profile's public code lists (the schema's
+    for the canonical 'opencity' profile): the public type keys of every level."""
+    from transforms.profiles import get_profile
 
+    prof = get_profile(SOURCE, profile or "opencity")
+    return (tuple(prof.domain("request_type") or SERVICE_REQUEST_TYPES),
+            tuple(prof.domain("agency") or AGENCIES))
+
+
+def published_totals(settings: Settings, before: datetime) -> list[float]:
+    """The earlier published noisy totals of the weekly table (sum of requests_unfloored of
+    each committed partition before ``before``, oldest first): public information."""
+    root = settings.layout.output(DATASET, before).parent
+    out = []
+    if not root.is_dir():
+        return out
+    for part in sorted(root.glob("dt=*")):
+        if part.name >= partition_name(before):
+            continue
+        f = part / "part-0.parquet"
+        if not f.is_file():
+            continue
+        try:
+            col = pq.read_table(f, columns=["requests_unfloored"]).column(0)
+        except (KeyError, pa.ArrowInvalid):
+            continue  # a small-count-suppressed week: no unbiased noisy total
+        out.append(float(sum(v for v in col.to_pylist() if v is not None)))
+    return out
+
+
+def choose_granularity(settings: Settings, entry, cfg: WeeklyDPConfig, districts: pa.Table,
+                       start: datetime, request_types: tuple[str, ...],
+                       categories: tuple[str, ...]):
+    """The policy's ladder applied to this week (privacy.granularity.choose_level), from
+    public information only: noise scale, public cells per level, earlier published totals.
+    None when the policy declares no ladder."""
+    from privacy.granularity import choose_level
+
+    if not entry.granularity:
+        return None
+    levels = []
+    for i, level in enumerate(entry.granularity):
+        parse_level(level, f"datasets.{DATASET}.granularity[{i}]")
+        levels.append((level, level_keys(level, districts, request_types,
+                                         categories).num_rows))
+    eps_c = cfg.epsilon * cfg.count_share
+    return choose_level(levels, target=entry.target_relative_error,
+                        epsilon_per_cell=eps_c / cfg.max_cells,
+                        sensitivity=cfg.max_rows_per_cell,
+                        history_totals=published_totals(settings, start))
+
+
+def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
+                  start: datetime, staging: Path, random_state: Any,
+                  ingested: dict[str, Any] | None = None) -> dict[str, Any]:
+    from privacy.dp import Ledger
+    from privacy.policy import load_policy
+    from privacy.units import bind_unit
+
+    ingested = ingested or {}
+    unit = load_policy().unit(entry.unit)
+    column = UNIT_COLUMNS.get(entry.unit)
+    supplied = ingested.get("units")
+    # Before the ledger: a release that cannot bound its unit fails without touching it.
+    binding = bind_unit(clean, dataset=DATASET, unit=unit, column=column, supplied=supplied)
     cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+    if binding.level == "event":
+        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+    request_types, categories = key_domains(ingested.get("profile"))
+    choice = choose_granularity(settings, entry, cfg, districts, start, request_types,
+                                categories)
+    level = choice.level if choice is not None else DEFAULT_LEVEL
     part = partition_name(start)
 
     def compute():
-        table, statement = dp_weekly_table(clean, districts, start, cfg, seed=settings.seed,
-                                           random_state=random_state)
+        table, statement = dp_weekly_table(
+            clean, districts, start, cfg, seed=settings.seed, random_state=random_state,
+            unit=unit, unit_column=column, supplied_units=supplied, level=level,
+            request_types=request_types, categories=categories)
+        if choice is not None:
+            statement["granularity"] = {"level": level, **choice.as_dict()}
+        table = table.replace_schema_metadata({
+            **(table.schema.metadata or {}),
+            b"opencity.profile": str(ingested.get("profile") or "opencity")})
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return statement, {"part-0.parquet": buf.getvalue(),
@@ -509,6 +592,7 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
         write_bytes_atomic(content, staging / name)  # staging: restricted, owner-only
     table = pq.read_table(staging / "part-0.parquet")
     spend = outcome.record.spend_for(entry.unit)
+    statement = json.loads(outcome.artifacts["privacy.json"])  # the recorded one on a rerun
     return {
         "staging_dir": str(staging),
         "method": entry.method,
@@ -522,6 +606,13 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
                    "policy_hash": outcome.record.policy_hash},
         "dp": {"epsilon": cfg.epsilon, "count_share": cfg.count_share,
                "max_cells": cfg.max_cells, "max_rows_per_cell": cfg.max_rows_per_cell},
+        "privacy_unit": statement.get("privacy_unit"),
+        "privacy_unit_level": statement.get("privacy_unit_level"),
+        "rows_without_unit_identifier": statement.get("rows_without_unit_identifier"),
+        "granularity": {k: v for k, v in (statement.get("granularity") or {}).items()
+                        if k in ("level", "ladder", "target_relative_error", "target_met",
+                                 "history_releases")},
+        "post_processing_effect": statement.get("post_processing_effect"),
     }
 
 
@@ -570,7 +661,8 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
                                            DISTRICTS)
             checks.append(g.dp_cells(weekly, keys=KEYS, count="requests",
                                      error_bound="requests_error_bound_95",
-                                     public_keys=public_keys(districts), margins=md_margins))
+                                     public_keys=_published_level_keys(weekly, districts),
+                                     margins=md_margins))
     month = start.replace(day=1)
     kpis = _published_table(settings, KPI_DATASET, month, "kpis.parquet")
     if kpis is not None:
@@ -581,6 +673,20 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
     report.raise_if_failed(path)
     return {"passed": True, "report": str(path),
             "checks": [c.name for c in report.checks], "releases_considered": considered}
+
+
+def published_level(table: pa.Table) -> tuple[str, str]:
+    """(granularity level, input profile) a weekly DP table was released at (its Parquet
+    metadata; tables from before the ladder are the default level, canonical profile)."""
+    meta = table.schema.metadata or {}
+    level = meta.get(b"opencity.granularity", DEFAULT_LEVEL.encode()).decode()
+    profile = meta.get(b"opencity.profile", b"opencity").decode()
+    return level, profile
+
+
+def _published_level_keys(table: pa.Table, districts: pa.Table) -> pa.Table:
+    level, profile = published_level(table)
+    return level_keys(level, districts, *key_domains(profile))
 
 
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
@@ -626,7 +732,11 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
     from expectations.gate import validate_or_raise
 
     districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    extra: dict[str, Any] = {}
     if staged.get("method") == "differential_privacy":
+        keys = _published_level_keys(pq.read_table(parquet), districts)
+        extra = {"districts": sorted(set(keys.column("district_id").to_pylist())),
+                 "request_types": list(dict.fromkeys(keys.column("request_type").to_pylist()))}
         statement_path = parquet.with_name("privacy.json")
         statement = (json.loads(statement_path.read_text()) if statement_path.exists()
                      else None)
@@ -641,7 +751,7 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
         DATASET, parquet, reports_dir=settings.layout.reports(DATASET, start),
         context={"interval": (start, start + timedelta(weeks=1)), "districts": districts,
                  "previous_partition": settings.layout.output(DATASET, start),
-                 "privacy": privacy})
+                 "privacy": privacy, **extra})
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
@@ -650,19 +760,39 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     part = partition_name(start)
     entry = _policy_entry(settings)
     if entry.method == "differential_privacy":
+        from privacy.policy import load_policy
+        from privacy.units import unit_phrase
+
+        u = load_policy().unit(entry.unit)
         cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        if u.is_event:
+            cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+        stmt_path = out / "privacy.json"
+        stmt = json.loads(stmt_path.read_text()) if stmt_path.is_file() else {}
+        gran = stmt.get("granularity") or {"level": DEFAULT_LEVEL}
+        floor = stmt.get("post_processing_effect") or {}
+        bound = (f"each request counts once (event-level unit: a person filing several "
+                 f"requests is not bounded as one person), in one cell" if u.is_event else
+                 f"each {u.name} counts at most {cfg.max_rows_per_cell} request(s) in at most "
+                 f"{cfg.max_cells} cells")
         return DatasetRelease(
             name=DATASET,
             title=f"311 service requests per district and type, weekly - {settings.city_name}",
             description=(
                 "Weekly number of 311 service requests per district and request type, "
-                f"differentially private per requester (epsilon = {cfg.epsilon:g} per "
-                "requester per week, from the requester's portal-wide monthly budget): each "
-                f"requester counts at most {cfg.max_rows_per_cell} request(s) in at most "
-                f"{cfg.max_cells} cells, noise is added to every cell and its 95 % error "
-                "bound is published next to it. Every district x type cell is published; "
-                "none is withheld. The median resolution time is a city-wide DP median per "
-                "request type. No personal data of requesters is published."
+                f"differentially private per {unit_phrase(u.name, u.level)} (epsilon = "
+                f"{cfg.epsilon:g} per {u.name} per week, from the {u.name} account's "
+                f"portal-wide budget): {bound}, noise is added to every cell and its 95 % "
+                "error bound is published next to it. Every cell of the public key set is "
+                f"published; none is withheld. Granularity of this week: {gran['level']} "
+                "(a coarser level has district_id 'all' for the whole city, or the request "
+                "category or 'all' in request_type; chosen before the release from public "
+                "information only, see privacy.json). Negative noisy counts are floored at "
+                "0 in requests (sum requests_unfloored for unbiased totals"
+                + (f"; this week the floor adds {floor['zero_floor_bias']} to the sum of "
+                   "requests" if "zero_floor_bias" in floor else "")
+                + "). The median resolution time is a city-wide DP median per type key. No "
+                "personal data of requesters is published."
             ),
             resources=(
                 Resource(out / "part-0.parquet", "requests-weekly", "parquet",
@@ -672,11 +802,17 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                          f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
             ),
             fields=dictionary_fields(DATASET, DP_FIELDS, "differential_privacy"),
-            privacy={"privacy_method": "differential_privacy", "privacy_unit": "requester",
+            privacy={"privacy_method": "differential_privacy", "privacy_unit": u.name,
+                     "privacy_unit_level": u.level,
                      "epsilon_per_release": cfg.epsilon, "delta": 0.0,
                      "contribution_bounds": {"max_cells": cfg.max_cells,
                                              "max_rows_per_cell": cfg.max_rows_per_cell},
-                     "dp_mechanisms": "Geometric (counts, median histogram)"},
+                     "dp_mechanisms": "Geometric (counts, median histogram)",
+                     "granularity": gran["level"],
+                     "post_processing": "zero floor on requests (requests_unfloored is "
+                                        "unbiased)",
+                     **({"zero_floor_bias": floor["zero_floor_bias"]}
+                        if "zero_floor_bias" in floor else {})},
             tags=("311", "service-requests", "kpi", "open-data", "differential-privacy"),
             temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
             spatial_coverage=settings.city_name,
@@ -703,7 +839,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         privacy={"privacy_method": "small_count_suppression",
                  "suppression_threshold": entry.threshold,
                  "secondary_suppression": True,
-                 "privacy_unit": "requester"},
+                 "privacy_unit": entry.unit},
         tags=("311", "service-requests", "kpi", "open-data"),
         temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
         spatial_coverage=settings.city_name,
