@@ -346,8 +346,48 @@ def _budget_chart(t: dict, title: str) -> str:
     return stacked_bars([p.removeprefix("dt=") for p in parts], series, title, cap=cap)
 
 
+def _unit_text(dp: dict) -> str:
+    """' (event-level: ...)' / ' (person-level; N input rows without identifier, each its own
+    unit)' after the unit name."""
+    level = dp.get("privacy_unit_level")
+    if level == "event":
+        return (" (event-level: each event is protected on its own; a person behind several "
+                "events is not bounded as one person)")
+    if level == "person":
+        n = dp.get("rows_without_unit_identifier")
+        return (" (person-level" + (f"; {_num(n)} input rows without an identifier, each "
+                                    "counted as its own unit" if n else "") + ")")
+    return ""
+
+
+def _granularity_block(g: dict | None, effect: dict | None) -> list[str]:
+    out = []
+    if g:
+        out.append(f"<p>Granularity of this release: <b>{_e(g.get('level'))}</b>"
+                   + (f" (target median relative error {_num(g['target_relative_error'])}; "
+                      f"{'met' if g.get('target_met') else 'NOT met by any level'}). "
+                      f"{_e(g.get('basis') or '')}" if g.get("predictions") else "")
+                   + "</p>")
+        rows = [[_e(p["level"]), _num(p.get("cells")), _num(p.get("expected_cell_count")),
+                 _num(p.get("noise_median_abs")),
+                 _num(p.get("predicted_median_relative_error")),
+                 "yes" if p.get("meets_target") else "no"]
+                for p in g.get("predictions") or []]
+        if rows:
+            out.append(_table(["level (finest first)", "public cells", "expected count per "
+                               "cell", "median |noise|", "predicted median relative error",
+                               "meets target"], rows, (1, 2, 3, 4)))
+    if effect and "zero_floor_bias" in effect:
+        out.append(f"<p>Zero floor: the sum of published counts is "
+                   f"{_num(effect.get('sum_requests'))}, "
+                   f"{_num(effect['zero_floor_bias'])} above the unbiased sum of the unfloored "
+                   f"noisy counts ({_num(effect.get('sum_requests_unfloored'))}).</p>")
+    return out
+
+
 def _dp_block(dp: dict) -> str:
-    out = [(f"<p>Privacy unit: <b>{_e(dp.get('privacy_unit'))}</b>. Budget of this release: "
+    out = [(f"<p>Privacy unit: <b>{_e(dp.get('privacy_unit'))}</b>{_e(_unit_text(dp))}. "
+            "Budget of this release: "
             f"<code>{_e(_plain(dp.get('spent') or dp.get('budget')))}</code>. Contribution "
             f"bounding: {_e(dp.get('contribution_bounding') or 'per product, see the table')}."
             "</p>"),
@@ -368,6 +408,7 @@ def _dp_block(dp: dict) -> str:
     out.append(_table(["product", "mechanism", "ε", "δ", "contribution bounds",
                        "selection threshold", "error bound (median)", "error bound (worst)",
                        "cells"], rows, (2, 3, 6, 7, 8)))
+    out += _granularity_block(dp.get("granularity"), dp.get("post_processing_effect"))
     for t in dp.get("portal_totals") or []:
         cap = t.get("cap_epsilon")
         out.append(f"<h3>Each {_e(t['privacy_unit'])}'s total privacy loss in {_e(t['month'])}"

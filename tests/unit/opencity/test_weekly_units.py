@@ -45,6 +45,9 @@ def _policy(tmp: Path, monkeypatch, *, unit: str = "requester", ladder: bool = F
     pol = yaml.safe_load(DEFAULT_POLICY.read_text())
     weekly = pol["datasets"][sr.DATASET]
     weekly["unit"] = unit
+    if unit == "request":  # a city's own policy says what its release protects
+        weekly["description"] = ("weekly 311 requests per district and request type, DP per "
+                                 "request (event-level)")
     if ladder:
         weekly["granularity"] = list(LADDER)
         weekly["target_relative_error"] = target
@@ -230,6 +233,20 @@ def test_ladder_coarsens_sparse_baltimore_weeks(baltimore, tmp_path, monkeypatch
     effect = statement["post_processing_effect"]
     assert effect["zero_floor_bias"] == effect["sum_requests"] - effect[
         "sum_requests_unfloored"] >= 0
+    # The officer's release report shows the unit, its level, the choice and predictions.
+    from opencity.review.render import release_html
+    from opencity.review.report import build_release_report, release_summary
+
+    report = build_release_report(settings.run_dir, sr.DATASET, "dt=2016-02-29",
+                                  state_url=settings.state_url, raw_dir=baltimore["raw"])
+    dp = report["dp"]
+    assert dp["privacy_unit"] == "request" and dp["privacy_unit_level"] == "event"
+    assert dp["granularity"]["level"] == gran["level"]
+    assert "(event-level unit)" in release_summary(report)
+    assert f"granularity {gran['level']}" in release_summary(report)
+    page = release_html(report, tmp_path)
+    assert "event-level" in page and "predicted median relative error" in page
+    assert "per requester" not in page
 
 
 @pytest.fixture(scope="module")
