@@ -771,8 +771,8 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         stmt = json.loads(stmt_path.read_text()) if stmt_path.is_file() else {}
         gran = stmt.get("granularity") or {"level": DEFAULT_LEVEL}
         floor = stmt.get("post_processing_effect") or {}
-        bound = (f"each request counts once (event-level unit: a person filing several "
-                 f"requests is not bounded as one person), in one cell" if u.is_event else
+        bound = ("each request counts once (event-level unit: a person filing several "
+                 "requests is not bounded as one person), in one cell" if u.is_event else
                  f"each {u.name} counts at most {cfg.max_rows_per_cell} request(s) in at most "
                  f"{cfg.max_cells} cells")
         return DatasetRelease(
@@ -897,6 +897,9 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
         "parameters": {"method": staged.get("method"),
                        "suppression_k": staged.get("suppression", {}).get("threshold"),
                        "dp": staged.get("dp"), "ledger": staged.get("ledger"),
+                       "privacy_unit": staged.get("privacy_unit"),
+                       "privacy_unit_level": staged.get("privacy_unit_level"),
+                       "granularity": staged.get("granularity"),
                        "publish_target": settings.publish_target},
         "guard": committed.get("guard"),
         "inputs": ingested.get("input_hashes", {}),

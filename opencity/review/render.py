@@ -374,9 +374,9 @@ def _granularity_block(g: dict | None, effect: dict | None) -> list[str]:
                  "yes" if p.get("meets_target") else "no"]
                 for p in g.get("predictions") or []]
         if rows:
-            out.append(_table(["level (finest first)", "public cells", "expected count per "
-                               "cell", "median |noise|", "predicted median relative error",
-                               "meets target"], rows, (1, 2, 3, 4)))
+            head = ["level (finest first)", "public cells", "expected count per cell",
+                    "median |noise|", "predicted median relative error", "meets target"]
+            out.append(_table(head, rows, (1, 2, 3, 4)))
     if effect and "zero_floor_bias" in effect:
         out.append(f"<p>Zero floor: the sum of published counts is "
                    f"{_num(effect.get('sum_requests'))}, "

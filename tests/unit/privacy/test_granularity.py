@@ -64,7 +64,7 @@ def test_predicted_noise_median_is_the_mechanisms(noise_random_state):
     """The predictor's median |noise| is that of the count mechanism the release uses: with
     n draws, P(|Z| <= m) >= 1/2 > P(|Z| <= m - 1) holds by a margin of ~0.05 (epsilon 0.225
     per cell, sensitivity 1: 0.548 and 0.434), tested at the suite's per-assertion alpha."""
-    from stat_budget import clopper_pearson, ALPHA
+    from stat_budget import ALPHA, clopper_pearson
 
     from privacy.dp.mechanisms import count_noise
 
