@@ -6,9 +6,12 @@ interval: a rerun overwrites its own partition and nothing else.
 
     ingest            raw/service_requests/requests.csv -> clean + quarantine partitions
     aggregate         clean partition -> staged weekly district x type table, as the release
-                      policy (privacy/policy.yaml) says: differentially private per requester
-                      (default; spends from the requester's account through the ledger's
-                      release protocol) or small-count suppression with secondary suppression
+                      policy (privacy/policy.yaml) says: differentially private per the
+                      policy's privacy unit (requester by default, person-level: the input
+                      must identify it; or an event-level unit such as request), spending
+                      from that unit's account through the ledger's release protocol, at the
+                      granularity level the policy's ladder chooses; or small-count
+                      suppression with secondary suppression
     commit_partition  composition guard (privacy.guard, against the microdata and KPI releases
                       of the same period) + GX gate, then staged files -> outputs/<dataset>/dt=.../
                       (Parquet + CSV copy)
@@ -560,10 +563,8 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
     column = UNIT_COLUMNS.get(entry.unit)
     supplied = ingested.get("units")
     # Before the ledger: a release that cannot bound its unit fails without touching it.
-    binding = bind_unit(clean, dataset=DATASET, unit=unit, column=column, supplied=supplied)
-    cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
-    if binding.level == "event":
-        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+    bind_unit(clean, dataset=DATASET, unit=unit, column=column, supplied=supplied)
+    cfg = weekly_config(entry)
     request_types, categories = key_domains(ingested.get("profile"))
     choice = choose_granularity(settings, entry, cfg, districts, start, request_types,
                                 categories)
@@ -764,9 +765,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         from privacy.units import unit_phrase
 
         u = load_policy().unit(entry.unit)
-        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
-        if u.is_event:
-            cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+        cfg = weekly_config(entry)
         stmt_path = out / "privacy.json"
         stmt = json.loads(stmt_path.read_text()) if stmt_path.is_file() else {}
         gran = stmt.get("granularity") or {"level": DEFAULT_LEVEL}
@@ -848,11 +847,21 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     )
 
 
+def weekly_config(entry) -> WeeklyDPConfig:
+    """The weekly DP table's config under a policy entry: an event-level unit (e.g. request)
+    is bounded to one contribution (one request in one cell)."""
+    from privacy.policy import load_policy
+
+    if load_policy().unit(entry.unit).is_event:
+        return WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+    return WeeklyDPConfig(epsilon=entry.budget.epsilon)
+
+
 def release_params(settings: Settings) -> dict[str, Any]:
     """The privacy parameters of this week's release, for the release registry."""
     entry = _policy_entry(settings)
     if entry.method == "differential_privacy":
-        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        cfg = weekly_config(entry)
         return {"epsilon": cfg.epsilon, "delta": 0.0,
                 "count_share": cfg.count_share, "max_cells": cfg.max_cells,
                 "max_rows_per_cell": cfg.max_rows_per_cell}
