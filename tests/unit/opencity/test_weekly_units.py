@@ -151,6 +151,7 @@ def test_rows_without_identifier_are_counted_in_the_statement():
     assert "3 of 6 input rows" in statement["rows_without_unit_identifier_rule"]
 
 
+@pytest.mark.slow  # ~29 s here: the first commit (GX gate, composition guard) and the package
 def test_request_level_release_of_baltimore_spends_from_the_request_account(baltimore,
                                                                            tmp_path,
                                                                            monkeypatch):
