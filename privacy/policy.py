@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -46,7 +47,10 @@ from privacy.dp.params import DPBudget
 POLICY_ENV = "OPENCITY_POLICY"
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 SCHEMA_VERSIONS = (1,)
-KNOWN_UNITS = ("subscriber", "household", "card", "requester")
+KNOWN_UNITS = ("subscriber", "household", "card", "requester", "request")
+#: person: one account per person (the source must supply the column identifying the person);
+#: event: each event (e.g. one 311 request) is its own unit, bounded to one contribution.
+UNIT_LEVELS = ("person", "event")
 PERIODS = ("day", "week", "month", "year")
 CADENCES = {"daily": "day", "weekly": "week", "monthly": "month"}
 METHODS = ("differential_privacy", "k_anonymity", "small_count_suppression")
@@ -77,6 +81,8 @@ class UnitBudget:
         epsilon: most epsilon one person may lose per period over every release (> 0).
         delta: most delta per person per period (0 <= delta < 1).
         description: what one unit is.
+        level: "person" (default: the unit is a person the source must identify) or "event"
+            (each event, e.g. a request, is protected on its own, not the person behind it).
     """
 
     name: str
@@ -84,6 +90,7 @@ class UnitBudget:
     epsilon: float
     delta: float = 0.0
     description: str = ""
+    level: str = "person"
 
     def __post_init__(self) -> None:
         where = f"units.{self.name}"
@@ -94,6 +101,14 @@ class UnitBudget:
             raise ConfigError(f"{where}.period must be one of {PERIODS}, got {self.period!r}")
         object.__setattr__(self, "epsilon", _positive(f"{where}.epsilon", self.epsilon))
         object.__setattr__(self, "delta", _delta(f"{where}.delta", self.delta))
+        if self.level not in UNIT_LEVELS:
+            raise ConfigError(f"{where}.level must be one of {', '.join(UNIT_LEVELS)}, got "
+                              f"{self.level!r}")
+
+    @property
+    def is_event(self) -> bool:
+        """True when each event is its own unit (no person is bounded)."""
+        return self.level == "event"
 
     def period_key(self, when: date) -> str:
         """The ledger period of ``when`` for this unit."""
@@ -124,6 +139,10 @@ class DatasetPolicy:
             release (None: no cap).
         threshold: small_count_suppression only (fewest distinct units behind a count).
         description: free text.
+        granularity: DP only: the ladder of granularity levels, finest first (e.g.
+            "district x request_type x week"); empty = the dataset's one fixed level.
+        target_relative_error: DP only, with granularity: the release uses the finest level
+            whose predicted median relative error per cell is at most this.
     """
 
     name: str
@@ -138,6 +157,8 @@ class DatasetPolicy:
     threshold: int | None = None
     description: str = ""
     max_records_per_person: int | None = None
+    granularity: tuple[str, ...] = ()
+    target_relative_error: float | None = None
 
     @property
     def unit(self) -> str:
@@ -175,6 +196,9 @@ class DatasetPolicy:
         if self.method == "differential_privacy":
             out["spend"] = {u: {"epsilon": b.epsilon, "delta": b.delta}
                             for u, b in sorted(self.spend.items())}
+            if self.granularity:
+                out["granularity"] = list(self.granularity)
+                out["target_relative_error"] = self.target_relative_error
         elif self.method == "k_anonymity":
             out.update(k=self.k, l=self.l, max_suppression=self.max_suppression,
                        quasi_identifiers=list(self.quasi_identifiers),
@@ -343,12 +367,13 @@ def _parse(data: Any, source: str) -> Policy:
         where = f"units.{name}"
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{where}: must be a mapping with period, epsilon and delta")
-        _only(spec, where, {"period", "epsilon", "delta", "description"})
+        _only(spec, where, {"period", "epsilon", "delta", "description", "level"})
         for req in ("period", "epsilon"):
             if req not in spec:
                 raise ConfigError(f"{where}.{req} is missing")
         units[str(name)] = UnitBudget(str(name), spec["period"], spec["epsilon"],
-                                      spec.get("delta", 0.0), str(spec.get("description", "")))
+                                      spec.get("delta", 0.0), str(spec.get("description", "")),
+                                      spec.get("level", "person"))
     raw_ds = data.get("datasets")
     if not isinstance(raw_ds, Mapping) or not raw_ds:
         raise ConfigError("datasets: must map dataset names to their release parameters")
@@ -359,7 +384,7 @@ def _parse(data: Any, source: str) -> Policy:
 
 _COMMON = {"description", "method", "unit", "cadence", "columns"}
 _BY_METHOD = {
-    "differential_privacy": {"epsilon", "delta"},
+    "differential_privacy": {"epsilon", "delta", "granularity", "target_relative_error"},
     "k_anonymity": {"k", "l", "max_suppression", "max_records_per_person"},
     "small_count_suppression": {"threshold"},
 }
@@ -423,6 +448,7 @@ def _dataset(name: str, spec: Any, units: Mapping[str, UnitBudget]) -> DatasetPo
                     f"delta={cap.delta:g} per {cap.period})")
             spend[u] = DPBudget(e, d)
         kw["spend"] = spend
+        kw.update(_ladder(where, spec))
     elif method == "k_anonymity":
         kw["k"] = _int(f"{where}.k", spec.get("k"), 2)
         kw["l"] = _int(f"{where}.l", spec.get("l", 1), 1)
@@ -447,6 +473,36 @@ def _dataset(name: str, spec: Any, units: Mapping[str, UnitBudget]) -> DatasetPo
     return DatasetPolicy(name=name, method=method, units=tuple(unit_list), cadence=cadence,
                          columns=tuple(columns), description=str(spec.get("description", "")),
                          **kw)
+
+
+_LEVEL_TOKEN = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _ladder(where: str, spec: Mapping) -> dict[str, Any]:
+    """``granularity`` (levels, finest first) and ``target_relative_error``: both or none."""
+    levels, target = spec.get("granularity"), spec.get("target_relative_error")
+    if levels is None and target is None:
+        return {}
+    if levels is None or target is None:
+        raise ConfigError(f"{where}: granularity and target_relative_error go together (a "
+                          "ladder of levels, finest first, and the median relative error the "
+                          "release must meet)")
+    if not isinstance(levels, list) or not levels:
+        raise ConfigError(f"{where}.granularity must be a non-empty list of levels, finest "
+                          "first, e.g. ['district x request_type x week', "
+                          "'city x category x week']")
+    out = []
+    for i, level in enumerate(levels):
+        tokens = level.split(" x ") if isinstance(level, str) else []
+        if not tokens or not all(_LEVEL_TOKEN.fullmatch(t.strip()) for t in tokens):
+            raise ConfigError(f"{where}.granularity[{i}]: {level!r} is not a level; write the "
+                              "dimensions joined by ' x ', e.g. 'district x request_type x "
+                              "week'")
+        out.append(" x ".join(t.strip() for t in tokens))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where}.granularity lists a level twice")
+    t = _positive(f"{where}.target_relative_error", target)
+    return {"granularity": tuple(out), "target_relative_error": t}
 
 
 def _only(spec: Mapping, where: str, allowed: set[str]) -> None:

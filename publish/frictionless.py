@@ -80,14 +80,19 @@ def describe_column(dataset: str, column: str, dictionary: Mapping | None = None
 STATEMENT_KEYS = ("mechanism", "privacy_unit", "post_processing", "effect_on_sums")
 
 
-def privacy_statement(dataset: str, method: str | None, dictionary: Mapping | None = None
-                      ) -> dict[str, str]:
+def privacy_statement(dataset: str, method: str | None, dictionary: Mapping | None = None,
+                      unit: str | None = None) -> dict[str, str]:
     """What the dictionary says the dataset does under its privacy ``method``: mechanism,
-    privacy unit, post-processing and its effect on sums (empty when it says nothing)."""
+    privacy unit, post-processing and its effect on sums (empty when it says nothing). The
+    release's privacy ``unit`` selects ``methods.<method>.units.<unit>`` overrides (e.g. an
+    event-level ``request`` release says so instead of "requester")."""
     d = dictionary if dictionary is not None else load_dictionary()
     entry = d.get("datasets", {}).get(dataset) or {}
-    statement = (((entry.get("methods") or {}).get(method) or {}).get("statement") or {}
-                 if method else {})
+    by_method = ((entry.get("methods") or {}).get(method) or {}) if method else {}
+    statement = dict(by_method.get("statement") or {})
+    if unit:
+        statement.update(((by_method.get("units") or {}).get(unit) or {}).get("statement")
+                         or {})
     return {k: " ".join(str(statement[k]).split()) for k in STATEMENT_KEYS if statement.get(k)}
 
 
@@ -266,7 +271,7 @@ def datapackage(release: DatasetRelease, resources: Sequence[Mapping[str, Any]],
         "resources": entries,
     }
     statement = privacy_statement(release.name, (release.privacy or {}).get("privacy_method"),
-                                  dictionary)
+                                  dictionary, unit=(release.privacy or {}).get("privacy_unit"))
     if statement:
         package["privacy_statement"] = statement
     if release.temporal_coverage:

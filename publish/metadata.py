@@ -421,7 +421,8 @@ def _stale_keys(old: dict[str, str], ours: dict[str, str]) -> set[str]:
 def _dictionary_statement(release: DatasetRelease) -> dict[str, str]:
     from publish.frictionless import privacy_statement
 
-    return privacy_statement(release.name, (release.privacy or {}).get("privacy_method"))
+    return privacy_statement(release.name, (release.privacy or {}).get("privacy_method"),
+                             unit=(release.privacy or {}).get("privacy_unit"))
 
 
 def _inclusive_end(end: str) -> str:

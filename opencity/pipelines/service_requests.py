@@ -6,9 +6,12 @@ interval: a rerun overwrites its own partition and nothing else.
 
     ingest            raw/service_requests/requests.csv -> clean + quarantine partitions
     aggregate         clean partition -> staged weekly district x type table, as the release
-                      policy (privacy/policy.yaml) says: differentially private per requester
-                      (default; spends from the requester's account through the ledger's
-                      release protocol) or small-count suppression with secondary suppression
+                      policy (privacy/policy.yaml) says: differentially private per the
+                      policy's privacy unit (requester by default, person-level: the input
+                      must identify it; or an event-level unit such as request), spending
+                      from that unit's account through the ledger's release protocol, at the
+                      granularity level the policy's ladder chooses; or small-count
+                      suppression with secondary suppression
     commit_partition  composition guard (privacy.guard, against the microdata and KPI releases
                       of the same period) + GX gate, then staged files -> outputs/<dataset>/dt=.../
                       (Parquet + CSV copy)
@@ -54,7 +57,7 @@ from privacy.suppression import (
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
 from publish.leftovers import clean_partition_leftovers
-from transforms.schemas import DISTRICTS, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
+from transforms.schemas import AGENCIES, DISTRICTS, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,19 @@ DATASET = "opencity-311-requests-weekly"
 MICRODATA_DATASET = "opencity-311-requests-microdata"
 KPI_DATASET = "opencity-kpis"
 KEYS = ("district_id", "request_type")
+#: The clean column identifying each person-level unit the 311 source can supply (the
+#: pseudonym ingestion derives from the identifiers the input profile maps).
+UNIT_COLUMNS = {"requester": "requester_pid"}
+#: The event id of a request (the unit of an event-level release, e.g. unit ``request``).
+EVENT_COLUMN = "request_id"
+#: Granularity levels of the weekly table (policy ``granularity``): place x type x week, with
+#: the same columns at every level: a coarser place is district_id 'all' (the whole city), a
+#: coarser type is the request's category (its agency, from the public agency code list) or
+#: 'all'. The level is stated in privacy.json, the Parquet metadata and the package metadata.
+DEFAULT_LEVEL = "district x request_type x week"
+LEVEL_PLACES = ("district", "city")
+LEVEL_TYPES = ("request_type", "category", "all")
+ALL = "all"
 SKIPPED_REASON = "no input rows for the period: nothing published, no privacy budget spent"
 DP_FIELDS = (
     Field("week_start", "date", "Monday (UTC) that starts the week of the requests"),
@@ -292,38 +308,99 @@ def public_keys(districts: pa.Table,
                      "request_type": [t for _ in ids for t in request_types]})
 
 
+def parse_level(level: str, where: str = f"datasets.{DATASET}.granularity"
+                ) -> tuple[str, str]:
+    """(place, type) of a weekly-table level 'PLACE x TYPE x week'.
+
+    Raises:
+        ConfigError: a level this table cannot publish (names the policy key and the
+            supported levels).
+    """
+    tokens = [t.strip() for t in str(level).split(" x ")]
+    if (len(tokens) != 3 or tokens[0] not in LEVEL_PLACES or tokens[1] not in LEVEL_TYPES
+            or tokens[2] != "week"):
+        raise ConfigError(
+            f"release policy {where}: {level!r} is not a level of {DATASET}; supported: "
+            f"PLACE x TYPE x week with PLACE one of {', '.join(LEVEL_PLACES)} and TYPE one of "
+            f"{', '.join(LEVEL_TYPES)} (e.g. {DEFAULT_LEVEL!r}, 'city x category x week')")
+    return tokens[0], tokens[1]
+
+
+def level_keys(level: str, districts: pa.Table,
+               request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES,
+               categories: tuple[str, ...] = AGENCIES) -> pa.Table:
+    """The public key set of ``level``: (districts or 'all') x (types, categories or 'all');
+    from public reference data and code lists only."""
+    place, kind = parse_level(level)
+    types = {"request_type": tuple(request_types), "category": tuple(categories),
+             "all": (ALL,)}[kind]
+    if place == "city":
+        return pa.table({"district_id": [ALL] * len(types), "request_type": list(types)})
+    return public_keys(districts, types)
+
+
 def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
                     cfg: WeeklyDPConfig, *, seed: int, random_state: Any = None,
-                    request_types: tuple[str, ...] | None = None
+                    unit: Any = None, unit_column: str | None = None,
+                    supplied_units: dict[str, str] | None = None,
+                    level: str = DEFAULT_LEVEL,
+                    request_types: tuple[str, ...] = SERVICE_REQUEST_TYPES,
+                    categories: tuple[str, ...] = AGENCIES,
                     ) -> tuple[pa.Table, dict[str, Any]]:
-    """The weekly 311 table, differentially private per requester (pure).
+    """The weekly 311 table, differentially private per privacy unit (pure).
 
-    * Counts: DP count per (district, request type) of the public key set; each requester
-      (pseudonym; a request without one is its own unit) counts at most ``max_rows_per_cell``
-      requests in at most ``max_cells`` cells (hash-sampled with ``seed``); epsilon x
-      count_share. Every key is published, zero cells included; nothing is withheld.
-    * Median resolution: per request type (city-wide, a coarser statistic than the cell),
-      from a DP histogram of closed requests over public hour buckets; each requester
+    * Unit: the policy's ``unit`` (a :class:`privacy.policy.UnitBudget`; default the
+      person-level requester). A person-level unit needs its column in ``clean`` with values
+      (privacy.units.bind_unit; else ConfigError naming the two fixes); a request without
+      an identifier is then its own unit, and the statement counts them. An event-level unit
+      (e.g. request) is each request's own id, bounded to one contribution (L0 = L-inf = 1).
+    * Counts: DP count per cell of ``level``'s public key set (default district x request
+      type); each unit counts at most ``max_rows_per_cell`` requests in at most
+      ``max_cells`` cells (hash-sampled with ``seed``); epsilon x count_share. Every key is
+      published, zero cells included; nothing is withheld.
+    * Median resolution: per type key of the level (city-wide, a coarser statistic than the
+      cell), from a DP histogram of closed requests over public hour buckets; each unit
       counts one closed request; epsilon x (1 - count_share). Linear interpolation inside
       the bucket (kpi.compute.histogram_median).
 
     Returns:
-        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta).
+        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta). The
+        table's schema metadata names the level and the unit.
     """
+    import types as _types
+    from dataclasses import replace
+
     import duckdb
 
     from kpi.compute import histogram_median
     from privacy.dp import ContributionBounds, DPBudget, dp_count
     from privacy.dp import release_info as dp_info
+    from privacy.units import bind_unit
 
-    keys = public_keys(districts, request_types)
+    unit = unit if unit is not None else _types.SimpleNamespace(name="requester",
+                                                                level="person")
+    column = unit_column if unit_column is not None else UNIT_COLUMNS.get(str(unit.name))
+    binding = bind_unit(clean, dataset=DATASET, unit=unit, column=column,
+                        supplied=supplied_units)
+    if binding.level == "event":
+        cfg = replace(cfg, max_cells=1, max_rows_per_cell=1)
+    place, kind = parse_level(level)
+    keys = level_keys(level, districts, request_types, categories)
+    place_sql = "'all'" if place == "city" else "CAST(district_id AS VARCHAR)"
+    if kind == "all":
+        type_sql = "'all'"
+    elif kind == "category":
+        type_sql = ("CAST(agency AS VARCHAR)" if "agency" in clean.column_names
+                    else "CAST(NULL AS VARCHAR)")
+    else:
+        type_sql = "request_type"
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.register("clean", clean)
         base = con.sql(
-            """SELECT coalesce(requester_pid, request_id) AS u,
-                      CAST(district_id AS VARCHAR) AS district_id, request_type,
+            f"""SELECT {binding.sql(EVENT_COLUMN)} AS u,
+                      {place_sql} AS district_id, {type_sql} AS request_type,
                       CASE WHEN closed_at IS NOT NULL AND created_at IS NOT NULL
                            THEN greatest(date_diff('second', created_at, closed_at), 0) / 3600.0
                       END AS hours
@@ -344,7 +421,7 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
 
     bucket = np.clip(np.searchsorted(edges, hours, side="right") - 1, 0, nb - 1)
     closed = closed.append_column("bucket", pa.array(bucket.tolist(), pa.int64()))
-    types = list(request_types or SERVICE_REQUEST_TYPES)
+    types = list(dict.fromkeys(keys.column("request_type").to_pylist()))
     hist_keys = pa.table({"request_type": [t for t in types for _ in range(nb)],
                           "bucket": [b for _ in types for b in range(nb)]})
     hist = dp_count(closed, unit="u", by=["request_type", "bucket"], budget=DPBudget(eps_m),
@@ -374,17 +451,38 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
             [None if med_by_type[t][1] is None else round(med_by_type[t][1] / Z95, 3)
              for t in ts], pa.float64()),
     })
+    published = sum(table.column("requests").to_pylist())
+    unfloored = sum(table.column("requests_unfloored").to_pylist())
     statement = {
-        "privacy_method": "differential_privacy", "privacy_unit": "requester",
+        "privacy_method": "differential_privacy", **binding.statement(),
         "epsilon": cfg.epsilon, "delta": 0.0,
+        "contribution_bounds": {"max_cells": cfg.max_cells,
+                                "max_rows_per_cell": cfg.max_rows_per_cell},
         "releases": {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
                      "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
                                           "bucket_edges_h": edges}},
-        "key_set": "public: districts reference table x request types (the profile's "
-                   "categories, else the schema's)",
+        "key_set": _key_set_text(place, kind),
+        "granularity": {"level": level},
         "post_processing": POST_PROCESSING,
+        # Measured on this release's noisy values only (post-processing, no privacy cost).
+        "post_processing_effect": {"sum_requests": published,
+                                   "sum_requests_unfloored": unfloored,
+                                   "zero_floor_bias": published - unfloored},
     }
+    table = table.replace_schema_metadata({
+        "opencity.granularity": level, "opencity.privacy_unit": binding.unit,
+        "opencity.privacy_unit_level": binding.level})
     return table, statement
+
+
+def _key_set_text(place: str, kind: str) -> str:
+    where = ("districts reference table" if place == "district"
+             else "the whole city (district_id 'all')")
+    what = {"request_type": "request types of the input profile's code list",
+            "category": "request categories (the agency code list; request_type holds the "
+                        "category)",
+            "all": "all request types together (request_type 'all')"}[kind]
+    return f"public: {where} x {what}"
 
 
 def _short(info: dict[str, Any]) -> dict[str, Any]:
@@ -437,8 +535,15 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
     clean = pq.read_table(ingested["clean_path"])
     if entry.method == "differential_privacy":
         return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state,
-                             ref["request_types"])
+                             ingested=ingested, ref=ref)
+    from privacy.policy import load_policy
+    from privacy.units import bind_unit
     from transforms.service_requests import weekly_requests
+
+    # The threshold counts distinct units: a person-level unit must be identified (or fail).
+    unit = load_policy().unit(entry.unit)
+    bind_unit(clean, dataset=DATASET, unit=unit, column=UNIT_COLUMNS.get(entry.unit),
+              supplied=supplied_units(ingested, ref))
 
     counts = weekly_requests(clean, districts, start, ref["request_types"])
     rule = SmallCountSuppression(
@@ -467,18 +572,101 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
     }
 
 
+def supplied_units(ingested: dict[str, Any], ref: dict[str, Any] | None) -> Any:
+    """The units the input profile declares (``units:`` of the profile), else what the
+    ingest step recorded; None = not declared (the data's columns decide)."""
+    prof = (ref or {}).get("profile")
+    declared = getattr(prof, "units", None)
+    return declared if declared else ingested.get("units")
+
+
+def key_domains(profile: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(request types, categories) of the input profile's public code lists (the schema's
+    for the canonical 'opencity' profile): the public type keys of every level.
+    ``profile``: a Profile, or a shipped profile's name."""
+    from transforms.profiles import get_profile
+
+    prof = (profile if profile is not None and not isinstance(profile, str)
+            else get_profile(SOURCE, profile or "opencity"))
+    return (tuple(getattr(prof, "category_ids", None) or prof.domain("request_type") or SERVICE_REQUEST_TYPES),
+            tuple(prof.domain("agency") or AGENCIES))
+
+
+def published_totals(settings: Settings, before: datetime) -> list[float]:
+    """The earlier published noisy totals of the weekly table (sum of requests_unfloored of
+    each committed partition before ``before``, oldest first): public information."""
+    root = settings.layout.output(DATASET, before).parent
+    out = []
+    if not root.is_dir():
+        return out
+    for part in sorted(root.glob("dt=*")):
+        if part.name >= partition_name(before):
+            continue
+        f = part / "part-0.parquet"
+        if not f.is_file():
+            continue
+        try:
+            col = pq.read_table(f, columns=["requests_unfloored"]).column(0)
+        except (KeyError, pa.ArrowInvalid):
+            continue  # a small-count-suppressed week: no unbiased noisy total
+        out.append(float(sum(v for v in col.to_pylist() if v is not None)))
+    return out
+
+
+def choose_granularity(settings: Settings, entry, cfg: WeeklyDPConfig, districts: pa.Table,
+                       start: datetime, request_types: tuple[str, ...],
+                       categories: tuple[str, ...]):
+    """The policy's ladder applied to this week (privacy.granularity.choose_level), from
+    public information only: noise scale, public cells per level, earlier published totals.
+    None when the policy declares no ladder."""
+    from privacy.granularity import choose_level
+
+    if not entry.granularity:
+        return None
+    levels = []
+    for i, level in enumerate(entry.granularity):
+        parse_level(level, f"datasets.{DATASET}.granularity[{i}]")
+        levels.append((level, level_keys(level, districts, request_types,
+                                         categories).num_rows))
+    eps_c = cfg.epsilon * cfg.count_share
+    return choose_level(levels, target=entry.target_relative_error,
+                        epsilon_per_cell=eps_c / cfg.max_cells,
+                        sensitivity=cfg.max_rows_per_cell,
+                        history_totals=published_totals(settings, start))
+
+
 def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
                   start: datetime, staging: Path, random_state: Any,
-                  request_types: tuple[str, ...] | None = None) -> dict[str, Any]:
+                  ingested: dict[str, Any] | None = None,
+                  ref: dict[str, Any] | None = None) -> dict[str, Any]:
     from privacy.dp import Ledger
+    from privacy.policy import load_policy
+    from privacy.units import bind_unit
 
-    cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+    ingested = ingested or {}
+    unit = load_policy().unit(entry.unit)
+    column = UNIT_COLUMNS.get(entry.unit)
+    supplied = supplied_units(ingested, ref)
+    # Before the ledger: a release that cannot bound its unit fails without touching it.
+    bind_unit(clean, dataset=DATASET, unit=unit, column=column, supplied=supplied)
+    cfg = weekly_config(entry)
+    request_types, categories = key_domains((ref or {}).get("profile")
+                                            or ingested.get("profile"))
+    choice = choose_granularity(settings, entry, cfg, districts, start, request_types,
+                                categories)
+    level = choice.level if choice is not None else DEFAULT_LEVEL
     part = partition_name(start)
 
     def compute():
-        table, statement = dp_weekly_table(clean, districts, start, cfg, seed=settings.seed,
-                                           random_state=random_state,
-                                           request_types=request_types)
+        table, statement = dp_weekly_table(
+            clean, districts, start, cfg, seed=settings.seed, random_state=random_state,
+            unit=unit, unit_column=column, supplied_units=supplied, level=level,
+            request_types=request_types, categories=categories)
+        if choice is not None:
+            statement["granularity"] = {"level": level, **choice.as_dict()}
+        table = table.replace_schema_metadata({
+            **(table.schema.metadata or {}),
+            b"opencity.profile": str(ingested.get("profile") or "opencity")})
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return statement, {"part-0.parquet": buf.getvalue(),
@@ -491,6 +679,7 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
         write_bytes_atomic(content, staging / name)  # staging: restricted, owner-only
     table = pq.read_table(staging / "part-0.parquet")
     spend = outcome.record.spend_for(entry.unit)
+    statement = json.loads(outcome.artifacts["privacy.json"])  # the recorded one on a rerun
     return {
         "staging_dir": str(staging),
         "method": entry.method,
@@ -504,6 +693,13 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Tabl
                    "policy_hash": outcome.record.policy_hash},
         "dp": {"epsilon": cfg.epsilon, "count_share": cfg.count_share,
                "max_cells": cfg.max_cells, "max_rows_per_cell": cfg.max_rows_per_cell},
+        "privacy_unit": statement.get("privacy_unit"),
+        "privacy_unit_level": statement.get("privacy_unit_level"),
+        "rows_without_unit_identifier": statement.get("rows_without_unit_identifier"),
+        "granularity": {k: v for k, v in (statement.get("granularity") or {}).items()
+                        if k in ("level", "ladder", "target_relative_error", "target_met",
+                                 "history_releases")},
+        "post_processing_effect": statement.get("post_processing_effect"),
     }
 
 
@@ -551,8 +747,7 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
             ref = city_reference(settings)
             checks.append(g.dp_cells(weekly, keys=KEYS, count="requests",
                                      error_bound="requests_error_bound_95",
-                                     public_keys=public_keys(ref["districts"],
-                                                             ref["request_types"]),
+                                     public_keys=_published_level_keys(weekly, districts),
                                      margins=md_margins))
     month = start.replace(day=1)
     kpis = _published_table(settings, KPI_DATASET, month, "kpis.parquet")
@@ -564,6 +759,20 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
     report.raise_if_failed(path)
     return {"passed": True, "report": str(path),
             "checks": [c.name for c in report.checks], "releases_considered": considered}
+
+
+def published_level(table: pa.Table) -> tuple[str, str]:
+    """(granularity level, input profile) a weekly DP table was released at (its Parquet
+    metadata; tables from before the ladder are the default level, canonical profile)."""
+    meta = table.schema.metadata or {}
+    level = meta.get(b"opencity.granularity", DEFAULT_LEVEL.encode()).decode()
+    profile = meta.get(b"opencity.profile", b"opencity").decode()
+    return level, profile
+
+
+def _published_level_keys(table: pa.Table, districts: pa.Table) -> pa.Table:
+    level, profile = published_level(table)
+    return level_keys(level, districts, *key_domains(profile))
 
 
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
@@ -608,8 +817,12 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
     """GX gate on the staged weekly product; a failure stops the run before anything moves."""
     from expectations.gate import validate_or_raise
 
-    ref = city_reference(settings)
+    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    extra: dict[str, Any] = {}
     if staged.get("method") == "differential_privacy":
+        keys = _published_level_keys(pq.read_table(parquet), districts)
+        extra = {"districts": sorted(set(keys.column("district_id").to_pylist())),
+                 "request_types": list(dict.fromkeys(keys.column("request_type").to_pylist()))}
         statement_path = parquet.with_name("privacy.json")
         statement = (json.loads(statement_path.read_text()) if statement_path.exists()
                      else None)
@@ -625,7 +838,7 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
         context={"interval": (start, start + timedelta(weeks=1)),
                  "districts": ref["districts"], "request_types": ref["request_types"],
                  "previous_partition": settings.layout.output(DATASET, start),
-                 "privacy": privacy, "schema": SERVICE_REQUESTS})
+                 "privacy": privacy, **extra})
 
 
 def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
@@ -634,19 +847,37 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     part = partition_name(start)
     entry = _policy_entry(settings)
     if entry.method == "differential_privacy":
-        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        from privacy.policy import load_policy
+        from privacy.units import unit_phrase
+
+        u = load_policy().unit(entry.unit)
+        cfg = weekly_config(entry)
+        stmt_path = out / "privacy.json"
+        stmt = json.loads(stmt_path.read_text()) if stmt_path.is_file() else {}
+        gran = stmt.get("granularity") or {"level": DEFAULT_LEVEL}
+        floor = stmt.get("post_processing_effect") or {}
+        bound = ("each request counts once (event-level unit: a person filing several "
+                 "requests is not bounded as one person), in one cell" if u.is_event else
+                 f"each {u.name} counts at most {cfg.max_rows_per_cell} request(s) in at most "
+                 f"{cfg.max_cells} cells")
         return DatasetRelease(
             name=DATASET,
             title=f"311 service requests per district and type, weekly - {settings.city_name}",
             description=(
                 "Weekly number of 311 service requests per district and request type, "
-                f"differentially private per requester (epsilon = {cfg.epsilon:g} per "
-                "requester per week, from the requester's portal-wide monthly budget): each "
-                f"requester counts at most {cfg.max_rows_per_cell} request(s) in at most "
-                f"{cfg.max_cells} cells, noise is added to every cell and its 95 % error "
-                "bound is published next to it. Every district x type cell is published; "
-                "none is withheld. The median resolution time is a city-wide DP median per "
-                "request type. No personal data of requesters is published."
+                f"differentially private per {unit_phrase(u.name, u.level)} (epsilon = "
+                f"{cfg.epsilon:g} per {u.name} per week, from the {u.name} account's "
+                f"portal-wide budget): {bound}, noise is added to every cell and its 95 % "
+                "error bound is published next to it. Every cell of the public key set is "
+                f"published; none is withheld. Granularity of this week: {gran['level']} "
+                "(a coarser level has district_id 'all' for the whole city, or the request "
+                "category or 'all' in request_type; chosen before the release from public "
+                "information only, see privacy.json). Negative noisy counts are floored at "
+                "0 in requests (sum requests_unfloored for unbiased totals"
+                + (f"; this week the floor adds {floor['zero_floor_bias']} to the sum of "
+                   "requests" if "zero_floor_bias" in floor else "")
+                + "). The median resolution time is a city-wide DP median per type key. No "
+                "personal data of requesters is published."
             ),
             resources=(
                 Resource(out / "part-0.parquet", "requests-weekly", "parquet",
@@ -656,11 +887,17 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
                          f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
             ),
             fields=dictionary_fields(DATASET, DP_FIELDS, "differential_privacy"),
-            privacy={"privacy_method": "differential_privacy", "privacy_unit": "requester",
+            privacy={"privacy_method": "differential_privacy", "privacy_unit": u.name,
+                     "privacy_unit_level": u.level,
                      "epsilon_per_release": cfg.epsilon, "delta": 0.0,
                      "contribution_bounds": {"max_cells": cfg.max_cells,
                                              "max_rows_per_cell": cfg.max_rows_per_cell},
-                     "dp_mechanisms": "Geometric (counts, median histogram)"},
+                     "dp_mechanisms": "Geometric (counts, median histogram)",
+                     "granularity": gran["level"],
+                     "post_processing": "zero floor on requests (requests_unfloored is "
+                                        "unbiased)",
+                     **({"zero_floor_bias": floor["zero_floor_bias"]}
+                        if "zero_floor_bias" in floor else {})},
             tags=("311", "service-requests", "kpi", "open-data", "differential-privacy"),
             temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
             spatial_coverage=settings.city_name,
@@ -687,7 +924,7 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
         privacy={"privacy_method": "small_count_suppression",
                  "suppression_threshold": entry.threshold,
                  "secondary_suppression": True,
-                 "privacy_unit": "requester"},
+                 "privacy_unit": entry.unit},
         tags=("311", "service-requests", "kpi", "open-data"),
         temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
         spatial_coverage=settings.city_name,
@@ -696,11 +933,21 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     )
 
 
+def weekly_config(entry) -> WeeklyDPConfig:
+    """The weekly DP table's config under a policy entry: an event-level unit (e.g. request)
+    is bounded to one contribution (one request in one cell)."""
+    from privacy.policy import load_policy
+
+    if load_policy().unit(entry.unit).is_event:
+        return WeeklyDPConfig(epsilon=entry.budget.epsilon, max_cells=1, max_rows_per_cell=1)
+    return WeeklyDPConfig(epsilon=entry.budget.epsilon)
+
+
 def release_params(settings: Settings) -> dict[str, Any]:
     """The privacy parameters of this week's release, for the release registry."""
     entry = _policy_entry(settings)
     if entry.method == "differential_privacy":
-        cfg = WeeklyDPConfig(epsilon=entry.budget.epsilon)
+        cfg = weekly_config(entry)
         return {"epsilon": cfg.epsilon, "delta": 0.0,
                 "count_share": cfg.count_share, "max_cells": cfg.max_cells,
                 "max_rows_per_cell": cfg.max_rows_per_cell}
@@ -745,6 +992,9 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
         "parameters": {"method": staged.get("method"),
                        "suppression_k": staged.get("suppression", {}).get("threshold"),
                        "dp": staged.get("dp"), "ledger": staged.get("ledger"),
+                       "privacy_unit": staged.get("privacy_unit"),
+                       "privacy_unit_level": staged.get("privacy_unit_level"),
+                       "granularity": staged.get("granularity"),
                        "publish_target": settings.publish_target},
         "guard": committed.get("guard"),
         "inputs": ingested.get("input_hashes", {}),

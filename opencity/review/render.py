@@ -112,6 +112,20 @@ def _budget_chart(t: dict, title: str) -> Markup:
     return stacked_bars([p.removeprefix("dt=") for p in parts], series, title, cap=cap)
 
 
+def _unit_text(dp: dict) -> str:
+    """' (event-level: ...)' / ' (person-level; N input rows without identifier, each its own
+    unit)' after the unit name."""
+    level = dp.get("privacy_unit_level")
+    if level == "event":
+        return (" (event-level: each event is protected on its own; a person behind several "
+                "events is not bounded as one person)")
+    if level == "person":
+        n = dp.get("rows_without_unit_identifier")
+        return (" (person-level" + (f"; {_num(n)} input rows without an identifier, each "
+                                    "counted as its own unit" if n else "") + ")")
+    return ""
+
+
 def _portal_budget_chart(b: dict) -> Markup:
     return _budget_chart({**b, "cap_epsilon": b["epsilon_cap"], "cap_period": "month"},
                          f"Budget used per {b['privacy_unit']} in {b['month']}")
@@ -126,7 +140,7 @@ def _env() -> jinja2.Environment:
                              finalize=lambda v: "" if v is None else v)
     env.filters.update(num=_num, pct=_pct, plain=_plain, rel=_rel)
     env.globals.update(bar_chart=bar_chart, budget_chart=_budget_chart, gauge=gauge,
-                       portal_budget_chart=_portal_budget_chart,
+                       portal_budget_chart=_portal_budget_chart, unit_text=_unit_text,
                        status_colours=STATUS_COLOURS, css=Markup(CSS))
     return env
 

@@ -309,6 +309,14 @@ def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spen
         "noise_library": privacy.get("noise_library"),
         "products": collect.dp_products(privacy, outputs),
         "portal_totals": per_unit,
+        # The unit actually bounded (person- or event-level) and, for a person-level unit,
+        # how many input rows had no identifier (each its own unit).
+        "privacy_unit_level": privacy.get("privacy_unit_level"),
+        "privacy_unit_description": privacy.get("privacy_unit_description"),
+        "rows_without_unit_identifier": privacy.get("rows_without_unit_identifier"),
+        # The granularity ladder's choice and its predictions (public information only).
+        "granularity": privacy.get("granularity"),
+        "post_processing_effect": privacy.get("post_processing_effect"),
     }
 
 
@@ -470,8 +478,13 @@ def release_summary(r: dict[str, Any]) -> str:
         else:
             eps = sum(p.get("epsilon") or 0 for p in r["dp"]["products"])
             per = f"ε {eps:g} per {r['dp']['privacy_unit']}"
+        level = r["dp"].get("privacy_unit_level")
+        if level:
+            per += f" ({level}-level unit)"
+        gran = (r["dp"].get("granularity") or {}).get("level")
         return (f"differential privacy, {per} for this release, "
-                f"{len(r['dp']['products'])} products")
+                f"{len(r['dp']['products'])} products"
+                + (f", granularity {gran}" if gran else ""))
     if r.get("suppression"):
         s = r["suppression"]
         text = f"counts of fewer than {s['threshold']} {s.get('unit') or 'people'}s withheld"

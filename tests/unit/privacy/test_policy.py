@@ -25,10 +25,11 @@ def _with(edit):
 
 def test_stored_policy_loads_and_covers_every_published_dataset():
     p = load_policy()
-    assert set(p.units) == {"subscriber", "household", "card", "requester"}
+    assert set(p.units) == {"subscriber", "household", "card", "requester", "request"}
+    assert p.unit("request").level == "event" and p.unit("requester").level == "person"
     assert set(p.datasets) == {MOB, "opencity-kpis", WEEKLY, MICRO}
     assert p.dataset(MOB).budget.epsilon == 1.0 and p.dataset(MOB).cadence == "daily"
-    assert set(p.dataset("opencity-kpis").spend) == set(p.units)
+    assert set(p.dataset("opencity-kpis").spend) == set(p.units) - {"request"}
     assert p.dataset(MICRO).k == 5 and p.dataset(MICRO).sensitive == ("request_type",)
     assert len(p.hash) == 64
     # A full month of every scheduled DP release fits each unit's cap (the demo and beyond).
