@@ -744,10 +744,10 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
                                            threshold=entry.threshold or 2,
                                            margins=md_margins))
         else:
-            ref = city_reference(settings)
             checks.append(g.dp_cells(weekly, keys=KEYS, count="requests",
                                      error_bound="requests_error_bound_95",
-                                     public_keys=_published_level_keys(weekly, districts),
+                                     public_keys=_published_level_keys(
+                                         weekly, city_reference(settings)),
                                      margins=md_margins))
     month = start.replace(day=1)
     kpis = _published_table(settings, KPI_DATASET, month, "kpis.parquet")
@@ -770,9 +770,11 @@ def published_level(table: pa.Table) -> tuple[str, str]:
     return level, profile
 
 
-def _published_level_keys(table: pa.Table, districts: pa.Table) -> pa.Table:
-    level, profile = published_level(table)
-    return level_keys(level, districts, *key_domains(profile))
+def _published_level_keys(table: pa.Table, ref: dict[str, Any]) -> pa.Table:
+    """The public keys of the level ``table`` was published at, from the city's reference
+    data (``city_reference``: its districts and its profile's code lists)."""
+    level, _profile = published_level(table)
+    return level_keys(level, ref["districts"], *key_domains(ref["profile"]))
 
 
 def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
@@ -817,10 +819,10 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
     """GX gate on the staged weekly product; a failure stops the run before anything moves."""
     from expectations.gate import validate_or_raise
 
-    districts = read_reference_csv(Path(settings.raw_dir) / "city" / "districts.csv", DISTRICTS)
+    ref = city_reference(settings)
     extra: dict[str, Any] = {}
     if staged.get("method") == "differential_privacy":
-        keys = _published_level_keys(pq.read_table(parquet), districts)
+        keys = _published_level_keys(pq.read_table(parquet), ref)
         extra = {"districts": sorted(set(keys.column("district_id").to_pylist())),
                  "request_types": list(dict.fromkeys(keys.column("request_type").to_pylist()))}
         statement_path = parquet.with_name("privacy.json")
