@@ -143,6 +143,7 @@ def ingest(settings: Settings, start: datetime, end: datetime, key=None,
 
     require_input(out, SOURCE, start, end, layout.clean(SOURCE, start))
     out["interval"] = _interval_dict(start, end)
+    out["profile"] = profile  # the products derive what the input provides from it
     out["input_hashes"] = input_hashes([raw, districts_csv])
     if out["rows_out"] == 0 and out["rows_quarantined"] == 0:
         # No request of this week at all: nothing to validate, publish or spend.
