@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~15 s a city (GX)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 MICRODATA = "opencity-311-requests-microdata"
