@@ -6,7 +6,8 @@
 * `opencity-311-requests-weekly`: requests per district and type with the median resolution
   time; counts backed by fewer than `suppression_k` distinct requesters are withheld.
 * `opencity-311-requests-microdata`: one record per request, k-anonymous and l-diverse
-  (age band, gender, district, day or week, type, status), when the week allows it.
+  (the policy's quasi-identifiers the input provides: age band, gender, district, day or
+  week, status; the type is the sensitive attribute), when the week allows it.
 
 **When:** once a week, after the week is over (the run for the week starting Monday
 2026-10-05 starts on 2026-10-12). Input: `<raw_dir>/service_requests/requests.csv` and the

@@ -60,13 +60,17 @@ def policy_floors() -> dict[str, Any]:
 
     policy = load_policy()
     weekly = policy.dataset("opencity-311-requests-weekly")
-    micro = policy.dataset("opencity-311-requests-microdata")
-    mobility = policy.dataset("opencity-cdr-mobility-daily")
+    # A city's policy may leave a product out (no microdata, no CDR): the DAG still parses;
+    # that product is not produced (its run-time policy lookup says so) and its params are
+    # moot (generic bounds).
+    micro = policy.datasets.get("opencity-311-requests-microdata")
+    mobility = policy.datasets.get("opencity-cdr-mobility-daily")
     return {
         "suppression_k": weekly.threshold or 15,
-        "microdata_k": micro.k, "microdata_l": micro.l,
-        "microdata_max_suppression": micro.max_suppression,
-        "epsilon": mobility.budget.epsilon, "delta": mobility.budget.delta,
+        "microdata_k": micro.k if micro else 2, "microdata_l": micro.l if micro else 1,
+        "microdata_max_suppression": micro.max_suppression if micro else 0.0,
+        "epsilon": mobility.budget.epsilon if mobility else 1.0,
+        "delta": mobility.budget.delta if mobility else 0.0,
     }
 
 _NULLABLE_STR = ["null", "string"]

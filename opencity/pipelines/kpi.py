@@ -140,8 +140,9 @@ def _ledger(settings: Settings):
     return Ledger(settings.state_url)
 
 
-# Not sources of the city: the KPI registry's own inputs (the portal's catalog).
-BUILTIN_SOURCES = ("catalog",)
+# Not registered sources: the portal's catalog and the city's public reference tables
+# (raw/city/districts.csv, towers.csv), which every run reads.
+BUILTIN_SOURCES = ("catalog", "districts", "towers")
 
 
 def registered_sources(ingested: dict[str, Any]) -> set[str]:

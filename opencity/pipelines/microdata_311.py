@@ -14,6 +14,11 @@ satisfies the model the partition is not released (and the run says so). Before 
 the composition guard (privacy.guard) recounts every class over every published
 non-sensitive column and checks the release against the weekly table of the same week.
 
+Quasi-identifiers are those the input provides (:func:`provided_columns`): a city whose
+profile maps no requester age or gender (every real 311 extract) gets district x day/week x
+status microdata, and the statement lists the QIs used and those not provided. A city whose
+release policy has no microdata entry, or ``enabled: false``, skips it (:func:`enabled`).
+
 Task bodies behind the microdata branch of dags/opencity_311.py.
 """
 

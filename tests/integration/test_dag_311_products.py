@@ -68,12 +68,19 @@ def test_failing_microdata_does_not_stop_the_weekly_table(airflow_db, sample_raw
     assert manifest["published"]["target"] == "local"
 
 
-def test_policy_without_microdata_runs_the_weekly_table_alone(airflow_db, sample_raw,
-                                                              tmp_path, monkeypatch):
-    from airflow.sdk import DagRunState
+def _disabled(doc):
+    doc["datasets"][MICRODATA]["enabled"] = False
 
-    def turned_off(doc):
-        doc["datasets"][MICRODATA]["enabled"] = False
+
+def _absent(doc):
+    del doc["datasets"][MICRODATA]
+
+
+@pytest.mark.parametrize("turned_off", [_disabled, _absent], ids=["enabled-false", "absent"])
+def test_policy_without_microdata_runs_the_weekly_table_alone(airflow_db, sample_raw,
+                                                              tmp_path, monkeypatch,
+                                                              turned_off):
+    from airflow.sdk import DagRunState
 
     dr, tis, run_dir = _run(tmp_path, monkeypatch, sample_raw, turned_off)
     assert dr.state == DagRunState.SUCCESS

@@ -149,3 +149,38 @@ def test_generated_suite_passes_on_real_data_and_fails_on_a_real_violation(relea
         pa.array(["pothole"] + records["request_type"].to_pylist()[1:]))
     with pytest.raises(DataQualityError, match="request_type"):
         _validate(released, foreign, tmp_path / "domain")
+
+
+def test_clean_suite_passes_without_demographics_and_fails_on_a_real_violation(released,
+                                                                             tmp_path):
+    """The clean partition's suite (schema + the city's profile) passed at ingest on a city
+    without age or gender, and still stops a real violation: a request id seen twice."""
+    from expectations.gate import validate_or_raise
+    from opencity.errors import DataQualityError
+
+    ingested = released["ingested"]
+    assert ingested["validation"]["success"]
+    clean = pq.read_table(ingested["clean_path"])
+    assert clean["requester_age"].null_count == clean["requester_gender"].null_count \
+        == clean.num_rows
+    twice = pa.concat_tables([clean, clean.slice(0, 1)])
+    start = released["start"]
+    with pytest.raises(DataQualityError, match="request_id"):
+        validate_or_raise("service_requests", twice, reports_dir=tmp_path,
+                          context={"interval": (start, start + timedelta(weeks=1)),
+                                   "profile": released["profile"]})
+
+
+def test_guard_refusal_because_of_the_other_product_says_so(released):
+    """When the weekly table is refused because of the microdata already published for the
+    week (here: a microdata file with a class below k), the error names that release."""
+    from opencity.errors import GuardError
+    from opencity.pipelines import service_requests as p
+
+    records = pq.read_table(Path(released["published"]["output_dir"]) / "part-0.parquet")
+    lone = pa.concat_tables([records, pa.Table.from_pylist(
+        [{"district_id": "x-1", "created": "2000-01-01", "status": "open",
+          "request_type": records["request_type"][0].as_py()}], schema=records.schema)])
+    with pytest.raises(GuardError, match="together with opencity-311-requests-microdata"):
+        p.guard_period(released["settings"], released["start"], weekly=None, microdata=lone,
+                       new_dataset=p.DATASET)
