@@ -125,19 +125,24 @@ def fields_for(entry, columns: tuple[str, ...] | None = None) -> tuple[Field, ..
 def provided_columns(entry, clean: pa.Table, profile_columns=None) -> tuple[str, ...]:
     """The policy's columns this input can fill, in the policy's order.
 
-    A column is provided when its clean source column is mapped by the input profile
-    (``profile_columns``: the canonical columns the profile maps; None = not known) and,
-    whatever the profile says, holds at least one value in the clean partition: a city
-    without requester demographics (no real 311 extract has age or gender) gets time x
-    place x type microdata, not an empty release. Dropping a quasi-identifier never weakens
+    A column is provided when the input profile maps its clean source column
+    (``profile_columns``: the canonical columns the profile maps), so the published columns
+    are the same every week; a week whose rows lack a mapped value releases those rows
+    not at all (they cannot be placed in a class). Without a known profile, a column is
+    provided when the clean partition holds at least one value of it. A city without
+    requester demographics (no real 311 extract has age or gender) thus gets time x place x
+    type microdata, not an empty release. Dropping a quasi-identifier never weakens
     k-anonymity (every class only grows), and the statement lists the QIs used.
     """
     out = []
     for col in entry.published_columns:
         src = SOURCES[col]
-        if profile_columns is not None and src not in profile_columns:
+        if src not in clean.column_names:
             continue
-        if src not in clean.column_names or clean[src].null_count == clean.num_rows:
+        if profile_columns is not None:
+            if src not in profile_columns:
+                continue
+        elif clean[src].null_count == clean.num_rows:
             continue
         out.append(col)
     return tuple(out)
@@ -262,9 +267,16 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
         raise ConfigError(f"release policy: quasi-identifier(s) {missing_h} of {DATASET} have "
                           "no generalization hierarchy")
     hierarchies = {q: all_hierarchies[q] for q in qis}
+    distinct = pc.count_distinct(table[sensitive[0]]).as_py() if table.num_rows else 0
+    if table.num_rows and distinct < entry.l:
+        # A sparse week (a small city, one request type): no class can be l-diverse. A
+        # property of the week's data, not of the configuration: not released, not failed.
+        table = table.slice(0, 0)
     if table.num_rows == 0:
         reason = ("no request of the week has every released attribute "
-                  f"({', '.join(columns)}): nothing to anonymize")
+                  f"({', '.join(columns)}): nothing to anonymize" if not distinct else
+                  f"the week's requests hold {distinct} request type(s), fewer than l = "
+                  f"{entry.l}: no class can be l-diverse")
         log.warning("311 microdata for %s not released: %s", partition_name(start), reason)
         return {"released": False, "reason": reason, "rows_missing_quasi_identifier": missing_qi,
                 "quasi_identifiers_dropped": dropped}
