@@ -6,7 +6,8 @@
 * `opencity-311-requests-weekly`: requests per district and type with the median resolution
   time; counts backed by fewer than `suppression_k` distinct requesters are withheld.
 * `opencity-311-requests-microdata`: one record per request, k-anonymous and l-diverse
-  (age band, gender, district, day or week, type, status), when the week allows it.
+  (the policy's quasi-identifiers the input provides: age band, gender, district, day or
+  week, status; the type is the sensitive attribute), when the week allows it.
 
 **When:** once a week, after the week is over (the run for the week starting Monday
 2026-10-05 starts on 2026-10-12). Input, start date and profile: the `service_requests` entry
@@ -16,12 +17,17 @@ of the source registry (`opencity/sources.yaml`, `OPENCITY_SOURCES_FILE` or `ope
 
 **Tasks:** ingest -> aggregate -> commit_partition -> publish_weekly, and
 anonymize_microdata -> publish_microdata, then manifest (row counts, input hashes, params).
+The two products are independent: a failed microdata does not stop the weekly table (and
+the reverse); the manifest is written for what got through and the run then fails naming
+the product that failed. The composition guard of each product checks it against the other
+product already in outputs/ for the week; when that is why a product is refused, its error
+says so. A city whose policy has no microdata entry (or `enabled: false`) skips it.
 The task bodies live in `opencity.pipelines`; this file only wires them (opencity.dagkit).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import dag, get_current_context
+from airflow.sdk import TriggerRule, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
 from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
@@ -85,16 +91,19 @@ def opencity_311():
         return m.commit_and_publish(run_settings(), staged_md, start, end, run_id,
                                     ingested.get("input_hashes", {}))
 
-    @pipeline_task
-    def manifest(ingested: dict, staged: dict, committed: dict, published: dict,
-                 microdata: dict, microdata_published: dict) -> str:
-        from opencity.pipelines import service_requests as p
+    # Runs when at least one product got through, so a failed product leaves the other's
+    # record; it writes the manifest, then fails the run naming the product that failed.
+    @pipeline_task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    def manifest(ingested: dict, staged: dict | None, committed: dict | None,
+                 published: dict | None, microdata: dict | None,
+                 microdata_published: dict | None) -> str:
+        from opencity.pipelines import products_311 as products
 
         ctx = get_current_context()
         start, end = data_interval()
-        return p.manifest(run_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
-                          ingested, staged, committed, published,
-                          extra={"microdata": {**microdata, **microdata_published}})
+        return products.manifest(run_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
+                                 ingested, staged, committed, published, microdata,
+                                 microdata_published)
 
     ingested = ingest()
     staged = aggregate(ingested)
@@ -107,6 +116,10 @@ def opencity_311():
     # A privacy officer approves the first release and every new policy version.
     gate = approval_gate(("opencity-311-requests-weekly", "opencity-311-requests-microdata"))
     [committed, staged_md] >> gate >> [published, published_md]
+    # One product's failure does not hold back the other: the gate opens once both staged
+    # (or failed) with at least one staged; each publish task still needs its own product.
+    for t in gate.roots:
+        t.trigger_rule = TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
     manifest(ingested, staged, committed, published, staged_md, published_md)
 
 

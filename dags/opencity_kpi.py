@@ -13,6 +13,12 @@ would start KPI runs whose intervals are not months).
 
 **Tasks:** ingest -> compute -> dashboard -> commit_partition -> publish -> manifest (bodies
 in `opencity.pipelines.kpi`).
+
+**A city without some sources:** a KPI whose source is not in the city's source registry is
+published as "not available (source X is not registered)" (no value, no privacy budget
+spent) and the dashboard shows that reason; the run does not fail. The KPI registry is
+`kpi/registry.yaml`, or the file `OPENCITY_KPI_REGISTRY` names (`opencity run --config DIR`
+uses `DIR/kpi_registry.yaml` when present).
 """
 
 from __future__ import annotations

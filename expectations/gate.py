@@ -153,12 +153,17 @@ def _bbox(value: Any, districts: Any):
         raise ConfigError(f"bbox must have lat_min, lat_max, lon_min, lon_max: {err}") from err
 
 
-def previous_partition_rows(partition_dir: str | Path) -> int | None:
-    """Rows of the latest ``dt=...`` sibling before ``partition_dir`` (None if there is none)."""
+def previous_partition_rows(partition_dir: str | Path, not_before: str | None = None
+                            ) -> int | None:
+    """Rows of the latest ``dt=...`` sibling before ``partition_dir`` (None if there is none).
+
+    ``not_before`` (``dt=YYYY-MM-DD``): ignore siblings older than that, so a backfill of a
+    sparse history (weeks or years apart) is not compared with a distant partition."""
     part = Path(partition_dir)
     if not part.parent.is_dir():
         return None
-    earlier = sorted(p for p in part.parent.glob("dt=*") if p.is_dir() and p.name < part.name)
+    earlier = sorted(p for p in part.parent.glob("dt=*") if p.is_dir() and p.name < part.name
+                     and (not_before is None or p.name >= not_before))
     for prev in reversed(earlier):
         files = sorted(prev.glob("*.parquet"))
         if files:
@@ -274,7 +279,10 @@ def suite_context(dataset: str, table: pa.Table, context: Mapping[str, Any] | No
     interval = c.get("interval")
     prev = c.get("previous_rows")
     if prev is None and c.get("previous_partition") is not None:
-        prev = previous_partition_rows(c["previous_partition"])
+        # Only the partitions of the last two intervals count as "the previous partition".
+        not_before = (f"dt={(interval[0] - 2 * (interval[1] - interval[0])):%Y-%m-%d}"
+                      if interval is not None else None)
+        prev = previous_partition_rows(c["previous_partition"], not_before)
     kwargs: dict[str, Any] = {}
     for key in ("max_drop", "min_rows"):
         if c.get(key) is not None:

@@ -164,16 +164,25 @@ def microdata_domains(ctx: SuiteContext) -> dict[str, tuple[str, ...]]:
 def microdata_suite(ctx: SuiteContext) -> gx.ExpectationSuite:
     """The k-anonymous 311 microdata: the generic product checks (no identifiers, every
     class >= k) plus every published value inside its column's domain; a string column
-    without a domain fails (free text is never published)."""
+    without a domain fails (free text is never published).
+
+    Generated from what is published, not from the synthetic city's columns: the
+    quasi-identifiers default to every published column but the sensitive one, and domains
+    and shapes apply to the published columns only (a city without requester age or gender
+    publishes neither, and its suite checks neither). Domains passed by the pipeline in
+    ``context["privacy"]["domains"]`` (the input profile's code lists, the public districts)
+    replace the defaults.
+    """
     from expectations.products import product_suite as generic
 
-    p = ctx.privacy or PrivacyChecks(kind="microdata", quasi_identifiers=(
-        "age", "gender", "district_id", "created"), k=2)
-    # only the columns the release has (a city without demographics publishes no age/gender)
+    sensitive = str(ctx.extra.get("sensitive", "request_type"))
+    p = ctx.privacy or PrivacyChecks(kind="microdata", quasi_identifiers=tuple(
+        c for c in ctx.columns if c != sensitive) or tuple(ctx.columns), k=2)
+    published = set(ctx.columns)
     domains = {c: v for c, v in {**microdata_domains(ctx), **p.domains}.items()
-               if c in ctx.columns}
+               if c in published}
     patterns = {c: v for c, v in {**microdata_patterns(ctx), **p.patterns}.items()
-                if c in ctx.columns}
+                if c in published}
     privacy = PrivacyChecks(**{**p.__dict__, "domains": domains, "patterns": patterns,
                                "every_column_has_domain": True})
     return generic(SuiteContext(**{**ctx.__dict__, "privacy": privacy}))

@@ -18,6 +18,7 @@ empty value and error bound.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -725,8 +726,33 @@ def compute_kpi(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
     return out
 
 
+def not_registered(source: str) -> str:
+    """The withheld_reason of a KPI whose source the city did not register."""
+    return f"not available (source {source} is not registered)"
+
+
+def unavailable_kpis(registry: Registry, unavailable: Mapping[str, str]
+                     ) -> dict[str, str]:
+    """KPI code -> why it is not available: the reason of its first unavailable source."""
+    out = {}
+    for kpi in registry.kpis:
+        missing = [s for s in kpi.source_datasets if s in unavailable]
+        if missing:
+            out[kpi.code] = unavailable[missing[0]]
+    return out
+
+
+def _not_available(kpi: KpiDef, inputs: KpiInputs, reason: str) -> AreaValues:
+    """Rows of a KPI that cannot be computed: no value, no noise, no privacy budget."""
+    areas = [CITY] + (_district_ids(inputs) if "district" in kpi.areas else [])
+    nan = np.full(len(areas), np.nan)
+    return AreaValues(areas, nan, nan, ["suppressed"] * len(areas),
+                      reasons=[reason] * len(areas), stds=nan, unclipped=nan)
+
+
 def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
-                 progress: Any = None) -> tuple[pa.Table, list[dict[str, Any]]]:
+                 progress: Any = None, unavailable: Mapping[str, str] | None = None
+                 ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """Every KPI of the registry for one period.
 
     Args:
@@ -734,16 +760,23 @@ def compute_kpis(inputs: KpiInputs, registry: Registry, cfg: KpiRunConfig,
         registry: validated KPI registry.
         cfg: run parameters (period, computed_at, seeds).
         progress: optional callable(kpi_code) called before each KPI (a progress bar).
+        unavailable: source -> reason (e.g. :func:`not_registered`): a KPI reading such a
+            source is not computed; its rows are withheld (method ``suppressed``, no value)
+            with that reason, and it spends nothing.
 
     Returns:
         (KPI table with KPI_SCHEMA, DP release records for the budget ledger).
     """
     rows: dict[str, list] = {n: [] for n in KPI_COLUMNS}
     releases: list[dict[str, Any]] = []
+    skip = unavailable_kpis(registry, unavailable or {})
     for kpi in registry.kpis:
         if progress:
             progress(kpi.code)
-        out = compute_kpi(kpi, inputs, cfg, registry)
+        if kpi.code in skip:
+            out = _not_available(kpi, inputs, skip[kpi.code])
+        else:
+            out = compute_kpi(kpi, inputs, cfg, registry)
         releases += out.releases
         reasons = out.reasons or [None] * len(out.areas)
         for area, value, bound, method, reason, std, raw in zip(

@@ -14,6 +14,7 @@ at most 1 (so one run never exceeds the unit's monthly cap).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,20 +297,37 @@ def parse_registry(data: Any, path: str = "<registry>", *,
     return registry
 
 
+REGISTRY_ENV = "OPENCITY_KPI_REGISTRY"
+
+
+def registry_path(path: str | Path | None = None) -> tuple[Path, str]:
+    """The KPI registry file: ``path``, else $OPENCITY_KPI_REGISTRY (``opencity run --config
+    DIR`` sets it to ``DIR/kpi_registry.yaml`` when that file exists), else the packaged
+    kpi/registry.yaml. Returns the path and where it came from (for error messages)."""
+    if path:
+        return Path(path), "given explicitly"
+    env = os.environ.get(REGISTRY_ENV)
+    if env:
+        return Path(env), f"from {REGISTRY_ENV}"
+    return DEFAULT_REGISTRY, "the packaged default"
+
+
 def load_registry(path: str | Path | None = None, *,
                   sources: Iterable[str] | None = None) -> Registry:
-    """Read and validate a registry YAML file (default: the packaged kpi/registry.yaml);
+    """Read and validate a registry YAML file (see :func:`registry_path` for which one);
     ``sources``: see :func:`parse_registry`.
 
     Raises:
         ConfigError: the file is missing, is not valid YAML, or fails a check; the message
             names the file, the KPI and the field.
     """
-    path = Path(path) if path else DEFAULT_REGISTRY
+    path, origin = registry_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the KPI registry ({err.strerror})") from err
+        raise ConfigError(f"{path}: cannot read the KPI registry ({err.strerror}; {origin}: an "
+                          f"explicit path, else ${REGISTRY_ENV}, else {DEFAULT_REGISTRY})"
+                          ) from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -62,15 +62,19 @@ def policy_floors(names: tuple[str, ...] | None = None) -> dict[str, Any]:
     policy = load_policy()
     want = set(names) if names is not None else {"suppression_k", "microdata_k", "epsilon"}
     out: dict[str, Any] = {}
+    # A city's policy may leave a product out (no microdata, no CDR): the DAG still parses;
+    # that product is not produced (its run-time policy lookup says so) and its params are
+    # moot (generic bounds).
     if want & {"suppression_k"}:
         out["suppression_k"] = policy.dataset("opencity-311-requests-weekly").threshold or 15
     if want & {"microdata_k", "microdata_l", "microdata_max_suppression"}:
-        micro = policy.dataset("opencity-311-requests-microdata")
-        out.update(microdata_k=micro.k, microdata_l=micro.l,
-                   microdata_max_suppression=micro.max_suppression)
+        micro = policy.datasets.get("opencity-311-requests-microdata")
+        out.update(microdata_k=micro.k if micro else 2, microdata_l=micro.l if micro else 1,
+                   microdata_max_suppression=micro.max_suppression if micro else 0.0)
     if want & {"epsilon", "delta"}:
-        mobility = policy.dataset("opencity-cdr-mobility-daily")
-        out.update(epsilon=mobility.budget.epsilon, delta=mobility.budget.delta)
+        mobility = policy.datasets.get("opencity-cdr-mobility-daily")
+        out.update(epsilon=mobility.budget.epsilon if mobility else 1.0,
+                   delta=mobility.budget.delta if mobility else 0.0)
     return out
 
 _NULLABLE_STR = ["null", "string"]

@@ -11,7 +11,8 @@ recorded in its release registry (``OPENCITY_STATE_URL``, as for every DAG run).
 
 ``--config DIR`` is the city's configuration: ``DIR/sources.yaml`` (the source registry) and,
 if present, ``DIR/policy.yaml`` (the release policy; a policy no privacy officer approved is
-refused by the DAG's approval gate with the ``opencity approve`` command to run). Without
+refused by the DAG's approval gate with the ``opencity approve`` command to run) and
+``DIR/kpi_registry.yaml`` (the city's KPI registry, as ``OPENCITY_KPI_REGISTRY``). Without
 ``--config`` the shipped synthetic-city configuration is used (opencity/sources.yaml and
 privacy/policy.yaml).
 
@@ -48,6 +49,7 @@ from opencity.errors import ConfigError, PipelineError
 REPO = Path(__file__).resolve().parent.parent
 SOURCES_FILE = "sources.yaml"
 POLICY_FILE = "policy.yaml"
+KPI_REGISTRY_FILE = "kpi_registry.yaml"  # optional: the city's KPI registry
 
 # Interval states of the summary (the DAG run's state, or one of OpenCity's own).
 SUCCESS, NO_DATA, FAILED, NOT_RUN, NO_TASKS = "success", "no data", "failed", "not run", \
@@ -88,8 +90,14 @@ def config_files(config: Path | None) -> dict[str, Path]:
         policy = config / POLICY_FILE
         files = {"sources": sources,
                  "policy": policy if policy.is_file() else DEFAULT_POLICY}
+        if (config / KPI_REGISTRY_FILE).is_file():  # the city's KPI registry, if it has one
+            files["kpi_registry"] = config / KPI_REGISTRY_FILE
     load_sources(files["sources"])  # ConfigError naming the file and key
     load_policy(files["policy"])
+    if "kpi_registry" in files:
+        from kpi.registry import load_registry
+
+        load_registry(files["kpi_registry"])
     return files
 
 
@@ -313,6 +321,8 @@ def _env(files: dict[str, Path], run_dir: Path, raw: Path) -> dict[str, str]:
         "OPENCITY_RAW_DIR": str(raw),
         "OPENCITY_SOURCES_FILE": str(files["sources"]),
         "OPENCITY_POLICY": str(files["policy"]),
+        **({"OPENCITY_KPI_REGISTRY": str(files["kpi_registry"])}
+           if "kpi_registry" in files else {}),
         "GX_ANALYTICS_ENABLED": "false",
         "PYTHONWARNINGS": "ignore",
     })

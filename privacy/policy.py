@@ -159,6 +159,8 @@ class DatasetPolicy:
     max_records_per_person: int | None = None
     granularity: tuple[str, ...] = ()
     target_relative_error: float | None = None
+    # ``enabled: false`` in the policy: the dataset is not produced (its DAG task skips it).
+    enabled: bool = True
 
     @property
     def unit(self) -> str:
@@ -382,7 +384,7 @@ def _parse(data: Any, source: str) -> Policy:
                   hash=canonical_hash(data), path=source)
 
 
-_COMMON = {"description", "method", "unit", "cadence", "columns"}
+_COMMON = {"description", "method", "unit", "cadence", "columns", "enabled"}
 _BY_METHOD = {
     "differential_privacy": {"epsilon", "delta", "granularity", "target_relative_error"},
     "k_anonymity": {"k", "l", "max_suppression", "max_records_per_person"},
@@ -470,9 +472,12 @@ def _dataset(name: str, spec: Any, units: Mapping[str, UnitBudget]) -> DatasetPo
             raise ConfigError(f"{where}.columns: l-diversity (l > 1) needs a sensitive column")
     else:
         kw["threshold"] = _int(f"{where}.threshold", spec.get("threshold"), 2)
+    enabled = spec.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled must be true or false, got {enabled!r}")
     return DatasetPolicy(name=name, method=method, units=tuple(unit_list), cadence=cadence,
                          columns=tuple(columns), description=str(spec.get("description", "")),
-                         **kw)
+                         enabled=enabled, **kw)
 
 
 _LEVEL_TOKEN = re.compile(r"[a-z][a-z0-9_]*")

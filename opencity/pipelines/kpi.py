@@ -138,6 +138,32 @@ def _ledger(settings: Settings):
     return Ledger(settings.state_url)
 
 
+# Not registered sources: the portal's catalog and the city's public reference tables
+# (raw/city/districts.csv, towers.csv), which every run reads.
+BUILTIN_SOURCES = ("catalog", "districts", "towers")
+
+
+def registered_sources(ingested: dict[str, Any]) -> set[str]:
+    """The sources the city registered, as the ingest step hands them on: those read
+    (``sources``) and those registered without a file for the month (``missing``), or the
+    explicit ``registered`` list when the ingest gives one."""
+    if ingested.get("registered") is not None:
+        return set(ingested["registered"])
+    return set(ingested.get("sources", {})) | set(ingested.get("missing", []))
+
+
+def unavailable_sources(registry, ingested: dict[str, Any]) -> dict[str, str]:
+    """Source -> "not available (source X is not registered)" for every source a KPI of
+    ``registry`` reads that the city did not register: those KPIs are published as not
+    available (no value, no budget spent) instead of failing the run."""
+    from kpi.compute import not_registered
+
+    registered = registered_sources(ingested)
+    needed = {s for k in registry.kpis for s in k.source_datasets}
+    return {s: not_registered(s) for s in sorted(needed)
+            if s not in registered and s not in BUILTIN_SOURCES}
+
+
 def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: datetime,
             registry_path: str | None = None, random_state: int | None = None) -> dict:
     """Compute the KPI table of the month through the ledger's release protocol.
@@ -146,7 +172,15 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     accounts; the registry's spend per unit may not exceed the policy's per-release budget
     of ``opencity-kpis``. A rerun of the month returns the recorded table (no fresh noise).
     """
-    from kpi.compute import KpiInputs, KpiRunConfig, compute_kpis, period_without_data
+    from dataclasses import replace
+
+    from kpi.compute import (
+        KpiInputs,
+        KpiRunConfig,
+        compute_kpis,
+        period_without_data,
+        unavailable_kpis,
+    )
     from kpi.io import read_catalog_partitions, read_optional_parquet
     from kpi.registry import load_registry
     from privacy.dp import DPBudget
@@ -155,10 +189,18 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     if period_without_data(rows):
         return _skipped(start)
     registry = load_registry(registry_path, sources=KPI_SOURCES)
+    unavailable = unavailable_sources(registry, ingested)
+    skipped_kpis = unavailable_kpis(registry, unavailable)
+    if skipped_kpis:
+        log.warning("%s %s: %d KPI(s) not available: %s", DATASET, partition_name(start),
+                    len(skipped_kpis), "; ".join(f"{c}: {r}" for c, r in skipped_kpis.items()))
     part = partition_name(start)
     release_id = f"kpis-{start:%Y-%m}"
     ledger = _ledger(settings)
-    costs = {unit: DPBudget(eps) for unit, eps in registry.spend_by_unit().items()}
+    # A KPI that is not computed spends nothing: the budget is that of the others.
+    computed = replace(registry, kpis=tuple(k for k in registry.kpis
+                                            if k.code not in skipped_kpis))
+    costs = {unit: DPBudget(eps) for unit, eps in computed.spend_by_unit().items()}
     staging = _staging(settings, start)
 
     def run() -> tuple[dict, dict[str, bytes]]:
@@ -174,7 +216,7 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
         )
         cfg = KpiRunConfig(start, end, end, seed=settings.seed, random_state=random_state,
                            exclude_datasets=(DATASET,))
-        table, releases = compute_kpis(inputs, registry, cfg)
+        table, releases = compute_kpis(inputs, registry, cfg, unavailable=unavailable)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         return ({"releases": json.loads(json.dumps(releases, default=str))},
@@ -209,6 +251,7 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     write_json_atomic(privacy, staging / "privacy.json", restricted=True, default=str)
     methods = table.column("method").to_pylist()
     return {"staging_dir": str(staging), "rows": table.num_rows,
+            "not_available": skipped_kpis,
             "kpi_codes": len(set(table.column("kpi_code").to_pylist())),
             "dimensions": sorted(set(table.column("fgssc_dimension").to_pylist())),
             "methods": {m: methods.count(m) for m in sorted(set(methods))},
@@ -377,8 +420,9 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
         "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
                        for s, d in ingested.get("sources", {}).items()},
         "missing_sources": ingested.get("missing", []),
-        "kpis": {k: staged[k] for k in ("rows", "kpi_codes", "dimensions", "methods",
-                                        "reused_release")},
+        "kpis": {**{k: staged[k] for k in ("rows", "kpi_codes", "dimensions", "methods",
+                                           "reused_release")},
+                 "not_available": staged.get("not_available", {})},
         "ledger": staged["ledger"],
         "outputs": committed,
         "published": published,

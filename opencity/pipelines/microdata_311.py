@@ -14,6 +14,11 @@ satisfies the model the partition is not released (and the run says so). Before 
 the composition guard (privacy.guard) recounts every class over every published
 non-sensitive column and checks the release against the weekly table of the same week.
 
+Quasi-identifiers are those the input provides (:func:`provided_columns`): a city whose
+profile maps no requester age or gender (every real 311 extract) gets district x day/week x
+status microdata, and the statement lists the QIs used and those not provided. A city whose
+release policy has no microdata entry, or ``enabled: false``, skips it (:func:`enabled`).
+
 Task bodies behind the microdata branch of dags/opencity_311.py.
 """
 
@@ -70,6 +75,19 @@ _DESCRIPTIONS = {
 }
 
 
+NOT_IN_POLICY = (f"{DATASET} is turned off by the city's release policy (no entry under "
+                 "datasets, or enabled: false): not produced, nothing published")
+
+
+def enabled(settings: Settings) -> bool:
+    """Whether the city's release policy produces the microdata at all (an entry under
+    ``datasets`` without ``enabled: false``)."""
+    from privacy.policy import load_policy
+
+    entry = load_policy().datasets.get(DATASET)
+    return entry is not None and entry.enabled
+
+
 def policy_entry(settings: Settings):
     """The microdata's policy entry, tightened by the settings (never loosened).
 
@@ -96,9 +114,74 @@ def policy_entry(settings: Settings):
                            max_suppression=settings.microdata_max_suppression)
 
 
-def fields_for(entry) -> tuple[Field, ...]:
-    """The published fields, in the policy's order."""
-    return tuple(Field(c, *_DESCRIPTIONS[c]) for c in entry.published_columns)
+def fields_for(entry, columns: tuple[str, ...] | None = None) -> tuple[Field, ...]:
+    """The published fields, in the policy's order (only ``columns`` when given: the QIs the
+    input provides)."""
+    return tuple(Field(c, *_DESCRIPTIONS[c]) for c in entry.published_columns
+                 if columns is None or c in columns)
+
+
+def provided_columns(entry, clean: pa.Table, profile_columns=None) -> tuple[str, ...]:
+    """The policy's columns this input can fill, in the policy's order.
+
+    A column is provided when the input profile maps its clean source column
+    (``profile_columns``: the canonical columns the profile maps), so the published columns
+    are the same every week; a week whose rows lack a mapped value releases those rows
+    not at all (they cannot be placed in a class). Without a known profile, a column is
+    provided when the clean partition holds at least one value of it. A city without
+    requester demographics (no real 311 extract has age or gender) thus gets time x place x
+    type microdata, not an empty release. Dropping a quasi-identifier never weakens
+    k-anonymity (every class only grows), and the statement lists the QIs used.
+    """
+    out = []
+    for col in entry.published_columns:
+        src = SOURCES[col]
+        if src not in clean.column_names:
+            continue
+        if profile_columns is not None:
+            if src not in profile_columns:
+                continue
+        elif clean[src].null_count == clean.num_rows:
+            continue
+        out.append(col)
+    return tuple(out)
+
+
+def _profile(ingested: dict[str, Any]):
+    """The input profile the clean partition was read with (None when unknown)."""
+    name = ingested.get("profile")
+    if not name:
+        return None
+    from transforms.profiles import get_profile
+
+    try:
+        return get_profile("service_requests", str(name))
+    except ConfigError:
+        return None
+
+
+def _mapped(profile) -> set[str] | None:
+    cols = getattr(profile, "columns", None)
+    return set(cols) if isinstance(cols, dict) else None
+
+
+def value_domains(profile, columns, district_ids=None) -> dict[str, list[str]]:
+    """Allowed published values of the released string columns, from the input profile and
+    the public district table ('*' = generalized away; the sensitive request type is never
+    generalized): the suite checks every published value against them."""
+    domains: dict[str, list[str]] = {}
+    for col in columns:
+        src = SOURCES[col]
+        if col == "district_id":
+            allowed = list(district_ids) if district_ids is not None else None
+        elif profile is not None and hasattr(profile, "domain"):
+            allowed = profile.domain(src)
+        else:
+            allowed = next((c.allowed for c in SERVICE_REQUESTS.columns if c.name == src),
+                           None)
+        if allowed:
+            domains[col] = [str(v) for v in allowed] + ([] if col == "request_type" else ["*"])
+    return domains
 
 
 def microdata_table(clean: pa.Table, columns: tuple[str, ...] = tuple(SOURCES),
@@ -137,16 +220,38 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
     if ingested.get("skipped"):
         log.warning("%s %s: %s", DATASET, partition_name(start), ingested.get("reason"))
         return {"released": False, "skipped": True, "reason": ingested.get("reason")}
+    if not enabled(settings):
+        log.warning("%s %s: %s", DATASET, partition_name(start), NOT_IN_POLICY)
+        return {"released": False, "skipped": True, "reason": NOT_IN_POLICY}
     entry = policy_entry(settings)
-    qis, sensitive = entry.quasi_identifiers, entry.sensitive
+    sensitive = entry.sensitive
     if len(sensitive) != 1:
         raise ConfigError(f"release policy: datasets.{DATASET} needs exactly one sensitive "
                           f"column, got {list(sensitive)}")
     from opencity.pipelines.service_requests import city_reference
 
-    districts = city_reference(settings)["districts"]  # the profile's list, else city/
-    table, missing_qi = microdata_table(pq.read_table(ingested["clean_path"]),
-                                        entry.published_columns, with_unit=True)
+    ref = city_reference(settings)  # the profile's lists, else city/
+    clean = pq.read_table(ingested["clean_path"])
+    profile = _profile(ingested) or ref["profile"]
+    columns = provided_columns(entry, clean, _mapped(profile))
+    qis = tuple(q for q in entry.quasi_identifiers if q in columns)
+    dropped = [q for q in entry.quasi_identifiers if q not in columns]
+    if sensitive[0] not in columns:
+        raise ConfigError(
+            f"{DATASET}: the input (profile {ingested.get('profile') or 'opencity'!r}) does "
+            f"not provide the sensitive column {sensitive[0]!r} "
+            f"({SOURCES[sensitive[0]]}); map it in the profile or turn the microdata off "
+            f"(enabled: false under datasets.{DATASET} in the release policy)")
+    if not qis:
+        reason = (f"the input provides none of the policy's quasi-identifiers "
+                  f"{list(entry.quasi_identifiers)}: no microdata released")
+        log.warning("311 microdata for %s not released: %s", partition_name(start), reason)
+        return {"released": False, "reason": reason, "quasi_identifiers_dropped": dropped}
+    if dropped:
+        log.info("311 microdata for %s: quasi-identifier(s) %s not provided by the input; "
+                 "released with %s", partition_name(start), dropped, list(qis))
+    districts = ref["districts"]
+    table, missing_qi = microdata_table(clean, columns, with_unit=True)
     cap = entry.max_records_per_person
     capped = {"rows_capped": 0, "units_capped": 0, "max_records_per_unit_before": None}
     if cap is not None:
@@ -164,6 +269,19 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
         raise ConfigError(f"release policy: quasi-identifier(s) {missing_h} of {DATASET} have "
                           "no generalization hierarchy")
     hierarchies = {q: all_hierarchies[q] for q in qis}
+    distinct = pc.count_distinct(table[sensitive[0]]).as_py() if table.num_rows else 0
+    if table.num_rows and distinct < entry.l:
+        # A sparse week (a small city, one request type): no class can be l-diverse. A
+        # property of the week's data, not of the configuration: not released, not failed.
+        table = table.slice(0, 0)
+    if table.num_rows == 0:
+        reason = ("no request of the week has every released attribute "
+                  f"({', '.join(columns)}): nothing to anonymize" if not distinct else
+                  f"the week's requests hold {distinct} request type(s), fewer than l = "
+                  f"{entry.l}: no class can be l-diverse")
+        log.warning("311 microdata for %s not released: %s", partition_name(start), reason)
+        return {"released": False, "reason": reason, "rows_missing_quasi_identifier": missing_qi,
+                "quasi_identifiers_dropped": dropped}
     model = KAnonymity(k=entry.k, quasi_identifiers=qis,
                        max_suppression=entry.max_suppression, unit=UNIT)
     ldiv = LDiversity(sensitive=sensitive[0], l=entry.l, variant="distinct")
@@ -182,6 +300,7 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
         log.warning("311 microdata for %s not released: %s", partition_name(start), err)
         return {**base, "released": False, "reason": str(err)}
     report = {**result.report, "rows_missing_quasi_identifier": missing_qi,
+              "quasi_identifiers_dropped": dropped,
               "cap": {"max_records_per_person": cap, **capped}}
     write_json_atomic(report, report_path, restricted=True, sort_keys=True, default=str)
     staging = settings.layout.output(DATASET, start).with_name(
@@ -197,7 +316,20 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
             "k": model.k, "l": ldiv.l, "suppression_limit": model.max_suppression,
             "k_counts": "persons", "min_persons": result.report["persons"]["min_persons"],
             "quasi_identifiers": list(qis), "sensitive": list(sensitive),
+            "quasi_identifiers_dropped": dropped, "profile": ingested.get("profile"),
+            "domains": value_domains(profile, columns,
+                                     districts["district_id"].to_pylist()),
             "columns": list(released.column_names)}
+
+
+_QI_WORDS = {"age": "the requester's age band", "gender": "the requester's gender",
+             "district_id": "the district", "created": "the day or week of the request",
+             "status": "its status"}
+
+
+def _describe_qis(qis) -> str:
+    words = [_QI_WORDS.get(q, q) for q in qis]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
@@ -226,7 +358,12 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                                  # every published non-sensitive column, not only the QIs
                                  "quasi_identifiers": [c for c in records.column_names
                                                        if c not in entry.sensitive],
-                                 "k": staged["k"]}, "run_id": run_id,
+                                 "k": staged["k"],
+                                 # published values: the profile's code lists and the
+                                 # public districts, for the columns released
+                                 "domains": {c: v for c, v in (staged.get("domains") or {})
+                                             .items() if c in records.column_names}},
+                     "run_id": run_id,
                      "schema": SERVICE_REQUESTS,
                      "request_types": weekly.city_reference(settings)["request_types"]},
             reports_dir=settings.layout.reports(DATASET, start))
@@ -241,8 +378,9 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         name=DATASET,
         title=f"311 service requests, anonymized records - {settings.city_name}",
         description=(
-            "One record per 311 service request with the requester's age band, gender, "
-            "district, the day or week of the request and its status, generalized so that every "
+            "One record per 311 service request with "
+            + _describe_qis(staged["quasi_identifiers"])
+            + ", generalized so that every "
             f"combination is shared by the requests of at least {staged['k']} different "
             f"requesters (k-anonymity counted in persons, not records) and every group holds at "
             f"least {staged['l']} request types even without any one requester's requests "
@@ -251,6 +389,9 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                "released per week. " if staged.get("max_records_per_person") else "")
             + "Records that would need more generalization were removed within the "
             "suppression limit. Names, contacts, addresses and coordinates are never released."
+            + (f" Not released because the city's data does not provide them: "
+               f"{', '.join(staged['quasi_identifiers_dropped'])}."
+               if staged.get("quasi_identifiers_dropped") else "")
         ),
         resources=(
             Resource(final / "part-0.parquet", "requests-microdata", "parquet",
@@ -258,7 +399,7 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
             Resource(csv_copy, "requests-microdata-csv", "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
-        fields=fields_for(entry),
+        fields=fields_for(entry, tuple(staged.get("columns") or entry.published_columns)),
         privacy={
             "privacy_method": "k_anonymity",
             "k_anonymity_k": staged["k"],
@@ -270,6 +411,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
                if staged.get("max_records_per_person") else {}),
             "sensitive_attribute": staged["sensitive"][0],
             "quasi_identifiers": staged["quasi_identifiers"],
+            **({"quasi_identifiers_not_provided": staged["quasi_identifiers_dropped"]}
+               if staged.get("quasi_identifiers_dropped") else {}),
             "suppression_limit": staged["suppression_limit"],
             "suppressed_records": staged["suppressed_records"],
             "generalization": staged["generalization"],

@@ -756,7 +756,18 @@ def guard_period(settings: Settings, start: datetime, *, weekly: pa.Table | None
         checks.append(g.kpi_rows(kpis, person_sources=("service_requests",)))
     report = g.guard(new_dataset, partition_name(start), checks, considered)
     path = report.write(settings.layout.reports(new_dataset, start) / "guard.json")
-    report.raise_if_failed(path)
+    from opencity.errors import GuardError
+
+    try:
+        report.raise_if_failed(path)
+    except GuardError as err:
+        others = [d for d in considered if d != new_dataset]
+        if not others:
+            raise
+        # The one way a product's fate depends on another: say so.
+        raise GuardError(f"{err}. The guard checked {new_dataset} together with "
+                         f"{', '.join(others)} already published for this period: the refusal "
+                         "comes from combining them, not from this release alone") from err
     return {"passed": True, "report": str(path),
             "checks": [c.name for c in report.checks], "releases_considered": considered}
 

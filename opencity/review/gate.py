@@ -72,6 +72,11 @@ def check(settings: Settings, datasets: list[str] | tuple[str, ...], start: date
     from privacy.policy import load_policy
 
     approvals = ApprovalStore(store.db)
+    policy = load_policy()
+    # A product the city's policy turns off (no entry, or enabled: false) is not produced:
+    # nothing of it is published, so there is nothing to approve.
+    datasets = [ds for ds in datasets
+                if ds in policy.datasets and policy.datasets[ds].enabled]
     for ds in datasets:
         approvals.check_compute(load_policy(), ds)  # looser than approved: refused here too
         pol = policy_version(ds)
