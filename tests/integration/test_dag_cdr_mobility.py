@@ -31,7 +31,7 @@ def test_cdr_mobility_dag_runs_and_reruns_without_spending(airflow_db, sample_ra
     gate = {"approval.check", "approval.wait", "approval.approved", "approval.preapproved",
             "approval.record"}
     skipped = {"approval.wait", "approval.approved"}
-    assert {ti.task_id for ti in tis} == {"ingest", "release", "publish"} | gate
+    assert {ti.task_id for ti in tis} == {"ingest", "release", "publish", "manifest"} | gate
     assert all(ti.state == ("skipped" if ti.task_id in skipped else "success") for ti in tis)
 
     parts = list((run_dir / "outputs" / "opencity-cdr-mobility-daily").iterdir())
