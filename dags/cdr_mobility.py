@@ -28,7 +28,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.timetables import PartitionTimetable
 
@@ -88,7 +88,6 @@ def cdr_mobility():
     ingested = ingest()
     released = release(ingested)
     published = publish(released)
-    before_publish("cdr_mobility", released, published)
     # A privacy officer approves the first release and every new policy version.
     released >> approval_gate("opencity-cdr-mobility-daily") >> published
     manifest(ingested, released, published)
