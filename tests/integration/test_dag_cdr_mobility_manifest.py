@@ -1,6 +1,7 @@
 """Every DAG writes a manifest (issue 19): a cdr_mobility run leaves one with the keys of the
 311 DAG's (one writer, opencity.manifest.write_run_manifest) and no raw identifier in it,
-even when identifiers are planted into every column of the raw CDR."""
+even when identifiers are planted into every column of the raw CDR (slow: one more DAG run;
+the default run checks keys and raw ids in tests/integration/test_dag_cdr_mobility.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def _311_manifest_keys(tmp_path: Path) -> set[str]:
     return set(json.loads(Path(path).read_text())) - {"microdata"}  # the 311 DAG's own
 
 
+@pytest.mark.slow
 def test_cdr_mobility_writes_a_manifest_like_the_311_one_without_identifiers(
         airflow_db, sample_raw, tmp_path):
     from airflow.dag_processing.dagbag import DagBag

@@ -43,9 +43,9 @@ def test_defaults_equal_the_dataclass_defaults(monkeypatch, tmp_path):
     assert Settings.resolve().run_dir == str(tmp_path / "opencity")
 
 
-def test_variable_names_are_case_insensitive_like_the_environment_of_the_old_resolver(
-        monkeypatch):
+def test_the_variable_is_opencity_and_the_setting_name_in_capitals(monkeypatch):
     monkeypatch.setenv("OPENCITY_MICRODATA_K", "7")
+    monkeypatch.setenv("MICRODATA_K", "9")  # no prefix: not ours
     assert Settings.resolve().microdata_k == 7
 
 
