@@ -15,7 +15,8 @@ state DB (`OPENCITY_STATE_URL`), so a retry or rerun of a day returns the record
 instead of spending again, whatever `run_dir` says. A privacy officer approves the first
 release and every new policy version (task group `approval`).
 
-**Tasks:** ingest -> release -> publish (bodies in `opencity.pipelines.mobility`).
+**Tasks:** ingest -> release -> publish -> manifest (bodies in
+`opencity.pipelines.mobility`).
 
 **Engine:** param `engine` (`duckdb` default, `spark`): with `spark` the release task runs
 the row-level steps on the Spark master of connection `spark_default` (or
@@ -27,7 +28,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
@@ -87,11 +88,21 @@ def cdr_mobility():
         return pipeline.publish(run_settings(), released, start, end,
                                 get_current_context()["run_id"])
 
-    released = release(ingest())
+    @pipeline_task
+    def manifest(ingested: dict, released: dict, published: dict) -> str:
+        from opencity.pipelines import mobility as pipeline
+
+        ctx = get_current_context()
+        start, end = data_interval()
+        return pipeline.manifest(run_settings(), ctx["dag"].dag_id, ctx["run_id"], start, end,
+                                 ingested, released, published)
+
+    ingested = ingest()
+    released = release(ingested)
     published = publish(released)
-    before_publish("cdr_mobility", released, published)
     # A privacy officer approves the first release and every new policy version.
     released >> approval_gate("opencity-cdr-mobility-daily") >> published
+    manifest(ingested, released, published)
 
 
 if _START is not None:

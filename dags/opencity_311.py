@@ -30,7 +30,7 @@ from __future__ import annotations
 from airflow.sdk import TriggerRule, dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
@@ -109,10 +109,8 @@ def opencity_311():
     staged = aggregate(ingested)
     committed = commit_partition(staged)
     published = publish_weekly(committed, ingested)
-    before_publish("311_weekly", committed, published)
     staged_md = anonymize_microdata(ingested)
     published_md = publish_microdata(staged_md, ingested)
-    before_publish("311_microdata", staged_md, published_md)
     # A privacy officer approves the first release and every new policy version.
     gate = approval_gate(("opencity-311-requests-weekly", "opencity-311-requests-microdata"))
     [committed, staged_md] >> gate >> [published, published_md]

@@ -26,7 +26,7 @@ from __future__ import annotations
 from airflow.sdk import dag, get_current_context
 
 from opencity.airflow_context import data_interval, run_settings
-from opencity.dagkit import asset, before_publish, dag_kwargs, pipeline_task
+from opencity.dagkit import asset, dag_kwargs, pipeline_task
 from opencity.review.airflow import approval_gate
 from opencity.source_registry import start_of
 from opencity.timetables import PartitionTimetable
@@ -93,7 +93,6 @@ def opencity_kpi():
     rendered = dashboard(staged)
     committed = commit_partition(staged, rendered)
     published = publish(committed, staged, ingested)
-    before_publish("kpis", committed, published)
     # A privacy officer approves the first release and every new policy version.
     committed >> approval_gate("opencity-kpis") >> published
     manifest(ingested, staged, committed, published)

@@ -388,25 +388,6 @@ def check_shared_run_dir(run_dir: str, dag_id: str, run_id: str, first: bool) ->
             "Airflow'.")
 
 
-# Steps wired between a committed partition and its publication (e.g. a steward's approval).
-# Each factory is called as factory(dataset_key) inside the DAG context and returns a task
-# (or None); adding such a step to every DAG is one edit: append its factory here.
-RELEASE_STEPS: list[Callable[[str], Any]] = []
-
-
-def before_publish(dataset_key: str, committed, publish) -> None:
-    """Wire ``committed >> step >> ... >> publish`` for every RELEASE_STEPS factory."""
-    previous = committed
-    for factory in RELEASE_STEPS:
-        step = factory(dataset_key)
-        if step is None:
-            continue
-        previous >> step
-        previous = step
-    if previous is not committed:
-        previous >> publish
-
-
 OUTPUTS_ASSET = "opencity://outputs/"
 
 

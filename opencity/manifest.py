@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,37 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     body = {"code_version": code_version(), **manifest}
     # run manifests (``<run dir>/manifests/``) are a restricted zone of the run directory
     return write_json_atomic(body, path, restricted=True, sort_keys=True, default=str)
+
+
+# The sections every release DAG's manifest has (None where a DAG has nothing to say), so the
+# manifests of all DAGs read alike; a DAG may add its own sections (e.g. 311's microdata).
+RELEASE_SECTIONS = ("parameters", "guard", "quarantine", "outputs", "validation")
+
+
+def write_run_manifest(path: Path, *, dag_id: str, run_id: str, start: datetime,
+                       end: datetime, inputs: dict[str, str], row_counts: dict[str, Any],
+                       published: Any = None, release: bool = True,
+                       **sections: Any) -> Path:
+    """Write the manifest of one DAG run and partition: the one way every DAG writes it.
+
+    The envelope (``dag_id``, ``run_id``, ``partition`` ``dt=YYYY-MM-DD`` of ``start``,
+    ``data_interval`` as ISO 8601 ``start``/``end``, ``inputs`` file -> SHA-256,
+    ``row_counts``, ``published``, ``code_version``) is the same for all DAGs. A release
+    manifest (``release=True``) also has every key of RELEASE_SECTIONS (None when the DAG
+    passes none); ``sections`` adds the DAG's own keys (e.g. ``status``/``reason`` of a
+    skipped period). Only counts, parameters, hashes and paths belong here: never a row or
+    an identifier (the manifest is read by reviewers and shipped with the run).
+    """
+    body: dict[str, Any] = {
+        "dag_id": dag_id, "run_id": run_id, "partition": f"dt={start:%Y-%m-%d}",
+        "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
+        "inputs": inputs, "row_counts": row_counts, "published": published,
+    }
+    if release:
+        body.update(dict.fromkeys(RELEASE_SECTIONS))
+    reserved = set(body) - set(RELEASE_SECTIONS)
+    clash = reserved & set(sections)
+    if clash:
+        raise ValueError(f"write_run_manifest: {sorted(clash)} are envelope keys; this is a bug")
+    body.update(sections)
+    return write_manifest(path, body)

@@ -1,7 +1,8 @@
 """One settings object per run, and the run directory layout.
 
 Values resolve from an explicit argument (CLI flag or DAG param), then the environment
-(``OPENCITY_*``), then the default. Secrets are resolved separately (opencity.secrets) and are
+(``OPENCITY_*``), then the default (read by pydantic-settings; a bad value is a ConfigError
+naming the setting). Secrets are resolved separately (opencity.secrets) and are
 never part of Settings, so printing Settings never leaks one.
 
 Run directory layout (``opencity demo --out DIR`` and every DAG run share it):
@@ -174,21 +175,70 @@ class Settings:
 
     @classmethod
     def resolve(cls, explicit: dict[str, Any] | None = None) -> Settings:
-        """Explicit values (None/'' ignored), then OPENCITY_<NAME> variables, then defaults."""
+        """Explicit values (None/'' ignored), then OPENCITY_<NAME> variables, then defaults.
+
+        The sources are read by pydantic-settings (``_sources()``: init arguments before
+        the environment, empty variables ignored); a bad value raises ConfigError naming the
+        setting, never a pydantic error.
+        """
         explicit = {k: v for k, v in (explicit or {}).items() if v not in (None, "")}
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in explicit:
-                raw: Any = explicit[f.name]
-            elif (env := os.environ.get(ENV_PREFIX + f.name.upper())) not in (None, ""):
-                raw = env
-            else:
-                continue
-            values[f.name] = _coerce(f.name, f.type, raw)
         unknown = set(explicit) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        return cls(**values)
+        from pydantic import ValidationError
+
+        try:
+            resolved = _sources()(**explicit)
+        except ValidationError as err:
+            raise _config_error(err) from None
+        return cls(**{k: v for k, v in resolved.model_dump().items() if v is not None})
+
+
+def _config_error(err: Any) -> ConfigError:
+    """The ConfigError a validator raised (as ValueError), else one naming the setting."""
+    first = err.errors()[0]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ValueError) and str(cause).startswith("setting "):
+        return ConfigError(str(cause))
+    name = ".".join(str(x) for x in first.get("loc", ())) or "?"
+    return ConfigError(f"setting {name} ({ENV_PREFIX}{name.upper()}): {first.get('msg')}")
+
+
+_SOURCES: Any = None
+
+
+def _sources() -> Any:
+    """A pydantic-settings model with one optional field per Settings field (built once).
+
+    Precedence is pydantic-settings': init arguments (the explicit values), then the
+    environment ``OPENCITY_<NAME>`` (case-insensitive, empty = unset), then None, which
+    leaves the dataclass default. Each field converts with ``_coerce`` (same messages)."""
+    global _SOURCES
+    if _SOURCES is None:
+        from functools import partial
+        from typing import Annotated
+
+        from pydantic import BeforeValidator, create_model
+        from pydantic_settings import BaseSettings, SettingsConfigDict
+
+        class _Base(BaseSettings):
+            model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
+                                              extra="ignore", case_sensitive=False)
+
+        def _convert(name: str, type_name: Any, raw: Any) -> Any:
+            try:
+                return None if raw is None else _coerce(name, type_name, raw)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+
+        types = {"int": int, "float": float, "str": str}  # the dataclass's (string) types
+        columns: dict[str, Any] = {}
+        for f in fields(Settings):
+            kind = types[getattr(f.type, "__name__", str(f.type))]
+            convert = BeforeValidator(partial(_convert, f.name, f.type))
+            columns[f.name] = (Annotated[kind | None, convert], None)
+        _SOURCES = create_model("OpenCitySettingsSources", __base__=_Base, **columns)
+    return _SOURCES
 
 
 def _coerce(name: str, type_name: Any, raw: Any) -> Any:

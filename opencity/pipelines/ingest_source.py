@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opencity.manifest import input_hashes, write_manifest
-from opencity.settings import Settings, partition_name
+from opencity.manifest import input_hashes, write_run_manifest
+from opencity.settings import Settings
 
 
 def ingest(settings: Settings, name: str, rel_path: str, profile: str, start: datetime,
@@ -41,13 +41,11 @@ def ingest(settings: Settings, name: str, rel_path: str, profile: str, start: da
 def manifest(settings: Settings, dag_id: str, run_id: str, name: str, start: datetime,
              end: datetime, ingested: dict[str, Any]) -> str:
     path = settings.layout.manifest(dag_id, start)
-    write_manifest(path, {
-        "dag_id": dag_id, "run_id": run_id, "source": name,
-        "partition": partition_name(start),
-        "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
-        "inputs": ingested.get("input_hashes", {}),
-        "row_counts": {k: ingested[k] for k in ("rows_in", "rows_out", "rows_quarantined",
-                                                "rows_other_intervals")},
-        "quarantine": {"reasons": ingested.get("reasons", {})},
-    })
+    write_run_manifest(
+        path, dag_id=dag_id, run_id=run_id, start=start, end=end, release=False, source=name,
+        inputs=ingested.get("input_hashes", {}),
+        row_counts={k: ingested[k] for k in ("rows_in", "rows_out", "rows_quarantined",
+                                             "rows_other_intervals")},
+        quarantine={"reasons": ingested.get("reasons", {})},
+    )
     return str(path)

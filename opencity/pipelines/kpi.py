@@ -39,7 +39,7 @@ from opencity.io import (
     write_parquet_atomic,
     write_text_atomic,
 )
-from opencity.manifest import input_hashes, write_manifest
+from opencity.manifest import input_hashes, write_run_manifest
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
@@ -398,34 +398,24 @@ def publish(settings: Settings, committed: dict, staged: dict, start: datetime, 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
              ingested: dict, staged: dict, committed: dict, published: dict) -> str:
     path = settings.layout.manifest(dag_id, start)
+    envelope = {"dag_id": dag_id, "run_id": run_id, "start": start, "end": end,
+                "inputs": ingested.get("input_hashes", {}), "published": published,
+                "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
+                               for s, d in ingested.get("sources", {}).items()}}
     if staged.get("skipped"):
-        write_manifest(path, {
-            "dag_id": dag_id, "run_id": run_id, "partition": partition_name(start),
-            "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
-            "status": "skipped", "reason": SKIPPED_REASON,
-            "inputs": ingested.get("input_hashes", {}),
-            "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
-                           for s, d in ingested.get("sources", {}).items()},
-            "published": published,
-        })
+        write_run_manifest(path, **envelope, release=False, status="skipped",
+                           reason=SKIPPED_REASON)
         log.info("manifest written (skipped period): %s", path)
         return str(path)
-    write_manifest(path, {
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "partition": partition_name(start),
-        "data_interval": {"start": start.isoformat(), "end": end.isoformat()},
-        "parameters": {"publish_target": settings.publish_target, "seed": settings.seed},
-        "inputs": ingested.get("input_hashes", {}),
-        "row_counts": {s: {k: v for k, v in d.items() if k != "clean_path"}
-                       for s, d in ingested.get("sources", {}).items()},
-        "missing_sources": ingested.get("missing", []),
-        "kpis": {**{k: staged[k] for k in ("rows", "kpi_codes", "dimensions", "methods",
-                                           "reused_release")},
-                 "not_available": staged.get("not_available", {})},
-        "ledger": staged["ledger"],
-        "outputs": committed,
-        "published": published,
-    })
+    write_run_manifest(
+        path, **envelope,
+        parameters={"publish_target": settings.publish_target, "seed": settings.seed},
+        missing_sources=ingested.get("missing", []),
+        kpis={**{k: staged[k] for k in ("rows", "kpi_codes", "dimensions", "methods",
+                                        "reused_release")},
+              "not_available": staged.get("not_available", {})},
+        ledger=staged["ledger"],
+        outputs=committed,
+    )
     log.info("manifest written: %s", path)
     return str(path)

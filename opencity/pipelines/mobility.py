@@ -1,4 +1,5 @@
-"""Task bodies of the ``cdr_mobility`` DAG (dags/cdr_mobility.py): ingest -> release -> publish.
+"""Task bodies of the ``cdr_mobility`` DAG (dags/cdr_mobility.py): ingest -> release -> publish
+-> manifest.
 
 Each function takes the run's Settings and the data interval and returns a small JSON-able
 dict of paths and counts (tasks exchange paths, never data frames).
@@ -43,6 +44,9 @@ def ingest(settings: Settings, start: datetime, end: datetime, *,
     )
     out = result.as_dict()
     out["towers"] = str(towers_csv)
+    from opencity.manifest import input_hashes
+
+    out["input_hashes"] = input_hashes([Path(settings.raw_dir) / "cdr", towers_csv])
     return out
 
 
@@ -164,3 +168,31 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
     res = publish_partition(settings, rel, {"epsilon": privacy["spent"]["epsilon"],
                                             "delta": privacy["spent"]["delta"]})
     return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}
+
+
+def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
+             ingested: dict[str, Any], released: dict[str, Any],
+             published: dict[str, Any]) -> str:
+    """The run's manifest (opencity.manifest.write_run_manifest, the keys of every release
+    DAG's): inputs' hashes, row counts, the spent budget and ledger entry, outputs, the
+    release gate's results. Counts, parameters and paths only (no row, no identifier)."""
+    from opencity.manifest import write_run_manifest
+
+    path = settings.layout.manifest(dag_id, start)
+    write_run_manifest(
+        path, dag_id=dag_id, run_id=run_id, start=start, end=end,
+        inputs=ingested.get("input_hashes", {}),
+        row_counts={"rows_in": ingested["rows_in"], "rows_clean": ingested["rows_out"],
+                    "rows_quarantined": ingested["rows_quarantined"],
+                    "rows_other_intervals": ingested["rows_other_intervals"]},
+        parameters={"method": "differential_privacy",
+                    "dp": {"epsilon": released["epsilon"], "delta": released["delta"]},
+                    "ledger": released["ledger_id"], "reused_release": released["reused"],
+                    "publish_target": settings.publish_target},
+        quarantine={"path": ingested.get("quarantine_path"),
+                    "reasons": ingested.get("reasons", {})},
+        outputs={k: released[k] for k in ("out_dir", "files")},
+        published=published,
+        validation={"product": released.get("validation")},
+    )
+    return str(path)

@@ -47,7 +47,7 @@ from opencity.io import (
     write_csv_atomic,
     write_parquet_atomic,
 )
-from opencity.manifest import input_hashes, write_manifest
+from opencity.manifest import input_hashes, write_run_manifest
 from opencity.settings import Settings, partition_name
 from privacy.suppression import (
     SmallCountSuppression,
@@ -985,33 +985,29 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
              ingested: dict, staged: dict, committed: dict, published: dict,
              extra: dict | None = None) -> str:
     path = settings.layout.manifest(dag_id, start)
+    envelope = {"dag_id": dag_id, "run_id": run_id, "start": start, "end": end,
+                "inputs": ingested.get("input_hashes", {}), "published": published}
     if _is_skipped(ingested, staged, committed):
-        write_manifest(path, {
-            "dag_id": dag_id, "run_id": run_id, "partition": partition_name(start),
-            "data_interval": _interval_dict(start, end), "status": "skipped",
-            "reason": SKIPPED_REASON, "inputs": ingested.get("input_hashes", {}),
-            "row_counts": {k: ingested.get(k) for k in ("rows_in", "rows_out",
-                                                         "rows_quarantined",
-                                                         "rows_other_intervals")},
-            "published": published, **(extra or {}),
-        })
+        write_run_manifest(
+            path, **envelope, release=False, status="skipped", reason=SKIPPED_REASON,
+            row_counts={k: ingested.get(k) for k in ("rows_in", "rows_out",
+                                                     "rows_quarantined",
+                                                     "rows_other_intervals")},
+            **(extra or {}),
+        )
         log.info("manifest written (skipped period): %s", path)
         return str(path)
-    write_manifest(path, {
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "partition": partition_name(start),
-        "data_interval": _interval_dict(start, end),
-        "parameters": {"method": staged.get("method"),
-                       "suppression_k": staged.get("suppression", {}).get("threshold"),
-                       "dp": staged.get("dp"), "ledger": staged.get("ledger"),
-                       "privacy_unit": staged.get("privacy_unit"),
-                       "privacy_unit_level": staged.get("privacy_unit_level"),
-                       "granularity": staged.get("granularity"),
-                       "publish_target": settings.publish_target},
-        "guard": committed.get("guard"),
-        "inputs": ingested.get("input_hashes", {}),
-        "row_counts": {
+    write_run_manifest(
+        path, **envelope,
+        parameters={"method": staged.get("method"),
+                    "suppression_k": staged.get("suppression", {}).get("threshold"),
+                    "dp": staged.get("dp"), "ledger": staged.get("ledger"),
+                    "privacy_unit": staged.get("privacy_unit"),
+                    "privacy_unit_level": staged.get("privacy_unit_level"),
+                    "granularity": staged.get("granularity"),
+                    "publish_target": settings.publish_target},
+        guard=committed.get("guard"),
+        row_counts={
             "rows_in": ingested["rows_in"],
             "rows_clean": ingested["rows_out"],
             "rows_quarantined": ingested["rows_quarantined"],
@@ -1019,13 +1015,12 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
             "product_rows": staged["rows"],
             "product_rows_suppressed": staged["rows_suppressed"],
         },
-        "quarantine": {"path": ingested.get("quarantine_path"),
-                       "reasons": ingested.get("reasons", {})},
-        "outputs": committed,
-        "published": published,
-        "validation": {"clean": ingested.get("validation"),
-                       "product": committed.get("validation")},
+        quarantine={"path": ingested.get("quarantine_path"),
+                    "reasons": ingested.get("reasons", {})},
+        outputs=committed,
+        validation={"clean": ingested.get("validation"),
+                    "product": committed.get("validation")},
         **(extra or {}),
-    })
+    )
     log.info("manifest written: %s", path)
     return str(path)

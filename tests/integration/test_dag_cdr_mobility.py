@@ -31,8 +31,18 @@ def test_cdr_mobility_dag_runs_and_reruns_without_spending(airflow_db, sample_ra
     gate = {"approval.check", "approval.wait", "approval.approved", "approval.preapproved",
             "approval.record"}
     skipped = {"approval.wait", "approval.approved"}
-    assert {ti.task_id for ti in tis} == {"ingest", "release", "publish"} | gate
+    assert {ti.task_id for ti in tis} == {"ingest", "release", "publish", "manifest"} | gate
     assert all(ti.state == ("skipped" if ti.task_id in skipped else "success") for ti in tis)
+
+    # Issue 19: every DAG writes a manifest, with the 311 DAG's keys and no raw identifier.
+    from test_dag_cdr_mobility_manifest import _311_manifest_keys
+
+    text = (run_dir / "manifests" / "cdr_mobility" / "dt=2026-10-06.json").read_text()
+    assert set(json.loads(text)) == _311_manifest_keys(tmp_path)
+    raw_ids = {v for p in (sample_raw / "cdr").glob("*.parquet")
+               for c in ("subscriber_id", "imsi")
+               for v in pq.read_table(p, columns=[c]).column(c).to_pylist() if v}
+    assert raw_ids and not {v for v in raw_ids if v in text}
 
     parts = list((run_dir / "outputs" / "opencity-cdr-mobility-daily").iterdir())
     assert [p.name for p in parts] == ["dt=2026-10-06"]  # no temp dir left behind

@@ -316,26 +316,26 @@ def test_a_worker_without_the_shared_run_dir_fails_with_a_clear_message(airflow_
     assert "does not see the run directory" in alerts.posts[-1]["message"]
 
 
-def test_a_release_step_is_wired_before_every_publish_in_one_edit(monkeypatch):
-    """opencity.dagkit.RELEASE_STEPS: one factory puts a step (e.g. an approval) between the
-    committed partition and its publication in every DAG."""
+def test_one_approval_mechanism_gates_every_publish():
+    """opencity.review.airflow.approval_gate is the one step between a release and its
+    publication (the unused RELEASE_STEPS hook of opencity.dagkit is gone): every publishing
+    task of every DAG has a task of an approval group directly upstream."""
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.providers.standard.operators.empty import EmptyOperator
 
     from opencity import dagkit
 
-    monkeypatch.setattr(dagkit, "RELEASE_STEPS",
-                        [lambda key: EmptyOperator(task_id=f"approve_{key}")])
+    assert not hasattr(dagkit, "RELEASE_STEPS") and not hasattr(dagkit, "before_publish")
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
-    expected = {"opencity_311": {"approve_311_weekly": "publish_weekly",
-                                 "approve_311_microdata": "publish_microdata"},
-                "cdr_mobility": {"approve_cdr_mobility": "publish"},
-                "opencity_kpi": {"approve_kpis": "publish"}}
-    for dag_id, steps in expected.items():
-        dag = bag.dags[dag_id]
-        for step, publish in steps.items():
-            assert step in dag.task_dict[publish].upstream_task_ids, (dag_id, step)
+    publishing = {(dag_id, t.task_id) for dag_id, dag in bag.dags.items() for t in dag.tasks
+                  if t.task_id.split(".")[-1].startswith("publish")}
+    assert publishing >= {("opencity_311", "publish_weekly"),
+                          ("opencity_311", "publish_microdata"),
+                          ("cdr_mobility", "publish"), ("opencity_kpi", "publish")}
+    ungated = sorted((dag_id, task_id) for dag_id, task_id in publishing
+                     if not any(u.startswith("approval")
+                                for u in bag.dags[dag_id].task_dict[task_id].upstream_task_ids))
+    assert ungated == []
 
 
 def test_kpi_month_without_input_fails_at_ingest(airflow_db, sample_raw, tmp_path, alerts):
