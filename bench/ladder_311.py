@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 from opencity.pipelines import service_requests as sr
 from opencity.secrets import Secret
 from privacy.granularity import choose_level
-from transforms import domains_311 as d311
 from transforms.ingest import ingest_file
+from transforms.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 LADDER = ["district x request_type x week", "district x category x week",
@@ -63,8 +63,9 @@ def main() -> None:
                           Path(tmp) / "c", quarantine_dir=Path(tmp) / "q",
                           key=Secret("b" * 32, "bench"), profile="baltimore-311")
         clean = pq.read_table(res.clean_path)
-    districts = pa.table({"district_id": list(d311.BALTIMORE_DISTRICT_ID)})
-    rt, cats = tuple(d311.BALTIMORE_REQUEST_TYPE), tuple(d311.BALTIMORE_AGENCY)
+    prof = get_profile("service_requests", "baltimore-311")
+    districts = pa.table({"district_id": [i for i, _ in prof.districts]})
+    rt, cats = tuple(prof.domain("request_type")), tuple(prof.domain("agency"))
     unit = types.SimpleNamespace(name="request", level="event")
     cfg = sr.WeeklyDPConfig(epsilon=0.6, max_cells=1, max_rows_per_cell=1)
     levels = [(lv, sr.level_keys(lv, districts, rt, cats).num_rows) for lv in LADDER]

@@ -239,7 +239,9 @@ def _validate_clean(settings: Settings, out: dict[str, Any], start: datetime, en
         context={"interval": (start, end), **_district_context(districts, profile),
                  "previous_partition": layout.clean(SOURCE, start),
                  "quarantine_dir": layout.quarantine(SOURCE, start),
-                 "schema": SERVICE_REQUESTS, "profile": get_profile(SOURCE, profile)})
+                 "schema": SERVICE_REQUESTS,
+                 "profile": profile if not isinstance(profile, str)
+                 else get_profile(SOURCE, profile)})
     moved = summary["rows_quarantined"]
     if moved:
         out["rows_out"] -= moved

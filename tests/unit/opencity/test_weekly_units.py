@@ -26,7 +26,7 @@ from opencity.errors import ConfigError
 from opencity.pipelines import service_requests as sr
 from opencity.secrets import Secret
 from opencity.settings import Settings
-from transforms import domains_311 as d311
+from transforms.profiles import get_profile
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 LADDER = ["district x request_type x week", "district x category x week",
@@ -77,7 +77,7 @@ def baltimore(tmp_path_factory):
     clean = pq.read_table(res.clean_path)
     raw = tmp / "raw"
     (raw / "city").mkdir(parents=True)
-    ids = list(d311.BALTIMORE_DISTRICT_ID)
+    ids = [i for i, _ in get_profile("service_requests", "baltimore-311").districts]
     n = len(ids)
     pacsv.write_csv(pa.table({"district_id": ids, "name": [f"Council District {i[8:]}"
                                                           for i in ids],
