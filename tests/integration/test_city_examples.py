@@ -118,18 +118,6 @@ def test_boston_runs_end_to_end_from_its_configuration(tmp_path, monkeypatch):
     published as reference datasets."""
     config = EXAMPLES / "boston"
     refused = _policy_loads(config / "policy.yaml")
-    if "unknown privacy unit 'request'" in refused or "units.request.level" in refused:
-        # A policy loader without event-level units (issue 21 item 4 not merged): the same
-        # configuration with the only unit the loader knows, to run the plumbing.
-        copy = tmp_path / "boston"
-        shutil.copytree(config, copy)
-        text = (config / "policy.yaml").read_text()
-        (copy / "policy.yaml").write_text(
-            text.replace("  request:\n", "  requester:\n").replace("unit: request\n",
-                                                                   "unit: requester\n")
-            .replace("    level: event", "    # level: event"))
-        config = copy
-        refused = _policy_loads(config / "policy.yaml")
     assert not refused, refused
     from opencity.review.testing import approve_policy
 
@@ -157,6 +145,11 @@ def test_boston_runs_end_to_end_from_its_configuration(tmp_path, monkeypatch):
         names[dataset] = set(table[column].to_pylist())
     assert "Dorchester" in names["opencity-districts"]
     assert "Street lights" in names["opencity-request-types"]
+    # The city's event-level unit is the one stated, never a requester it did not bound.
+    for statement in (out / "catalog" / "opencity-311-requests-weekly").rglob("privacy.json"):
+        body = json.loads(statement.read_text())
+        assert body["privacy_unit"] == "request"
+        assert body["privacy_unit_level"] == "event"
 
 
 @pytest.mark.slow
