@@ -26,7 +26,9 @@ Tables (defined in :mod:`privacy.dp.db`, the state database's one schema)::
                                      -- publication (params, policy hash, portal budget)
               published_at, PRIMARY KEY(dataset, partition))
     decisions(id, dataset, partition, decision, actor, reason, details_json, decided_at)
-    withdrawals(dataset, partition, actor, reason, withdrawn_at, PRIMARY KEY(...))
+    review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target,
+                       resources)   -- the one store of withdrawals (with opencity.review);
+                                    -- the older ``withdrawals`` table is no longer written
 
 Extension points for approvals and withdrawals (issue 11, ``opencity/review``):
 :meth:`Registry.record_decision` appends an approval decision (``approved``/``rejected``/
@@ -301,23 +303,38 @@ class Registry:
 
     def withdraw(self, dataset: str, partition: str, actor: str, reason: str) -> None:
         """Mark a published partition withdrawn (removing its files from the catalog is the
-        publisher's job; the budget it spent stays spent)."""
+        publisher's job; the budget it spent stays spent). Once: a second call changes
+        nothing."""
         if self.get(dataset, partition) is None:
             raise ConfigError(f"{dataset} {partition} is not published; nothing to withdraw")
-        with self.db.write() as con:
-            w = state.withdrawals.c
-            if con.execute(select(w.dataset).where(
-                    w.dataset == dataset, w.partition == partition)).first() is None:
-                con.execute(state.withdrawals.insert().values(
-                    dataset=dataset, partition=partition, actor=actor, reason=reason,
-                    withdrawn_at=_now()))
-                chain.append(con, "withdrawal", dataset, partition, {"reason": reason})
+        if not self.withdrawn(dataset, partition):
+            record_withdrawal(self.db, dataset, partition, reason=reason, by=actor,
+                              withdrawn_at=_now(), target="registry", resources=())
 
     def withdrawn(self, dataset: str, partition: str) -> bool:
+        """Whether the partition was withdrawn (the one store: ``review_withdrawals``)."""
         with self.db.read() as con:
-            w = state.withdrawals.c
-            return con.execute(select(w.dataset).where(
+            w = state.review_withdrawals.c
+            return con.execute(select(w.id).where(
                 w.dataset == dataset, w.partition == partition)).first() is not None
+
+
+def record_withdrawal(db: StateDB, dataset: str, partition: str, *, reason: str, by: str,
+                      withdrawn_at: str, target: str, resources: Any) -> None:
+    """The one writer of withdrawals (:class:`Registry` and
+    :class:`opencity.review.approvals.ReviewStore`): a ``review_withdrawals`` row and, for
+    the first withdrawal of a partition the registry holds, its ``withdrawal`` entry in the
+    hash chain, in one transaction."""
+    w, p = state.review_withdrawals.c, state.published.c
+    with db.write() as con:
+        first = con.execute(select(w.id).where(w.dataset == dataset,
+                                               w.partition == partition)).first() is None
+        con.execute(state.review_withdrawals.insert().values(
+            dataset=dataset, partition=partition, reason=reason, withdrawn_by=by,
+            withdrawn_at=withdrawn_at, target=target, resources=json.dumps(list(resources))))
+        if first and con.execute(select(p.dataset).where(
+                p.dataset == dataset, p.partition == partition)).first() is not None:
+            chain.append(con, "withdrawal", dataset, partition, {"reason": reason})
 
 
 def _partition_of(release: Any) -> str:

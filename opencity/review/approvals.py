@@ -21,6 +21,8 @@ approvals. Tables::
     review_decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
               partition)         -- decision: approved | rejected; source: airflow | cli | demo
     review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+                                 -- the one store of withdrawals: opencity.registry reads and
+                                 -- writes it too (opencity.registry.record_withdrawal)
     review_passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
                                  -- every release the gate let through, and why:
                                  --   via = 'approval' (decided now) | 'approved policy'
@@ -240,11 +242,12 @@ class ReviewStore:
                  resources: list[str]) -> Withdrawal:
         if not reason or not reason.strip():
             raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
+        from opencity.registry import record_withdrawal
+
         w = Withdrawal(dataset, partition, reason.strip(), by or current_user(), _now(), target,
                        tuple(resources))
-        self._insert(state.review_withdrawals, dataset=w.dataset, partition=w.partition,
-                     reason=w.reason, withdrawn_by=w.withdrawn_by, withdrawn_at=w.withdrawn_at,
-                     target=w.target, resources=json.dumps(list(w.resources)))
+        record_withdrawal(self.db, w.dataset, w.partition, reason=w.reason, by=w.withdrawn_by,
+                          withdrawn_at=w.withdrawn_at, target=w.target, resources=w.resources)
         return w
 
     def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:

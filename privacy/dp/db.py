@@ -28,7 +28,8 @@ Schema versioning: ordered migrations in :data:`MIGRATIONS`, the applied version
 ``schema_version:ledger`` etc. of earlier OpenCity versions are kept, so a store created by
 them opens and is upgraded once; a store that an older OpenCity opens still reads).
 Migration 1 is the baseline: it creates the tables that do not exist yet and adds the one
-column early stores lack (``review_requests.parameters``). A new migration is a function
+column early stores lack (``review_requests.parameters``). Migration 2 makes
+``review_withdrawals`` the one store of withdrawals (the registry's and the review's). A new migration is a function
 appended to :data:`MIGRATIONS`; it runs once, inside the write lock.
 """
 
@@ -219,7 +220,21 @@ def _baseline(con: Connection) -> None:
             con.execute(state_meta.insert().values(key=f"schema_version:{part}", value=version))
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_baseline,)
+def _one_withdrawal_store(con: Connection) -> None:
+    """2: withdrawals are kept once, in review_withdrawals (with target and resources); the
+    registry's ``withdrawals`` rows that it lacks are copied there (target 'registry'). The
+    ``withdrawals`` table stays as it was (nothing writes it any more)."""
+    w, r = withdrawals.c, review_withdrawals.c
+    have = {tuple(row) for row in con.execute(select(r.dataset, r.partition)).all()}
+    for row in con.execute(select(w.dataset, w.partition, w.actor, w.reason, w.withdrawn_at)
+                           .order_by(w.withdrawn_at)).all():
+        if (row[0], row[1]) not in have:
+            con.execute(review_withdrawals.insert().values(
+                dataset=row[0], partition=row[1], reason=row[3], withdrawn_by=row[2],
+                withdrawn_at=row[4], target="registry", resources="[]"))
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_baseline, _one_withdrawal_store)
 SCHEMA_VERSION = len(MIGRATIONS)
 _VERSION_KEY = "schema_version:state"
 

@@ -68,7 +68,7 @@ def test_a_store_of_the_earlier_layer_opens_upgrades_and_keeps_everything(old_st
     db = state.StateDB(old_store)
     reg, review = Registry(db, load_policy()), ReviewStore(db)
     led, approvals = Ledger(db, load_policy()), ApprovalStore(db)
-    assert db.schema_version() == state.SCHEMA_VERSION == 1
+    assert db.schema_version() == state.SCHEMA_VERSION == 2
     with db.read() as con:
         meta = dict(con.execute(text("SELECT key, value FROM state_meta")).all())
     assert {k: v for k, v in meta.items() if k != "schema_version:state"} == {
@@ -154,3 +154,37 @@ def test_no_password_in_errors_and_an_unreachable_server_is_transient():
         db.ensure()
     assert err.value.transient and "secret" not in str(err.value)
     assert "u:***@" in str(err.value)
+
+
+def test_registry_withdrawals_missing_from_the_review_store_are_copied_once(tmp_path):
+    path = _old_sqlite(tmp_path)
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM review_withdrawals")
+    con.commit()
+    con.close()
+    reg, review = Registry(path, load_policy()), ReviewStore(path)
+    assert reg.withdrawn(DS, "dt=2026-10-05")
+    (w,) = review.withdrawals(DS)
+    assert (w.partition, w.reason, w.withdrawn_by, w.target) == (
+        "dt=2026-10-05", "a test withdrawal", "tester", "registry")
+    assert len(ReviewStore(path).withdrawals()) == 1  # the migration ran once
+
+
+def test_one_store_of_withdrawals_and_one_chain_entry(tmp_path):
+    path = _old_sqlite(tmp_path)
+    reg, review = Registry(path, load_policy()), ReviewStore(path)
+    n = len(chain.entries(reg.db))
+    review.withdraw(DS, "dt=2026-10-06", "wrong map", by="officer", target="local",
+                    resources=["counts"])  # not in the registry: history only
+    assert reg.withdrawn(DS, "dt=2026-10-06") and len(chain.entries(reg.db)) == n
+    reg.record(DS, "dt=2026-10-08", {"spend": {"subscriber": {"epsilon": 0.5, "delta": 0.0}}},
+               {"a.parquet": "1" * 64}, {"epsilon": 0.5})
+    n = len(chain.entries(reg.db))
+    review.withdraw(DS, "dt=2026-10-08", "wrong map", by="officer", target="local",
+                    resources=["counts"])
+    assert reg.withdrawn(DS, "dt=2026-10-08")
+    assert [e["kind"] for e in chain.entries(reg.db)[n:]] == ["withdrawal"]
+    reg.withdraw(DS, "dt=2026-10-08", "officer", "again")  # already withdrawn: nothing new
+    assert len(chain.entries(reg.db)) == n + 1
+    assert [w.reason for w in review.withdrawals(DS) if w.partition == "dt=2026-10-08"] == [
+        "wrong map"]
