@@ -18,7 +18,7 @@ and, for DP datasets, the per-person portal budget of the period (``privacy["por
 published partition with the same parameters publishes it again (the files are the replayed
 release, byte for byte) and keeps its first record.
 
-Schema (``state_meta`` key ``schema_version:registry`` = 1)::
+Tables (defined in :mod:`privacy.dp.db`, the state database's one schema)::
 
     published(dataset, partition, params_json, policy_hash, files_json,   -- {name: sha256}
                                      -- policy_hash: the dataset's approved policy version
@@ -26,7 +26,9 @@ Schema (``state_meta`` key ``schema_version:registry`` = 1)::
                                      -- publication (params, policy hash, portal budget)
               published_at, PRIMARY KEY(dataset, partition))
     decisions(id, dataset, partition, decision, actor, reason, details_json, decided_at)
-    withdrawals(dataset, partition, actor, reason, withdrawn_at, PRIMARY KEY(...))
+    review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target,
+                       resources)   -- the one store of withdrawals (with opencity.review);
+                                    -- the older ``withdrawals`` table is no longer written
 
 Extension points for approvals and withdrawals (issue 11, ``opencity/review``):
 :meth:`Registry.record_decision` appends an approval decision (``approved``/``rejected``/
@@ -47,43 +49,16 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from opencity.errors import ConfigError
 from privacy.dp import chain
+from privacy.dp import db as state
 from privacy.dp.ledger import Ledger, StateDB
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
-_DDL = """
-CREATE TABLE IF NOT EXISTS published (
-    dataset TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    params_json TEXT NOT NULL,
-    policy_hash TEXT NOT NULL,
-    files_json TEXT NOT NULL,
-    statement_json TEXT NOT NULL,
-    published_at TEXT NOT NULL,
-    PRIMARY KEY (dataset, partition)
-);
-CREATE TABLE IF NOT EXISTS decisions (
-    id {id},
-    dataset TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    details_json TEXT NOT NULL,
-    decided_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS withdrawals (
-    dataset TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    withdrawn_at TEXT NOT NULL,
-    PRIMARY KEY (dataset, partition)
-)
-"""
 
 
 class RepublishRefusedError(ConfigError):
@@ -124,8 +99,7 @@ class Registry:
 
         self.db = url if isinstance(url, StateDB) else StateDB(url)
         self.policy = policy if policy is not None else load_policy()
-        self.db.ensure("registry", SCHEMA_VERSION, _DDL)
-        chain.ensure(self.db)
+        self.db.ensure()
 
     def version_hash(self, dataset: str) -> str:
         """The dataset's policy version (:func:`privacy.approval.dataset_version`): what the
@@ -135,8 +109,9 @@ class Registry:
         return dataset_version(self.policy, dataset).hash
 
     # -- reads ------------------------------------------------------------------------------
-    _COLS = ("dataset, partition, params_json, policy_hash, files_json, statement_json, "
-             "published_at")
+    _P = state.published.c
+    _COLS = (_P.dataset, _P.partition, _P.params_json, _P.policy_hash, _P.files_json,
+             _P.statement_json, _P.published_at)
 
     @staticmethod
     def _row(r: tuple) -> PublishedPartition:
@@ -146,17 +121,17 @@ class Registry:
     def get(self, dataset: str, partition: str) -> PublishedPartition | None:
         """The record of a published partition, if any."""
         with self.db.read() as con:
-            row = con.execute(f"SELECT {self._COLS} FROM published WHERE dataset = ? AND "
-                              "partition = ?", (dataset, partition)).fetchone()
+            row = con.execute(select(*self._COLS).where(
+                self._P.dataset == dataset, self._P.partition == partition)).first()
         return self._row(row) if row else None
 
     def partitions(self, dataset: str | None = None) -> list[PublishedPartition]:
         """Every published partition (of one dataset), by dataset and partition."""
-        sql, args = f"SELECT {self._COLS} FROM published", ()
+        query = select(*self._COLS).order_by(self._P.dataset, self._P.partition)
         if dataset is not None:
-            sql, args = sql + " WHERE dataset = ?", (dataset,)
+            query = query.where(self._P.dataset == dataset)
         with self.db.read() as con:
-            rows = con.execute(sql + " ORDER BY dataset, partition", args).fetchall()
+            rows = con.execute(query).all()
         return [self._row(r) for r in rows]
 
     # -- the checks before publishing -------------------------------------------------------
@@ -226,10 +201,12 @@ class Registry:
     def chain_entry(self, dataset: str, partition: str) -> dict[str, Any] | None:
         """The newest release entry of the state store's hash chain for a partition."""
         with self.db.read() as con:
+            c = state.chain.c
             row = con.execute(
-                "SELECT seq, kind, dataset, partition, at, body_json, prev_hash, hash FROM chain "
-                "WHERE kind = 'release' AND dataset = ? AND partition = ? ORDER BY seq DESC "
-                "LIMIT 1", (dataset, partition)).fetchone()
+                select(c.seq, c.kind, c.dataset, c.partition, c.at, c.body_json, c.prev_hash,
+                       c.hash).where(c.kind == "release", c.dataset == dataset,
+                                     c.partition == partition)
+                .order_by(c.seq.desc()).limit(1)).first()
         if row is None:
             return None
         return {"seq": int(row[0]), "kind": row[1], "dataset": row[2], "partition": row[3],
@@ -239,8 +216,9 @@ class Registry:
         """Hashes of every release entry the chain holds for a partition (a replay after a
         crash may have added a newer one than the catalog shows)."""
         with self.db.read() as con:
-            rows = con.execute("SELECT hash FROM chain WHERE kind = 'release' AND dataset = ? "
-                               "AND partition = ?", (dataset, partition)).fetchall()
+            c = state.chain.c
+            rows = con.execute(select(c.hash).where(
+                c.kind == "release", c.dataset == dataset, c.partition == partition)).all()
         return {r[0] for r in rows}
 
     # -- writes -----------------------------------------------------------------------------
@@ -248,14 +226,14 @@ class Registry:
                       policy_hash: str, files: Mapping[str, str]) -> dict[str, Any]:
         """What a release's chain entry witnesses: parameters, policy, files and the spends
         of every privacy unit for this partition (from the ledger, same transaction)."""
-        spends: list[dict[str, Any]] = []
-        if self.db.table_exists(con, "spends"):
-            rows = con.execute(
-                "SELECT s.privacy_unit, s.period, s.epsilon, s.delta FROM spends s JOIN "
-                "releases r ON s.release_pk = r.id WHERE r.dataset = ? AND r.partition = ? "
-                "ORDER BY s.privacy_unit, s.period", (dataset, partition)).fetchall()
-            spends = [{"unit": r[0], "period": r[1], "epsilon": float(r[2]),
-                       "delta": float(r[3])} for r in rows]
+        s, r = state.spends.c, state.releases.c
+        rows = con.execute(
+            select(s.privacy_unit, s.period, s.epsilon, s.delta)
+            .join_from(state.spends, state.releases, s.release_pk == r.id)
+            .where(r.dataset == dataset, r.partition == partition)
+            .order_by(s.privacy_unit, s.period)).all()
+        spends = [{"unit": r[0], "period": r[1], "epsilon": float(r[2]),
+                   "delta": float(r[3])} for r in rows]
         return {"params": json.loads(params_json), "policy_hash": policy_hash,
                 "files": dict(sorted(files.items())), "spends": spends}
 
@@ -266,28 +244,28 @@ class Registry:
         A crash after this and before the switch leaves a partition the registry knows."""
         params_json = _canonical(params)
         with self.db.write() as con:
-            row = con.execute(f"SELECT {self._COLS} FROM published WHERE dataset = ? AND "
-                              "partition = ?", (dataset, partition)).fetchone()
+            row = con.execute(select(*self._COLS).where(
+                self._P.dataset == dataset, self._P.partition == partition)).first()
             files_json = json.dumps(dict(files), sort_keys=True)
             if row is None or row[4] != files_json:
                 policy_hash = row[3] if row is not None else self.version_hash(dataset)
                 chain.append(con, "release", dataset, partition, self._release_body(
                     con, dataset, partition, params_json, policy_hash, files))
             if row is None:
-                con.execute(
-                    "INSERT INTO published (dataset, partition, params_json, policy_hash, "
-                    "files_json, statement_json, published_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (dataset, partition, params_json, self.version_hash(dataset),
-                     json.dumps(dict(files), sort_keys=True),
-                     json.dumps(dict(statement), sort_keys=True, default=str), _now()))
+                con.execute(state.published.insert().values(
+                    dataset=dataset, partition=partition, params_json=params_json,
+                    policy_hash=self.version_hash(dataset),
+                    files_json=json.dumps(dict(files), sort_keys=True),
+                    statement_json=json.dumps(dict(statement), sort_keys=True, default=str),
+                    published_at=_now()))
             else:
                 if row[2] != params_json:
                     raise RepublishRefusedError(
                         f"{dataset} {partition} was recorded with {row[2]} while this run "
                         f"published {params_json}; this is a race between two runs")
-                con.execute("UPDATE published SET files_json = ? WHERE dataset = ? AND "
-                            "partition = ?",
-                            (json.dumps(dict(files), sort_keys=True), dataset, partition))
+                con.execute(state.published.update().where(
+                    self._P.dataset == dataset, self._P.partition == partition).values(
+                    files_json=json.dumps(dict(files), sort_keys=True)))
         rec = self.get(dataset, partition)
         assert rec is not None
         return rec
@@ -301,47 +279,62 @@ class Registry:
         if not decision or not actor:
             raise ConfigError("a decision needs a decision name and an actor")
         with self.db.write() as con:
-            row = con.execute(
-                "INSERT INTO decisions (dataset, partition, decision, actor, reason, "
-                "details_json, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (dataset, partition, decision, actor, reason,
-                 json.dumps(dict(details or {}), sort_keys=True, default=str), _now())
-            ).fetchone()
+            row = con.execute(state.decisions.insert().values(
+                dataset=dataset, partition=partition, decision=decision, actor=actor,
+                reason=reason, details_json=json.dumps(dict(details or {}), sort_keys=True,
+                                                       default=str),
+                decided_at=_now()).returning(state.decisions.c.id)).first()
             chain.append(con, "decision", dataset, partition,
                          {"decision": decision, "id": int(row[0])})
         return int(row[0])
 
     def decisions(self, dataset: str, partition: str | None = None) -> list[dict[str, Any]]:
         """Recorded decisions, oldest first."""
-        sql = ("SELECT id, dataset, partition, decision, actor, reason, details_json, "
-               "decided_at FROM decisions WHERE dataset = ?")
-        args: list[Any] = [dataset]
+        d = state.decisions.c
+        query = select(d.id, d.dataset, d.partition, d.decision, d.actor, d.reason,
+                       d.details_json, d.decided_at).where(d.dataset == dataset).order_by(d.id)
         if partition is not None:
-            sql += " AND partition = ?"
-            args.append(partition)
+            query = query.where(d.partition == partition)
         with self.db.read() as con:
-            rows = con.execute(sql + " ORDER BY id", args).fetchall()
+            rows = con.execute(query).all()
         return [{"id": r[0], "dataset": r[1], "partition": r[2], "decision": r[3],
                  "actor": r[4], "reason": r[5], "details": json.loads(r[6]),
                  "decided_at": r[7]} for r in rows]
 
     def withdraw(self, dataset: str, partition: str, actor: str, reason: str) -> None:
         """Mark a published partition withdrawn (removing its files from the catalog is the
-        publisher's job; the budget it spent stays spent)."""
+        publisher's job; the budget it spent stays spent). Once: a second call changes
+        nothing."""
         if self.get(dataset, partition) is None:
             raise ConfigError(f"{dataset} {partition} is not published; nothing to withdraw")
-        with self.db.write() as con:
-            if con.execute("SELECT 1 FROM withdrawals WHERE dataset = ? AND partition = ?",
-                           (dataset, partition)).fetchone() is None:
-                con.execute("INSERT INTO withdrawals (dataset, partition, actor, reason, "
-                            "withdrawn_at) VALUES (?, ?, ?, ?, ?)",
-                            (dataset, partition, actor, reason, _now()))
-                chain.append(con, "withdrawal", dataset, partition, {"reason": reason})
+        if not self.withdrawn(dataset, partition):
+            record_withdrawal(self.db, dataset, partition, reason=reason, by=actor,
+                              withdrawn_at=_now(), target="registry", resources=())
 
     def withdrawn(self, dataset: str, partition: str) -> bool:
+        """Whether the partition was withdrawn (the one store: ``review_withdrawals``)."""
         with self.db.read() as con:
-            return con.execute("SELECT 1 FROM withdrawals WHERE dataset = ? AND partition = ?",
-                               (dataset, partition)).fetchone() is not None
+            w = state.review_withdrawals.c
+            return con.execute(select(w.id).where(
+                w.dataset == dataset, w.partition == partition)).first() is not None
+
+
+def record_withdrawal(db: StateDB, dataset: str, partition: str, *, reason: str, by: str,
+                      withdrawn_at: str, target: str, resources: Any) -> None:
+    """The one writer of withdrawals (:class:`Registry` and
+    :class:`opencity.review.approvals.ReviewStore`): a ``review_withdrawals`` row and, for
+    the first withdrawal of a partition the registry holds, its ``withdrawal`` entry in the
+    hash chain, in one transaction."""
+    w, p = state.review_withdrawals.c, state.published.c
+    with db.write() as con:
+        first = con.execute(select(w.id).where(w.dataset == dataset,
+                                               w.partition == partition)).first() is None
+        con.execute(state.review_withdrawals.insert().values(
+            dataset=dataset, partition=partition, reason=reason, withdrawn_by=by,
+            withdrawn_at=withdrawn_at, target=target, resources=json.dumps(list(resources))))
+        if first and con.execute(select(p.dataset).where(
+                p.dataset == dataset, p.partition == partition)).first() is not None:
+            chain.append(con, "withdrawal", dataset, partition, {"reason": reason})
 
 
 def _partition_of(release: Any) -> str:

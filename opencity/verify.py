@@ -130,10 +130,12 @@ def _totals(spend_lists) -> dict[tuple[str, str], tuple[float, float]]:
 
 def verify_state(state_url: str, public: dict[str, Any]) -> dict[str, Any]:
     """The checks against the state database."""
-    from privacy.dp import chain
-    from privacy.dp.ledger import StateDB
+    from sqlalchemy import select
 
-    db = StateDB(state_url)
+    from privacy.dp import chain
+    from privacy.dp import db as state
+
+    db = state.StateDB(state_url)
     problems: list[str] = []
     log = chain.entries(db)
     problems += chain.link_problems(log)
@@ -149,14 +151,14 @@ def verify_state(state_url: str, public: dict[str, Any]) -> dict[str, Any]:
             key = (e["dataset"], e["partition"], e["body"].get("release_id"))
             spends_chain[key] = sorted((s["unit"], s["period"], float(s["epsilon"]),
                                         float(s["delta"])) for s in e["body"].get("spends", []))
+    r, s, p = state.releases.c, state.spends.c, state.published.c
     with db.read() as con:
         ledger_rows = con.execute(
-            "SELECT r.dataset, r.partition, r.release_id, s.privacy_unit, s.period, s.epsilon, "
-            "s.delta FROM releases r LEFT JOIN spends s ON s.release_pk = r.id").fetchall() \
-            if db.table_exists(con, "releases") else []
-        published = con.execute("SELECT dataset, partition, params_json, policy_hash, "
-                                "files_json FROM published").fetchall() \
-            if db.table_exists(con, "published") else []
+            select(r.dataset, r.partition, r.release_id, s.privacy_unit, s.period, s.epsilon,
+                   s.delta).join_from(state.releases, state.spends, s.release_pk == r.id,
+                                      isouter=True)).all()
+        published = con.execute(select(p.dataset, p.partition, p.params_json, p.policy_hash,
+                                       p.files_json)).all()
     spends_ledger: dict[tuple, list] = defaultdict(list)
     for r in ledger_rows:
         spends_ledger.setdefault((r[0], r[1], r[2]), [])

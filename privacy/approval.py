@@ -58,33 +58,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from opencity.errors import ConfigError
-from privacy.dp.ledger import StateDB, default_state_url
+from privacy.dp.db import StateDB, default_state_url
+from privacy.dp.db import officer_keys as t_keys
+from privacy.dp.db import policy_approvals as t_approvals
+from privacy.dp.db import policy_versions as t_versions
 from privacy.policy import POLICY_ENV, Policy, canonical_hash
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"  # the approval tables' version (state_meta schema_version:approval)
 KEY_ENV = "OPENCITY_OFFICER_KEY"
 APPROVED, REJECTED = "approved", "rejected"
 PURPOSE = "opencity-policy-approval/1"
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS officer_keys (
-    id {id},
-    key_id TEXT NOT NULL UNIQUE, public_key TEXT NOT NULL, officer TEXT NOT NULL,
-    airflow_user TEXT, registered_at TEXT NOT NULL, endorsement TEXT, expires_at TEXT
-);
-CREATE TABLE IF NOT EXISTS policy_versions (
-    dataset TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
-    first_seen TEXT NOT NULL, PRIMARY KEY (dataset, version)
-);
-CREATE TABLE IF NOT EXISTS policy_approvals (
-    id {id},
-    dataset TEXT NOT NULL, version TEXT NOT NULL, content TEXT NOT NULL,
-    decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
-    decided_by TEXT NOT NULL, decided_at TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL, key_id TEXT, signature TEXT
-)
-"""
 
 
 class PolicyNotApprovedError(ConfigError):
@@ -299,20 +286,18 @@ class ApprovalStore:
 
     def __init__(self, url: Any = None) -> None:
         self.db = url if isinstance(url, StateDB) else StateDB(str(url or default_state_url()))
-        self.db.ensure("approval", SCHEMA_VERSION, _DDL)
-        from privacy.dp import chain
+        self.db.ensure()  # approvals are witnessed by the state store's hash chain
 
-        chain.ensure(self.db)  # approvals are witnessed by the state store's hash chain
-
-    def _read(self, sql: str, args: tuple = ()) -> list:
+    def _read(self, query: Any) -> list:
         with self.db.read() as con:
-            return con.execute(sql, args).fetchall()
+            return list(con.execute(query).all())
 
     # -- keys -------------------------------------------------------------------------
     def keys(self) -> list[OfficerKey]:
+        k = t_keys.c
         return [OfficerKey(*r) for r in self._read(
-            "SELECT key_id, public_key, officer, airflow_user, registered_at, expires_at FROM "
-            "officer_keys ORDER BY id")]
+            select(k.key_id, k.public_key, k.officer, k.airflow_user, k.registered_at,
+                   k.expires_at).order_by(k.id))]
 
     def officer_key(self) -> OfficerKey | None:
         """The registered officer key in force (the latest registered), if any."""
@@ -359,33 +344,33 @@ class ApprovalStore:
         rec = OfficerKey(kid, public_pem.decode(), officer.strip(),
                          (airflow_user or "").strip() or None, _now(), expires)
         with self.db.write() as con:
-            con.execute("INSERT INTO officer_keys (key_id, public_key, officer, airflow_user, "
-                        "registered_at, endorsement, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (rec.key_id, rec.public_key, rec.officer, rec.airflow_user,
-                         rec.registered_at, endorsement, rec.expires_at))
+            con.execute(t_keys.insert().values(
+                key_id=rec.key_id, public_key=rec.public_key, officer=rec.officer,
+                airflow_user=rec.airflow_user, registered_at=rec.registered_at,
+                endorsement=endorsement, expires_at=rec.expires_at))
         return rec
 
     # -- versions ---------------------------------------------------------------------
     def note_version(self, version: DatasetVersion) -> None:
         """Remember a version's content (so the officer can approve it by hash)."""
         with self.db.write() as con:
-            if con.execute("SELECT 1 FROM policy_versions WHERE dataset = ? AND version = ?",
-                           (version.dataset, version.hash)).fetchone() is None:
-                con.execute("INSERT INTO policy_versions (dataset, version, content, "
-                            "first_seen) VALUES (?, ?, ?, ?)",
-                            (version.dataset, version.hash,
-                             _canonical(version.content).decode(), _now()))
+            v = t_versions.c
+            if con.execute(select(v.version).where(
+                    v.dataset == version.dataset, v.version == version.hash)).first() is None:
+                con.execute(t_versions.insert().values(
+                    dataset=version.dataset, version=version.hash,
+                    content=_canonical(version.content).decode(), first_seen=_now()))
 
     def known_version(self, dataset: str, version: str) -> DatasetVersion | None:
-        rows = self._read("SELECT content FROM policy_versions WHERE dataset = ? AND "
-                          "version = ?", (dataset, version))
+        v = t_versions.c
+        rows = self._read(select(v.content).where(v.dataset == dataset, v.version == version))
         if not rows:
             return None
         return DatasetVersion(dataset, version, json.loads(rows[0][0]), "state store")
 
     def versions(self, dataset: str) -> list[str]:
-        return [r[0] for r in self._read("SELECT version FROM policy_versions WHERE dataset = ?",
-                                         (dataset,))]
+        v = t_versions.c
+        return [r[0] for r in self._read(select(v.version).where(v.dataset == dataset))]
 
     # -- decisions --------------------------------------------------------------------
     def approve(self, version: DatasetVersion, private_pem: bytes, *, by: str,
@@ -435,12 +420,11 @@ class ApprovalStore:
                 source: str, kid: str | None, sig: str | None) -> Approval:
         self.note_version(version)
         with self.db.write() as con:
-            con.execute(
-                "INSERT INTO policy_approvals (dataset, version, content, decision, decided_by, "
-                "decided_at, comment, source, key_id, signature) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (version.dataset, version.hash, _canonical(version.content).decode(), decision,
-                 by, at, comment or "", source, kid, sig))
+            con.execute(t_approvals.insert().values(
+                dataset=version.dataset, version=version.hash,
+                content=_canonical(version.content).decode(), decision=decision,
+                decided_by=by, decided_at=at, comment=comment or "", source=source, key_id=kid,
+                signature=sig))
             from privacy.dp import chain
 
             chain.append(con, "approval", version.dataset, "", {
@@ -451,16 +435,15 @@ class ApprovalStore:
 
     def decisions(self, dataset: str | None = None) -> list[Approval]:
         """Every decision (of one dataset), oldest first, each with ``verified``."""
-        sql = ("SELECT dataset, version, content, decision, decided_by, decided_at, comment, "
-               "source, key_id, signature FROM policy_approvals")
-        args: tuple = ()
+        a = t_approvals.c
+        query = select(a.dataset, a.version, a.content, a.decision, a.decided_by, a.decided_at,
+                       a.comment, a.source, a.key_id, a.signature).order_by(a.id)
         if dataset:
-            sql += " WHERE dataset = ?"
-            args = (dataset,)
+            query = query.where(a.dataset == dataset)
         keys = {k.key_id: k for k in self.keys()}
         officer = self.officer_key()
         out = []
-        for r in self._read(sql + " ORDER BY id", args):
+        for r in self._read(query):
             content = json.loads(r[2])
             ok = self._verified(r, content, keys, officer)
             out.append(Approval(r[0], r[1], content, r[3], r[4], r[5], r[6], r[7], r[8], ok))

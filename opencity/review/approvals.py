@@ -11,9 +11,9 @@ through without a request. A *withdrawal* takes one published partition back off
 its record (reason, who, when) is kept for good, as is the budget the release spent.
 
 They live in the portal's state database (the one of the budget ledger and the release
-registry: ``OPENCITY_STATE_URL``, SQLite or PostgreSQL, see :class:`privacy.dp.ledger.StateDB`),
-so every run directory, DAG and command of one portal sees the same approvals. Schema
-(``state_meta`` key ``schema_version:review`` = 1)::
+registry: ``OPENCITY_STATE_URL``, SQLite or PostgreSQL, see :mod:`privacy.dp.db`, where the
+tables are defined), so every run directory, DAG and command of one portal sees the same
+approvals. Tables::
 
     review_requests(id, dataset, policy_hash, partition, dag_id, run_id, report, requested_at,
              status,             -- status: open | approved | rejected
@@ -21,6 +21,8 @@ so every run directory, DAG and command of one portal sees the same approvals. S
     review_decisions(id, dataset, policy_hash, decision, decided_by, decided_at, comment, source,
               partition)         -- decision: approved | rejected; source: airflow | cli | demo
     review_withdrawals(id, dataset, partition, reason, withdrawn_by, withdrawn_at, target, resources)
+                                 -- the one store of withdrawals: opencity.registry reads and
+                                 -- writes it too (opencity.registry.record_withdrawal)
     review_passes(id, dataset, partition, policy_hash, parameters, passed_at, via)
                                  -- every release the gate let through, and why:
                                  --   via = 'approval' (decided now) | 'approved policy'
@@ -37,37 +39,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from opencity.errors import ConfigError
+from privacy.dp import db as state
 
 SCHEMA_VERSION = "1"
 APPROVED, REJECTED, OPEN = "approved", "rejected", "open"
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS review_requests (
-    id {id},
-    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL, partition TEXT NOT NULL,
-    dag_id TEXT, run_id TEXT, report TEXT, requested_at TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'open', parameters TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS review_decisions (
-    id {id},
-    dataset TEXT NOT NULL, policy_hash TEXT NOT NULL,
-    decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
-    decided_by TEXT NOT NULL, decided_at TEXT NOT NULL, comment TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL, partition TEXT
-);
-CREATE TABLE IF NOT EXISTS review_withdrawals (
-    id {id},
-    dataset TEXT NOT NULL, partition TEXT NOT NULL, reason TEXT NOT NULL,
-    withdrawn_by TEXT NOT NULL, withdrawn_at TEXT NOT NULL, target TEXT NOT NULL,
-    resources TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS review_passes (
-    id {id},
-    dataset TEXT NOT NULL, partition TEXT NOT NULL, policy_hash TEXT NOT NULL,
-    parameters TEXT NOT NULL, passed_at TEXT NOT NULL, via TEXT NOT NULL
-);
-"""
 
 
 def _now() -> str:
@@ -157,44 +136,32 @@ class ReviewStore:
         from privacy.dp.ledger import StateDB
 
         self.db = url if isinstance(url, StateDB) else StateDB(state_url(url))
-        self.db.ensure("review", SCHEMA_VERSION, _DDL)
-        self._upgrade()
-
-    def _upgrade(self) -> None:
-        """Add columns that early version-1 stores lack (review_requests.parameters)."""
-        from opencity.errors import PipelineError
-
-        try:
-            self._read("SELECT parameters FROM review_requests WHERE 1 = 0")
-        except PipelineError:
-            with self.db.write() as con:
-                con.execute("ALTER TABLE review_requests ADD COLUMN parameters TEXT NOT NULL "
-                            "DEFAULT '{}'")
+        self.db.ensure()  # (early stores get review_requests.parameters: migration 1)
 
     def __repr__(self) -> str:
         return f"ReviewStore({self.db.where!r})"
 
-    def _write(self, sql: str, args: tuple) -> int:
+    def _insert(self, table: Any, **values: Any) -> int:
         with self.db.write() as con:
-            if sql.startswith("INSERT"):
-                return int(con.execute(sql + " RETURNING id", args).fetchone()[0])
-            con.execute(sql, args)
-            return 0
+            return int(con.execute(table.insert().values(**values).returning(table.c.id))
+                       .scalar_one())
 
-    def _read(self, sql: str, args: tuple = ()) -> list:
+    def _read(self, table: Any, *cols: str, dataset: str | None = None,
+              status: str | None = None) -> list:
+        query = select(*(table.c[c] for c in cols)).order_by(table.c.id)
+        if dataset:
+            query = query.where(table.c.dataset == dataset)
+        if status:
+            query = query.where(table.c.status == status)
         with self.db.read() as con:
-            return con.execute(sql, args).fetchall()
+            return list(con.execute(query).all())
 
     # -- approvals -----------------------------------------------------------------
     def decisions(self, dataset: str | None = None) -> list[Decision]:
         """Every decision (optionally of one dataset), oldest first."""
-        sql = ("SELECT dataset, policy_hash, decision, decided_by, decided_at, comment, source, "
-               "partition FROM review_decisions")
-        args: tuple = ()
-        if dataset:
-            sql += " WHERE dataset = ?"
-            args = (dataset,)
-        rows = self._read(sql + " ORDER BY id", args)
+        rows = self._read(state.review_decisions, "dataset", "policy_hash", "decision",
+                          "decided_by", "decided_at", "comment", "source", "partition",
+                          dataset=dataset)
         return [Decision(*r) for r in rows]
 
     def latest_decision(self, dataset: str, policy_hash: str) -> Decision | None:
@@ -218,13 +185,12 @@ class ReviewStore:
             raise ConfigError("a decision needs a dataset name and a policy hash")
         decision = Decision(dataset, policy_hash, APPROVED if approve else REJECTED, by or
                             current_user(), _now(), comment or "", source, partition)
-        self._write(
-            "INSERT INTO review_decisions (dataset, policy_hash, decision, decided_by, decided_at, "
-            "comment, source, partition) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (decision.dataset, decision.policy_hash, decision.decision, decision.decided_by,
-             decision.decided_at, decision.comment, decision.source, decision.partition))
-        self._write("UPDATE review_requests SET status = ? WHERE dataset = ? AND policy_hash = ? "
-                    "AND status = 'open'", (decision.decision, dataset, policy_hash))
+        r = state.review_requests.c
+        with self.db.write() as con:  # the decision and the requests it closes: one transaction
+            con.execute(state.review_decisions.insert().values(**decision.as_dict()))
+            con.execute(state.review_requests.update().where(
+                r.dataset == dataset, r.policy_hash == policy_hash, r.status == OPEN)
+                .values(status=decision.decision))
         return decision
 
     def request(self, dataset: str, policy_hash: str, partition: str, *,
@@ -235,47 +201,39 @@ class ReviewStore:
         for r in self.requests(status=OPEN):
             if (r.dataset, r.policy_hash, r.partition) == (dataset, policy_hash, partition):
                 return r
-        rid = self._write(
-            "INSERT INTO review_requests (dataset, policy_hash, partition, dag_id, run_id, "
-            "report, requested_at, status, parameters) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?)",
-            (dataset, policy_hash, partition, dag_id, run_id, report, _now(),
-             json.dumps(parameters or {}, sort_keys=True, default=str)))
+        rid = self._insert(
+            state.review_requests, dataset=dataset, policy_hash=policy_hash,
+            partition=partition, dag_id=dag_id, run_id=run_id, report=report,
+            requested_at=_now(), status=OPEN,
+            parameters=json.dumps(parameters or {}, sort_keys=True, default=str))
         return next(r for r in self.requests() if r.id == rid)
 
     def set_report(self, dataset: str, policy_hash: str, partition: str, report: str) -> None:
         """Attach the release report's path to the open request."""
-        self._write("UPDATE review_requests SET report = ? WHERE dataset = ? AND policy_hash = ? AND "
-                    "partition = ? AND status = 'open'", (report, dataset, policy_hash,
-                                                          partition))
+        r = state.review_requests.c
+        with self.db.write() as con:
+            con.execute(state.review_requests.update().where(
+                r.dataset == dataset, r.policy_hash == policy_hash, r.partition == partition,
+                r.status == OPEN).values(report=report))
 
     def requests(self, status: str | None = None) -> list[Request]:
-        sql = ("SELECT id, dataset, policy_hash, partition, dag_id, run_id, report, "
-               "requested_at, status, parameters FROM review_requests")
-        args: tuple = ()
-        if status:
-            sql += " WHERE status = ?"
-            args = (status,)
-        return [Request(*r[:9], json.loads(r[9] or "{}"))
-                for r in self._read(sql + " ORDER BY id", args)]
+        return [Request(*r[:9], json.loads(r[9] or "{}")) for r in self._read(
+            state.review_requests, "id", "dataset", "policy_hash", "partition", "dag_id",
+            "run_id", "report", "requested_at", "status", "parameters", status=status)]
 
     # -- gate passes ----------------------------------------------------------------
     def record_pass(self, dataset: str, partition: str, policy_hash: str,
                     parameters: dict[str, Any], via: str) -> None:
         """Note that the gate let ``dataset``/``partition`` through under ``policy_hash``."""
-        self._write(
-            "INSERT INTO review_passes (dataset, partition, policy_hash, parameters, passed_at, via) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (dataset, partition, policy_hash, json.dumps(parameters, sort_keys=True,
-                                                         default=str), _now(), via))
+        self._insert(state.review_passes, dataset=dataset, partition=partition,
+                     policy_hash=policy_hash,
+                     parameters=json.dumps(parameters, sort_keys=True, default=str),
+                     passed_at=_now(), via=via)
 
     def passes(self, dataset: str | None = None) -> list[dict[str, Any]]:
         """Gate passes (latest per partition wins when read in order), oldest first."""
-        sql = "SELECT dataset, partition, policy_hash, parameters, passed_at, via FROM review_passes"
-        args: tuple = ()
-        if dataset:
-            sql += " WHERE dataset = ?"
-            args = (dataset,)
-        rows = self._read(sql + " ORDER BY id", args)
+        rows = self._read(state.review_passes, "dataset", "partition", "policy_hash",
+                          "parameters", "passed_at", "via", dataset=dataset)
         return [{"dataset": r[0], "partition": r[1], "policy_hash": r[2],
                  "parameters": json.loads(r[3]), "passed_at": r[4], "via": r[5]} for r in rows]
 
@@ -284,23 +242,18 @@ class ReviewStore:
                  resources: list[str]) -> Withdrawal:
         if not reason or not reason.strip():
             raise ConfigError("a withdrawal needs a reason (--reason TEXT)")
+        from opencity.registry import record_withdrawal
+
         w = Withdrawal(dataset, partition, reason.strip(), by or current_user(), _now(), target,
                        tuple(resources))
-        self._write(
-            "INSERT INTO review_withdrawals (dataset, partition, reason, withdrawn_by, withdrawn_at, "
-            "target, resources) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (w.dataset, w.partition, w.reason, w.withdrawn_by, w.withdrawn_at, w.target,
-             json.dumps(list(w.resources))))
+        record_withdrawal(self.db, w.dataset, w.partition, reason=w.reason, by=w.withdrawn_by,
+                          withdrawn_at=w.withdrawn_at, target=w.target, resources=w.resources)
         return w
 
     def withdrawals(self, dataset: str | None = None) -> list[Withdrawal]:
-        sql = ("SELECT dataset, partition, reason, withdrawn_by, withdrawn_at, target, "
-               "resources FROM review_withdrawals")
-        args: tuple = ()
-        if dataset:
-            sql += " WHERE dataset = ?"
-            args = (dataset,)
-        rows = self._read(sql + " ORDER BY id", args)
+        rows = self._read(state.review_withdrawals, "dataset", "partition", "reason",
+                          "withdrawn_by", "withdrawn_at", "target", "resources",
+                          dataset=dataset)
         return [Withdrawal(*r[:6], tuple(json.loads(r[6]))) for r in rows]
 
     def is_withdrawn(self, dataset: str, partition: str) -> bool:

@@ -89,11 +89,11 @@ def withdraw(settings: Settings, dataset: str, partition: str, reason: str, *,
             for rel in iter_releases(settings.layout.catalog):
                 if rel.name == dataset:
                     pub.publish(rel)
+    # one record (the one store of withdrawals) and, for a partition in the registry, its
+    # entry in the hash chain
     store.withdraw(dataset, partition, reason, by=who, target=settings.publish_target,
                    resources=removed)
-    if registry.get(dataset, partition) is not None:  # the registry keeps the release record
-        registry.withdraw(dataset, partition, who, reason.strip())
-    else:
+    if registry.get(dataset, partition) is None:
         log.warning("%s %s is not in the release registry %s (published before it existed?); "
                     "the withdrawal is recorded in the review records only", dataset,
                     partition, registry.db.where)

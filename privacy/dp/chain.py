@@ -26,21 +26,16 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
+
+from privacy.dp.db import chain as t_chain
+
+_COLS = (t_chain.c.seq, t_chain.c.kind, t_chain.c.dataset, t_chain.c.partition, t_chain.c.at,
+         t_chain.c.body_json, t_chain.c.prev_hash, t_chain.c.hash)
+
 GENESIS = "0" * 64
 KINDS = ("spend", "release", "decision", "withdrawal", "approval")
-SCHEMA_VERSION = "1"
-DDL = """
-CREATE TABLE IF NOT EXISTS chain (
-    seq INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    at TEXT NOT NULL,
-    body_json TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-)
-"""
+SCHEMA_VERSION = "1"  # the chain table's version (state_meta schema_version:chain)
 
 
 def canonical(obj: Any) -> str:
@@ -56,7 +51,8 @@ def entry_hash(prev_hash: str, seq: int, kind: str, dataset: str, partition: str
 
 
 def ensure(db: Any) -> None:
-    db.ensure("chain", SCHEMA_VERSION, DDL)
+    """The chain table exists (it is in the state database's schema)."""
+    db.ensure()
 
 
 def append(con: Any, kind: str, dataset: str, partition: str,
@@ -65,14 +61,15 @@ def append(con: Any, kind: str, dataset: str, partition: str,
     serialises writers); returns the entry as :func:`public_entry` gives it."""
     if kind not in KINDS:
         raise ValueError(f"chain entry kind must be one of {KINDS}, got {kind!r}")
-    last = con.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+    last = con.execute(select(t_chain.c.seq, t_chain.c.hash)
+                       .order_by(t_chain.c.seq.desc()).limit(1)).first()
     seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
     at = datetime.now(UTC).isoformat(timespec="seconds")
     body = json.loads(canonical(dict(body)))  # exactly what is hashed
     h = entry_hash(prev, seq, kind, dataset, partition, at, body)
-    con.execute("INSERT INTO chain (seq, kind, dataset, partition, at, body_json, prev_hash, "
-                "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, kind, dataset, partition, at, canonical(body), prev, h))
+    con.execute(t_chain.insert().values(seq=seq, kind=kind, dataset=dataset,
+                                        partition=partition, at=at, body_json=canonical(body),
+                                        prev_hash=prev, hash=h))
     return {"seq": seq, "kind": kind, "dataset": dataset, "partition": partition, "at": at,
             "body": body, "prev_hash": prev, "hash": h}
 
@@ -80,8 +77,7 @@ def append(con: Any, kind: str, dataset: str, partition: str,
 def entries(db: Any) -> list[dict[str, Any]]:
     ensure(db)
     with db.read() as con:
-        rows = con.execute("SELECT seq, kind, dataset, partition, at, body_json, prev_hash, "
-                           "hash FROM chain ORDER BY seq").fetchall()
+        rows = con.execute(select(*_COLS).order_by(t_chain.c.seq)).all()
     return [{"seq": int(r[0]), "kind": r[1], "dataset": r[2], "partition": r[3], "at": r[4],
              "body": json.loads(r[5]), "prev_hash": r[6], "hash": r[7]} for r in rows]
 

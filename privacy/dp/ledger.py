@@ -26,12 +26,10 @@ unit, period, requested and remaining) before anything is computed; (3) *compute
 re-checks the caps; (5) return the *artefacts* to write. A concurrent run that recorded the
 same release first wins: its artefacts are returned.
 
-Backends (same schema, same SQL): SQLite (a path or ``sqlite:///path``; the embedded
-default, writers serialised by ``BEGIN IMMEDIATE``) and PostgreSQL (``postgresql://...``,
-psycopg 3; writers serialised by ``pg_advisory_xact_lock`` inside the write transaction).
-Schema (``state_meta.schema_version`` = 2)::
+Backends: SQLite (a path or ``sqlite:///path``; the embedded default) and PostgreSQL
+(``postgresql://...``, psycopg 3), through :class:`privacy.dp.db.StateDB` (SQLAlchemy Core;
+the tables are defined there, writers serialised there). Tables::
 
-    state_meta(key TEXT PRIMARY KEY, value TEXT)
     releases(id, dataset, partition, release_id, release_date, policy_hash, created_at,
              release_json, UNIQUE(dataset, partition, release_id))
     spends(release_pk -> releases.id, privacy_unit, period,    -- account: (unit, period)
@@ -39,262 +37,36 @@ Schema (``state_meta.schema_version`` = 2)::
            epsilon, delta, PRIMARY KEY(release_pk, privacy_unit))
     artifacts(release_pk -> releases.id, name, content BLOB/BYTEA, PRIMARY KEY(...))
 
-The release registry (:mod:`opencity.registry`) keeps its tables in the same database via
-:class:`StateDB`.
+The release registry (:mod:`opencity.registry`) keeps its tables in the same database
+(:mod:`privacy.dp.db`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import sqlite3
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from opencity.errors import ConfigError, InternalError, PipelineError, PrivacyBudgetError
-from opencity.io import restricted_dir, restricted_file
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from opencity.errors import ConfigError, PrivacyBudgetError
+from privacy.dp.db import STATE_ENV, StateDB, default_state_url, redact_url
+from privacy.dp.db import artifacts as t_artifacts
+from privacy.dp.db import releases as t_releases
+from privacy.dp.db import spends as t_spends
 from privacy.dp.params import DPBudget
 
-SCHEMA_VERSION = "2"
+__all__ = ["STATE_ENV", "Ledger", "LedgerRelease", "ReleaseOutcome", "Spend", "StateDB",
+           "default_state_url", "redact_url"]
+
+SCHEMA_VERSION = "2"  # the ledger tables' version (state_meta schema_version:ledger)
 # Relative slack for float sums of epsilons (10 spends of 0.1 fill a cap of 1.0 exactly).
 _TOLERANCE = 1e-9
-_PG_LOCK_KEY = 0x0C17_1ED6  # pg_advisory_xact_lock key of every state write
-STATE_ENV = "OPENCITY_STATE_URL"
-
-
-def default_state_url() -> str:
-    """$OPENCITY_STATE_URL, else $XDG_DATA_HOME/opencity/state.sqlite (~/.local/share).
-
-    One location for the CLI and the DAGs alike (opencity.settings uses it as the default of
-    Settings.state_url); never inside a run directory.
-    """
-    import os
-
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return env
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "opencity" / "state.sqlite")
-
-
-def redact_url(url: str) -> str:
-    """The URL without a password (for messages and logs)."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", str(url))
-
-
-# -- connection layer ------------------------------------------------------------------------
-class _Con:
-    """One connection; SQL is written with ``?`` and translated for PostgreSQL."""
-
-    def __init__(self, raw: Any, kind: str) -> None:
-        self.raw, self.kind = raw, kind
-
-    def execute(self, sql: str, args: tuple | list = ()) -> Any:
-        if self.kind == "postgresql":
-            sql = sql.replace("?", "%s")
-        return self.raw.execute(sql, tuple(args))
-
-
-class StateDB:
-    """The portal's state database (budget ledger + release registry): SQLite or PostgreSQL.
-
-    Args:
-        url: a filesystem path or ``sqlite:///path`` (SQLite), or ``postgresql://...``.
-        timeout: seconds a writer waits for another writer before failing (transient error).
-    """
-
-    def __init__(self, url: str | Path, *, timeout: float = 60.0) -> None:
-        text = str(url)
-        if not text:
-            raise ConfigError("the state URL is empty; set OPENCITY_STATE_URL")
-        self.url = text
-        self.timeout = float(timeout)
-        if text.startswith(("postgresql://", "postgres://")):
-            self.kind = "postgresql"
-            self.path: Path | None = None
-        else:
-            self.kind = "sqlite"
-            self.path = Path(text.removeprefix("sqlite:///") if text.startswith("sqlite:///")
-                             else text.removeprefix("sqlite://"))
-        self._ready: set[str] = set()
-        self._secured: set[str] = set()
-
-    def __repr__(self) -> str:
-        return f"StateDB({redact_url(self.url)!r})"
-
-    @property
-    def where(self) -> str:
-        return str(self.path) if self.path is not None else redact_url(self.url)
-
-    # DDL with per-backend types
-    def ddl(self, text: str) -> list[str]:
-        if self.kind == "postgresql":
-            text = (text.replace("{id}", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
-                    .replace("{blob}", "BYTEA"))
-        else:
-            text = text.replace("{id}", "INTEGER PRIMARY KEY AUTOINCREMENT").replace(
-                "{blob}", "BLOB")
-        return [s.strip() for s in text.split(";") if s.strip()]
-
-    def _raw_connect(self) -> Any:
-        if self.kind == "sqlite":
-            assert self.path is not None
-            if not self.path.parent.exists():  # new folders owner-only; never chmod a given one
-                restricted_dir(self.path.parent)
-            con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            if self.path.name not in self._secured:
-                # The ledger and registry are restricted state: owner-only whatever the umask
-                # (SQLite gives its -journal/-wal files the database file's mode).
-                restricted_file(self.path)
-                self._secured.add(self.path.name)
-            con.execute("PRAGMA foreign_keys = ON")
-            return con
-        try:
-            import psycopg
-        except ImportError as err:  # pragma: no cover - pinned dependency
-            raise ConfigError("a postgresql:// state URL needs psycopg (pip install "
-                              "'psycopg[binary]')") from err
-        try:
-            return psycopg.connect(self.url, autocommit=True,
-                                   connect_timeout=max(1, int(self.timeout)))
-        except psycopg.Error as err:
-            raise PipelineError(
-                f"cannot connect to the state database {redact_url(self.url)}: "
-                f"{type(err).__name__}; check that it runs and OPENCITY_STATE_URL",
-                transient=True) from None
-
-    def _errors(self) -> tuple[type[BaseException], ...]:
-        if self.kind == "sqlite":
-            return (sqlite3.Error,)
-        import psycopg
-        return (psycopg.Error,)
-
-    @contextmanager
-    def read(self) -> Iterator[_Con]:
-        """A connection for reads (autocommit)."""
-        raw = self._raw_connect()
-        try:
-            yield _Con(raw, self.kind)
-        except self._errors() as err:
-            raise PipelineError(f"reading the state database {self.where} failed: {err}",
-                                transient=True) from err
-        finally:
-            raw.close()
-
-    @contextmanager
-    def write(self) -> Iterator[_Con]:
-        """One serialised write transaction (all or nothing; one writer at a time)."""
-        raw = self._raw_connect()
-        con = _Con(raw, self.kind)
-        try:
-            if self.kind == "sqlite":
-                raw.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
-            else:
-                raw.execute("BEGIN")
-                raw.execute(f"SET LOCAL lock_timeout = '{int(self.timeout * 1000)}ms'")
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
-            yield con
-            raw.execute("COMMIT")
-        except self._errors() as err:
-            _rollback(raw)
-            if _transient(err):
-                raise PipelineError(f"the state database {self.where} is busy or locked "
-                                    f"({err}); retry the run", transient=True) from err
-            raise InternalError(f"state database write failed ({self.where}): {err}") from err
-        except BaseException:
-            _rollback(raw)
-            raise
-        finally:
-            raw.close()
-
-    def table_exists(self, con: _Con, table: str) -> bool:
-        if self.kind == "sqlite":
-            return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                               (table,)).fetchone() is not None
-        return con.execute("SELECT to_regclass(?)", (table,)).fetchone()[0] is not None
-
-    def ensure(self, name: str, version: str, ddl: str) -> None:
-        """Create the tables of ``name`` (e.g. 'ledger', 'registry') once, check the version."""
-        if name in self._ready:
-            return
-        key = f"schema_version:{name}"
-        try:
-            with self.write() as con:
-                if self.table_exists(con, "ledger_meta"):
-                    raise ConfigError(
-                        f"{self.where} is a budget ledger of the old per-dataset format "
-                        "(schema 1, one cap per dataset); it cannot be read as the portal's "
-                        "per-person ledger. Point OPENCITY_STATE_URL (or --ledger) at a new "
-                        "state database")
-                con.execute("CREATE TABLE IF NOT EXISTS state_meta "
-                            "(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                for stmt in self.ddl(ddl):
-                    con.execute(stmt)
-                row = con.execute("SELECT value FROM state_meta WHERE key = ?",
-                                  (key,)).fetchone()
-                if row is None:
-                    con.execute("INSERT INTO state_meta (key, value) VALUES (?, ?)",
-                                (key, version))
-                    found = version
-                else:
-                    found = row[0]
-        except InternalError as err:
-            raise ConfigError(f"cannot open the state database {self.where}: {err}") from err
-        if found != version:
-            raise ConfigError(f"state database {self.where} has {name} schema version {found}, "
-                              f"this OpenCity expects {version}; migrate it or use another "
-                              "OPENCITY_STATE_URL")
-        self._ready.add(name)
-
-
-def _transient(err: BaseException) -> bool:
-    if isinstance(err, sqlite3.OperationalError):
-        return True
-    name = type(err).__name__
-    return name in ("OperationalError", "LockNotAvailable", "SerializationFailure",
-                    "DeadlockDetected", "QueryCanceled")
-
-
-def _rollback(raw: Any) -> None:
-    with suppress(Exception):
-        raw.execute("ROLLBACK")
-
-
-# -- ledger ----------------------------------------------------------------------------------
-_DDL = """
-CREATE TABLE IF NOT EXISTS releases (
-    id {id},
-    dataset TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    release_id TEXT NOT NULL,
-    release_date TEXT NOT NULL,
-    policy_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    release_json TEXT NOT NULL,
-    UNIQUE (dataset, partition, release_id)
-);
-CREATE TABLE IF NOT EXISTS spends (
-    release_pk BIGINT NOT NULL REFERENCES releases(id),
-    privacy_unit TEXT NOT NULL,
-    period TEXT NOT NULL,
-    cadence_period TEXT NOT NULL,
-    epsilon DOUBLE PRECISION NOT NULL CHECK (epsilon >= 0),
-    delta DOUBLE PRECISION NOT NULL CHECK (delta >= 0),
-    PRIMARY KEY (release_pk, privacy_unit)
-);
-CREATE INDEX IF NOT EXISTS spends_account ON spends (privacy_unit, period);
-CREATE TABLE IF NOT EXISTS artifacts (
-    release_pk BIGINT NOT NULL REFERENCES releases(id),
-    name TEXT NOT NULL,
-    content {blob} NOT NULL,
-    PRIMARY KEY (release_pk, name)
-)
-"""
 
 
 @dataclass(frozen=True)
@@ -383,10 +155,7 @@ class Ledger:
 
         self.db = url if isinstance(url, StateDB) else StateDB(url, timeout=timeout)
         self.policy = policy if policy is not None else load_policy()
-        self.db.ensure("ledger", SCHEMA_VERSION, _DDL)
-        from privacy.dp import chain
-
-        chain.ensure(self.db)
+        self.db.ensure()
 
     def __repr__(self) -> str:
         return f"Ledger({self.db.where!r})"
@@ -429,24 +198,25 @@ class Ledger:
     def _sum(rows: list) -> tuple[float, float]:
         return math.fsum(r[0] for r in rows), math.fsum(r[1] for r in rows)
 
-    def _account(self, con: _Con, unit: str, period: str) -> tuple[float, float]:
-        return self._sum(con.execute(
-            "SELECT epsilon, delta FROM spends WHERE privacy_unit = ? AND period = ?",
-            (unit, period)).fetchall())
+    def _account(self, con: Connection, unit: str, period: str) -> tuple[float, float]:
+        s = t_spends.c
+        return self._sum(con.execute(select(s.epsilon, s.delta).where(
+            s.privacy_unit == unit, s.period == period)).all())
 
-    def _cadence(self, con: _Con, dataset: str, unit: str, cadence_period: str
+    def _cadence(self, con: Connection, dataset: str, unit: str, cadence_period: str
                  ) -> tuple[float, float]:
+        s, r = t_spends.c, t_releases.c
         return self._sum(con.execute(
-            "SELECT s.epsilon, s.delta FROM spends s JOIN releases r ON r.id = s.release_pk "
-            "WHERE r.dataset = ? AND s.privacy_unit = ? AND s.cadence_period = ?",
-            (dataset, unit, cadence_period)).fetchall())
+            select(s.epsilon, s.delta).join_from(t_spends, t_releases, r.id == s.release_pk)
+            .where(r.dataset == dataset, s.privacy_unit == unit,
+                   s.cadence_period == cadence_period)).all())
 
     @staticmethod
     def _over(cap: tuple[float, float], spent: tuple[float, float], cost: DPBudget) -> bool:
         return (spent[0] + cost.epsilon > cap[0] * (1 + _TOLERANCE)
                 or spent[1] + cost.delta > cap[1] * (1 + _TOLERANCE) + 1e-300)
 
-    def _check(self, con: _Con, dataset: str, when: date, costs: dict[str, DPBudget]) -> None:
+    def _check(self, con: Connection, dataset: str, when: date, costs: dict[str, DPBudget]) -> None:
         ds = self.policy.dataset(dataset)
         from privacy.policy import period_key
 
@@ -477,24 +247,26 @@ class Ledger:
                     f"{max(0.0, allowed.delta - dspent[1]):g}. Nothing was released or spent.")
 
     # -- reads ------------------------------------------------------------------------------
-    _COLS = ("id, dataset, partition, release_id, release_date, policy_hash, created_at, "
-             "release_json")
+    _COLS = (t_releases.c.id, t_releases.c.dataset, t_releases.c.partition,
+             t_releases.c.release_id, t_releases.c.release_date, t_releases.c.policy_hash,
+             t_releases.c.created_at, t_releases.c.release_json)
 
-    def _load(self, con: _Con, rows: list, newly: bool = False) -> list[LedgerRelease]:
+    def _load(self, con: Connection, rows: list, newly: bool = False) -> list[LedgerRelease]:
         out = []
         for row in rows:
+            s = t_spends.c
             spends = tuple(Spend(u, p, float(e), float(d)) for u, p, e, d in con.execute(
-                "SELECT privacy_unit, period, epsilon, delta FROM spends WHERE release_pk = ? "
-                "ORDER BY privacy_unit", (row[0],)).fetchall())
+                select(s.privacy_unit, s.period, s.epsilon, s.delta)
+                .where(s.release_pk == row[0]).order_by(s.privacy_unit)).all())
             out.append(LedgerRelease(int(row[0]), row[1], row[2], row[3], row[4], row[5],
                                      row[6], json.loads(row[7]), spends, newly))
         return out
 
-    def _recorded(self, con: _Con, dataset: str, partition: str, release_id: str
+    def _recorded(self, con: Connection, dataset: str, partition: str, release_id: str
                   ) -> LedgerRelease | None:
-        rows = con.execute(f"SELECT {self._COLS} FROM releases WHERE dataset = ? AND "
-                           "partition = ? AND release_id = ?",
-                           (dataset, partition, release_id)).fetchall()
+        r = t_releases.c
+        rows = con.execute(select(*self._COLS).where(
+            r.dataset == dataset, r.partition == partition, r.release_id == release_id)).all()
         return self._load(con, rows)[0] if rows else None
 
     def recorded(self, dataset: str, partition: str, release_id: str) -> LedgerRelease | None:
@@ -506,17 +278,15 @@ class Ledger:
                        unit: str | None = None) -> tuple[float, float] | None:
         """(epsilon, delta) the ledger recorded for a partition (optionally one release id
         and one unit), summed; None if nothing. This is what the release gate reads."""
-        sql = ("SELECT s.epsilon, s.delta FROM spends s JOIN releases r ON r.id = s.release_pk "
-               "WHERE r.dataset = ? AND r.partition = ?")
-        args: list[Any] = [dataset, partition]
+        s, r = t_spends.c, t_releases.c
+        query = (select(s.epsilon, s.delta).join_from(t_spends, t_releases, r.id == s.release_pk)
+                 .where(r.dataset == dataset, r.partition == partition))
         if release_id is not None:
-            sql += " AND r.release_id = ?"
-            args.append(release_id)
+            query = query.where(r.release_id == release_id)
         if unit is not None:
-            sql += " AND s.privacy_unit = ?"
-            args.append(unit)
+            query = query.where(s.privacy_unit == unit)
         with self.db.read() as con:
-            rows = con.execute(sql, args).fetchall()
+            rows = con.execute(query).all()
         return self._sum(rows) if rows else None
 
     def spent(self, unit: str, when: date) -> tuple[float, float]:
@@ -539,17 +309,18 @@ class Ledger:
 
     def releases(self, dataset: str | None = None) -> list[LedgerRelease]:
         """Every recorded release (optionally of one dataset), oldest first."""
-        sql, args = f"SELECT {self._COLS} FROM releases", ()
+        query = select(*self._COLS).order_by(t_releases.c.id)
         if dataset is not None:
-            sql, args = sql + " WHERE dataset = ?", (dataset,)
+            query = query.where(t_releases.c.dataset == dataset)
         with self.db.read() as con:
-            return self._load(con, con.execute(sql + " ORDER BY id", args).fetchall())
+            return self._load(con, con.execute(query).all())
 
     def artifacts(self, release_pk: int) -> dict[str, bytes]:
         """The artefacts stored with a release, by name."""
         with self.db.read() as con:
-            rows = con.execute("SELECT name, content FROM artifacts WHERE release_pk = ? "
-                               "ORDER BY name", (release_pk,)).fetchall()
+            a = t_artifacts.c
+            rows = con.execute(select(a.name, a.content).where(a.release_pk == release_pk)
+                               .order_by(a.name)).all()
         return {name: bytes(content) for name, content in rows}
 
     def accounts(self) -> list[dict[str, Any]]:
@@ -561,10 +332,11 @@ class Ledger:
             (policy order) and period.
         """
         with self.db.read() as con:
+            s, r = t_spends.c, t_releases.c
             rows = con.execute(
-                "SELECT s.privacy_unit, s.period, r.dataset, r.partition, r.release_id, "
-                "s.epsilon, s.delta FROM spends s JOIN releases r ON r.id = s.release_pk "
-                "ORDER BY r.id").fetchall()
+                select(s.privacy_unit, s.period, r.dataset, r.partition, r.release_id,
+                       s.epsilon, s.delta).join_from(t_spends, t_releases, r.id == s.release_pk)
+                .order_by(r.id)).all()
         groups: dict[tuple[str, str], list] = {}
         for unit, period, ds, part, rid, eps, delta in rows:
             groups.setdefault((unit, period), []).append(
@@ -609,25 +381,21 @@ class Ledger:
             if found is not None:
                 return found
             self._check(con, dataset, when, costs)
-            row = con.execute(
-                "INSERT INTO releases (dataset, partition, release_id, release_date, "
-                "policy_hash, created_at, release_json) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING id",
-                (dataset, partition, release_id, when.isoformat(), self.policy.hash, created,
-                 payload)).fetchone()
-            pk = int(row[0])
+            pk = int(con.execute(t_releases.insert().values(
+                dataset=dataset, partition=partition, release_id=release_id,
+                release_date=when.isoformat(), policy_hash=self.policy.hash, created_at=created,
+                release_json=payload).returning(t_releases.c.id)).scalar_one())
             spends = []
             for unit, cost in costs.items():
                 period = self.policy.unit(unit).period_key(when)
-                con.execute(
-                    "INSERT INTO spends (release_pk, privacy_unit, period, cadence_period, "
-                    "epsilon, delta) VALUES (?, ?, ?, ?, ?, ?)",
-                    (pk, unit, period, period_key(ds.cadence_period, when), cost.epsilon,
-                     cost.delta))
+                con.execute(t_spends.insert().values(
+                    release_pk=pk, privacy_unit=unit, period=period,
+                    cadence_period=period_key(ds.cadence_period, when), epsilon=cost.epsilon,
+                    delta=cost.delta))
                 spends.append(Spend(unit, period, cost.epsilon, cost.delta))
             for name, content in (artifacts or {}).items():
-                con.execute("INSERT INTO artifacts (release_pk, name, content) VALUES (?, ?, ?)",
-                            (pk, name, bytes(content)))
+                con.execute(t_artifacts.insert().values(release_pk=pk, name=name,
+                                                        content=bytes(content)))
             from privacy.dp import chain
 
             # the spend's witness in the tamper-evident chain, in the same transaction

@@ -11,6 +11,7 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import text
 
 from opencity.errors import ConfigError
 from opencity.registry import Registry, publish_partition
@@ -95,8 +96,8 @@ def test_consistent_portal_verifies_and_public_records_carry_their_entries(porta
 def test_deleted_spend_row_is_found(portal):
     db = StateDB(portal.state_url)
     with db.write() as con:
-        con.execute("DELETE FROM spends WHERE release_pk = (SELECT id FROM releases WHERE "
-                    "partition = ?)", (DAYS[1],))
+        con.execute(text("DELETE FROM spends WHERE release_pk = (SELECT id FROM releases WHERE "
+                         "partition = :p)"), {"p": DAYS[1]})
     report = _verify(portal)
     assert not report["ok"]
     assert any("spend rows differ" in p and DAYS[1] in p for p in report["problems"])
@@ -106,8 +107,9 @@ def test_deleted_spend_row_is_found(portal):
 def test_edited_release_record_is_found(portal):
     db = StateDB(portal.state_url)
     with db.write() as con:
-        con.execute("UPDATE published SET params_json = ? WHERE dataset = ? AND partition = ?",
-                    ('{"delta":1e-07,"epsilon":0.1}', DP, DAYS[0]))
+        con.execute(text("UPDATE published SET params_json = :j WHERE dataset = :d AND "
+                         "partition = :p"), {"j": '{"delta":1e-07,"epsilon":0.1}', "d": DP,
+                                             "p": DAYS[0]})
     report = _verify(portal)
     assert not report["ok"]
     assert any("record differs from its chain entry" in p for p in report["problems"])
@@ -116,7 +118,8 @@ def test_edited_release_record_is_found(portal):
 def test_rewritten_chain_entry_no_longer_links(portal):
     db = StateDB(portal.state_url)
     with db.write() as con:
-        con.execute("UPDATE chain SET body_json = ? WHERE seq = 1", ('{"forged":true}',))
+        con.execute(text("UPDATE chain SET body_json = :b WHERE seq = 1"),
+                    {"b": '{"forged":true}'})
     report = _verify(portal)
     assert any("does not match its hash" in p for p in report["problems"])
 
