@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from transforms.schemas import SCHEMAS
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~15 s a city (GX)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -120,7 +122,8 @@ def _validate(released, table: pa.Table, tmp_path: Path) -> dict:
     staged = released["staged"]
     return validate_or_raise(
         MICRODATA, table, reports_dir=tmp_path,
-        context={"privacy": {"kind": "microdata",
+        context={"schema": SCHEMAS["service_requests"],
+                 "privacy": {"kind": "microdata",
                              "quasi_identifiers": [c for c in table.column_names
                                                    if c != "request_type"],
                              "k": staged["k"], "domains": staged["domains"]}})
@@ -167,7 +170,8 @@ def test_clean_suite_passes_without_demographics_and_fails_on_a_real_violation(r
     start = released["start"]
     with pytest.raises(DataQualityError, match="request_id"):
         validate_or_raise("service_requests", twice, reports_dir=tmp_path,
-                          context={"interval": (start, start + timedelta(weeks=1)),
+                          context={"schema": SCHEMAS["service_requests"],
+                                   "interval": (start, start + timedelta(weeks=1)),
                                    "profile": released["profile"]})
 
 
