@@ -53,7 +53,9 @@ def run_city(city: str, start: str, end: str, work: Path) -> dict:
     config = ROOT / "examples" / city
     state = work / "state.db"
     env = {**os.environ, "OPENCITY_STATE_URL": str(state),
-           "OPENCITY_POLICY": str(config / "policy.yaml")}
+           "OPENCITY_POLICY": str(config / "policy.yaml"),
+           # a throwaway pseudonymization key for the benchmark (a city uses its own secret)
+           "OPENCITY_HMAC_KEY": os.environ.get("OPENCITY_HMAC_KEY") or os.urandom(24).hex()}
     os.environ.update({k: env[k] for k in ("OPENCITY_STATE_URL", "OPENCITY_POLICY")})
     approve_policy(str(state))
     raw = work / "raw"

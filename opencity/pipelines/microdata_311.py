@@ -174,6 +174,8 @@ def value_domains(profile, columns, district_ids=None) -> dict[str, list[str]]:
         src = SOURCES[col]
         if col == "district_id":
             allowed = list(district_ids) if district_ids is not None else None
+        elif src == "request_type" and getattr(profile, "category_ids", None):
+            allowed = profile.category_ids  # the city's public categories
         elif profile is not None and hasattr(profile, "domain"):
             allowed = profile.domain(src)
         else:
@@ -232,7 +234,10 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
 
     ref = city_reference(settings)  # the profile's lists, else city/
     clean = pq.read_table(ingested["clean_path"])
-    profile = _profile(ingested) or ref["profile"]
+    # The registry's profile (the city's own file) when the clean partition was read with it;
+    # a shipped profile of another name only when the caller named one explicitly.
+    profile = (ref["profile"] if ref["profile"].name == ingested.get("profile")
+               else _profile(ingested) or ref["profile"])
     columns = provided_columns(entry, clean, _mapped(profile))
     qis = tuple(q for q in entry.quasi_identifiers if q in columns)
     dropped = [q for q in entry.quasi_identifiers if q not in columns]

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from transforms.profiles import get_profile
 from transforms.schemas import SCHEMAS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~15 s a city (GX)
@@ -172,7 +173,8 @@ def test_clean_suite_passes_without_demographics_and_fails_on_a_real_violation(r
         validate_or_raise("service_requests", twice, reports_dir=tmp_path,
                           context={"schema": SCHEMAS["service_requests"],
                                    "interval": (start, start + timedelta(weeks=1)),
-                                   "profile": released["profile"]})
+                                   "profile": get_profile("service_requests",
+                                                      released["profile"])})
 
 
 def test_guard_refusal_because_of_the_other_product_says_so(released):
