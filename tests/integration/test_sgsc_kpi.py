@@ -1,0 +1,116 @@
+"""Issue 21 (done when): the SGSC smart-meter readings reach the KPI table through their
+profile.
+
+A city configuration (tests/integration/sgsc_city/) registers only ``meter_readings`` (the real
+SGSC slice, shipped profile ``sgsc-meters``: half-hourly kWh, Australia/Sydney local time) and
+``meter_registry`` (a constructed registry of the slice's customers, read through a
+test-config YAML profile). The monthly task bodies of dags/opencity_kpi.py run for real
+(ingest, compute, dashboard, commit, publish) for January 2013.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.integration]
+DATA = Path(__file__).parents[1] / "data" / "smartmeter_sgsc"
+CITY = Path(__file__).with_name("sgsc_city")
+START, END = datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 2, 1, tzinfo=UTC)
+ELECTRICITY_PER_CAPITA = "EN: EN: E: 2C"
+SMART_ELECTRICITY = "EC: ICT: ES: 1C"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from opencity.pipelines import kpi as p
+    from opencity.settings import Settings
+
+    root = tmp_path_factory.mktemp("kpi-sgsc")
+    raw = root / "raw"
+    (raw / "city").mkdir(parents=True)
+    (raw / "meters").mkdir()
+    shutil.copy2(DATA / "sgsc_districts.csv", raw / "city" / "districts.csv")
+    shutil.copy2(DATA / "sgsc_meter_registry.csv", raw / "meters" / "registry.csv")
+    shutil.copy2(DATA / "sgsc_readings.csv", raw / "meters" / "sgsc_readings.csv")
+    for f in (raw / "meters").iterdir():
+        f.chmod(0o600)  # restricted inputs, as a city's landing area keeps them
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENCITY_SOURCES_FILE", str(CITY / "sources.yaml"))
+        settings = Settings(run_dir=str(root / "run"), raw_dir=str(raw))
+        ingested = p.ingest(settings, START, END)
+        staged = p.compute(settings, ingested, START, END, random_state=7)
+        rendered = p.dashboard(settings, staged, START)
+        committed = p.commit_partition(settings, staged, START)
+        published = p.publish(settings, committed, staged, START, END, "kpi-sgsc", ingested)
+    return {"ingested": ingested, "staged": staged, "rendered": rendered,
+            "committed": committed, "published": published}
+
+
+def _rows(run) -> dict[str, list[dict]]:
+    table = pq.read_table(Path(run["committed"]["output_dir"]) / "kpis.parquet")
+    by_code: dict[str, list[dict]] = defaultdict(list)
+    for r in table.to_pylist():
+        by_code[r["kpi_code"]].append(r)
+    return by_code
+
+
+def true_per_capita(upper: float) -> float:
+    """Independent recount from the raw files: per household, kWh of the month / local days
+    with readings / members, clamped to [0, upper]; the mean over households."""
+    members = {r["meter_id"]: int(r["members"])
+               for r in csv.DictReader((DATA / "sgsc_meter_registry.csv").open())}
+    kwh: dict[str, float] = defaultdict(float)
+    days: dict[str, set] = defaultdict(set)
+    for r in csv.DictReader((DATA / "sgsc_readings.csv").open()):
+        kwh[r["customer_id"]] += float(r["general_supply_kwh"])
+        days[r["customer_id"]].add(r["reading_datetime"][:10])  # local (Sydney) date
+    per = [min(max(kwh[m] / len(days[m]) / members[m], 0.0), upper) for m in kwh]
+    return sum(per) / len(per)
+
+
+def test_readings_are_ingested_through_the_profile(run):
+    sources = run["ingested"]["sources"]
+    assert set(sources) == {"meter_registry", "meter_readings"}
+    readings = sources["meter_readings"]
+    assert readings["rows_in"] == 2928 and readings["rows_out"] == 2928
+    assert readings["rows_quarantined"] == 0
+    assert sources["meter_registry"]["rows_out"] == 9
+
+
+def test_electricity_kpi_is_computed_from_the_sgsc_readings(run):
+    from kpi.registry import load_registry
+
+    kpi = load_registry().kpi(ELECTRICITY_PER_CAPITA)
+    city = next(r for r in _rows(run)[ELECTRICITY_PER_CAPITA] if r["area"] == "city")
+    assert "meter_readings" in city["source_datasets"]
+    truth = true_per_capita(float(kpi.params["upper_per_person_day"]))
+    print(f"SGSC {ELECTRICITY_PER_CAPITA} city: true {truth:.4f}, row {city}")
+    assert city["method"] in ("dp", "suppressed")
+    if city["method"] == "dp":
+        assert math.isfinite(city["value"]) and math.isfinite(city["error_bound"])
+        assert abs(city["value"] - truth) <= city["error_bound"]
+    else:  # nine households: fewer than the registry's min_units
+        assert "households" in city["withheld_reason"]
+
+
+def test_registry_kpi_is_public_and_other_sources_not_available(run):
+    rows = _rows(run)
+    smart = next(r for r in rows[SMART_ELECTRICITY] if r["area"] == "city")
+    assert smart["method"] == "public" and smart["value"] == 100.0
+    unavailable = run["staged"]["not_available"]
+    assert unavailable  # transit, waste, 311 and CDR KPIs
+    for code, reason in unavailable.items():
+        assert reason.startswith("not available (source ")
+        assert all(r["value"] is None and r["method"] == "suppressed"
+                   and r["withheld_reason"] == reason for r in rows[code])
+    assert ELECTRICITY_PER_CAPITA not in unavailable
+    assert {e["privacy_unit"] for e in run["staged"]["ledger"]} == {"household"}
+    assert run["published"]["target"] == "local"
