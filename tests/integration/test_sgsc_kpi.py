@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~20 s: two monthly runs
 DATA = Path(__file__).parents[1] / "data" / "smartmeter_sgsc"
 CITY = Path(__file__).with_name("sgsc_city")
 START, END = datetime(2013, 1, 1, tzinfo=UTC), datetime(2013, 2, 1, tzinfo=UTC)
@@ -28,12 +28,12 @@ ELECTRICITY_PER_CAPITA = "EN: EN: E: 2C"
 SMART_ELECTRICITY = "EC: ICT: ES: 1C"
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def _run_month(root: Path, kpi_registry: Path | None = None) -> dict:
+    """The KPI task bodies for January 2013 on a fresh raw folder and portal state."""
     from opencity.pipelines import kpi as p
+    from opencity.review.testing import approve_policy
     from opencity.settings import Settings
 
-    root = tmp_path_factory.mktemp("kpi-sgsc")
     raw = root / "raw"
     (raw / "city").mkdir(parents=True)
     (raw / "meters").mkdir()
@@ -44,6 +44,10 @@ def run(tmp_path_factory):
         f.chmod(0o600)  # restricted inputs, as a city's landing area keeps them
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPENCITY_SOURCES_FILE", str(CITY / "sources.yaml"))
+        mp.setenv("OPENCITY_STATE_URL", str(root / "state.sqlite"))  # own ledger per run
+        approve_policy(str(root / "state.sqlite"))
+        if kpi_registry is not None:
+            mp.setenv("OPENCITY_KPI_REGISTRY", str(kpi_registry))
         settings = Settings(run_dir=str(root / "run"), raw_dir=str(raw))
         ingested = p.ingest(settings, START, END)
         staged = p.compute(settings, ingested, START, END, random_state=7)
@@ -52,6 +56,18 @@ def run(tmp_path_factory):
         published = p.publish(settings, committed, staged, START, END, "kpi-sgsc", ingested)
     return {"ingested": ingested, "staged": staged, "rendered": rendered,
             "committed": committed, "published": published}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The shipped KPI registry."""
+    return _run_month(tmp_path_factory.mktemp("kpi-sgsc"))
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    """The trial city's own KPI registry (sgsc_city/kpi_registry.yaml)."""
+    return _run_month(tmp_path_factory.mktemp("kpi-sgsc-trial"), CITY / "kpi_registry.yaml")
 
 
 def _rows(run) -> dict[str, list[dict]]:
@@ -83,22 +99,45 @@ def test_readings_are_ingested_through_the_profile(run):
     assert readings["rows_in"] == 2928 and readings["rows_out"] == 2928
     assert readings["rows_quarantined"] == 0
     assert sources["meter_registry"]["rows_out"] == 9
+    # Local Sydney times (AEDT, UTC+11 in January) are stored in UTC, values in kWh.
+    clean = pq.read_table(readings["clean_path"])
+    assert min(clean.column("reading_time").to_pylist()) == datetime(2013, 1, 6, 13, tzinfo=UTC)
+    assert set(clean.column("unit").to_pylist()) == {"kWh"}
+    assert "customer_id" not in clean.column_names
 
 
-def test_electricity_kpi_is_computed_from_the_sgsc_readings(run):
+def test_shipped_registry_withholds_the_electricity_kpi_of_nine_households(run):
+    """Nine trial households are fewer than the shipped registry's min_units (15): the row
+    is computed from the readings and withheld for that reason, not failed."""
+    city = next(r for r in _rows(run)[ELECTRICITY_PER_CAPITA] if r["area"] == "city")
+    assert city["source_datasets"] == "meter_registry,meter_readings"
+    assert city["method"] == "suppressed" and city["value"] is None
+    assert city["withheld_reason"].startswith("fewer than 15 households (noisy count)")
+
+
+def test_electricity_kpi_value_from_the_sgsc_readings_matches_the_truth(trial):
+    """With the trial city's registry (local Sydney days, min_units 5, max_relative_error
+    1.0) the city value is published and lies within its 95 % error bound of an independent
+    recount from the raw files (seeded noise: random_state 7)."""
     from kpi.registry import load_registry
 
-    kpi = load_registry().kpi(ELECTRICITY_PER_CAPITA)
-    city = next(r for r in _rows(run)[ELECTRICITY_PER_CAPITA] if r["area"] == "city")
-    assert "meter_readings" in city["source_datasets"]
+    kpi = load_registry(str(CITY / "kpi_registry.yaml")).kpi(ELECTRICITY_PER_CAPITA)
+    rows = _rows(trial)
+    assert set(rows) == {SMART_ELECTRICITY, ELECTRICITY_PER_CAPITA}
+    city = next(r for r in rows[ELECTRICITY_PER_CAPITA] if r["area"] == "city")
+    assert city["source_datasets"] == "meter_registry,meter_readings"
     truth = true_per_capita(float(kpi.params["upper_per_person_day"]))
-    print(f"SGSC {ELECTRICITY_PER_CAPITA} city: true {truth:.4f}, row {city}")
-    assert city["method"] in ("dp", "suppressed")
-    if city["method"] == "dp":
-        assert math.isfinite(city["value"]) and math.isfinite(city["error_bound"])
-        assert abs(city["value"] - truth) <= city["error_bound"]
-    else:  # nine households: fewer than the registry's min_units
-        assert "households" in city["withheld_reason"]
+    print(f"\nSGSC {ELECTRICITY_PER_CAPITA} city 2013-01: true {truth:.4f} kWh/person/day, "
+          f"published {city['value']:.4f} +- {city['error_bound']:.4f} ({city['method']})")
+    assert city["method"] == "dp", city["withheld_reason"]
+    # Nine households at 3.0 epsilon per household and month: the 95 % bound is about the
+    # size of the value (the trial registry's max_relative_error 1.0 lets it through).
+    assert math.isfinite(city["value"]) and 0 < city["error_bound"] <= city["value"]
+    assert abs(city["value"] - truth) <= city["error_bound"]
+    # Districts of 2-4 households stay withheld (min_units 5), never published exactly.
+    assert all(r["method"] == "suppressed" for r in rows[ELECTRICITY_PER_CAPITA]
+               if r["area"] != "city")
+    assert {e["privacy_unit"] for e in trial["staged"]["ledger"]} == {"household"}
 
 
 def test_registry_kpi_is_public_and_other_sources_not_available(run):
