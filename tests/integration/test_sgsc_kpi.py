@@ -153,3 +153,38 @@ def test_registry_kpi_is_public_and_other_sources_not_available(run):
     assert ELECTRICITY_PER_CAPITA not in unavailable
     assert {e["privacy_unit"] for e in run["staged"]["ledger"]} == {"household"}
     assert run["published"]["target"] == "local"
+
+
+@pytest.mark.airflow
+def test_the_kpi_dag_runs_the_sgsc_month_from_the_city_config(tmp_path):
+    """`opencity run opencity_kpi --config sgsc_city` (the real DAG through dag.test(), in a
+    subprocess, unseeded noise): the month succeeds and its KPI table carries the SGSC
+    electricity row (~40 s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    (raw / "city").mkdir(parents=True)
+    (raw / "meters").mkdir()
+    shutil.copy2(DATA / "sgsc_districts.csv", raw / "city" / "districts.csv")
+    shutil.copy2(DATA / "sgsc_meter_registry.csv", raw / "meters" / "registry.csv")
+    shutil.copy2(DATA / "sgsc_readings.csv", raw / "meters" / "sgsc_readings.csv")
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "opencity.cli", "run", "opencity_kpi", "--config", str(CITY),
+         "--raw", str(raw), "--out", str(out), "--from", "2013-01-01", "--to", "2013-02-01"],
+        check=False, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    summary = json.loads((out / "run-opencity_kpi-2013-01-01-2013-02-01.json").read_text())
+    assert [r["state"] for r in summary["intervals"]] == ["success"]
+    assert summary["intervals"][0]["published"] == ["opencity-kpis/dt=2013-01-01"]
+    table = pq.read_table(out / "outputs" / "opencity-kpis" / "dt=2013-01-01" / "kpis.parquet")
+    city = next(r for r in table.to_pylist()
+                if r["kpi_code"] == ELECTRICITY_PER_CAPITA and r["area"] == "city")
+    assert city["source_datasets"] == "meter_registry,meter_readings"
+    if city["method"] == "dp":  # unseeded: the value may also be withheld as too noisy
+        assert math.isfinite(city["value"]) and 0 < city["error_bound"] <= city["value"]
+    else:
+        assert city["method"] == "suppressed" and city["withheld_reason"].startswith("too noisy")
