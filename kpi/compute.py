@@ -351,8 +351,8 @@ def consumption_per_capita(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
                            registry: Registry) -> AreaValues:
     """DP mean over smart-metered households of daily use per household member.
 
-    Per household (DuckDB): sum of readings / distinct reading days / household size, clamped
-    to [0, upper_per_person_day]. District: DP sum of that value / DP count of households
+    Per household (DuckDB): sum of readings / distinct reading days (local days in the
+    registry's ``timezone``) / household size, clamped to [0, upper_per_person_day]. District: DP sum of that value / DP count of households
     (each half the KPI budget; L0 = 1 district, L-inf = 1 row per household). City: the
     district sums and counts added up (post-processing, no extra budget).
     """
@@ -365,11 +365,11 @@ def consumption_per_capita(kpi: KpiDef, inputs: KpiInputs, cfg: KpiRunConfig,
     m = con.from_arrow(readings)  # noqa: F841
     per_household = con.sql(
         """SELECT r.household_pid, any_value(r.district_id) AS district_id,
-                  sum(m.value) / count(DISTINCT m.reading_time::DATE)
+                  sum(m.value) / count(DISTINCT timezone(?, m.reading_time)::DATE)
                       / greatest(any_value(r.household_size), 1) AS per_person_day
            FROM r JOIN m USING (meter_id)
            WHERE r.utility = ? AND r.smart AND m.value IS NOT NULL
-           GROUP BY r.household_pid""", params=[utility]).to_arrow_table()
+           GROUP BY r.household_pid""", params=[registry.timezone, utility]).to_arrow_table()
     keys_t = _keys(inputs)
     keys = keys_t.column("district_id").to_pylist()
     budget = _budget(kpi, registry, parts=2)

@@ -108,7 +108,7 @@ def reference_water(sample_raw) -> pd.Series:
     reg = reg[(reg.utility == "water") & reg.smart]
     rd = pd.read_parquet(sample_raw / "meters" / "readings")
     rd = rd[rd.meter_id.isin(reg.meter_id)]
-    rd["day"] = rd.reading_time.dt.date
+    rd["day"] = rd.reading_time.dt.tz_convert("Europe/Berlin").dt.date  # registry timezone
     per = rd.groupby("meter_id").agg(total=("value", "sum"), days=("day", "nunique"))
     per = per.join(reg.set_index("meter_id")[["district_id", "household_size"]])
     per["v"] = (per.total / per.days / per.household_size).clip(0, 400)
