@@ -332,14 +332,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Mobility release on three engines ({result['started']})", "",
              f"Machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}. "
              f"Load at start: `{result['load_start']}`; at end: `{result['load_end']}`.", "",
-             "| events | engine | wall s | events/s/core | ratio to lean | peak RSS driver MB "
-             "| driver JVM MB | executors MB | load (1 min) |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| events | engine | wall s | CPU s | events/s/core | ratio to lean | peak RSS "
+             "driver MB | driver JVM MB | executors MB | load (1 min) |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         ex = ", ".join(f"{m:.0f}" for m in r.get("executor_peak_rss_mb") or []) or "-"
         jvm = r.get("driver_jvm_peak_rss_mb")
         lines.append(
-            f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | "
+            f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
             f"{r['events_per_s_per_core']:,.0f} | {r.get('ratio_to_lean') or '-'} | "
             f"{r['peak_rss_mb']:.0f} | {f'{jvm:.0f}' if jvm else '-'} | {ex} | "
             f"{r['load_1min']} |")
@@ -349,6 +349,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"{k} {v['time_ratio']}x the time for {v['events_ratio']}x the events"
             for k, v in sc.items())]
     proj = result["projection"]
+    lines += ["", "CPU s: user + system time of the command and the children it waited for "
+              "(os.wait4); Spark's JVMs (driver JVM, executors) are not included. Wall time "
+              "on a shared machine grows with its load; CPU time much less."]
     lines += ["", f"## Projection: {proj['events_per_day']:,.0f} events a day on executors of "
               f"{proj['executor_cores']} cores", "",
               "| engine | measured at | events/s/core | " + " | ".join(
@@ -392,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executor-cores", type=int, default=4)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
                     "mobility-engines.json")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="combine the results of earlier runs into --out (no new run)")
     args = ap.parse_args(argv)
     args.executors = [int(x) for x in args.executors.split(",")]
+    if args.merge:
+        return merge(args.merge, args)
     sizes = [int(float(x)) for x in args.events.split(",")]
     engines = [e.strip() for e in args.engines.split(",")]
     unknown = set(engines) - set(ENGINES)
@@ -457,8 +464,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_end"] = uptime()
+    return finish(result, args)
+
+
+def finish(result: dict[str, Any], args: argparse.Namespace) -> int:
+    """Scaling, projection, JSON and markdown of a finished (or merged) result."""
     scaling = {}
-    for engine in engines:
+    for engine in dict.fromkeys(r["engine"] for r in result["runs"]):
         mine = sorted((r for r in result["runs"] if r["engine"] == engine),
                       key=lambda r: r["events"])
         if len(mine) >= 2 and mine[-1]["events"] > mine[0]["events"]:
@@ -474,6 +486,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
+
+def merge(files: list[Path], args: argparse.Namespace) -> int:
+    """One result from several runs of this script (each run's load is kept per run)."""
+    parts = [json.loads(f.read_text()) for f in files]
+    result = {"started": parts[0]["started"], "machine": parts[0]["machine"],
+              "load_start": parts[0]["load_start"], "load_end": parts[-1]["load_end"],
+              "merged_from": [{"file": f.name, "started": p["started"], "config": p["config"]}
+                              for f, p in zip(files, parts, strict=True)],
+              "config": dict(parts[0]["config"], executors=args.executors),
+              "runs": [r for p in parts for r in p["runs"]]}
+    return finish(result, args)
 
 if __name__ == "__main__":
     sys.exit(main())
