@@ -339,7 +339,8 @@ def markdown(result: dict[str, Any]) -> str:
         ex = ", ".join(f"{m:.0f}" for m in r.get("executor_peak_rss_mb") or []) or "-"
         jvm = r.get("driver_jvm_peak_rss_mb")
         lines.append(
-            f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+            f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | "
+            f"{r['cpu_seconds'] if r.get('cpu_seconds') is None else round(r['cpu_seconds'], 1)} | "
             f"{r['events_per_s_per_core']:,.0f} | {r.get('ratio_to_lean') or '-'} | "
             f"{r['peak_rss_mb']:.0f} | {f'{jvm:.0f}' if jvm else '-'} | {ex} | "
             f"{r['load_1min']} |")
@@ -456,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                     if lean and engine != "lean":
                         res["ratio_to_lean"] = round(res["seconds"] / lean, 3)
                     result["runs"].append(res)
+                    partial = args.out.with_suffix(".partial.json")  # survives an interrupt
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
                     print(f"{n:>12,} {engine:<14} {res['seconds']:8.1f} s  "
                           f"{res['events_per_s_per_core']:>9,} ev/s/core  "
                           f"rss {res['peak_rss_mb']:.0f} MB  jvm "
@@ -464,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result["load_end"] = uptime()
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)
     return finish(result, args)
 
 
@@ -491,7 +496,8 @@ def merge(files: list[Path], args: argparse.Namespace) -> int:
     """One result from several runs of this script (each run's load is kept per run)."""
     parts = [json.loads(f.read_text()) for f in files]
     result = {"started": parts[0]["started"], "machine": parts[0]["machine"],
-              "load_start": parts[0]["load_start"], "load_end": parts[-1]["load_end"],
+              "load_start": parts[0]["load_start"],
+              "load_end": parts[-1].get("load_end") or parts[-1]["runs"][-1]["load"],
               "merged_from": [{"file": f.name, "started": p["started"], "config": p["config"]}
                               for f, p in zip(files, parts, strict=True)],
               "config": dict(parts[0]["config"], executors=args.executors),

@@ -53,6 +53,7 @@ def test_duckdb_and_lean_on_a_tiny_day(tmp_path):
     assert h10 == pytest.approx(5e9 / (duck["events_per_s_per_core"] * 40) / 3600, abs=0.01)
     assert h100 == pytest.approx(h10 / 10, abs=0.01)
     assert res["projection"]["assumptions"]
+    assert not (tmp_path / "result.partial.json").exists()  # replaced by the final result
     md = (tmp_path / "result.md").read_text()
     assert "| duckdb |" in md and "Assumptions" in md
 
