@@ -24,6 +24,7 @@ def _run(tmp_path: Path, engines: str, *extra: str) -> dict:
     out = tmp_path / "result.json"
     assert _bench().main(["--events", "20000", "--engines", engines, "--data",
                           str(tmp_path / "data"), "--out", str(out), "--executors", "10,100",
+                          "--projection-min-events", "10000",
                           *extra]) == 0
     return json.loads(out.read_text())
 
@@ -65,4 +66,5 @@ def test_spark_local_reports_its_driver_jvm(tmp_path):
     _check_run(spark, "spark-local", duck["events"])
     assert spark["cores"] == 1 and spark["rows_read"] == duck["events"]
     assert spark["driver_jvm_peak_rss_mb"] > 100  # the JVM was found and polled
+    assert spark["jvm_cpu_seconds"] > 1 and duck["jvm_cpu_seconds"] is None
     assert set(res["projection"]["engines"]) == {"duckdb", "spark-local"}
