@@ -360,7 +360,7 @@ def markdown(result: dict[str, Any]) -> str:
         jvm = r.get("driver_jvm_peak_rss_mb")
         lines.append(
             f"| {r['events']:,} | {r['engine']} | {r['seconds']:.1f} | "
-            f"{r['cpu_seconds'] if r.get('cpu_seconds') is None else round(r['cpu_seconds'], 1)} | "
+            f"{'-' if r.get('cpu_seconds') is None else round(r['cpu_seconds'], 1)} | "
             f"{r['events_per_s_per_core']:,.0f} | {r.get('ratio_to_lean') or '-'} | "
             f"{r['peak_rss_mb']:.0f} | {f'{jvm:.0f}' if jvm else '-'} | {ex} | "
             f"{r['load_1min']} |")
@@ -500,12 +500,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def finish(result: dict[str, Any], args: argparse.Namespace) -> int:
     """Scaling, projection, JSON and markdown of a finished (or merged) result."""
-    scaling = {}
-    for engine in dict.fromkeys(r["engine"] for r in result["runs"]):
-        mine = sorted((r for r in result["runs"] if r["engine"] == engine),
+    scaling = {}  # within one run only: loads differ between runs
+    for engine, source in dict.fromkeys((r["engine"], r.get("source")) for r in result["runs"]):
+        mine = sorted((r for r in result["runs"]
+                       if r["engine"] == engine and r.get("source") == source),
                       key=lambda r: r["events"])
         if len(mine) >= 2 and mine[-1]["events"] > mine[0]["events"]:
-            scaling[engine] = {
+            scaling[engine if source is None else f"{engine} ({source})"] = {
                 "events_ratio": round(mine[-1]["events"] / mine[0]["events"], 2),
                 "time_ratio": round(mine[-1]["seconds"] / mine[0]["seconds"], 2)}
     result["scaling"] = scaling
@@ -527,7 +528,8 @@ def merge(files: list[Path], args: argparse.Namespace) -> int:
               "merged_from": [{"file": f.name, "started": p["started"], "config": p["config"]}
                               for f, p in zip(files, parts, strict=True)],
               "config": dict(parts[0]["config"], executors=args.executors),
-              "runs": [r for p in parts for r in p["runs"]]}
+              "runs": [dict(r, source=r.get("source") or f.name)
+                       for f, p in zip(files, parts, strict=True) for r in p["runs"]]}
     return finish(result, args)
 
 if __name__ == "__main__":
