@@ -180,7 +180,8 @@ def test_opencity_kpi_run_needs_an_approved_version(tmp_path, monkeypatch, capsy
     from opencity.review.testing import approve_policy
 
     approve_policy(str(state))
-    tighter = _looser(tmp_path, [("    epsilon: 5.0\n", "    epsilon: 4.0\n")])
+    tighter = _looser(tmp_path, [("(5 weeks x 0.6).\n    epsilon: 5.0\n",
+                                  "(5 weeks x 0.6).\n    epsilon: 4.0\n")])
     monkeypatch.setenv("OPENCITY_POLICY", str(tighter))
     run_dir = tmp_path / "run"
     before = _ledger_rows(state)
