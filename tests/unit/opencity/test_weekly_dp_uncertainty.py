@@ -75,10 +75,12 @@ def test_unfloored_sums_are_unbiased_and_floored_sums_are_not():
 
 def _validate(table: pa.Table, statement: dict, tmp_path):
     from expectations.gate import validate_or_raise
+    from transforms.schemas import SCHEMAS
 
     return validate_or_raise(
         "opencity-311-requests-weekly", table, reports_dir=tmp_path,
-        context={"interval": (WEEK, WEEK + timedelta(weeks=1)),
+        context={"schema": SCHEMAS["service_requests"],
+                 "interval": (WEEK, WEEK + timedelta(weeks=1)),
                  "districts": DISTRICTS,
                  "privacy": {"kind": "dp", "count_columns": ["requests"],
                              "statement": statement, "ledger_epsilon": 0.6,
