@@ -171,17 +171,21 @@ def task_error(lines: list[str]) -> str:
     Only OpenCity's own errors (terminal ones reach Airflow as AirflowFailException) are
     quoted: their messages name no row content. Any other exception is named by its type.
     """
-    found = ""
+    found = first_terminal = ""
     for line in lines:
         m = _EXC_LINE.match(line.strip())
         if not m:
             continue
         kind, message = m.groups()
+        if kind == _OWN_ERRORS[0] and not first_terminal:
+            # the first task that failed terminally (later tasks may fail because of it,
+            # e.g. the manifest naming the products that did not go through)
+            first_terminal = message
         if kind.startswith(_OWN_ERRORS):
             found = message
         else:
             found = f"{kind} (details in the runner's log)"
-    return found
+    return first_terminal or found
 
 
 def _published(run_dir: Path, start: datetime) -> list[str]:
