@@ -25,7 +25,7 @@ under this run's cluster directory). Each run gets a fresh state DB and ledger w
 policy approved by a throwaway test officer (opencity.review.testing.approve_policy).
 
 Data: ``--events`` sizes (comma-separated) are generated once to Parquet under ``--data``
-(default /tmp/opencity-bench-mobility, never the repository) and reused: up to 10M events
+(default: opencity-bench-mobility in the temporary folder, never the repository) and reused: up to 10M events
 with the sample-data CDR model (bench_mobility.generate), larger sizes as copies of the
 10M-event day with distinct subscribers (bench_commands.replicate).
 
