@@ -71,13 +71,10 @@ def _secure(path: Path, mode: int, gid: int | None, *, created: bool) -> None:
         os.chmod(path, mode)
 
 
-def restricted_dir(path: str | Path) -> Path:
-    """Create ``path`` (and missing parents) owner-only (0700, or 0750 with the group).
-
-    An existing folder more open than that is tightened with a warning (once per process).
-    """
-    path = Path(path)
-    dmode, _, gid = restricted_modes()
+def _make_missing_dirs(path: Path, mode: int, secure: Callable[[Path], None]) -> bool:
+    """Create ``path``'s missing folders (outermost first) with ``mode``, calling ``secure``
+    on each folder this call created (the umask may have narrowed ``mode``). Returns whether
+    any folder was missing."""
     missing = []
     p = path
     while not p.exists():
@@ -85,11 +82,23 @@ def restricted_dir(path: str | Path) -> Path:
         p = p.parent
     for d in reversed(missing):
         try:
-            os.mkdir(d, dmode)
+            os.mkdir(d, mode)
         except FileExistsError:
             continue
-        _secure(d, dmode, gid, created=True)
-    if not missing:
+        secure(d)
+    return bool(missing)
+
+
+def restricted_dir(path: str | Path) -> Path:
+    """Create ``path`` (and missing parents) owner-only (0700, or 0750 with the group).
+
+    An existing folder more open than that is tightened with a warning (once per process).
+    """
+    path = Path(path)
+    dmode, _, gid = restricted_modes()
+    created = _make_missing_dirs(path, dmode,
+                                 lambda d: _secure(d, dmode, gid, created=True))
+    if not created:
         if not path.is_dir():
             raise DataQualityError(f"{path}: expected a folder, found a file")
         _secure(path, dmode, gid, created=False)
@@ -257,17 +266,7 @@ def public_dir(path: str | Path) -> Path:
     Folders that exist already are left as they are (the operator may have chosen them).
     """
     path = Path(path)
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, PUBLIC_DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(d, PUBLIC_DIR_MODE)
+    _make_missing_dirs(path, PUBLIC_DIR_MODE, lambda d: os.chmod(d, PUBLIC_DIR_MODE))
     return path
 
 
