@@ -161,7 +161,9 @@ def plan_intervals(dag, start: date, end: date, now: datetime) -> list[tuple[dat
 
 
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Required)): (.*)$")
-_OWN_ERRORS = ("airflow.sdk.exceptions.AirflowFailException", "opencity.", "privacy.",
+# A task's terminal failure as Airflow reports it (wrapping an OpenCity error).
+_TERMINAL = "airflow.sdk.exceptions.AirflowFailException"
+_OWN_ERRORS = (_TERMINAL, "opencity.", "privacy.",
                "transforms.", "publish.", "expectations.", "kpi.")
 
 
@@ -177,7 +179,7 @@ def task_error(lines: list[str]) -> str:
         if not m:
             continue
         kind, message = m.groups()
-        if kind == _OWN_ERRORS[0] and not first_terminal:
+        if kind == _TERMINAL and not first_terminal:
             # the first task that failed terminally (later tasks may fail because of it,
             # e.g. the manifest naming the products that did not go through)
             first_terminal = message
