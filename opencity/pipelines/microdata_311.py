@@ -147,17 +147,19 @@ def provided_columns(entry, clean: pa.Table, profile_columns=None) -> tuple[str,
     return tuple(out)
 
 
-def _profile(ingested: dict[str, Any]):
-    """The input profile the clean partition was read with (None when unknown)."""
+def _profile(ingested: dict[str, Any], registered=None):
+    """The input profile the clean partition was read with: the source registry's profile
+    (``registered``, the city's own file) when the partition names it or nothing, else the
+    shipped profile the caller named explicitly; ``registered`` when that name is unknown."""
     name = ingested.get("profile")
-    if not name:
-        return None
+    if not name or (registered is not None and registered.name == name):
+        return registered
     from transforms.profiles import get_profile
 
     try:
         return get_profile("service_requests", str(name))
     except ConfigError:
-        return None
+        return registered
 
 
 def _mapped(profile) -> set[str] | None:
@@ -234,10 +236,7 @@ def anonymize_partition(settings: Settings, ingested: dict[str, Any], start: dat
 
     ref = city_reference(settings)  # the profile's lists, else city/
     clean = pq.read_table(ingested["clean_path"])
-    # The registry's profile (the city's own file) when the clean partition was read with it;
-    # a shipped profile of another name only when the caller named one explicitly.
-    profile = (ref["profile"] if ref["profile"].name == ingested.get("profile")
-               else _profile(ingested) or ref["profile"])
+    profile = _profile(ingested, ref["profile"])
     columns = provided_columns(entry, clean, _mapped(profile))
     qis = tuple(q for q in entry.quasi_identifiers if q in columns)
     dropped = [q for q in entry.quasi_identifiers if q not in columns]
