@@ -536,8 +536,8 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
         f".{partition_name(start)}.staging")
     clean = pq.read_table(ingested["clean_path"])
     if entry.method == "differential_privacy":
-        return _aggregate_dp(settings, entry, clean, districts, start, staging, random_state,
-                             ingested=ingested, ref=ref)
+        return _aggregate_dp(settings, entry, clean, ref, start, staging, random_state,
+                             ingested)
     from privacy.policy import load_policy
     from privacy.units import bind_unit
     from transforms.service_requests import weekly_requests
@@ -574,24 +574,20 @@ def aggregate(settings: Settings, ingested: dict[str, Any], start: datetime,
     }
 
 
-def supplied_units(ingested: dict[str, Any], ref: dict[str, Any] | None) -> Any:
+def supplied_units(ingested: dict[str, Any], ref: dict[str, Any]) -> Any:
     """The units the input profile declares (``units:`` of the profile), else what the
     ingest step recorded; None = not declared (the data's columns decide)."""
-    prof = (ref or {}).get("profile")
-    declared = getattr(prof, "units", None)
+    declared = ref["profile"].units
     return declared if declared else ingested.get("units")
 
 
 def key_domains(profile: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(request types, categories) of the input profile's public code lists (the schema's
-    for the canonical 'opencity' profile): the public type keys of every level.
-    ``profile``: a Profile, or a shipped profile's name."""
-    from transforms.profiles import get_profile
-
-    prof = (profile if profile is not None and not isinstance(profile, str)
-            else get_profile(SOURCE, profile or "opencity"))
-    return (tuple(getattr(prof, "category_ids", None) or prof.domain("request_type") or SERVICE_REQUEST_TYPES),
-            tuple(prof.domain("agency") or AGENCIES))
+    """(request types, categories) of the input profile (a transforms.profiles.Profile):
+    its public categories or code lists, else the schema's (the canonical 'opencity'
+    profile); the public type keys of every level."""
+    return (tuple(profile.category_ids or profile.domain("request_type")
+                  or SERVICE_REQUEST_TYPES),
+            tuple(profile.domain("agency") or AGENCIES))
 
 
 def published_totals(settings: Settings, before: datetime) -> list[float]:
@@ -637,23 +633,21 @@ def choose_granularity(settings: Settings, entry, cfg: WeeklyDPConfig, districts
                         history_totals=published_totals(settings, start))
 
 
-def _aggregate_dp(settings: Settings, entry, clean: pa.Table, districts: pa.Table,
+def _aggregate_dp(settings: Settings, entry, clean: pa.Table, ref: dict[str, Any],
                   start: datetime, staging: Path, random_state: Any,
-                  ingested: dict[str, Any] | None = None,
-                  ref: dict[str, Any] | None = None) -> dict[str, Any]:
+                  ingested: dict[str, Any]) -> dict[str, Any]:
     from privacy.dp import Ledger
     from privacy.policy import load_policy
     from privacy.units import bind_unit
 
-    ingested = ingested or {}
+    districts = ref["districts"]
     unit = load_policy().unit(entry.unit)
     column = UNIT_COLUMNS.get(entry.unit)
     supplied = supplied_units(ingested, ref)
     # Before the ledger: a release that cannot bound its unit fails without touching it.
     bind_unit(clean, dataset=DATASET, unit=unit, column=column, supplied=supplied)
     cfg = weekly_config(entry)
-    request_types, categories = key_domains((ref or {}).get("profile")
-                                            or ingested.get("profile"))
+    request_types, categories = key_domains(ref["profile"])
     choice = choose_granularity(settings, entry, cfg, districts, start, request_types,
                                 categories)
     level = choice.level if choice is not None else DEFAULT_LEVEL
