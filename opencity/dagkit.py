@@ -484,3 +484,133 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
         return task(**task_kwargs)(inner)
 
     return wrap(fn) if fn is not None else wrap
+
+
+# --- Release DAGs from product specifications ----------------------------------------------
+def release_dag(*, dag_id: str, schedule, start_date: datetime, doc_md: str, period: str,
+                example: str, example_end: str, ingest: Callable, products, manifest: Callable,
+                privacy: tuple[str, ...] = (), tags: tuple[str, ...] = (),
+                params: Mapping[str, Param] | None = None, inlets=None):
+    """One release DAG: ``ingest``, then for every product (opencity.release.ProductSpec)
+    its stage task(s) -> commit -> the approval gate -> publish, then ``manifest``.
+
+    Args:
+        ingest: (settings, start, end) -> the ingest result (JSON-able dict).
+        products: the ProductSpecs released from that input; independent of each other: with
+            several, a failed product does not hold back the others, and the manifest (written
+            for what got through) then fails the run naming it.
+        manifest: (settings, dag_id, run_id, start, end, ingested, outcomes) -> manifest path;
+            ``outcomes`` maps each dataset to an opencity.release.Outcome.
+        params: extra typed Params (beside the settings and privacy ones).
+        inlets: lineage inlets of the ingest task.
+
+    The task ids are the specs' (stage steps, ``commit_task``, ``publish_task``), which must
+    not repeat; parsing imports only Airflow and this module's callers' specs.
+    """
+    from airflow.sdk import DAG, TriggerRule, get_current_context
+
+    from opencity.review.airflow import approval_gate
+
+    ids = [t for spec in products for t in spec.task_ids]
+    if len(set(ids)) != len(ids) or {"ingest", "manifest"} & set(ids):
+        raise ConfigError(f"release DAG {dag_id}: task ids repeat across products: {ids}")
+    kwargs = dag_kwargs(dag_id, schedule=schedule, start_date=start_date, doc_md=doc_md,
+                        period=period, example=example, example_end=example_end,
+                        privacy=privacy, tags=tags)
+    kwargs["params"].update(params or {})
+    several = len(products) > 1
+
+    def _ctx():
+        from opencity.airflow_context import data_interval, run_settings
+
+        start, end = data_interval()
+        return run_settings(), start, end
+
+    def _outlet(spec):
+        if spec.outlet in DATASETS:
+            return [asset(spec.outlet)]
+        return [Asset(f"opencity://outputs/{spec.dataset}")]
+
+    def stage_task(spec, step):
+        @pipeline_task(task_id=step.task_id)
+        def run_stage(ingested: dict, previous: dict | None = None) -> dict:
+            from opencity.release import Staged
+
+            settings, start, end = _ctx()
+            return step.run(settings, ingested, Staged.from_xcom(previous), start,
+                            end).to_xcom()
+        return run_stage
+
+    def commit_task(spec):
+        @pipeline_task(task_id=spec.commit_task)
+        def run_commit(staged: dict) -> dict:
+            from opencity import release
+
+            settings, start, _end = _ctx()
+            return release.commit(spec, settings, release.Staged.from_xcom(staged),
+                                  start).to_xcom()
+        return run_commit
+
+    def publish_task(spec):
+        @pipeline_task(task_id=spec.publish_task, outlets=_outlet(spec))
+        def run_publish(committed: dict, ingested: dict) -> dict:
+            from opencity import release
+
+            settings, start, end = _ctx()
+            return release.publish(spec, settings, release.Committed.from_xcom(committed),
+                                   start, end, get_current_context()["run_id"],
+                                   ingested).to_xcom()
+        return run_publish
+
+    import sys
+
+    caller = sys._getframe(1).f_code.co_filename  # the DAG file, as if it built the DAG itself
+    with DAG(**kwargs) as dag:
+        dag.fileloc = caller
+
+        @pipeline_task(task_id="ingest", inlets=inlets or [])
+        def run_ingest() -> dict:
+            settings, start, end = _ctx()
+            return ingest(settings, start, end)
+
+        @pipeline_task(task_id="manifest",
+                       trigger_rule=(TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if several
+                                     else TriggerRule.ALL_SUCCESS))
+        def run_manifest(ingested: dict, parts: dict) -> str:
+            from opencity import release
+
+            settings, start, end = _ctx()
+            ctx = get_current_context()
+            outcomes = {ds: release.Outcome(release.Staged.from_xcom(p.get("staged")),
+                                            release.Committed.from_xcom(p.get("committed")),
+                                            release.Published.from_xcom(p.get("published")))
+                        for ds, p in parts.items()}
+            path = manifest(settings, ctx["dag"].dag_id, ctx["run_id"], start, end,
+                            ingested, outcomes)
+            release.raise_for_failed(outcomes, start, path)
+            return path
+
+        ingested = run_ingest()
+        parts, commits, publishes = {}, [], []
+        for spec in products:
+            staged = None
+            for step in spec.stages:
+                staged = (stage_task(spec, step)(ingested) if staged is None
+                          else stage_task(spec, step)(ingested, staged))
+            committed = commit_task(spec)(staged)
+            published = publish_task(spec)(committed, ingested)
+            commits.append(committed)
+            publishes.append(published)
+            parts[spec.dataset] = {"staged": staged, "committed": committed,
+                                   "published": published}
+        # A privacy officer approves the first release and every new policy version.
+        gate = approval_gate(tuple(spec.dataset for spec in products))
+        commits >> gate >> publishes
+        if several:
+            # One product's failure does not hold back another: the gate opens once all
+            # committed (or failed) with at least one committed; each publish task still
+            # needs its own product.
+            for t in gate.roots:
+                t.trigger_rule = TriggerRule.ALL_DONE_MIN_ONE_SUCCESS
+        run_manifest(ingested, parts)
+    return dag

@@ -22,28 +22,26 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from opencity import __version__
+from opencity import release
 from opencity.errors import DataQualityError
 from opencity.io import (
-    discard_on_failure,
     read_reference_csv,
-    replace_dir,
-    write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
     write_text_atomic,
 )
 from opencity.manifest import input_hashes, write_run_manifest
+from opencity.release import Committed, ProductSpec, Staged, Step, as_staged
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
-from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import DISTRICTS, SCHEMAS, TOWERS
 
 log = logging.getLogger(__name__)
@@ -172,7 +170,6 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     accounts; the registry's spend per unit may not exceed the policy's per-release budget
     of ``opencity-kpis``. A rerun of the month returns the recorded table (no fresh noise).
     """
-    from dataclasses import replace
 
     from kpi.compute import (
         KpiInputs,
@@ -283,41 +280,15 @@ def dashboard(settings: Settings, staged: dict, start: datetime,
             "history_periods": len(set(history.column("period").to_pylist()))}
 
 
-def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
-    """Add the CSV copy and move the staging directory to outputs/opencity-kpis/dt=.../."""
-    from opencity.pipelines.partitions import committed
-
-    if staged.get("skipped"):
-        return _skipped(start)
-    staging = Path(staged["staging_dir"])
-    final = settings.layout.output(DATASET, start)
-    if committed(staging, final, "kpis.parquet", "dashboard.html"):
-        # Rerun alone after an earlier try moved the staging directory into place.
-        return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-                "validation": _validate(settings, final, start)}
-    parquet = staging / "kpis.parquet"
-    if not parquet.exists() or not (staging / "dashboard.html").exists():
-        raise DataQualityError(f"nothing complete staged for {DATASET} {partition_name(start)} "
-                               f"in {staging}; rerun the compute and dashboard tasks")
-    with discard_on_failure(staging):
-        guard = _guard(settings, pq.read_table(parquet), start)
-        validation = _validate(settings, staging, start)
-    final = replace_dir(staging, settings.layout.output(DATASET, start))
-    write_csv_atomic(pq.read_table(final / "kpis.parquet"),
-                     settings.layout.csv(DATASET, start) / "kpis.csv", restricted=True)
-    clean_partition_leftovers(final)
-    return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "validation": validation, "guard": guard}
-
-
 # Person-level sources: a KPI built from them is never 'public' (privacy.guard.kpi_rows).
 PERSON_SOURCES = ("meter_readings", "transit_taps", "waste_pickups", "service_requests", "cdr")
 
 
-def _guard(settings: Settings, table, start: datetime) -> dict:
+def _guard(settings: Settings, staged: Staged, folder: Path, start: datetime) -> dict:
     """Composition guard on the KPI table (reports/opencity-kpis/dt=.../guard.json)."""
     from privacy import guard as g
 
+    table = pq.read_table(folder / "kpis.parquet")
     report = g.guard(DATASET, partition_name(start),
                      [g.kpi_rows(table, person_sources=PERSON_SOURCES)], [DATASET])
     path = report.write(settings.layout.reports(DATASET, start) / "guard.json")
@@ -325,7 +296,7 @@ def _guard(settings: Settings, table, start: datetime) -> dict:
     return {"passed": True, "report": str(path)}
 
 
-def _validate(settings: Settings, staging: Path, start: datetime) -> dict:
+def _validate(settings: Settings, staged: Staged, staging: Path, start: datetime) -> dict:
     """Release gate on the KPI table: its privacy statement must exist, and the generic
     product suite (no identifier columns or identifier-looking values) must pass."""
     from expectations.gate import validate_or_raise
@@ -340,9 +311,14 @@ def _validate(settings: Settings, staging: Path, start: datetime) -> dict:
     return {"success": summary.get("success")}
 
 
-def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
-                provenance: dict, privacy: dict) -> DatasetRelease:
-    out = Path(committed["output_dir"])
+def release_for(settings: Settings, committed: Committed, start: datetime, end: datetime,
+                provenance: dict) -> DatasetRelease:
+    out = Path(committed.output_dir)
+    budget = {u["privacy_unit"]: u["epsilon"] for u in committed["ledger"]}
+    privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
+               "Geometric (counts), Snapping (sums)", "delta": 0.0,
+               "epsilon_per_unit_per_month": budget,
+               "suppression_min_units": committed["min_units"]}
     part = partition_name(start)
     month = f"{start:%Y-%m}"
     return DatasetRelease(
@@ -374,25 +350,67 @@ def release_for(settings: Settings, committed: dict, start: datetime, end: datet
     )
 
 
+def release_params(settings: Settings, committed: Committed) -> dict[str, Any]:
+    """The month's spend per unit, which the release registry checks against the policy."""
+    return {"spend": {u["privacy_unit"]: {"epsilon": u["epsilon"], "delta": u["delta"]}
+                      for u in committed["ledger"]}}
+
+
+def _stage_compute(settings: Settings, ingested: dict[str, Any], _prev: Staged | None,
+                   start: datetime, end: datetime) -> Staged:
+    return as_staged(DATASET, start, compute(settings, ingested, start, end))
+
+
+def _stage_dashboard(settings: Settings, _ingested: dict[str, Any], staged: Staged,
+                     start: datetime, end: datetime) -> Staged:
+    if staged.skipped:
+        return staged
+    rendered = dashboard(settings, staged.to_xcom(), start)
+    return replace(staged, details={**staged.details, "rendered": rendered})
+
+
+KPIS = ProductSpec(
+    dataset=DATASET,
+    files=("kpis.parquet", "dashboard.html"),
+    table="kpis.parquet",
+    csv="kpis.csv",
+    stages=(Step("compute", _stage_compute), Step("dashboard", _stage_dashboard)),
+    guard=_guard,
+    gate=_validate,
+    release=release_for,
+    params=release_params,
+    commit_task="commit_partition",
+    publish_task="publish",
+    outlet="kpis",
+)
+
+
+def commit_partition(settings: Settings, staged: dict, start: datetime) -> dict:
+    """Guard + gate, then the staged month into outputs/opencity-kpis/dt=.../ (+ CSV copy):
+    the release runner (:func:`opencity.release.commit`) on :data:`KPIS`."""
+    return release.commit(KPIS, settings, as_staged(DATASET, start, staged), start).to_xcom()
+
+
 def publish(settings: Settings, committed: dict, staged: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
-    if staged.get("skipped") or committed.get("skipped"):
-        return _skipped(start)
-    budget = {u["privacy_unit"]: u["epsilon"] for u in staged["ledger"]}
-    privacy = {"privacy_method": "differential_privacy", "dp_mechanisms":
-               "Geometric (counts), Snapping (sums)", "delta": 0.0,
-               "epsilon_per_unit_per_month": budget,
-               "suppression_min_units": staged["min_units"]}
-    provenance = {"pipeline_version": __version__, "run_id": run_id,
-                  "input_hashes": ingested.get("input_hashes", {})}
-    from opencity.registry import publish_partition
+    """Registry check and record, then the catalog (:func:`opencity.release.publish`)."""
+    return release.publish(KPIS, settings, Committed.from_xcom(committed), start, end, run_id,
+                           ingested).to_xcom()
 
-    result = publish_partition(
-        settings, release_for(settings, committed, start, end, provenance, privacy),
-        {"spend": {u["privacy_unit"]: {"epsilon": u["epsilon"], "delta": u["delta"]}
-                   for u in staged["ledger"]}})
-    return {"target": result.target, "url": result.url, "created": result.created,
-            "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
+
+def ingest_interval(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """The DAG's ingest: every registered source of the month (fails when none has rows)."""
+    from opencity.pipelines.partitions import require_any_input
+
+    return require_any_input(ingest(settings, start, end), start, end)
+
+
+def manifest_outcomes(settings: Settings, dag_id: str, run_id: str, start: datetime,
+                      end: datetime, ingested: dict, outcomes) -> str:
+    """The DAG's manifest from the runner's outcomes (:func:`manifest`)."""
+    o = outcomes[DATASET]
+    return manifest(settings, dag_id, run_id, start, end, ingested, o.staged.to_xcom(),
+                    o.committed.to_xcom(), o.published.to_xcom())
 
 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
@@ -415,7 +433,8 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
                                         "reused_release")},
               "not_available": staged.get("not_available", {})},
         ledger=staged["ledger"],
-        outputs=committed,
+        outputs={k: committed.get(k) for k in ("output_dir", "files", "rows", "validation",
+                                                "guard")},
     )
     log.info("manifest written: %s", path)
     return str(path)

@@ -33,18 +33,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from opencity import __version__
+from opencity import release
 from opencity.errors import ConfigError, NotAchievableError
 from opencity.io import (
-    discard_on_failure,
-    replace_dir,
-    write_csv_atomic,
     write_json_atomic,
     write_parquet_atomic,
 )
+from opencity.release import Committed, ProductSpec, Staged, Step, as_staged
 from opencity.settings import Settings, partition_name
 from publish.base import DatasetRelease, Field, Resource
-from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -336,49 +333,49 @@ def _describe_qis(qis) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
-def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
-                       end: datetime, run_id: str, input_hashes: dict) -> dict[str, Any]:
-    """Move the staged release into outputs/ and publish it (no-op when not released)."""
-    if not staged.get("released"):
-        return {"published": False, "skipped": bool(staged.get("skipped")),
-                "reason": staged.get("reason", "not released")}
-    from expectations.gate import validate_or_raise  # GX gate: raises before anything moves
+def _guard(settings: Settings, staged: Staged, folder: Path, start: datetime) -> dict:
+    """Composition guard: the records with the weekly table already in outputs/."""
     from opencity.pipelines import service_requests as weekly
-    from opencity.pipelines.partitions import committed
+
+    return weekly.guard_period(
+        settings, start, weekly=weekly._published_table(settings, weekly.DATASET, start),
+        microdata=pq.read_table(folder / "part-0.parquet"), new_dataset=DATASET)
+
+
+def _gate(settings: Settings, staged: Staged, folder: Path, start: datetime) -> dict:
+    """GX gate on the records: k counted over every published non-sensitive column, the
+    published values within the profile's code lists and the public districts."""
+    from expectations.gate import validate_or_raise
+    from opencity.pipelines import service_requests as weekly
 
     entry = policy_entry(settings)
-    staging = Path(staged["staging_dir"])
-    final = settings.layout.output(DATASET, start)
-    # Rerun alone after an earlier try committed: check and publish the committed partition.
-    already = committed(staging, final, "part-0.parquet")
-    with discard_on_failure(staging):
-        records = pq.read_table((final if already else staging) / "part-0.parquet")
-        guard = weekly.guard_period(
-            settings, start, weekly=weekly._published_table(settings, weekly.DATASET, start),
-            microdata=records, new_dataset=DATASET)
-        validation = validate_or_raise(
-            DATASET, (final if already else staging) / "part-0.parquet",
-            context={"privacy": {"kind": "microdata",
-                                 # every published non-sensitive column, not only the QIs
-                                 "quasi_identifiers": [c for c in records.column_names
-                                                       if c not in entry.sensitive],
-                                 "k": staged["k"],
-                                 # published values: the profile's code lists and the
-                                 # public districts, for the columns released
-                                 "domains": {c: v for c, v in (staged.get("domains") or {})
-                                             .items() if c in records.column_names}},
-                     "run_id": run_id,
-                     "schema": SERVICE_REQUESTS,
-                     "request_types": weekly.city_reference(settings)["request_types"]},
-            reports_dir=settings.layout.reports(DATASET, start))
-    if not already:
-        final = replace_dir(staging, final)
-    csv_copy = write_csv_atomic(pq.read_table(final / "part-0.parquet"),
-                                settings.layout.csv(DATASET, start) / "part-0.csv",
-                                restricted=True)
-    clean_partition_leftovers(final)
+    parquet = folder / "part-0.parquet"
+    columns = pq.read_schema(parquet).names
+    return validate_or_raise(
+        DATASET, parquet,
+        context={"privacy": {"kind": "microdata",
+                             # every published non-sensitive column, not only the QIs
+                             "quasi_identifiers": [c for c in columns
+                                                   if c not in entry.sensitive],
+                             "k": staged["k"],
+                             # published values: the profile's code lists and the
+                             # public districts, for the columns released
+                             "domains": {c: v for c, v in (staged.get("domains") or {})
+                                         .items() if c in columns}},
+                 "run_id": staged.get("run_id"),
+                 "schema": SERVICE_REQUESTS,
+                 "request_types": weekly.city_reference(settings)["request_types"]},
+        reports_dir=settings.layout.reports(DATASET, start))
+
+
+def release_for(settings: Settings, committed: Committed, start: datetime, end: datetime,
+                provenance: dict) -> DatasetRelease:
+    """The records' catalog entry: resources, fields, k-anonymity statement."""
+    entry = policy_entry(settings)
+    staged = committed
+    final = Path(committed.output_dir)
     part = partition_name(start)
-    release = DatasetRelease(
+    return DatasetRelease(
         name=DATASET,
         title=f"311 service requests, anonymized records - {settings.city_name}",
         description=(
@@ -400,7 +397,8 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         resources=(
             Resource(final / "part-0.parquet", "requests-microdata", "parquet",
                      f"Week starting {start:%Y-%m-%d} (Parquet)", part),
-            Resource(csv_copy, "requests-microdata-csv", "csv",
+            Resource(settings.layout.csv(DATASET, start) / "part-0.csv",
+                     "requests-microdata-csv", "csv",
                      f"Week starting {start:%Y-%m-%d} (CSV copy)", part),
         ),
         fields=fields_for(entry, tuple(staged.get("columns") or entry.published_columns)),
@@ -425,15 +423,48 @@ def commit_and_publish(settings: Settings, staged: dict[str, Any], start: dateti
         temporal_coverage=(f"{start:%Y-%m-%d}", f"{end:%Y-%m-%d}"),
         spatial_coverage=settings.city_name,
         accrual_periodicity="R/P1W",
-        provenance={"pipeline_version": __version__, "run_id": run_id,
-                    "input_hashes": input_hashes},
+        provenance=provenance,
     )
-    from opencity.registry import publish_partition  # policy + registry check, then record
 
-    result = publish_partition(settings, release, {
-        "k": staged["k"], "l": staged["l"], "max_suppression": staged["suppression_limit"],
-        "quasi_identifiers": staged["quasi_identifiers"], "sensitive": staged["sensitive"][0],
-        "k_counts": "persons", "max_records_per_person": staged.get("max_records_per_person")})
-    return {"published": True, "output_dir": str(final), "target": result.target,
-            "url": result.url, "uploaded": list(result.uploaded),
-            "unchanged": list(result.unchanged), "validation": validation, "guard": guard}
+
+def release_params(settings: Settings, committed: Committed) -> dict[str, Any]:
+    """The k-anonymity parameters the release registry checks against the policy."""
+    return {"k": committed["k"], "l": committed["l"],
+            "max_suppression": committed["suppression_limit"],
+            "quasi_identifiers": committed["quasi_identifiers"],
+            "sensitive": committed["sensitive"][0], "k_counts": "persons",
+            "max_records_per_person": committed.get("max_records_per_person")}
+
+
+def stage(settings: Settings, ingested: dict[str, Any], _prev: Staged | None,
+          start: datetime, end: datetime) -> Staged:
+    """The week's records staged for the runner (:func:`anonymize_partition`)."""
+    return as_staged(DATASET, start, anonymize_partition(settings, ingested, start, end))
+
+
+MICRODATA = ProductSpec(
+    dataset=DATASET,
+    files=("part-0.parquet",),
+    table="part-0.parquet",
+    csv="part-0.csv",
+    stages=(Step("anonymize_microdata", stage),),
+    guard=_guard,
+    gate=_gate,
+    release=release_for,
+    params=release_params,
+    commit_task="commit_microdata",
+    publish_task="publish_microdata",
+    outlet="311_microdata",
+)
+
+
+def commit_and_publish(settings: Settings, staged: dict[str, Any], start: datetime,
+                       end: datetime, run_id: str, input_hashes: dict) -> dict[str, Any]:
+    """The release runner on :data:`MICRODATA` in one call (commit: guard + GX gate + move;
+    then registry + catalog); nothing is published when the week released nothing."""
+    s = as_staged(DATASET, start, staged)
+    committed = release.commit(MICRODATA, settings, s, start)
+    published = release.publish(MICRODATA, settings, committed, start, end, run_id,
+                                {"input_hashes": input_hashes})
+    return {**published.to_xcom(), "skipped": s.skipped, "output_dir": committed.output_dir,
+            "validation": committed.validation, "guard": committed.guard}

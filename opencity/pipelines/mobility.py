@@ -12,6 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from opencity.release import Committed, ProductSpec, Staged, Step, as_staged
 from opencity.settings import Settings
 
 DATASET_NAME = "opencity-cdr-mobility-daily"
@@ -53,7 +54,7 @@ def ingest(settings: Settings, start: datetime, end: datetime, *,
 def release(settings: Settings, ingested: dict[str, Any], start: datetime,
             epsilon: float | None = None, delta: float | None = None,
             engine: str = "duckdb", spark_master: str | None = None) -> dict[str, Any]:
-    """DP products of the interval's day into outputs/<dataset>/dt=DAY (temp dir, renamed).
+    """Stage the DP products of the interval's day (restricted temp folder beside outputs/).
 
     ``epsilon``/``delta`` (DAG params) may only tighten the release policy's per-release
     budget; the caps come from the policy, the ledger from ``settings.state_url``.
@@ -73,31 +74,42 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
         ingested["clean_path"], ingested["towers"], _day(start), tmp, budget, ledger=ledger,
         release_id="daily", engine=engine, spark_master=spark_master,
     )
-    from expectations.gate import validate_dp_release
-    from opencity.io import discard_on_failure, replace_dir
-
-    # Release gate: every product is checked against its privacy statement and the ledger
-    # before it is moved into outputs/ (a failure discards the staged release).
-    with discard_on_failure(tmp):
-        validation = validate_dp_release(tmp, ledger=ledger,
-                                         reports_dir=settings.layout.reports(DATASET_NAME, start))
     if result.reused and (final / "_run").is_dir() and not (tmp / "_run").exists():
         # A rerun returns the recorded release without re-reading rows: keep the first run's
         # ingest report instead of dropping it (clearing the task alone gives the same files).
         import shutil
 
         shutil.copytree(final / "_run", tmp / "_run")
-    replace_dir(tmp, final)
     return {
-        "out_dir": str(final),
-        "files": {k: str(final / Path(v).name) for k, v in result.files.items()
-                  if k != "privacy"} | {"privacy": str(final / "privacy.json")},
+        "staging_dir": str(tmp),
+        "products": sorted(k for k in result.files if k != "privacy"),
         "reused": result.reused,
         "ledger_id": result.ledger_entry.id,
         "epsilon": result.ledger_entry.epsilon,
         "delta": result.ledger_entry.delta,
-        "validation": {name: v.get("success") for name, v in validation.items()},
     }
+
+
+def _stage(settings: Settings, ingested: dict[str, Any], _prev: Staged | None,
+           start: datetime, end: datetime) -> Staged:
+    """The release task's body under the DAG's params (engine, epsilon, delta)."""
+    from airflow.sdk import get_current_context
+
+    params = get_current_context()["params"]
+    engine = params.get("engine") or "duckdb"
+    return as_staged(DATASET_NAME, start, release(
+        settings, ingested, start, float(params["epsilon"]), float(params["delta"]),
+        engine=engine, spark_master=spark_master_from_airflow() if engine == "spark" else None))
+
+
+def _gate(settings: Settings, staged: Staged, folder: Path, start: datetime) -> dict:
+    """Release gate: every product against its privacy statement and the ledger."""
+    from expectations.gate import validate_dp_release
+    from privacy.dp import Ledger
+
+    validation = validate_dp_release(folder, ledger=Ledger(settings.state_url),
+                                     reports_dir=settings.layout.reports(DATASET_NAME, start))
+    return {name: v.get("success") for name, v in validation.items()}
 
 
 def spark_master_from_airflow(conn_id: str = "spark_default") -> str | None:
@@ -124,17 +136,15 @@ def spark_master_from_airflow(conn_id: str = "spark_default") -> str | None:
     return f"spark://{host}:{conn.port or 7077}"
 
 
-def publish(settings: Settings, released: dict[str, Any], start: datetime, end: datetime,
-            run_id: str) -> dict[str, Any]:
-    """Publish the day's products and privacy.json to the local catalog."""
+def release_for(settings: Settings, committed: Committed, start: datetime, end: datetime,
+                provenance: dict) -> Any:
+    """The day's catalog entry: one resource per product and privacy.json."""
     import json
 
     from publish.base import DatasetRelease, Field, Resource
-    from publish.leftovers import clean_partition_leftovers
 
     day = _day(start)
-    out = Path(released["out_dir"])
-    clean_partition_leftovers(out)  # temp folders of killed release tasks
+    out = Path(committed.output_dir)
     privacy = json.loads((out / "privacy.json").read_text())
     part = f"dt={day.isoformat()}"
     resources = tuple(
@@ -144,7 +154,7 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         for name, meta in privacy["products"].items()
     ) + (Resource(path=out / "privacy.json", name="privacy", format="json", partition=part,
                   description="privacy parameters, error bounds and ledger entry"),)
-    rel = DatasetRelease(
+    return DatasetRelease(
         name=DATASET_NAME,
         title="Daily mobility statistics from mobile phone data (differentially private)",
         description=("Subscribers per region per hour, origin-destination moves between "
@@ -161,13 +171,44 @@ def publish(settings: Settings, released: dict[str, Any], start: datetime, end: 
         tags=("mobility", "cdr", "differential-privacy"),
         temporal_coverage=(start.date().isoformat(), end.date().isoformat()),
         accrual_periodicity="R/P1D",
-        provenance={"run_id": run_id, "ledger_id": released["ledger_id"]},
+        provenance=provenance,
     )
-    from opencity.registry import publish_partition
 
-    res = publish_partition(settings, rel, {"epsilon": privacy["spent"]["epsilon"],
-                                            "delta": privacy["spent"]["delta"]})
-    return {"name": res.name, "url": res.url, "uploaded": list(res.uploaded)}
+
+MOBILITY = ProductSpec(
+    dataset=DATASET_NAME,
+    files=("privacy.json",),
+    stages=(Step("release", _stage),),
+    gate=_gate,
+    release=release_for,
+    params=lambda _settings, committed: {"epsilon": committed["epsilon"],
+                                         "delta": committed["delta"]},
+    commit_task="commit_partition",
+    publish_task="publish",
+    outlet="cdr_mobility",
+    # The catalog's provenance of a day names its run and ledger entry only.
+    provenance=lambda committed: {"ledger_id": committed["ledger_id"]},
+)
+
+
+def ingest_interval(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """The DAG's ingest: the registry's CDR source (raw path and profile) for the day."""
+    from opencity.pipelines.partitions import require_input
+    from opencity.source_registry import require_source
+
+    src = require_source(SOURCE)
+    ingested = ingest(settings, start, end, raw_path=str(Path(settings.raw_dir) / src.path),
+                      profile=src.profile)
+    return require_input(ingested, SOURCE, start, end, settings.layout.clean(SOURCE, start))
+
+
+def manifest_outcomes(settings: Settings, dag_id: str, run_id: str, start: datetime,
+                      end: datetime, ingested: dict, outcomes) -> str:
+    """The DAG's manifest from the runner's outcomes (:func:`manifest`)."""
+    o = outcomes[DATASET_NAME]
+    return manifest(settings, dag_id, run_id, start, end, ingested,
+                    {**o.committed.to_xcom(), "out_dir": o.committed.output_dir},
+                    o.published.to_xcom())
 
 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
@@ -191,7 +232,11 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
                     "publish_target": settings.publish_target},
         quarantine={"path": ingested.get("quarantine_path"),
                     "reasons": ingested.get("reasons", {})},
-        outputs={k: released[k] for k in ("out_dir", "files")},
+        outputs={"out_dir": released["out_dir"],
+                 "files": {Path(f).stem if f.endswith(".parquet") else "privacy":
+                           str(Path(released["out_dir"]) / f)
+                           for f in released.get("files", ())
+                           if f.endswith(".parquet") or f == "privacy.json"}},
         published=published,
         validation={"product": released.get("validation")},
     )

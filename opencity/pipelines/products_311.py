@@ -1,73 +1,59 @@
-"""The 311 products of one week taken together: what got through and what failed.
+"""The 311 products of one week taken together: the DAG's ingest and its manifest.
 
-dags/opencity_311.py runs the weekly table and the microdata as two independent branches;
-its manifest task runs when at least one of them got through (a failed task hands on no
-XCom: its argument here is None). The manifest is written for what was produced, then the
-run fails naming the product that failed, so nothing is silently missing: the grid is red,
-the other product is published and recorded.
+dags/opencity_311.py releases the weekly table and the microdata as two independent products
+(opencity.release specs); its manifest task runs when at least one of them got through. The
+manifest is written for what was produced, then the runner fails the run naming the product
+that failed, so nothing is silently missing: the grid is red, the other product is published
+and recorded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from opencity.errors import PipelineError
-from opencity.settings import Settings, partition_name
+from opencity.release import Outcome, failed_products, failure_record
+from opencity.settings import Settings
 
 WEEKLY = "opencity-311-requests-weekly"
 MICRODATA = "opencity-311-requests-microdata"
 
 
-class ProductFailedError(PipelineError):
-    """A product of the run failed while another was published (terminal: rerun the
-    interval after fixing what the failed task's log says)."""
+def ingest(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
+    """The week's 311 rows (an interval without input rows fails here)."""
+    from opencity.pipelines import service_requests as p
 
-
-def failed_products(staged: dict | None, committed: dict | None, published: dict | None,
-                    microdata: dict | None, microdata_published: dict | None) -> list[str]:
-    """The products whose branch did not finish (a task of it failed or never ran)."""
-    out = []
-    if staged is None or committed is None or published is None:
-        out.append(WEEKLY)
-    if microdata is None or microdata_published is None:
-        out.append(MICRODATA)
-    return out
-
-
-def _failed(dataset: str) -> dict[str, Any]:
-    return {"failed": True, "published": False,
-            "reason": f"a task of {dataset} failed (see its log); nothing of it was published "
-                      "for this week"}
+    return p.ingest(settings, start, end)
 
 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
-             ingested: dict, staged: dict | None, committed: dict | None,
-             published: dict | None, microdata: dict | None,
-             microdata_published: dict | None) -> str:
+             ingested: dict, outcomes: Mapping[str, Outcome]) -> str:
     """Write the week's manifest (opencity.pipelines.service_requests.manifest) for what was
-    produced; raise ProductFailedError afterwards when a product failed.
+    produced; the runner raises ProductFailedError afterwards when a product failed.
 
     Returns:
         The manifest path.
     """
     from opencity.pipelines import service_requests as p
 
-    failed = failed_products(staged, committed, published, microdata, microdata_published)
+    failed = failed_products(outcomes)
+    weekly = outcomes.get(WEEKLY) or Outcome(None, None, None)
+    staged = weekly.staged.to_xcom() if weekly.staged else None
+    committed = weekly.committed.to_xcom() if weekly.committed else None
+    published = weekly.published.to_xcom() if weekly.published else None
     if WEEKLY in failed:
         staged = {**(staged or {}), "rows": (staged or {}).get("rows"),
                   "rows_suppressed": (staged or {}).get("rows_suppressed"), "failed": True}
-        committed = committed or _failed(WEEKLY)
-        published = published or _failed(WEEKLY)
-    md = {**(microdata or {}), **(microdata_published or {})}
+        committed = committed or failure_record(WEEKLY)
+        published = published or failure_record(WEEKLY)
+    micro = outcomes.get(MICRODATA) or Outcome(None, None, None)
+    md: dict[str, Any] = {}
+    for part in (micro.staged, micro.committed, micro.published):
+        if part is not None:
+            md.update(part.to_xcom())
     if MICRODATA in failed:
-        md = {**md, **_failed(MICRODATA)}
-    path = p.manifest(settings, dag_id, run_id, start, end, ingested, staged, committed,
+        md = {**md, **failure_record(MICRODATA)}
+    md = {k: v for k, v in md.items() if k != "domains"}  # code lists: not run facts
+    return p.manifest(settings, dag_id, run_id, start, end, ingested, staged, committed,
                       published, extra={"microdata": md, "failed_products": failed})
-    if failed:
-        done = [d for d in (WEEKLY, MICRODATA) if d not in failed]
-        raise ProductFailedError(
-            f"{', '.join(failed)} failed for {partition_name(start)} (see the failed task's "
-            f"log); {', '.join(done) or 'no other product'} went through on its own and the "
-            f"manifest {path} records it. Fix the cause and rerun the interval")
-    return path

@@ -37,17 +37,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from opencity import __version__
-from opencity.errors import ConfigError, DataQualityError
+from opencity import release
+from opencity.errors import ConfigError
 from opencity.io import (
-    discard_on_failure,
     read_reference_csv,
-    replace_dir,
     write_bytes_atomic,
     write_csv_atomic,
     write_parquet_atomic,
 )
 from opencity.manifest import input_hashes, write_run_manifest
+from opencity.release import Committed, ProductSpec, Staged, Step, as_staged
 from opencity.settings import Settings, partition_name
 from privacy.suppression import (
     SmallCountSuppression,
@@ -56,7 +55,6 @@ from privacy.suppression import (
 )
 from publish.base import DatasetRelease, Field, Resource
 from publish.frictionless import dictionary_fields
-from publish.leftovers import clean_partition_leftovers
 from transforms.schemas import AGENCIES, DISTRICTS, SERVICE_REQUEST_TYPES, SERVICE_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -784,48 +782,19 @@ def _published_level_keys(table: pa.Table, ref: dict[str, Any]) -> pa.Table:
     return level_keys(level, ref["districts"], *key_domains(ref["profile"]))
 
 
-def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
-    """Guard + GX gate, then move the staged product into outputs/<dataset>/dt=.../ and add
-    a CSV copy."""
-    from opencity.pipelines.partitions import committed
-
-    if _is_skipped(staged):
-        return _skipped(DATASET, start)
-    staging = Path(staged["staging_dir"])
-    final = settings.layout.output(DATASET, start)
-    if committed(staging, final, "part-0.parquet"):
-        # Rerun alone after an earlier try moved the staging directory into place.
-        table = pq.read_table(final / "part-0.parquet")
-        guard = guard_period(settings, start, weekly=table,
-                             microdata=_published_table(settings, MICRODATA_DATASET, start),
-                             new_dataset=DATASET)
-        validation = _validate_product(settings, final / "part-0.parquet", start, staged)
-        return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-                "rows": table.num_rows, "validation": validation, "guard": guard,
-                "method": staged.get("method")}
-    parquet = staging / "part-0.parquet"
-    if not parquet.exists():
-        raise DataQualityError(f"nothing staged for {DATASET} {partition_name(start)}: "
-                               f"{parquet} is missing; rerun the aggregate task")
-    with discard_on_failure(staging):
-        table = pq.read_table(parquet)
-        guard = guard_period(settings, start, weekly=table,
-                             microdata=_published_table(settings, MICRODATA_DATASET, start),
-                             new_dataset=DATASET)
-        validation = _validate_product(settings, parquet, start, staged)
-    final = replace_dir(staging, settings.layout.output(DATASET, start))
-    write_csv_atomic(table, settings.layout.csv(DATASET, start) / "part-0.csv", restricted=True)
-    clean_partition_leftovers(final)
-    return {"output_dir": str(final), "files": sorted(p.name for p in final.iterdir()),
-            "rows": table.num_rows, "validation": validation, "guard": guard,
-            "method": staged.get("method")}
+def _guard(settings: Settings, staged: Staged, folder: Path, start: datetime) -> dict:
+    """Composition guard: the weekly table with the microdata already in outputs/."""
+    return guard_period(settings, start, weekly=pq.read_table(folder / "part-0.parquet"),
+                        microdata=_published_table(settings, MICRODATA_DATASET, start),
+                        new_dataset=DATASET)
 
 
-def _validate_product(settings: Settings, parquet: Path, start: datetime,
-                      staged: dict[str, Any]) -> dict[str, Any]:
+def _validate_product(settings: Settings, staged: Staged, folder: Path,
+                      start: datetime) -> dict[str, Any]:
     """GX gate on the staged weekly product; a failure stops the run before anything moves."""
     from expectations.gate import validate_or_raise
 
+    parquet = folder / "part-0.parquet"
     ref = city_reference(settings)
     extra: dict[str, Any] = {}
     if staged.get("method") == "differential_privacy":
@@ -850,9 +819,9 @@ def _validate_product(settings: Settings, parquet: Path, start: datetime,
                  "privacy": privacy, **extra})
 
 
-def release_for(settings: Settings, committed: dict, start: datetime, end: datetime,
+def release_for(settings: Settings, committed: Committed, start: datetime, end: datetime,
                 provenance: dict) -> DatasetRelease:
-    out = Path(committed["output_dir"])
+    out = Path(committed.output_dir)
     part = partition_name(start)
     entry = _policy_entry(settings)
     if entry.method == "differential_privacy":
@@ -963,18 +932,40 @@ def release_params(settings: Settings) -> dict[str, Any]:
     return {"threshold": entry.threshold, "secondary_suppression": True}
 
 
+def stage(settings: Settings, ingested: dict[str, Any], _prev: Staged | None,
+          start: datetime, end: datetime) -> Staged:
+    """The weekly table staged for the runner (:func:`aggregate`)."""
+    return as_staged(DATASET, start, aggregate(settings, ingested, start))
+
+
+WEEKLY = ProductSpec(
+    dataset=DATASET,
+    files=("part-0.parquet",),
+    table="part-0.parquet",
+    csv="part-0.csv",
+    stages=(Step("aggregate", stage),),
+    guard=_guard,
+    gate=_validate_product,
+    release=release_for,
+    params=lambda settings, _committed: release_params(settings),
+    commit_task="commit_partition",
+    publish_task="publish_weekly",
+    outlet="311_weekly",
+)
+
+
+def commit_partition(settings: Settings, staged: dict[str, Any], start: datetime) -> dict:
+    """Guard + GX gate, then the staged table into outputs/<dataset>/dt=.../ (+ CSV copy):
+    the release runner (:func:`opencity.release.commit`) on :data:`WEEKLY`."""
+    return release.commit(WEEKLY, settings, as_staged(DATASET, start, staged),
+                          start).to_xcom()
+
+
 def publish(settings: Settings, committed: dict, start: datetime, end: datetime,
             run_id: str, ingested: dict) -> dict:
-    if _is_skipped(committed):
-        return _skipped(DATASET, start)
-    provenance = {"pipeline_version": __version__, "run_id": run_id,
-                  "input_hashes": ingested.get("input_hashes", {})}
-    from opencity.registry import publish_partition  # policy + registry check, then record
-
-    result = publish_partition(settings, release_for(settings, committed, start, end,
-                                                     provenance), release_params(settings))
-    return {"target": result.target, "url": result.url, "created": result.created,
-            "uploaded": list(result.uploaded), "unchanged": list(result.unchanged)}
+    """Registry check and record, then the catalog (:func:`opencity.release.publish`)."""
+    return release.publish(WEEKLY, settings, Committed.from_xcom(committed), start, end,
+                           run_id, ingested).to_xcom()
 
 
 def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end: datetime,
@@ -1013,7 +1004,8 @@ def manifest(settings: Settings, dag_id: str, run_id: str, start: datetime, end:
         },
         quarantine={"path": ingested.get("quarantine_path"),
                     "reasons": ingested.get("reasons", {})},
-        outputs=committed,
+        outputs={k: committed.get(k) for k in ("output_dir", "files", "rows", "validation",
+                                                "guard", "method")},
         validation={"clean": ingested.get("validation"),
                     "product": committed.get("validation")},
         **(extra or {}),
