@@ -490,7 +490,8 @@ def pipeline_task(fn: Callable | None = None, **task_kwargs: Any):
 def release_dag(*, dag_id: str, schedule, start_date: datetime, doc_md: str, period: str,
                 example: str, example_end: str, ingest: Callable, products, manifest: Callable,
                 privacy: tuple[str, ...] = (), tags: tuple[str, ...] = (),
-                params: Mapping[str, Param] | None = None, inlets=None):
+                params: Mapping[str, Param] | None = None, inlets=None,
+                fileloc: str | None = None):
     """One release DAG: ``ingest``, then for every product (opencity.release.ProductSpec)
     its stage task(s) -> commit -> the approval gate -> publish, then ``manifest``.
 
@@ -503,6 +504,7 @@ def release_dag(*, dag_id: str, schedule, start_date: datetime, doc_md: str, per
             ``outcomes`` maps each dataset to an opencity.release.Outcome.
         params: extra typed Params (beside the settings and privacy ones).
         inlets: lineage inlets of the ingest task.
+        fileloc: the DAG file (default: the file that calls this function).
 
     The task ids are the specs' (stage steps, ``commit_task``, ``publish_task``), which must
     not repeat; parsing imports only Airflow and this module's callers' specs.
@@ -564,7 +566,7 @@ def release_dag(*, dag_id: str, schedule, start_date: datetime, doc_md: str, per
 
     import sys
 
-    caller = sys._getframe(1).f_code.co_filename  # the DAG file, as if it built the DAG itself
+    caller = fileloc or sys._getframe(1).f_code.co_filename  # as if the DAG file built it
     with DAG(**kwargs) as dag:
         dag.fileloc = caller
 
