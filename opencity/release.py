@@ -17,6 +17,7 @@ docs/architecture.md has the recipe for a new product.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -165,6 +166,8 @@ class ProductSpec:
         guard: (settings, staged, folder, start) -> summary; the composition guard
             (raises: nothing moves). None: the product composes with nothing else.
         csv: name of the CSV copy of the table written beside outputs (None: no copy).
+        keep: entries of the committed partition a replayed staging may lack and the commit
+            carries over (e.g. the first run's ingest report ``_run``).
         commit_task, publish_task: task ids in the DAG.
         outlet: the Asset key the publish task declares (opencity.dagkit.asset).
         provenance: (committed) -> extra provenance entries (e.g. the ledger id).
@@ -179,6 +182,7 @@ class ProductSpec:
     guard: Callable[[Settings, Staged, Path, datetime], Mapping[str, Any]] | None = None
     table: str | None = None
     csv: str | None = None
+    keep: tuple[str, ...] = ()
     commit_task: str = "commit_partition"
     publish_task: str = "publish"
     outlet: str | None = None
@@ -253,6 +257,9 @@ def commit(spec: ProductSpec, settings: Settings, staged: Staged,
         with discard_on_failure(staging):
             guard = spec.guard(settings, staged, staging, start) if spec.guard else None
             validation = spec.gate(settings, staged, staging, start)
+            for name in spec.keep:
+                if (final / name).exists() and not (staging / name).exists():
+                    shutil.copytree(final / name, staging / name)
         final = replace_dir(staging, final)
     rows = None
     if spec.table is not None:

@@ -7,7 +7,6 @@ dict of paths and counts (tasks exchange paths, never data frames).
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -61,11 +60,14 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
     ``engine`` ``spark`` runs the row-level steps on ``spark_master`` (client mode from the
     task; see :func:`spark_master_from_airflow`); everything else is unchanged.
     """
+    import shutil
+
     from privacy.dp import DPBudget, Ledger
     from privacy.mobility.release import DATASET, run_daily_release
 
     final = settings.layout.output(DATASET_NAME, start)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    tmp = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(tmp, ignore_errors=True)  # an earlier try's: the ledger replays it anyway
     ledger = Ledger(settings.state_url)
     allowed = ledger.policy.dataset(DATASET).budget
     budget = DPBudget(allowed.epsilon if epsilon is None else epsilon,
@@ -74,12 +76,6 @@ def release(settings: Settings, ingested: dict[str, Any], start: datetime,
         ingested["clean_path"], ingested["towers"], _day(start), tmp, budget, ledger=ledger,
         release_id="daily", engine=engine, spark_master=spark_master,
     )
-    if result.reused and (final / "_run").is_dir() and not (tmp / "_run").exists():
-        # A rerun returns the recorded release without re-reading rows: keep the first run's
-        # ingest report instead of dropping it (clearing the task alone gives the same files).
-        import shutil
-
-        shutil.copytree(final / "_run", tmp / "_run")
     return {
         "staging_dir": str(tmp),
         "products": sorted(k for k in result.files if k != "privacy"),
@@ -183,6 +179,9 @@ MOBILITY = ProductSpec(
     release=release_for,
     params=lambda _settings, committed: {"epsilon": committed["epsilon"],
                                          "delta": committed["delta"]},
+    # A rerun returns the recorded release without re-reading rows: the commit keeps the
+    # first run's ingest report (clearing the task alone gives the same files).
+    keep=("_run",),
     commit_task="commit_partition",
     publish_task="publish",
     outlet="cdr_mobility",

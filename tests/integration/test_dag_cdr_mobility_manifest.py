@@ -61,6 +61,6 @@ def test_cdr_mobility_writes_a_manifest_like_the_311_one_without_identifiers(
     assert manifest["parameters"]["method"] == "differential_privacy"
     assert manifest["parameters"]["dp"]["epsilon"] == pytest.approx(1.0)
     assert manifest["validation"]["product"] and all(manifest["validation"]["product"].values())
-    assert manifest["published"]["name"] == "opencity-cdr-mobility-daily"
+    assert manifest["published"]["dataset"] == "opencity-cdr-mobility-daily"
     assert manifest["code_version"]["opencity"]
     assert find(text) == set(), "a planted identifier reached the manifest"

@@ -92,12 +92,37 @@ def test_demo_end_to_end(tmp_path):
 
     names = pd.read_parquet(out / "catalog" / "opencity-districts" / "data" / "districts")
     assert names["district_name"].notna().all() and len(names) >= 2
+    # Issue 19: the one release protocol publishes what the four copies before it published:
+    # the same datasets, partitions, resources, columns, key sets, privacy parameters and
+    # statement keys (tests/data/demo_release_shape.json was recorded before the refactor).
+    _check_release_shape(out)
     # Issue 20: the portal audits from what it published (the chain, files, per-person totals)
     proc = subprocess.run([sys.executable, "-m", "opencity.cli", "verify", str(out), "--json"],
                           check=False, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["ok"] and report["state_checked"] and report["published_chain_entries"] > 0
+
+
+# Statement keys the refactor added on purpose (issue 19's closing note states each one).
+INTENDED_NEW_STATEMENT_KEYS: set[str] = set()
+
+
+def _check_release_shape(out):
+    from pathlib import Path
+
+    from release_shape import release_shape
+
+    expected = json.loads((Path(__file__).resolve().parents[1] / "data"
+                           / "demo_release_shape.json").read_text())
+    shape = release_shape(out)
+    for pkg in shape.values():
+        for stmt in pkg["statements"].values():
+            stmt["keys"] = [k for k in stmt["keys"] if k not in INTENDED_NEW_STATEMENT_KEYS]
+    assert sorted(shape) == sorted(expected)
+    for name in expected:
+        for key in expected[name]:
+            assert shape[name][key] == expected[name][key], (name, key)
 
 
 def _check_kpi_months(kpis):
