@@ -20,15 +20,15 @@ from opencity.io import (
 
 
 def _one_unit(**kw) -> PrivacyStatement:
-    args = dict(dataset="opencity-cdr-mobility-daily", partition="dt=2026-10-05",
-                method="differential_privacy",
-                spent={"subscriber": {"epsilon": 0.8, "delta": 1e-8}},
-                products={"od_matrix": {"mechanism": "laplace", "epsilon": 0.2, "delta": 0.0,
-                                        "file": "od_matrix.parquet"}},
-                details={"date": "2026-10-05", "budget": {"epsilon": 1.0, "delta": 1e-6}},
-                policy_hash="abc123", release_id="daily")
-    args.update(kw)
-    return PrivacyStatement(**args)
+    args: dict = {
+        "dataset": "opencity-cdr-mobility-daily", "partition": "dt=2026-10-05",
+        "method": "differential_privacy",
+        "spent": {"subscriber": {"epsilon": 0.8, "delta": 1e-8}},
+        "products": {"od_matrix": {"mechanism": "laplace", "epsilon": 0.2, "delta": 0.0,
+                                   "file": "od_matrix.parquet"}},
+        "details": {"date": "2026-10-05", "budget": {"epsilon": 1.0, "delta": 1e-6}},
+        "policy_hash": "abc123", "release_id": "daily"}
+    return PrivacyStatement(**(args | kw))
 
 
 def _two_units() -> PrivacyStatement:
