@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from catalog_checks import frictionless_errors, undescribed_columns
 
+from opencity.io import write_statement
 from opencity.pipelines.service_requests import (
     DATASET,
     WeeklyDPConfig,
     dp_weekly_table,
     release_for,
 )
-from opencity.io import write_statement
 from opencity.settings import Settings
 from publish.frictionless import STATEMENT_KEYS, describe_column, privacy_statement
 from publish.local import LocalCatalog
