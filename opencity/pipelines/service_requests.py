@@ -652,6 +652,25 @@ def choose_granularity(settings: Settings, entry, cfg: WeeklyDPConfig, districts
                         history_totals=published_totals(settings, start))
 
 
+def _earlier_statement(doc: dict[str, Any], part: str, policy_hash: str) -> PrivacyStatement:
+    """The statement of a weekly release the ledger recorded before the statement had one
+    type: this producer's own earlier layout (unit, epsilon, delta and the statistics under
+    ``releases`` at the top level), read as such."""
+    where = f"{DATASET} {part} recorded privacy statement"
+    own = ("privacy_method", "privacy_unit", "epsilon", "delta", "releases")
+    missing = [k for k in own if k not in doc]
+    if missing:
+        raise DataQualityError(f"{where}: not a weekly release statement (missing {missing}); "
+                               "this is a bug or a damaged state database")
+    unit = str(doc["privacy_unit"])
+    return PrivacyStatement(
+        dataset=DATASET, partition=part, method=doc["privacy_method"],
+        spent={unit: {"epsilon": doc["epsilon"], "delta": doc["delta"]}},
+        products={name: _product(info, unit) for name, info in doc["releases"].items()},
+        details={k: v for k, v in doc.items() if k not in own[:4]},
+        policy_hash=policy_hash)
+
+
 def _aggregate_dp(settings: Settings, entry, clean: pa.Table, ref: dict[str, Any],
                   start: datetime, staging: Path, random_state: Any,
                   ingested: dict[str, Any]) -> dict[str, Any]:
@@ -691,12 +710,17 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, ref: dict[str, Any
 
     ledger = Ledger(_state_url(settings))
     outcome = ledger.release(DATASET, part, start.date(), {entry.unit: entry.budget}, compute)
-    for name, content in outcome.artifacts.items():
+    artifacts = dict(outcome.artifacts)
+    recorded = json.loads(artifacts[STATEMENT_FILE])  # the recorded one on a rerun
+    if "statement_version" not in recorded:  # recorded before the statement had one type
+        artifacts[STATEMENT_FILE] = _earlier_statement(recorded, part,
+                                                       outcome.record.policy_hash).to_bytes()
+    for name, content in artifacts.items():
         write_bytes_atomic(content, staging / name)  # staging: restricted, owner-only
     table = pq.read_table(staging / "part-0.parquet")
     spend = outcome.record.spend_for(entry.unit)
-    statement = PrivacyStatement.from_dict(  # the recorded one on a rerun
-        json.loads(outcome.artifacts[STATEMENT_FILE]),
+    statement = PrivacyStatement.from_dict(
+        json.loads(artifacts[STATEMENT_FILE]),
         where=f"{DATASET} {part} recorded privacy statement").to_dict()
     return {
         "staging_dir": str(staging),
