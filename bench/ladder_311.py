@@ -89,7 +89,7 @@ def main() -> None:
             table, st = sr.dp_weekly_table(week, districts, s, cfg, seed=i, random_state=None,
                                            unit=unit, level=level, request_types=rt,
                                            categories=cats)
-            eff = st["post_processing_effect"]
+            eff = st.details["post_processing_effect"]
             out[name + "cell"].append(cell_error(week, table, level))
             out[name + "total"].append(abs(eff["sum_requests"] - week.num_rows) / n)
             out[name + "bias"].append(eff["zero_floor_bias"])

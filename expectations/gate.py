@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import ConfigError, DataQualityError, InternalError, PipelineError
-from opencity.io import write_text_atomic
+from opencity.io import STATEMENT_FILE, PrivacyStatement, read_statement, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -171,32 +171,32 @@ def previous_partition_rows(partition_dir: str | Path, not_before: str | None = 
     return None
 
 
-def read_privacy_statement(value: Any) -> dict | None:
-    """A privacy statement from a dict or a JSON file; None when the file is missing."""
-    if value is None or isinstance(value, Mapping):
-        return dict(value) if value is not None else None
-    path = Path(value)
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataQualityError(f"privacy statement {path} is not valid JSON: {err}") from err
-    return doc if isinstance(doc, dict) else None
+def read_privacy_statement(value: Any) -> PrivacyStatement | None:
+    """The privacy statement of a release: a :class:`opencity.io.PrivacyStatement`, its JSON
+    form (a dict) or the path of its file (``privacy.json``); None when there is none (no
+    value, or the file is missing).
+
+    Raises:
+        DataQualityError: the dict or the file is not a privacy statement (never guessed).
+    """
+    if value is None or isinstance(value, PrivacyStatement):
+        return value
+    if isinstance(value, Mapping):
+        return PrivacyStatement.from_dict(value)
+    return read_statement(Path(value))
 
 
-def statement_budget(statement: Mapping[str, Any] | None) -> dict | None:
-    """The (epsilon, delta) a statement claims for its release.
+def statement_budget(statement: PrivacyStatement | None) -> dict | None:
+    """The ``{"epsilon", "delta"}`` a statement claims per person of its privacy unit (None
+    without a statement).
 
-    Accepts ``{"epsilon", "delta"}`` at the top level or under ``"spent"`` (privacy.json of
-    privacy.mobility) or ``"budget"``.
+    Raises:
+        DataQualityError: the statement spends for several privacy units (compare each
+            ``statement.spent[unit]`` with the ledger instead).
     """
     if statement is None:
         return None
-    for holder in (statement, statement.get("spent"), statement.get("budget")):
-        if isinstance(holder, Mapping) and "epsilon" in holder:
-            return {"epsilon": holder.get("epsilon"), "delta": holder.get("delta", 0.0)}
-    return dict(statement)
+    return {"epsilon": statement.epsilon, "delta": statement.delta}
 
 
 def ledger_spend(ledger: Any, dataset: str, partition: str,
@@ -222,7 +222,8 @@ def privacy_checks(spec: Mapping[str, Any] | None):
     """A PrivacyChecks from a context dict.
 
     Keys: ``kind``; ``quasi_identifiers`` + ``k`` (microdata); ``count_columns`` +
-    ``threshold`` (dp, suppressed); ``statement`` (dict or path of privacy.json, dp);
+    ``threshold`` (dp, suppressed); ``statement`` (dp: a PrivacyStatement, its dict or
+    the path of its privacy.json);
     ``ledger`` (the Ledger object) + ``ledger_dataset`` + ``partition`` [+ ``release_id``], or
     ``ledger_epsilon`` + ``ledger_delta`` directly (dp); ``forbidden_columns``,
     ``allowed_columns``, ``text_columns``.
@@ -673,40 +674,39 @@ def validate_or_raise(dataset: str, table_or_path: Any, *, context: Mapping[str,
 
 
 def validate_dp_release(out_dir: str | Path, *, ledger: Any, reports_dir: str | Path,
-                        run_id: str | None = None, statement_file: str = "privacy.json"
+                        run_id: str | None = None, statement_file: str = STATEMENT_FILE
                         ) -> dict[str, Any]:
     """Validate every product of a DP release directory (privacy.mobility layout).
 
-    Reads ``out_dir/privacy.json`` (``dataset``, ``date``, ``release_id``, ``products`` with
-    ``file`` and ``selection_threshold_subscribers``) and validates each product file with
-    the dp privacy expectations against the ledger (``ledger``: the portal Ledger, read
-    through its API). A missing statement fails the gate.
+    Reads the release's :class:`opencity.io.PrivacyStatement` (``out_dir/privacy.json``:
+    dataset, partition, release id, products with ``file`` and ``selection_threshold``) and
+    validates each product file with the dp privacy expectations against the ledger
+    (``ledger``: the portal Ledger, read through its API). A missing statement fails the gate.
 
     Returns:
         product name -> summary of :func:`validate_or_raise`.
 
     Raises:
-        DataQualityError: the statement is missing, or a product failed its suite.
+        DataQualityError: the statement is missing or not a statement, or a product failed
+            its suite.
     """
     out = Path(out_dir)
-    statement = read_privacy_statement(out / statement_file)
+    statement = read_statement(out / statement_file)
     if statement is None:
         raise DataQualityError(
             f"DP release {out}: the privacy statement {statement_file} is missing; nothing "
             "may be published without it (rerun the release step)")
-    products = statement.get("products")
-    if not isinstance(products, Mapping) or not products:
+    if not statement.products:
         raise DataQualityError(f"DP release {out}: {statement_file} lists no products")
-    dataset = str(statement.get("dataset", out.name))
-    partition = f"dt={statement.get('date')}"
     results = {}
-    for name, meta in products.items():
+    for name, meta in statement.products.items():
         results[name] = validate_or_raise(
-            f"{dataset}.{name}", out / meta.get("file", f"{name}.parquet"),
+            f"{statement.dataset}.{name}", out / meta.get("file", f"{name}.parquet"),
             context={"min_rows": 0, "run_id": run_id, "privacy": {
                 "kind": "dp", "count_columns": ["value"],
-                "threshold": meta.get("selection_threshold_subscribers"),
-                "statement": statement, "ledger": ledger, "ledger_dataset": dataset,
-                "partition": partition, "release_id": statement.get("release_id")}},
+                "threshold": meta.get("selection_threshold"),
+                "statement": statement, "ledger": ledger,
+                "ledger_dataset": statement.dataset, "partition": statement.partition,
+                "release_id": statement.release_id}},
             reports_dir=reports_dir)
     return results

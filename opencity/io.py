@@ -14,6 +14,12 @@ mode (``restricted=True``: owner-only; ``public=True``: the published catalog, w
 neither: the umask), one rename, the folder fsynced. Folders move with :func:`replace_dir` /
 :func:`rename_dir`, links with :func:`replace_symlink`. No other module renames files
 (tests/unit/test_architecture.py fails on one).
+
+The privacy statement of a DP release (``privacy.json``) has one type,
+:class:`PrivacyStatement`: the producers (311 weekly, mobility, KPIs) write it with
+:func:`write_statement` (or store :meth:`PrivacyStatement.to_bytes` as a ledger artefact), the
+release gate, the review and the catalog metadata read it with :func:`read_statement` /
+:meth:`PrivacyStatement.from_dict`, which never guess between shapes.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from __future__ import annotations
 import grp
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -473,3 +481,222 @@ def discard_on_failure(staging: Path) -> Iterator[None]:
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# ------------------------------------------------------------------ the privacy statement
+STATEMENT_FILE = "privacy.json"
+STATEMENT_VERSION = 1
+_PARTITION = re.compile(r"dt=\d{4}-\d{2}-\d{2}")
+#: Keys of the JSON form that the statement owns (a producer's ``details`` may not use them).
+_REQUIRED_KEYS = ("statement_version", "dataset", "partition", "privacy_method",
+                  "spent_per_unit")
+_OPTIONAL_KEYS = ("products", "policy_hash", "release_id")
+#: Legacy keys derived from ``spent`` when there is exactly one privacy unit.
+_LEGACY_KEYS = ("privacy_unit", "epsilon", "delta", "spent")
+_RESERVED_KEYS = frozenset(_REQUIRED_KEYS + _OPTIONAL_KEYS + _LEGACY_KEYS)
+
+
+def _budget_number(value: Any, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataQualityError(f"{where}: {what} must be a number, got "
+                               f"{type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise DataQualityError(f"{where}: {what} must be a finite number >= 0, got {number!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class PrivacyStatement:
+    """The privacy statement of one DP release: what was spent, per privacy unit, and how.
+
+    Written once per release (``privacy.json`` next to the products, the ledger's artefact)
+    and read by the release gate, the privacy officer's review and the catalog metadata.
+
+    Attributes:
+        dataset: the release policy's dataset (= catalog name).
+        partition: ``dt=YYYY-MM-DD`` (the day, the week's Monday, or the month's first day).
+        method: ``differential_privacy``.
+        spent: privacy unit -> ``{"epsilon": e, "delta": d}`` spent by this release per
+            person of that unit (the ledger's spend), every product together.
+        products: product (table or statistic) -> its parameters (``mechanism``,
+            ``epsilon``, ``delta``, ``statistic``, ``bounds``, ``selection_threshold``,
+            ``key_source``, ``file``, ...).
+        details: the producer's own fields (granularity, releases, budget, ledger entry, ...);
+            none may use a key the statement owns.
+        policy_hash: hash of the release policy the spend was checked against.
+        release_id: the ledger's release id, when the producer names one.
+    """
+
+    dataset: str
+    partition: str
+    method: str
+    spent: Mapping[str, Mapping[str, float]]
+    products: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    policy_hash: str | None = None
+    release_id: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"privacy statement of {self.dataset!r}"
+        for name in ("dataset", "method"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise DataQualityError(f"{where}: {name} must be a non-empty string, got "
+                                       f"{value!r}")
+        if not isinstance(self.partition, str) or not _PARTITION.fullmatch(self.partition):
+            raise DataQualityError(f"{where}: partition must be 'dt=YYYY-MM-DD', got "
+                                   f"{self.partition!r}")
+        if not isinstance(self.spent, Mapping) or not self.spent:
+            raise DataQualityError(f"{where}: spent must name at least one privacy unit "
+                                   "with its epsilon and delta")
+        spent: dict[str, dict[str, float]] = {}
+        for unit, cost in self.spent.items():
+            if not isinstance(unit, str) or not unit:
+                raise DataQualityError(f"{where}: a privacy unit must be a non-empty string, "
+                                       f"got {unit!r}")
+            if not isinstance(cost, Mapping):
+                raise DataQualityError(f"{where}: spent[{unit!r}] must be "
+                                       "{'epsilon': e, 'delta': d}")
+            for key in ("epsilon", "delta"):
+                if key not in cost:
+                    raise DataQualityError(f"{where}: spent[{unit!r}] has no {key!r}")
+            spent[unit] = {k: _budget_number(cost[k], f"spent[{unit!r}].{k}", where)
+                           for k in ("epsilon", "delta")}
+        if not isinstance(self.products, Mapping) or not all(
+                isinstance(v, Mapping) for v in self.products.values()):
+            raise DataQualityError(f"{where}: products must map each product to its "
+                                   "parameters")
+        if not isinstance(self.details, Mapping):
+            raise DataQualityError(f"{where}: details must be a mapping")
+        taken = sorted(_RESERVED_KEYS & set(self.details))
+        if taken:
+            raise DataQualityError(f"{where}: details use the statement's own key(s) {taken}; "
+                                   "this is a bug in the producer")
+        for name in ("policy_hash", "release_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise DataQualityError(f"{where}: {name} must be a string or None, got "
+                                       f"{type(value).__name__}")
+        object.__setattr__(self, "spent", spent)
+        object.__setattr__(self, "products", {str(k): dict(v)
+                                              for k, v in self.products.items()})
+        object.__setattr__(self, "details", dict(self.details))
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """The privacy units this release spent for, sorted."""
+        return tuple(sorted(self.spent))
+
+    def _only_unit(self, what: str) -> Mapping[str, float]:
+        if len(self.spent) != 1:
+            raise DataQualityError(
+                f"privacy statement of {self.dataset} {self.partition} spends for "
+                f"{len(self.spent)} privacy units ({', '.join(self.units)}): there is no "
+                f"single {what}; read spent[unit] for each unit")
+        return next(iter(self.spent.values()))
+
+    @property
+    def epsilon(self) -> float:
+        """Epsilon per person of the only privacy unit (DataQualityError when several:
+        budgets of different units do not add up; use ``spent[unit]``)."""
+        return self._only_unit("epsilon")["epsilon"]
+
+    @property
+    def delta(self) -> float:
+        """Delta per person of the only privacy unit (DataQualityError when several)."""
+        return self._only_unit("delta")["delta"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``privacy.json``): the producer's details, the statement's keys
+        and, with one privacy unit, the legacy keys ``privacy_unit``, ``epsilon``, ``delta``
+        and ``spent`` ({epsilon, delta}) that readers of earlier statements know."""
+        doc: dict[str, Any] = dict(self.details)
+        doc.update({
+            "statement_version": STATEMENT_VERSION,
+            "dataset": self.dataset,
+            "partition": self.partition,
+            "privacy_method": self.method,
+            "spent_per_unit": {u: dict(c) for u, c in self.spent.items()},
+            "products": {p: dict(m) for p, m in self.products.items()},
+            "policy_hash": self.policy_hash,
+            "release_id": self.release_id,
+        })
+        if len(self.spent) == 1:
+            unit, cost = next(iter(self.spent.items()))
+            doc.update({"privacy_unit": unit, "epsilon": cost["epsilon"],
+                        "delta": cost["delta"], "spent": dict(cost)})
+        return doc
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *,
+                  where: str = "privacy statement") -> PrivacyStatement:
+        """Read the JSON form strictly; never guesses between shapes.
+
+        Raises:
+            DataQualityError: ``data`` is not a statement (a required key is missing, the
+                version is unknown, a value has the wrong type, or a legacy key contradicts
+                ``spent_per_unit``); the message names ``where`` and the key.
+        """
+        if not isinstance(data, Mapping):
+            raise DataQualityError(f"{where}: a privacy statement must be a JSON object, got "
+                                   f"{type(data).__name__}")
+        for key in _REQUIRED_KEYS:
+            if key not in data:
+                raise DataQualityError(
+                    f"{where}: not a privacy statement (missing key {key!r}); rewrite it with "
+                    "the release step that produced it (opencity.io.write_statement)")
+        version = data["statement_version"]
+        if isinstance(version, bool) or version != STATEMENT_VERSION:
+            raise DataQualityError(f"{where}: statement_version {version!r} is not supported "
+                                   f"(this version reads {STATEMENT_VERSION})")
+        try:
+            statement = cls(
+                dataset=data["dataset"], partition=data["partition"],
+                method=data["privacy_method"], spent=data["spent_per_unit"],
+                products=data.get("products") or {},
+                details={k: v for k, v in data.items() if k not in _RESERVED_KEYS},
+                policy_hash=data.get("policy_hash"), release_id=data.get("release_id"))
+        except DataQualityError as err:
+            raise DataQualityError(f"{where}: {err}") from None
+        if len(statement.spent) == 1:
+            legacy = {k: data[k] for k in _LEGACY_KEYS if k in data}
+            want = {k: v for k, v in statement.to_dict().items() if k in legacy}
+            if legacy != want:
+                bad = sorted(k for k in legacy if legacy[k] != want[k])
+                raise DataQualityError(f"{where}: key(s) {bad} contradict spent_per_unit")
+        return statement
+
+    def to_bytes(self) -> bytes:
+        """Sorted-key, indented JSON with a final newline (what ledger artefacts store)."""
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+                + "\n").encode("utf-8")
+
+
+def write_statement(statement: PrivacyStatement, path: str | Path) -> Path:
+    """Write ``statement`` to ``path`` atomically, owner-only (a restricted zone: staging
+    or outputs before publication; the catalog copy is made by publish/)."""
+    return write_bytes_atomic(statement.to_bytes(), path, restricted=True)
+
+
+def read_statement(path: str | Path) -> PrivacyStatement | None:
+    """The statement at ``path``; None when the file is missing.
+
+    Raises:
+        DataQualityError: the file is not valid JSON or not a privacy statement.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DataQualityError(f"privacy statement {path}: cannot read it "
+                               f"({err.strerror or type(err).__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataQualityError(f"privacy statement {path} is not valid JSON (line "
+                               f"{err.lineno}, column {err.colno}); rewrite it with the "
+                               "release step that produced it") from None
+    return PrivacyStatement.from_dict(data, where=f"privacy statement {path}")

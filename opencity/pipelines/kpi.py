@@ -32,9 +32,11 @@ import pyarrow.parquet as pq
 from opencity import release
 from opencity.errors import DataQualityError
 from opencity.io import (
+    STATEMENT_FILE,
+    PrivacyStatement,
     read_reference_csv,
-    write_json_atomic,
     write_parquet_atomic,
+    write_statement,
     write_text_atomic,
 )
 from opencity.manifest import input_hashes, write_run_manifest
@@ -162,6 +164,28 @@ def unavailable_sources(registry, ingested: dict[str, Any]) -> dict[str, str]:
             if s not in registered and s not in BUILTIN_SOURCES}
 
 
+def _products(releases: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The statement's product entries: one per DP statistic of a KPI (``"<code> (<release>)"``,
+    the same keys as every DP product), all in ``kpis.parquet``."""
+    products: dict[str, dict[str, Any]] = {}
+    for rel in releases:
+        info = rel.get("info") or {}
+        name = f"{rel.get('kpi_code')} ({rel.get('release')})"
+        if name in products:
+            raise DataQualityError(f"{DATASET}: two KPI releases are named {name!r}; this is "
+                                   "a bug in the KPI registry or kpi.compute")
+        mechanisms = info.get("mechanisms") or {}
+        products[name] = {
+            "mechanism": ", ".join(sorted({str(m.get("mechanism"))
+                                           for m in mechanisms.values()})) or None,
+            "epsilon": rel.get("epsilon"), "delta": rel.get("delta"),
+            "statistic": info.get("statistic"), "privacy_unit": rel.get("privacy_unit"),
+            "bounds": info.get("bounds") or {},
+            "selection_threshold": info.get("selection_threshold"),
+            "key_source": info.get("key_source"), "file": "kpis.parquet"}
+    return products
+
+
 def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: datetime,
             registry_path: str | None = None, random_state: int | None = None) -> dict:
     """Compute the KPI table of the month through the ledger's release protocol.
@@ -234,18 +258,23 @@ def compute(settings: Settings, ingested: dict[str, Any], start: datetime, end: 
     reused = rec if outcome.reused else None
     spend = {sp.unit: sp.epsilon for sp in rec.spends}
     write_parquet_atomic(table, staging / "kpis.parquet")
-    privacy = {"dataset": DATASET, "period": f"{start:%Y-%m}", "ledger": entries,
-               "budget_per_unit": {u: {"epsilon": e, "delta": 0.0, "period": "month"}
-                                   for u, e in spend.items()},
-               "portal_budget_per_unit": {
-                   u: {"cap_epsilon": ledger.policy.unit(u).epsilon,
-                       "cap_delta": ledger.policy.unit(u).delta,
-                       "period": ledger.policy.unit(u).period,
-                       "per": f"{u} per calendar {ledger.policy.unit(u).period}, every "
-                              "dataset of the portal together"} for u in spend},
-               "policy_hash": rec.policy_hash,
-               "releases": [{k: v for k, v in r.items()} for r in releases]}
-    write_json_atomic(privacy, staging / "privacy.json", restricted=True, default=str)
+    statement = PrivacyStatement(
+        dataset=DATASET, partition=part, method="differential_privacy",
+        spent={sp.unit: {"epsilon": sp.epsilon, "delta": sp.delta} for sp in rec.spends},
+        products=_products(releases), policy_hash=rec.policy_hash,
+        release_id=rec.release_id,
+        details={
+            "period": f"{start:%Y-%m}", "ledger": entries,
+            "budget_per_unit": {u: {"epsilon": e, "delta": 0.0, "period": "month"}
+                                for u, e in spend.items()},
+            "portal_budget_per_unit": {
+                u: {"cap_epsilon": ledger.policy.unit(u).epsilon,
+                    "cap_delta": ledger.policy.unit(u).delta,
+                    "period": ledger.policy.unit(u).period,
+                    "per": f"{u} per calendar {ledger.policy.unit(u).period}, every "
+                           "dataset of the portal together"} for u in spend},
+            "releases": [dict(r) for r in releases]})
+    write_statement(statement, staging / STATEMENT_FILE)
     methods = table.column("method").to_pylist()
     return {"staging_dir": str(staging), "rows": table.num_rows,
             "not_available": skipped_kpis,

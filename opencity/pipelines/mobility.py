@@ -135,20 +135,19 @@ def spark_master_from_airflow(conn_id: str = "spark_default") -> str | None:
 def release_for(settings: Settings, committed: Committed, start: datetime, end: datetime,
                 provenance: dict) -> Any:
     """The day's catalog entry: one resource per product and privacy.json."""
-    import json
-
+    from opencity.io import STATEMENT_FILE, read_statement
     from publish.base import DatasetRelease, Field, Resource
 
     day = _day(start)
     out = Path(committed.output_dir)
-    privacy = json.loads((out / "privacy.json").read_text())
+    statement = read_statement(out / STATEMENT_FILE)
     part = f"dt={day.isoformat()}"
     resources = tuple(
         Resource(path=out / f"{name}.parquet", name=name, format="parquet", partition=part,
                  description=f"{name.replace('_', ' ')}, differentially private "
                              f"(epsilon {meta['epsilon']:g}, {meta['mechanism']} noise)")
-        for name, meta in privacy["products"].items()
-    ) + (Resource(path=out / "privacy.json", name="privacy", format="json", partition=part,
+        for name, meta in statement.products.items()
+    ) + (Resource(path=out / STATEMENT_FILE, name="privacy", format="json", partition=part,
                   description="privacy parameters, error bounds and ledger entry"),)
     return DatasetRelease(
         name=DATASET_NAME,
@@ -162,8 +161,8 @@ def release_for(settings: Settings, committed: Committed, start: datetime, end: 
                 Field("noise_std", "number", "standard deviation of the added noise"),
                 Field("error_bound_95", "number", "|noise| is below this with 95 % probability"),
                 Field("mechanism", "string", "noise mechanism (OpenDP for integer counts, diffprivlib for real values)")),
-        privacy={"privacy_method": "differential_privacy", "epsilon": privacy["spent"]["epsilon"],
-                 "delta": privacy["spent"]["delta"], "privacy_unit": "subscriber per day"},
+        privacy={"privacy_method": "differential_privacy", "epsilon": statement.epsilon,
+                 "delta": statement.delta, "privacy_unit": "subscriber per day"},
         tags=("mobility", "cdr", "differential-privacy"),
         temporal_coverage=(start.date().isoformat(), end.date().isoformat()),
         accrual_periodicity="R/P1D",

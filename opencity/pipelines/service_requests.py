@@ -29,7 +29,7 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity import release
-from opencity.errors import ConfigError
+from opencity.errors import ConfigError, DataQualityError
 from opencity.io import (
+    STATEMENT_FILE,
+    PrivacyStatement,
     read_reference_csv,
+    read_statement,
     write_bytes_atomic,
     write_csv_atomic,
     write_parquet_atomic,
@@ -364,11 +367,11 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
       the bucket (kpi.compute.histogram_median).
 
     Returns:
-        (table with the DP_FIELDS columns, privacy statement dict with epsilon/delta). The
-        table's schema metadata names the level and the unit.
+        (table with the DP_FIELDS columns, its :class:`opencity.io.PrivacyStatement`:
+        epsilon/delta per person of the unit, one product per statistic). The table's schema
+        metadata names the level and the unit.
     """
     import types as _types
-    from dataclasses import replace
 
     import duckdb
 
@@ -453,22 +456,27 @@ def dp_weekly_table(clean: pa.Table, districts: pa.Table, week_start: datetime,
     })
     published = sum(table.column("requests").to_pylist())
     unfloored = sum(table.column("requests_unfloored").to_pylist())
-    statement = {
-        "privacy_method": "differential_privacy", **binding.statement(),
-        "epsilon": cfg.epsilon, "delta": 0.0,
-        "contribution_bounds": {"max_cells": cfg.max_cells,
-                                "max_rows_per_cell": cfg.max_rows_per_cell},
-        "releases": {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
-                     "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
-                                          "bucket_edges_h": edges}},
-        "key_set": _key_set_text(place, kind),
-        "granularity": {"level": level},
-        "post_processing": POST_PROCESSING,
-        # Measured on this release's noisy values only (post-processing, no privacy cost).
-        "post_processing_effect": {"sum_requests": published,
-                                   "sum_requests_unfloored": unfloored,
-                                   "zero_floor_bias": published - unfloored},
-    }
+    releases = {"counts": {"epsilon": eps_c, **_short(dp_info(counts))},
+                "median_histogram": {"epsilon": eps_m, **_short(dp_info(hist)),
+                                     "bucket_edges_h": edges}}
+    unit_statement = binding.statement()
+    statement = PrivacyStatement(
+        dataset=DATASET, partition=partition_name(week_start), method="differential_privacy",
+        spent={binding.unit: {"epsilon": cfg.epsilon, "delta": 0.0}},
+        products={name: _product(info, binding.unit) for name, info in releases.items()},
+        details={
+            **{k: v for k, v in unit_statement.items() if k != "privacy_unit"},
+            "contribution_bounds": {"max_cells": cfg.max_cells,
+                                    "max_rows_per_cell": cfg.max_rows_per_cell},
+            "releases": releases,
+            "key_set": _key_set_text(place, kind),
+            "granularity": {"level": level},
+            "post_processing": POST_PROCESSING,
+            # Measured on this release's noisy values only (post-processing, no privacy cost).
+            "post_processing_effect": {"sum_requests": published,
+                                       "sum_requests_unfloored": unfloored,
+                                       "zero_floor_bias": published - unfloored},
+        })
     table = table.replace_schema_metadata({
         "opencity.granularity": level, "opencity.privacy_unit": binding.unit,
         "opencity.privacy_unit_level": binding.level})
@@ -487,6 +495,18 @@ def _key_set_text(place: str, kind: str) -> str:
 
 def _short(info: dict[str, Any]) -> dict[str, Any]:
     return {k: info[k] for k in ("statistic", "bounds", "mechanisms", "key_source") if k in info}
+
+
+def _product(release: dict[str, Any], unit: str) -> dict[str, Any]:
+    """A statement's product entry of one statistic of the weekly table (same keys as every
+    DP product: mechanism, epsilon, delta, statistic, bounds, key source, file)."""
+    mechanisms = release.get("mechanisms") or {}
+    return {"mechanism": ", ".join(sorted({str(m.get("mechanism"))
+                                           for m in mechanisms.values()})) or None,
+            "epsilon": release["epsilon"], "delta": 0.0,
+            "statistic": release.get("statistic"), "bounds": release.get("bounds") or {},
+            "selection_threshold": None, "key_source": release.get("key_source"),
+            "privacy_unit": unit, "file": "part-0.parquet"}
 
 
 def _policy_entry(settings: Settings):
@@ -631,6 +651,25 @@ def choose_granularity(settings: Settings, entry, cfg: WeeklyDPConfig, districts
                         history_totals=published_totals(settings, start))
 
 
+def _earlier_statement(doc: dict[str, Any], part: str, policy_hash: str) -> PrivacyStatement:
+    """The statement of a weekly release the ledger recorded before the statement had one
+    type: this producer's own earlier layout (unit, epsilon, delta and the statistics under
+    ``releases`` at the top level), read as such."""
+    where = f"{DATASET} {part} recorded privacy statement"
+    own = ("privacy_method", "privacy_unit", "epsilon", "delta", "releases")
+    missing = [k for k in own if k not in doc]
+    if missing:
+        raise DataQualityError(f"{where}: not a weekly release statement (missing {missing}); "
+                               "this is a bug or a damaged state database")
+    unit = str(doc["privacy_unit"])
+    return PrivacyStatement(
+        dataset=DATASET, partition=part, method=doc["privacy_method"],
+        spent={unit: {"epsilon": doc["epsilon"], "delta": doc["delta"]}},
+        products={name: _product(info, unit) for name, info in doc["releases"].items()},
+        details={k: v for k, v in doc.items() if k not in own[:4]},
+        policy_hash=policy_hash)
+
+
 def _aggregate_dp(settings: Settings, entry, clean: pa.Table, ref: dict[str, Any],
                   start: datetime, staging: Path, random_state: Any,
                   ingested: dict[str, Any]) -> dict[str, Any]:
@@ -656,24 +695,32 @@ def _aggregate_dp(settings: Settings, entry, clean: pa.Table, ref: dict[str, Any
             clean, districts, start, cfg, seed=settings.seed, random_state=random_state,
             unit=unit, unit_column=column, supplied_units=supplied, level=level,
             request_types=request_types, categories=categories)
+        statement = replace(statement, policy_hash=ledger.policy.hash)
         if choice is not None:
-            statement["granularity"] = {"level": level, **choice.as_dict()}
+            statement = replace(statement, details={
+                **statement.details, "granularity": {"level": level, **choice.as_dict()}})
         table = table.replace_schema_metadata({
             **(table.schema.metadata or {}),
             b"opencity.profile": str(ingested.get("profile") or "opencity")})
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        return statement, {"part-0.parquet": buf.getvalue(),
-                           "privacy.json": json.dumps(statement, indent=2,
-                                                      sort_keys=True).encode()}
+        return statement.to_dict(), {"part-0.parquet": buf.getvalue(),
+                                     STATEMENT_FILE: statement.to_bytes()}
 
     ledger = Ledger(_state_url(settings))
     outcome = ledger.release(DATASET, part, start.date(), {entry.unit: entry.budget}, compute)
-    for name, content in outcome.artifacts.items():
+    artifacts = dict(outcome.artifacts)
+    recorded = json.loads(artifacts[STATEMENT_FILE])  # the recorded one on a rerun
+    if "statement_version" not in recorded:  # recorded before the statement had one type
+        artifacts[STATEMENT_FILE] = _earlier_statement(recorded, part,
+                                                       outcome.record.policy_hash).to_bytes()
+    for name, content in artifacts.items():
         write_bytes_atomic(content, staging / name)  # staging: restricted, owner-only
     table = pq.read_table(staging / "part-0.parquet")
     spend = outcome.record.spend_for(entry.unit)
-    statement = json.loads(outcome.artifacts["privacy.json"])  # the recorded one on a rerun
+    statement = PrivacyStatement.from_dict(
+        json.loads(artifacts[STATEMENT_FILE]),
+        where=f"{DATASET} {part} recorded privacy statement").to_dict()
     return {
         "staging_dir": str(staging),
         "method": entry.method,
@@ -801,9 +848,7 @@ def _validate_product(settings: Settings, staged: Staged, folder: Path,
         keys = _published_level_keys(pq.read_table(parquet), ref)
         extra = {"districts": sorted(set(keys.column("district_id").to_pylist())),
                  "request_types": list(dict.fromkeys(keys.column("request_type").to_pylist()))}
-        statement_path = parquet.with_name("privacy.json")
-        statement = (json.loads(statement_path.read_text()) if statement_path.exists()
-                     else None)
+        statement = read_statement(folder / STATEMENT_FILE)  # None: missing, the gate fails
         privacy = {"kind": "dp", "count_columns": ["requests"], "statement": statement,
                    "ledger_epsilon": staged["ledger"]["epsilon"],
                    "ledger_delta": staged["ledger"]["delta"]}
@@ -830,10 +875,10 @@ def release_for(settings: Settings, committed: Committed, start: datetime, end: 
 
         u = load_policy().unit(entry.unit)
         cfg = weekly_config(entry)
-        stmt_path = out / "privacy.json"
-        stmt = json.loads(stmt_path.read_text()) if stmt_path.is_file() else {}
-        gran = stmt.get("granularity") or {"level": DEFAULT_LEVEL}
-        floor = stmt.get("post_processing_effect") or {}
+        stmt = read_statement(out / STATEMENT_FILE)
+        details = stmt.details if stmt is not None else {}
+        gran = details.get("granularity") or {"level": DEFAULT_LEVEL}
+        floor = details.get("post_processing_effect") or {}
         bound = ("each request counts once (event-level unit: a person filing several "
                  "requests is not bounded as one person), in one cell" if u.is_event else
                  f"each {u.name} counts at most {cfg.max_rows_per_cell} request(s) in at most "

@@ -29,7 +29,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from opencity.errors import PipelineError
+from opencity.errors import DataQualityError, PipelineError
+from opencity.io import STATEMENT_FILE, PrivacyStatement, read_statement
 from opencity.settings import RunLayout
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,16 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         log.warning("review: cannot read %s (%s); left out of the report", path, err)
+        return None
+
+
+def statement(outputs_dir: Path) -> PrivacyStatement | None:
+    """The release's privacy statement (``privacy.json``), None when there is none; one that
+    is not a statement is left out of the report with a warning (never guessed)."""
+    try:
+        return read_statement(Path(outputs_dir) / STATEMENT_FILE)
+    except DataQualityError as err:
+        log.warning("review: %s; left out of the report", err)
         return None
 
 
@@ -89,8 +100,9 @@ def privacy_method(pkg: dict | None, outputs_dir: Path, reports_dir: Path) -> st
             return str(method)
     if (reports_dir / "kanon-report.json").exists():
         return "k_anonymity"
-    if (outputs_dir / "privacy.json").exists():
-        return "differential_privacy"
+    found = statement(outputs_dir)
+    if found is not None:
+        return found.method
     return "unknown"
 
 
@@ -191,63 +203,28 @@ def _error_bounds(parquet: Path) -> dict[str, Any] | None:
             "worst": max(values)}
 
 
-def dp_products(privacy: dict, outputs_dir: Path) -> list[dict[str, Any]]:
-    """One entry per DP product: mechanism, epsilon, delta, bounds, threshold, error bounds."""
+def dp_products(statement: PrivacyStatement, outputs_dir: Path) -> list[dict[str, Any]]:
+    """One entry per DP product of the statement: mechanism, epsilon, delta, privacy unit,
+    bounds, threshold, key source and the error bounds of its file."""
+    only_unit = statement.units[0] if len(statement.units) == 1 else None
+    bounds: dict[str, Any] = {}
     out = []
-    for name, meta in sorted((privacy.get("products") or {}).items()):
+    for name, meta in sorted(statement.products.items()):
+        file = str(meta.get("file") or f"{name}.parquet")
+        if file not in bounds:
+            bounds[file] = _error_bounds(outputs_dir / file)
         out.append({
             "name": name,
             "mechanism": meta.get("mechanism"),
             "epsilon": meta.get("epsilon"),
             "delta": meta.get("delta"),
             "statistic": meta.get("statistic"),
+            "privacy_unit": meta.get("privacy_unit") or only_unit,
             "contribution_bounds": meta.get("bounds") or {},
-            "selection_threshold": meta.get("selection_threshold_subscribers",
-                                            meta.get("selection_threshold")),
+            "selection_threshold": meta.get("selection_threshold"),
             "key_source": meta.get("key_source"),
-            "error_bound": _error_bounds(outputs_dir / meta.get("file", f"{name}.parquet")),
+            "error_bound": bounds[file],
         })
-    releases = privacy.get("releases") or []
-    if isinstance(releases, dict):  # the weekly 311 table: one entry per statistic, by name
-        for name, info in sorted(releases.items()):
-            mechs = info.get("mechanisms") or {}
-            out.append({
-                "name": name,
-                "mechanism": ", ".join(sorted({str(m.get("mechanism"))
-                                               for m in mechs.values()})) or None,
-                "epsilon": info.get("epsilon"),
-                "delta": info.get("delta", privacy.get("delta")),
-                "statistic": info.get("statistic"),
-                "privacy_unit": privacy.get("privacy_unit"),
-                "contribution_bounds": info.get("bounds") or {},
-                "selection_threshold": info.get("selection_threshold"),
-                "key_source": info.get("key_source"),
-                "error_bound": None,
-            })
-        releases = []
-    for rel in releases:  # the KPI release: one entry per KPI statistic
-        info = rel.get("info") or {}
-        mechs = info.get("mechanisms") or {}
-        out.append({
-            "name": f"{rel.get('kpi_code')} ({rel.get('release')})",
-            "mechanism": ", ".join(sorted({str(m.get("mechanism")) for m in mechs.values()}))
-            or None,
-            "epsilon": rel.get("epsilon"),
-            "delta": rel.get("delta"),
-            "statistic": info.get("statistic"),
-            "privacy_unit": rel.get("privacy_unit"),
-            "contribution_bounds": info.get("bounds") or {},
-            "selection_threshold": info.get("selection_threshold"),
-            "key_source": info.get("key_source"),
-            "error_bound": None,
-        })
-    if privacy.get("releases"):  # the release's table: its error bound column
-        table = next(iter(sorted(outputs_dir.glob("*.parquet"))), None)
-        if table is not None:
-            bounds = _error_bounds(table)
-            for p in out:
-                if p["error_bound"] is None:
-                    p["error_bound"] = bounds
     return out
 
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opencity.io import PrivacyStatement
 from opencity.review import collect
 from opencity.review.approvals import OPEN, REJECTED, ReviewStore
 from opencity.settings import RunLayout
@@ -54,7 +55,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def release_parameters(method: str, kanon: dict | None, privacy: dict | None,
+def release_parameters(method: str, kanon: dict | None, privacy: PrivacyStatement | None,
                        manifest: dict | None, package_privacy: dict) -> dict[str, Any]:
     """The privacy parameters one release was made with, from its own per-partition files."""
     if method == "k_anonymity" and kanon and kanon.get("achievable", True):
@@ -65,15 +66,21 @@ def release_parameters(method: str, kanon: dict | None, privacy: dict | None,
                 "suppression_limit": kanon.get("suppression_limit"),
                 "quasi_identifiers": kanon.get("quasi_identifiers"),
                 "generalization": kanon.get("generalization")}
-    if method == "differential_privacy" and privacy:
+    if method == "differential_privacy" and privacy is not None:
         products = {p: {"epsilon": m.get("epsilon"), "delta": m.get("delta"),
                         "mechanism": m.get("mechanism")}
-                    for p, m in (privacy.get("products") or {}).items()}
-        return {"budget": privacy.get("budget") or privacy.get("budget_per_unit"),
-                "spent": privacy.get("spent"), "products": products or None}
+                    for p, m in privacy.products.items()}
+        return {"budget": _budget(privacy), "spent": privacy.to_dict().get("spent"),
+                "spent_per_unit": dict(privacy.spent), "products": products or None}
     if manifest and manifest.get("parameters"):
         return {k: v for k, v in manifest["parameters"].items() if k != "publish_target"}
     return {k: v for k, v in package_privacy.items() if k not in collect._RELEASE_KEYS}
+
+
+def _budget(statement: PrivacyStatement) -> Any:
+    """The budget the producer states next to its spend (the per-release budget of the
+    policy, or the spend per unit and period), as it wrote it."""
+    return statement.details.get("budget") or statement.details.get("budget_per_unit")
 
 
 def _current_policy(dataset: str) -> dict[str, Any] | None:
@@ -144,8 +151,7 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     published = pkg is not None and partition in collect.published_partitions(pkg)
     kanon = collect._json(reports / "kanon-report.json") if (
         reports / "kanon-report.json").exists() else None
-    privacy = collect._json(outputs / "privacy.json") if (
-        outputs / "privacy.json").exists() else None
+    privacy = collect.statement(outputs)
     manifest = collect.manifest_for(layout, dataset, partition)
 
     registered = _registered(store, dataset, partition)
@@ -211,7 +217,7 @@ def build_release_report(run_dir: str | Path, dataset: str, partition: str, *,
     }
     if method == "k_anonymity":
         report["microdata"] = _microdata_section(raw, outputs, kanon)
-    elif method == "differential_privacy" and privacy:
+    elif method == "differential_privacy" and privacy is not None:
         report["dp"] = _dp_section(privacy, outputs, dataset, partition, spends, collect.unit_caps())
     elif method == "small_count_suppression":
         report["suppression"] = _suppression_section(outputs, pkg_privacy, manifest, params)
@@ -280,8 +286,9 @@ def headline_risk(risk: dict | None, persons: dict | None) -> dict[str, Any] | N
     return {"value": measures[worst], "measure": worst, "measures": measures}
 
 
-def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spends: list[dict],
+def _dp_section(privacy: PrivacyStatement, outputs: Path, dataset: str, partition: str, spends: list[dict],
                 caps: dict[str, dict]) -> dict[str, Any]:
+    details = privacy.details
     mine = [s for s in spends if s["dataset"] == dataset and s["partition"] == partition]
     accounts = sorted({(s["privacy_unit"], s["period"]) for s in mine})
     totals = collect.unit_totals(spends)
@@ -298,25 +305,25 @@ def _dp_section(privacy: dict, outputs: Path, dataset: str, partition: str, spen
                              for p, v in sorted(t["by_partition"].items())],
         })
     return {
-        "privacy_unit": privacy.get("privacy_unit") or ", ".join(sorted({u for u, _ in
-                                                                          accounts})),
+        "privacy_unit": ", ".join(privacy.units),
         "ledger_spends": [{k: s[k] for k in ("privacy_unit", "period", "epsilon", "delta",
                                              "policy_hash", "recorded_at")} for s in mine],
-        "budget": privacy.get("budget") or privacy.get("budget_per_unit"),
-        "spent": privacy.get("spent"),
-        "ledger": privacy.get("ledger"),
-        "contribution_bounding": privacy.get("contribution_bounding"),
-        "noise_library": privacy.get("noise_library"),
+        "budget": _budget(privacy),
+        "spent": privacy.to_dict().get("spent"),
+        "spent_per_unit": dict(privacy.spent),
+        "ledger": details.get("ledger"),
+        "contribution_bounding": details.get("contribution_bounding"),
+        "noise_library": details.get("noise_library"),
         "products": collect.dp_products(privacy, outputs),
         "portal_totals": per_unit,
         # The unit actually bounded (person- or event-level) and, for a person-level unit,
         # how many input rows had no identifier (each its own unit).
-        "privacy_unit_level": privacy.get("privacy_unit_level"),
-        "privacy_unit_description": privacy.get("privacy_unit_description"),
-        "rows_without_unit_identifier": privacy.get("rows_without_unit_identifier"),
+        "privacy_unit_level": details.get("privacy_unit_level"),
+        "privacy_unit_description": details.get("privacy_unit_description"),
+        "rows_without_unit_identifier": details.get("rows_without_unit_identifier"),
         # The granularity ladder's choice and its predictions (public information only).
-        "granularity": privacy.get("granularity"),
-        "post_processing_effect": privacy.get("post_processing_effect"),
+        "granularity": details.get("granularity"),
+        "post_processing_effect": details.get("post_processing_effect"),
     }
 
 
@@ -376,8 +383,7 @@ def _light(layout: RunLayout, store: ReviewStore, packages: dict, dataset: str,
     method = collect.privacy_method(pkg, outputs, reports)
     kanon = collect._json(reports / "kanon-report.json") if (
         reports / "kanon-report.json").exists() else None
-    privacy = collect._json(outputs / "privacy.json") if (
-        outputs / "privacy.json").exists() else None
+    privacy = collect.statement(outputs)
     return {"policy": collect.policy_of_release(store, dataset, partition, pkg_privacy),
             "parameters": release_parameters(method, kanon, privacy,
                                              collect.manifest_for(layout, dataset, partition),

@@ -23,7 +23,7 @@ import io
 import json
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from opencity.errors import ConfigError, DataQualityError
-from opencity.io import staged_dir, write_bytes_atomic
+from opencity.io import STATEMENT_FILE, PrivacyStatement, staged_dir, write_bytes_atomic
 from privacy.dp import DPBudget
 from privacy.dp.ledger import Ledger, LedgerRelease, default_state_url
 from privacy.mobility.products import (
@@ -47,7 +47,7 @@ from privacy.mobility.products import (
 log = logging.getLogger(__name__)
 
 DATASET = "opencity-cdr-mobility-daily"  # the release policy's dataset (= catalog name)
-PRIVACY_FILE = "privacy.json"
+PRIVACY_FILE = STATEMENT_FILE
 REPORT_FILE = "_run/report.json"
 ENGINES = ("duckdb", "spark")
 
@@ -104,10 +104,33 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def _recorded_statement(release: dict[str, Any], entry: LedgerRelease) -> PrivacyStatement:
+    """The statement of a recorded release. Releases recorded before the statement had one
+    type (no ``statement_version``) are this producer's own earlier layout, read as such."""
+    where = f"{DATASET} {entry.partition} recorded release {entry.id}"
+    if "statement_version" in release:
+        return PrivacyStatement.from_dict(release, where=where)
+    own = ("dataset", "date", "privacy_method", "privacy_unit", "spent", "policy_hash",
+           "products", "release_id", "ledger")
+    missing = [k for k in own[:-1] if k not in release]
+    if missing:
+        raise DataQualityError(f"{where}: not a mobility release record (missing "
+                               f"{missing}); this is a bug or a damaged state database")
+    products = {name: {**meta, "selection_threshold": meta.get(
+                    "selection_threshold_subscribers")}
+                for name, meta in release["products"].items()}
+    return PrivacyStatement(
+        dataset=release["dataset"], partition=f"dt={release['date']}",
+        method=release["privacy_method"], spent={release["privacy_unit"]: release["spent"]},
+        products=products, details={k: v for k, v in release.items() if k not in own}
+        | {"date": release["date"]},
+        policy_hash=release["policy_hash"], release_id=release["release_id"])
+
+
 def _privacy_document(release: dict[str, Any], entry: LedgerRelease) -> bytes:
-    doc = dict(release)
-    doc["ledger"] = entry.as_dict()
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    statement = _recorded_statement(release, entry)
+    return replace(statement, details={**statement.details,
+                                       "ledger": entry.as_dict()}).to_bytes()
 
 
 def run_daily_release(
@@ -214,29 +237,28 @@ def run_daily_release(
         for name, table in tables.items():
             meta = product_metadata(name, table, cfg)
             meta["file"] = f"{name}.parquet"
+            meta["selection_threshold"] = meta.get("selection_threshold_subscribers")
             products_meta[name] = meta
             dated = table.add_column(0, "date", pa.repeat(day_value, table.num_rows))
             artifacts[meta["file"]] = _parquet_bytes(
                 dated.replace_schema_metadata(table.schema.metadata))
-        release = {
-            "dataset": DATASET,
-            "date": day.isoformat(),
-            "privacy_method": "differential_privacy",
-            "privacy_unit": unit.name,
-            "budget": {"epsilon": budget.epsilon, "delta": budget.delta,
-                       "per": "subscriber per day (UTC), all products together"},
-            "spent": {"epsilon": cfg.spent.epsilon, "delta": cfg.spent.delta},
-            "cap": {"epsilon": unit.epsilon, "delta": unit.delta, "period": unit.period,
-                    "per": f"{unit.name} per calendar {unit.period}, every dataset of the "
-                           "portal together (release policy)"},
-            "policy_hash": ledger.policy.hash,
-            "products": products_meta,
-            "contribution_bounding": "keyed-hash sampling per subscriber (seeded per run)",
-            "noise_library": "opendp (integer counts), diffprivlib (real values)",
-            "hours": "UTC",
-            "night_hours_utc": list(cfg.night_hours),
-            "release_id": release_id,
-        }
+        statement = PrivacyStatement(
+            dataset=DATASET, partition=partition, method="differential_privacy",
+            spent={unit.name: {"epsilon": cfg.spent.epsilon, "delta": cfg.spent.delta}},
+            products=products_meta, policy_hash=ledger.policy.hash, release_id=release_id,
+            details={
+                "date": day.isoformat(),
+                "budget": {"epsilon": budget.epsilon, "delta": budget.delta,
+                           "per": "subscriber per day (UTC), all products together"},
+                "cap": {"epsilon": unit.epsilon, "delta": unit.delta, "period": unit.period,
+                        "per": f"{unit.name} per calendar {unit.period}, every dataset of "
+                               "the portal together (release policy)"},
+                "contribution_bounding": "keyed-hash sampling per subscriber (seeded per run)",
+                "noise_library": "opendp (integer counts), diffprivlib (real values)",
+                "hours": "UTC",
+                "night_hours_utc": list(cfg.night_hours),
+            })
+        release = statement.to_dict()
         if progress:
             progress("ledger")
         return release, artifacts

@@ -34,6 +34,7 @@ POLICY_ENTRY = {
 # ---------------------------------------------------------------- the product, in full
 def stage(settings, ingested, _previous, start, end):
     """DP count of the week's requests per district inside the ledger's release protocol."""
+    from opencity.io import STATEMENT_FILE, PrivacyStatement
     from opencity.release import Staged
     from opencity.settings import partition_name
     from privacy.dp import ContributionBounds, DPBudget, Ledger, dp_count
@@ -58,10 +59,13 @@ def stage(settings, ingested, _previous, start, end):
                               "mechanism"])
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        statement = {"privacy_method": "differential_privacy", "privacy_unit": "requester",
-                     "epsilon": entry.budget.epsilon, "delta": 0.0}
-        return statement, {"part-0.parquet": buf.getvalue(),
-                           "privacy.json": json.dumps(statement).encode()}
+        statement = PrivacyStatement(
+            dataset=DATASET, partition=part, method="differential_privacy",
+            spent={"requester": {"epsilon": entry.budget.epsilon, "delta": 0.0}},
+            products={"requests": {"mechanism": "Geometric", "epsilon": entry.budget.epsilon,
+                                   "max_partitions": 1, "max_rows_per_partition": 3}})
+        return statement.to_dict(), {"part-0.parquet": buf.getvalue(),
+                                     STATEMENT_FILE: statement.to_bytes()}
 
     outcome = Ledger(settings.state_url).release(
         DATASET, part, start.date(), {"requester": entry.budget}, compute)
@@ -210,6 +214,10 @@ def test_a_product_defined_here_runs_through_the_dag_factory(airflow_db, sample_
     man = json.loads((run_dir / "manifests" / "test_add_a_product" / "dt=2026-10-05.json")
                      .read_text())
     assert man["parameters"]["epsilon"] == EPSILON and man["row_counts"]["product_rows"] > 0
+    from opencity.io import read_statement
+
+    assert read_statement(part / "privacy.json").spent == {"requester": {"epsilon": EPSILON,
+                                                                        "delta": 0.0}}
 
     # A rerun of the week replays the recorded release: nothing more is spent.
     dr2 = dag.test(logical_date=WEEK_END, run_conf={"run_dir": str(run_dir),

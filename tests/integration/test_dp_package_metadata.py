@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from catalog_checks import frictionless_errors, undescribed_columns
 
+from opencity.io import write_statement
 from opencity.pipelines.service_requests import (
     DATASET,
     WeeklyDPConfig,
@@ -53,7 +54,7 @@ def catalog(tmp_path_factory) -> Path:
     out = settings.layout.output(DATASET, WEEK)
     out.mkdir(parents=True)
     pq.write_table(table, out / "part-0.parquet")
-    (out / "privacy.json").write_text(json.dumps(statement))
+    write_statement(statement, out / "privacy.json")
     csv = settings.layout.csv(DATASET, WEEK)
     csv.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(table, csv / "part-0.csv")

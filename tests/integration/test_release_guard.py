@@ -82,7 +82,7 @@ def test_dp_weekly_table_utility_at_the_policy_epsilon(clean_week, demo_raw):
     for seed in range(10):
         table, statement = dp_weekly_table(clean, districts, START, cfg, seed=1,
                                            random_state=seed)
-        assert statement["epsilon"] == eps and table.column("requests").null_count == 0
+        assert statement.epsilon == eps and table.column("requests").null_count == 0
         after.append(_median_relative_error(table, truth))
     withheld = sum(suppressed.column("suppressed").to_pylist())
     print(f"weekly table median relative error: suppression {before:.3f} "

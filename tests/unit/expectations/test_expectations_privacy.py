@@ -15,6 +15,7 @@ from expectations import privacy as px
 from expectations.core import PrivacyChecks, new_suite
 from expectations.gate import _to_pandas, run_suite, validate_or_raise
 from opencity.errors import ConfigError, DataQualityError
+from opencity.io import PrivacyStatement, write_statement
 from transforms.schemas import SERVICE_REQUESTS
 
 PHONE = "+49 151 2345 6789"
@@ -106,15 +107,20 @@ def test_k_anonymity_expectation_matches_an_independent_count(rows, k):
 COUNTS = pa.table({"region_id": ["R1", "R2", "R3"], "value": [40, 25, 31]})
 
 
+def _statement(epsilon: float, delta: float) -> PrivacyStatement:
+    return PrivacyStatement(dataset="opencity-cdr-mobility-daily", partition="dt=2026-10-05",
+                            method="differential_privacy",
+                            spent={"subscriber": {"epsilon": epsilon, "delta": delta}},
+                            release_id="daily")
+
+
 @pytest.mark.parametrize(("statement", "ledger", "ok"), [
-    ({"epsilon": 0.5, "delta": 1e-6}, (0.5, 1e-6), True),
-    ({"spent": {"epsilon": 0.5, "delta": 0.0}}, (0.5, 0.0), True),  # privacy.mobility layout
+    (_statement(0.5, 1e-6).to_dict(), (0.5, 1e-6), True),  # privacy.json's content
+    (_statement(0.5, 0.0), (0.5, 0.0), True),  # the statement itself
     (None, (0.5, 0.0), False),  # missing statement
-    ({"epsilon": 0.5, "delta": 0.0}, None, False),  # nothing in the ledger
-    ({"epsilon": 0.7, "delta": 0.0}, (0.5, 0.0), False),  # epsilon differs
-    ({"epsilon": 0.5, "delta": 1e-5}, (0.5, 0.0), False),  # delta differs
-    ({"epsilon": float("nan"), "delta": 0.0}, (0.5, 0.0), False),
-    ({"epsilon": "0.5", "delta": 0.0}, (0.5, 0.0), False),
+    (_statement(0.5, 0.0), None, False),  # nothing in the ledger
+    (_statement(0.7, 0.0), (0.5, 0.0), False),  # epsilon differs
+    (_statement(0.5, 1e-5), (0.5, 0.0), False),  # delta differs
 ])
 def test_privacy_statement_against_ledger(tmp_path, statement, ledger, ok):
     privacy = {"kind": "dp", "count_columns": ["value"], "statement": statement}
@@ -129,6 +135,36 @@ def test_privacy_statement_against_ledger(tmp_path, statement, ledger, ok):
                               reports_dir=tmp_path)
 
 
+@pytest.mark.parametrize(("statement", "match"), [
+    ({"epsilon": 0.5, "delta": 0.0}, "missing key 'statement_version'"),  # earlier 311 shape
+    ({"spent": {"epsilon": 0.5, "delta": 0.0}}, "missing key"),  # earlier mobility shape
+    (_statement(0.5, 0.0).to_dict() | {"spent_per_unit": {"subscriber": {
+        "epsilon": float("nan"), "delta": 0.0}}}, "finite number"),
+    (_statement(0.5, 0.0).to_dict() | {"spent_per_unit": {"subscriber": {
+        "epsilon": "0.5", "delta": 0.0}}}, "must be a number"),
+    (_statement(0.5, 0.0).to_dict() | {"epsilon": 0.7}, "contradict spent_per_unit"),
+])
+def test_a_statement_that_is_not_one_fails_the_gate_without_guessing(tmp_path, statement,
+                                                                      match):
+    privacy = {"kind": "dp", "count_columns": ["value"], "statement": statement,
+               "ledger_epsilon": 0.5, "ledger_delta": 0.0}
+    with pytest.raises(DataQualityError, match=match):
+        validate_or_raise("test-dp", COUNTS, context={"privacy": privacy},
+                          reports_dir=tmp_path)
+
+
+def test_a_statement_of_several_units_has_no_single_budget_to_compare(tmp_path):
+    two = PrivacyStatement(dataset="opencity-kpis", partition="dt=2026-10-01",
+                           method="differential_privacy",
+                           spent={"resident": {"epsilon": 0.3, "delta": 0.0},
+                                  "meter": {"epsilon": 0.5, "delta": 0.0}})
+    privacy = {"kind": "dp", "count_columns": ["value"], "statement": two,
+               "ledger_epsilon": 0.8, "ledger_delta": 0.0}
+    with pytest.raises(DataQualityError, match="2 privacy units"):
+        validate_or_raise("test-dp", COUNTS, context={"privacy": privacy},
+                          reports_dir=tmp_path)
+
+
 def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
     """The gate reads the portal ledger through its API (Ledger.recorded_spend)."""
     from datetime import date
@@ -138,8 +174,7 @@ def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
     ledger = Ledger(tmp_path / "state.sqlite")
     ledger.spend("opencity-cdr-mobility-daily", "dt=2026-10-05", "daily", date(2026, 10, 5),
                  {"subscriber": DPBudget(0.8, 0.0)})
-    (tmp_path / "privacy.json").write_text(json.dumps(
-        {"spent": {"epsilon": 0.8, "delta": 0.0}}))
+    write_statement(_statement(0.8, 0.0), tmp_path / "privacy.json")
     privacy = {"kind": "dp", "count_columns": ["value"], "statement": tmp_path / "privacy.json",
                "ledger": ledger, "ledger_dataset": "opencity-cdr-mobility-daily",
                "partition": "dt=2026-10-05", "release_id": "daily"}
@@ -150,11 +185,16 @@ def test_statement_is_read_from_privacy_json_and_the_ledger_api(tmp_path):
     with pytest.raises(DataQualityError, match="privacy statement is missing"):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                           reports_dir=tmp_path / "r")
-    (tmp_path / "privacy.json").write_text(json.dumps({"spent": {"epsilon": 0.8,
-                                                                 "delta": 1e-8}}))
+    write_statement(_statement(0.8, 1e-8), tmp_path / "privacy.json")
     with pytest.raises(DataQualityError, match="statement delta 1e-08 != ledger delta 0"):
         validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
                           reports_dir=tmp_path / "r")
+    (tmp_path / "privacy.json").write_text(json.dumps({"spent": {"epsilon": 0.8,
+                                                                 "delta": 0.0}}))
+    with pytest.raises(DataQualityError, match="privacy.json: not a privacy statement"):
+        validate_or_raise("cdr_mobility.x", COUNTS, context={"privacy": privacy},
+                          reports_dir=tmp_path / "r")
+    write_statement(_statement(0.8, 0.0), tmp_path / "privacy.json")
     # A path is not the ledger: the gate no longer opens the database itself.
     with pytest.raises(ConfigError, match="must be the budget ledger object"):
         validate_or_raise("cdr_mobility.x", COUNTS,

@@ -53,8 +53,10 @@ def test_keys_are_the_public_set_and_nothing_is_withheld():
                            public_keys(DISTRICTS).column("request_type").to_pylist()))
     assert table.column("requests").null_count == 0
     assert min(table.column("requests_error_bound_95").to_pylist()) > 0
-    assert statement["epsilon"] == 0.6 and statement["delta"] == 0.0
-    parts = statement["releases"]
+    assert statement.epsilon == 0.6 and statement.delta == 0.0
+    assert statement.units == ("requester",)
+    parts = statement.details["releases"]
+    assert set(statement.products) == set(parts)  # one product per statistic
     assert parts["counts"]["epsilon"] + parts["median_histogram"]["epsilon"] == (
         pytest.approx(0.6))
     assert parts["counts"]["key_source"] == "public"

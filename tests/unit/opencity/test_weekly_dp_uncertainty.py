@@ -51,7 +51,7 @@ def test_every_count_cell_has_its_sd_bound_and_unfloored_value():
                 r["median_resolution_hours_error_bound_95"] / 1.959963984540054, abs=1e-3)
     # with 3 x 8 cells, most empty, at epsilon 0.45 some noisy counts fall below zero
     assert any(r["requests_unfloored"] < 0 for r in rows)
-    assert statement["post_processing"] == POST_PROCESSING
+    assert statement.details["post_processing"] == POST_PROCESSING
     assert "floored at 0" in POST_PROCESSING["requests"]
 
 
@@ -73,7 +73,7 @@ def test_unfloored_sums_are_unbiased_and_floored_sums_are_not():
     assert np.mean(floored) - 3 > 5 * se
 
 
-def _validate(table: pa.Table, statement: dict, tmp_path):
+def _validate(table: pa.Table, statement, tmp_path):
     from expectations.gate import validate_or_raise
     from transforms.schemas import SCHEMAS
 

@@ -145,6 +145,7 @@ def test_rows_without_identifier_are_counted_in_the_statement():
                       "closed_at": pa.array([None] * 6, pa.timestamp("us", tz="UTC"))})
     _, statement = sr.dp_weekly_table(clean, pa.table({"district_id": ["D01"]}), week,
                                       sr.WeeklyDPConfig(epsilon=0.6), seed=1, random_state=1)
+    statement = statement.to_dict()
     assert statement["privacy_unit"] == "requester"
     assert statement["privacy_unit_level"] == "person"
     assert statement["rows_without_unit_identifier"] == 3
