@@ -68,9 +68,21 @@ def _payload(cls):
     return cls
 
 
+class _Details:
+    """``payload["key"]`` / ``payload.get("key")`` read the product's own details."""
+
+    details: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.details[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.details.get(key, default)
+
+
 @_payload
 @dataclass(frozen=True)
-class Staged:
+class Staged(_Details):
     """What a product's stage step left in restricted staging for the commit step.
 
     ``released`` False: the step ran but there is nothing to publish this period (e.g. a
@@ -87,16 +99,10 @@ class Staged:
     reason: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
-    def __getitem__(self, key: str) -> Any:
-        return self.details[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.details.get(key, default)
-
 
 @_payload
 @dataclass(frozen=True)
-class Committed:
+class Committed(_Details):
     """A partition moved into outputs/ after its guard and gate passed."""
 
     dataset: str
@@ -109,12 +115,6 @@ class Committed:
     skipped: bool = False
     reason: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.details[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.details.get(key, default)
 
 
 @_payload
