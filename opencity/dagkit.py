@@ -1,9 +1,10 @@
 """DAG wiring from one place: dataset names, Assets, typed params, default args, the task
 decorator that maps OpenCity errors onto Airflow's retry/fail semantics, and the alerts.
 
-Every DAG file builds its ``@dag(...)`` keyword arguments with :func:`dag_kwargs` and its tasks
-with :func:`pipeline_task`, so a change here (a retry policy, a new param, a notifier, an
-approval step before publishing) is one edit for every DAG.
+Every release DAG comes from :func:`release_dag` (product specifications, opencity.release),
+the ingest DAGs from :func:`dag_kwargs` and :func:`pipeline_task`, so a change here (a retry
+policy, a new param, a notifier, an approval step before publishing) is one edit for every
+DAG.
 
 Light on purpose: this module is imported when a DAG file is parsed, so nothing here touches
 a database, the network, a Connection or a Variable at import time; reading environment
