@@ -23,6 +23,7 @@ from opencity.pipelines.service_requests import (
     dp_weekly_table,
     release_for,
 )
+from opencity.release import Committed
 from opencity.settings import Settings
 from publish.frictionless import STATEMENT_KEYS, describe_column, privacy_statement
 from publish.local import LocalCatalog
@@ -58,7 +59,8 @@ def catalog(tmp_path_factory) -> Path:
     csv = settings.layout.csv(DATASET, WEEK)
     csv.mkdir(parents=True, exist_ok=True)
     pacsv.write_csv(table, csv / "part-0.csv")
-    release = release_for(settings, {"output_dir": str(out)}, WEEK, WEEK + timedelta(weeks=1),
+    committed = Committed(DATASET, "dt=2026-10-05", output_dir=str(out))
+    release = release_for(settings, committed, WEEK, WEEK + timedelta(weeks=1),
                           {"pipeline_version": "test", "run_id": "test__2026-10-05"})
     LocalCatalog(tmp / "catalog").publish(release)
     return tmp / "catalog"

@@ -173,7 +173,10 @@ def test_request_level_release_of_baltimore_spends_from_the_request_account(balt
     assert _spends(settings.state_url) == [("request", pytest.approx(0.6))]
     # every text of the release says request, never "per requester"
     committed = sr.commit_partition(settings, staged, week)
-    release = sr.release_for(settings, committed, week, week + timedelta(weeks=1),
+    from opencity.release import Committed
+
+    release = sr.release_for(settings, Committed.from_xcom(committed), week,
+                             week + timedelta(weeks=1),
                              {"pipeline_version": "test", "run_id": "t"})
     assert release.privacy["privacy_unit"] == "request"
     assert release.privacy["privacy_unit_level"] == "event"
