@@ -147,13 +147,16 @@ class PreparedEvents:
             only). ``uid`` is :data:`UID_SQL`, the first 15 hex digits of md5(unit) as a BIGINT,
             the privacy unit of the products (cheaper to group than the pseudonym string and
             computed identically by the Spark engine; a collision would merge two subscribers
-            into one bounded unit, which only tightens the bounds).
+            into one bounded unit, which only tightens the bounds). ``unit`` is the same
+            uid: the raw pseudonym is not kept past the scan. In DuckDB ``region_id`` is an
+            ENUM of the public regions (:func:`region_enum`; its text is the region id).
         regions: public region ids (from the tower table), sorted.
         rows_in: input rows read.
         quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
             ``unknown_cell``).
         unknown_cells: up to 20 cell ids not in the tower table (network ids, not personal).
-        n_units: distinct subscribers among the clean rows (used only to validate delta).
+        n_units: distinct subscribers (uids) among the clean rows (used only to validate
+            delta).
         cache: the Spark engine's persisted scan (``unpersist()`` it when done); None in DuckDB.
     """
 
@@ -249,38 +252,62 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
     con.execute("SET TimeZone = 'UTC'")
     cdr.select(f'"{unit}" AS u, {ts} AS event_time, cell_id::VARCHAR AS cell_id'
                ).create_view("_mob_cdr", replace=True)
+    # The public tower table, once: each cell gets a small integer code (its rank by
+    # cell_id) and each region a code of a DuckDB ENUM in region_id order. The scan keeps
+    # only those codes; the view below turns them back into region ids (ENUM text) and
+    # coordinates (lists indexed by the cell code), so the row-level table is ~22 bytes
+    # per event instead of ~100 with the unit string, region text, coordinates and the
+    # unknown cell id (100M events fit the memory limit without spilling the table).
     towers.select("cell_id::VARCHAR AS cell_id, lat::DOUBLE AS lat, lon::DOUBLE AS lon, "
                   "region_id::VARCHAR AS region_id").create_view("_mob_towers", replace=True)
+    cells = con.execute(
+        "SELECT cell_id, lat, lon, region_id FROM _mob_towers ORDER BY cell_id").fetchall()
+    regions = tuple(sorted({c[3] for c in cells}))
+    enum = region_enum(regions)
+    ctype = "USMALLINT" if len(cells) < 2**16 else "UINTEGER"
+    # %.17e: DuckDB reads it as a DOUBLE literal, the same double (17 significant digits)
+    lats = ", ".join(f"{c[1]:.17e}" for c in cells) or "NULL"
+    lons = ", ".join(f"{c[2]:.17e}" for c in cells) or "NULL"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _mob_cells AS
+        SELECT cell_id, (row_number() OVER (ORDER BY cell_id))::{ctype} AS cell,
+               region_id::{enum} AS region_id FROM _mob_towers
+    """)
     # One scan of the CDR: every row once, with the reason it is set aside (0 = clean).
+    # The md5 of the unit is computed once per distinct unit (a subscriber has ~5-100
+    # events a day) and joined back, not once per event.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _mob_scan AS
-        SELECT c.u AS unit, {UID_SQL.replace('u::', 'c.u::')} AS uid, c.event_time,
-               hour(c.event_time)::TINYINT AS hour,
-               t.region_id, t.lat, t.lon,
+        WITH units AS (
+            SELECT u, {UID_SQL} AS uid FROM (SELECT DISTINCT u FROM _mob_cdr WHERE u IS NOT NULL)
+        )
+        SELECT d.uid, c.event_time, hour(c.event_time)::TINYINT AS hour, t.region_id, t.cell,
                CASE WHEN c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL THEN 1
                     WHEN NOT {in_day} THEN 2
-                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason,
-               CASE WHEN t.cell_id IS NULL THEN c.cell_id END AS unknown_cell
-        FROM _mob_cdr c LEFT JOIN _mob_towers t USING (cell_id)
+                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason
+        FROM _mob_cdr c LEFT JOIN _mob_cells t USING (cell_id) LEFT JOIN units d ON c.u = d.u
     """)
+    # n_units counts the privacy unit the products bound (uid; the raw unit is not kept)
     counts = con.execute("""
         SELECT count(*), count(*) FILTER (WHERE reason = 1), count(*) FILTER (WHERE reason = 2),
                count(*) FILTER (WHERE reason = 3), min(event_time)::VARCHAR,
-               max(event_time)::VARCHAR, count(DISTINCT unit) FILTER (WHERE reason = 0)
+               max(event_time)::VARCHAR, count(DISTINCT uid) FILTER (WHERE reason = 0)
         FROM _mob_scan
     """).fetchone()
     rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_units = counts
     unknown_cells: tuple[str, ...] = ()
-    if n_unknown:
-        unknown_cells = tuple(r[0] for r in con.execute("""
-            SELECT DISTINCT unknown_cell FROM _mob_scan WHERE reason = 3 ORDER BY 1 LIMIT 20
+    if n_unknown:  # a second, narrow scan only when there are unknown cells
+        unknown_cells = tuple(r[0] for r in con.execute(f"""
+            SELECT DISTINCT c.cell_id FROM _mob_cdr c ANTI JOIN _mob_towers t USING (cell_id)
+            WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL AND c.cell_id IS NOT NULL
+              AND {in_day} ORDER BY 1 LIMIT 20
         """).fetchall())
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP VIEW mobility_events AS
-        SELECT unit, uid, event_time, hour, region_id, lat, lon FROM _mob_scan WHERE reason = 0
+        SELECT uid AS unit, uid, event_time, hour, region_id,
+               ([{lats}]::DOUBLE[])[cell] AS lat, ([{lons}]::DOUBLE[])[cell] AS lon
+        FROM _mob_scan WHERE reason = 0
     """)
-    regions = tuple(r[0] for r in con.execute(
-        "SELECT DISTINCT region_id FROM _mob_towers ORDER BY 1").fetchall())
     quarantined = {k: int(v) for k, v in (("missing_value", n_missing),
                                            ("outside_date", n_outside),
                                            ("unknown_cell", n_unknown)) if v}
@@ -293,6 +320,15 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
         )
     return PreparedEvents(con.table("mobility_events"), regions, int(rows_in), quarantined,
                           unknown_cells, int(n_units))
+
+
+def region_enum(regions: tuple[str, ...]) -> str:
+    """The DuckDB type of region ids: an ENUM of the public regions in sorted order (so
+    grouping, sorting and windows carry a 1-2 byte code; its text and its order are the
+    region id's), or VARCHAR when there is none."""
+    if not regions:
+        return "VARCHAR"
+    return "ENUM(" + ", ".join("'" + r.replace("'", "''") + "'" for r in regions) + ")"
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -324,6 +360,17 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 def _is_spark(data: Any) -> bool:
     return type(data).__module__.startswith("pyspark.")
+
+
+def _one_row_per_unit(events: Any) -> Any:
+    """The bounding backend for a per-subscriber table (home region, gyration: one row per
+    subscriber by construction): DuckDB told so, which it checks before skipping the
+    per-unit grouping and L0 sampling; None (the default engine) for Spark data."""
+    if _is_spark(events):
+        return None
+    from privacy.dp.backends.duckdb import DuckDBBackend
+
+    return DuckDBBackend(one_row_per_unit=True)
 
 
 def _regions_table(regions: tuple[str, ...]) -> pa.Table:
@@ -466,7 +513,7 @@ def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: 
         by=["region_id"],
         budget=cfg.product_budget("home_region"), bounds=ContributionBounds(max_partitions=1),
         public_keys=_regions_table(regions), seed=cfg.seed, random_state=random_state,
-        with_unclamped=True,
+        with_unclamped=True, backend=_one_row_per_unit(events),
     )
 
 
@@ -506,6 +553,7 @@ def gyration(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig,
         by=["bin_lower_km"],
         budget=cfg.product_budget("gyration"), bounds=ContributionBounds(max_partitions=1),
         public_keys=keys, seed=cfg.seed, random_state=random_state, with_unclamped=True,
+        backend=_one_row_per_unit(events),
     )
     uppers = pa.array(list(edges[1:]) + [None], pa.float64())
     meta = out.schema.metadata
