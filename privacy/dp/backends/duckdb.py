@@ -120,12 +120,17 @@ class DuckDBBackend:
                 FROM result
             """
             return self._query(rel, sql, public_keys, by)
+        # per_unit is materialized (read by the L0 check and the pick): only the columns
+        # that vary are stored; constant _n / _s are added when picking.
         if spec.statistic == "count_distinct":
-            per_unit = f"SELECT _u, {keys_c}1 AS _n, 0::HUGEINT AS _s FROM base GROUP BY ALL"
+            per_unit = f"SELECT _u{', ' + keys if by else ''} FROM base GROUP BY ALL"
+            consts = ", 1 AS _n, 0::HUGEINT AS _s"
         elif spec.statistic == "count":
-            per_unit = (f"SELECT _u, {keys_c}least(count(*), {m}) AS _n, 0::HUGEINT AS _s "
+            per_unit = (f"SELECT _u, {keys_c}least(count(*), {m}) AS _n "
                         "FROM base GROUP BY ALL")
+            consts = ", 0::HUGEINT AS _s"
         else:
+            consts = ""
             per_unit = f"""
                 SELECT _u, {keys_c}count(*) AS _n, sum(_v)::HUGEINT AS _s FROM (
                     SELECT *, row_number() OVER (
@@ -141,9 +146,9 @@ class DuckDBBackend:
             -- only runs on those units (typically few), the others pass through untouched.
             heavy AS (SELECT _u FROM per_unit GROUP BY _u HAVING count(*) > {l0}),
             picked AS (
-                SELECT * FROM per_unit ANTI JOIN heavy USING (_u)
+                SELECT *{consts} FROM per_unit ANTI JOIN heavy USING (_u)
                 UNION ALL
-                SELECT * EXCLUDE (_pn) FROM (
+                SELECT * EXCLUDE (_pn){consts} FROM (
                     SELECT *, row_number() OVER (
                         PARTITION BY _u
                         ORDER BY sha256(concat_ws({sep}, {seed}, {utext})){', ' + keys if by else ''}
