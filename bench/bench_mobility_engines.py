@@ -525,8 +525,10 @@ def merge(files: list[Path], args: argparse.Namespace) -> int:
     result = {"started": parts[0]["started"], "machine": parts[0]["machine"],
               "load_start": parts[0]["load_start"],
               "load_end": parts[-1].get("load_end") or parts[-1]["runs"][-1]["load"],
-              "merged_from": [{"file": f.name, "started": p["started"], "config": p["config"]}
-                              for f, p in zip(files, parts, strict=True)],
+              # an earlier merged result keeps the list of the runs it was merged from
+              "merged_from": [m for f, p in zip(files, parts, strict=True) for m in (
+                  p.get("merged_from") or [{"file": f.name, "started": p["started"],
+                                            "config": p["config"]}])],
               "config": dict(parts[0]["config"], executors=args.executors),
               "runs": [dict(r, source=r.get("source") or f.name)
                        for f, p in zip(files, parts, strict=True) for r in p["runs"]]}
