@@ -22,9 +22,10 @@ it sets aside (with a reason) instead of dropping them silently.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -155,8 +156,9 @@ class PreparedEvents:
         quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
             ``unknown_cell``).
         unknown_cells: up to 20 cell ids not in the tower table (network ids, not personal).
-        n_units: distinct subscribers (uids) among the clean rows (used only to validate
-            delta).
+        units: distinct subscribers (uids) among the clean rows, or a callable counting
+            them when first asked (read it as :attr:`n_units`; it is only needed to
+            validate delta > 0, so DuckDB does not count 2M+ distinct uids otherwise).
         cache: the Spark engine's persisted scan (``unpersist()`` it when done); None in DuckDB.
     """
 
@@ -165,8 +167,13 @@ class PreparedEvents:
     rows_in: int
     quarantined: dict[str, int]
     unknown_cells: tuple[str, ...]
-    n_units: int
+    units: int | Callable[[], int]
     cache: Any = None
+
+    @functools.cached_property
+    def n_units(self) -> int:
+        """Distinct subscribers (uids) among the clean rows (counted once, when asked)."""
+        return int(self.units() if callable(self.units) else self.units)
 
     @property
     def rows_used(self) -> int:
@@ -287,14 +294,13 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
                     WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason
         FROM _mob_cdr c LEFT JOIN _mob_cells t USING (cell_id) LEFT JOIN units d ON c.u = d.u
     """)
-    # n_units counts the privacy unit the products bound (uid; the raw unit is not kept)
     counts = con.execute("""
         SELECT count(*), count(*) FILTER (WHERE reason = 1), count(*) FILTER (WHERE reason = 2),
                count(*) FILTER (WHERE reason = 3), min(event_time)::VARCHAR,
-               max(event_time)::VARCHAR, count(DISTINCT uid) FILTER (WHERE reason = 0)
+               max(event_time)::VARCHAR, count(*) FILTER (WHERE reason = 0)
         FROM _mob_scan
-    """).fetchone()
-    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_units = counts
+    """).fetchall()[0]
+    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_clean = counts
     unknown_cells: tuple[str, ...] = ()
     if n_unknown:  # a second, narrow scan only when there are unknown cells
         unknown_cells = tuple(r[0] for r in con.execute(f"""
@@ -313,13 +319,19 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
                                            ("unknown_cell", n_unknown)) if v}
     if rows_in == 0:
         raise DataQualityError(f"{source}: no rows")
-    if n_units == 0:
+    if n_clean == 0:  # a clean row has a unit: no clean row = no subscriber
         raise DataQualityError(
             f"{source}: no usable event on {start} (UTC): {rows_in} rows read, set aside "
             f"{quarantined}; event_time spans {tmin} .. {tmax}. Check --date."
         )
+
+    def count_units() -> int:
+        # the privacy unit the products bound (uid; the raw unit is not kept)
+        return con.execute(
+            "SELECT count(DISTINCT uid) FROM _mob_scan WHERE reason = 0").fetchall()[0][0]
+
     return PreparedEvents(con.table("mobility_events"), regions, int(rows_in), quarantined,
-                          unknown_cells, int(n_units))
+                          unknown_cells, count_units)
 
 
 def region_enum(regions: tuple[str, ...]) -> str:
@@ -494,14 +506,23 @@ def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str
 
         return spark_products.home_regions(events, cfg, unit)
     hours = ", ".join(str(h) for h in cfg.night_hours)
+    # The regions with the most night events per subscriber; the keyed hash is computed
+    # only where two or more tie (the same pick as ordering every region by count, hash,
+    # region id, without hashing every subscriber's regions).
     return events.query("ev", f"""
-        SELECT unit, region_id FROM (
-            SELECT {unit} AS unit, region_id, row_number() OVER (
-                PARTITION BY {unit} ORDER BY count(*) DESC,
-                sha256(concat_ws(chr(31), '{int(cfg.seed)}', {unit}::VARCHAR, region_id)),
-                region_id) AS rn
-            FROM ev WHERE hour IN ({hours}) GROUP BY {unit}, region_id)
-        WHERE rn = 1
+        WITH g AS (
+            SELECT {unit} AS unit, region_id, count(*) AS n FROM ev
+            WHERE hour IN ({hours}) GROUP BY ALL),
+        top AS (
+            SELECT unit, region_id FROM (
+                SELECT *, rank() OVER (PARTITION BY unit ORDER BY n DESC) AS r FROM g)
+            WHERE r = 1),
+        ties AS (SELECT unit FROM top GROUP BY unit HAVING count(*) > 1)
+        SELECT unit, region_id FROM top ANTI JOIN ties USING (unit)
+        UNION ALL
+        SELECT unit, arg_min(region_id, (
+            sha256(concat_ws(chr(31), '{int(cfg.seed)}', unit::VARCHAR, region_id)), region_id))
+        FROM top SEMI JOIN ties USING (unit) GROUP BY unit
     """)
 
 

@@ -119,6 +119,23 @@ def test_home_is_modal_night_region():
     assert home_regions(prep.events, cfg).fetchall() == [(_uid("s1"), "B")]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_home_ties_are_broken_by_the_keyed_hash(seed):
+    """s1 has one night event in each of A, B, C (a three-way tie): its home is the region
+    with the smallest SHA-256 of (seed, uid, region); s2's two B events beat one A event."""
+    cdr = _cdr([
+        ("s1", 1, 0, "c1"), ("s1", 2, 0, "c3"), ("s1", 3, 0, "c4"),
+        ("s2", 1, 0, "c3"), ("s2", 2, 0, "c3"), ("s2", 3, 0, "c1"),
+    ])
+    prep, _ = _prepare(cdr)
+    cfg = MobilityConfig(DPBudget(1.0), seed=seed)
+    uid = _uid("s1")
+    want = min("ABC", key=lambda r: (
+        hashlib.sha256(f"{seed}\x1f{uid}\x1f{r}".encode()).hexdigest(), r))
+    assert sorted(home_regions(prep.events, cfg).fetchall()) == sorted(
+        [(uid, want), (_uid("s2"), "B")])
+
+
 def test_radius_of_gyration_matches_independent_haversine():
     cdr = _cdr([("s1", 8, 0, "c1"), ("s1", 9, 0, "c3"), ("s1", 10, 0, "c4"),
                 ("s2", 8, 0, "c2")])
