@@ -355,7 +355,13 @@ def markdown(result: dict[str, Any]) -> str:
              "| events | engine | wall s | CPU s | events/s/core | ratio to lean | peak RSS "
              "driver MB | driver JVM MB | executors MB | load (1 min) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # a merged result: one heading per run it was merged from, with its start time
+    started = {m["file"]: m["started"] for m in result.get("merged_from") or []}
+    source = None
     for r in result["runs"]:
+        if r.get("source") and r["source"] != source:
+            source = r["source"]
+            lines.append(f"| **{source}** | {started.get(source, '')} |||||||||")
         ex = ", ".join(f"{m:.0f}" for m in r.get("executor_peak_rss_mb") or []) or "-"
         jvm = r.get("driver_jvm_peak_rss_mb")
         lines.append(

@@ -52,3 +52,6 @@ def test_merge_appends_to_an_earlier_merged_result(tmp_path):
                                                         "time_ratio": 11.0}}
     md = out.with_suffix(".md").read_text()
     assert "| 100,000,000 | duckdb | 110.0 |" in md
+    # each merged run's rows under its file name and start time
+    assert "| **new-pair.json** | 2026-12-06T23:30:00+00:00 |" in md
+    assert md.index("**second.json**") < md.index("**new-pair.json**")
