@@ -230,8 +230,10 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
 
     ``cdr`` and ``towers`` must be relations of ``con``.
 
-    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason);
-    the clean events are the temp view ``mobility_events`` on ``con``. Rows with
+    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason,
+    as codes: uid, time, hour, region ENUM, cell code; the unit column is read once more for
+    its distinct values, whose md5 gives the uid); the clean events are the temp view
+    ``mobility_events`` on ``con``. Rows with
     a NULL unit, time or cell (``missing_value``), a time outside ``day`` in UTC
     (``outside_date``) or a cell id missing from the tower table (``unknown_cell``) are
     counted, never used and never silently dropped.
