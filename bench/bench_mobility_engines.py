@@ -355,7 +355,13 @@ def markdown(result: dict[str, Any]) -> str:
              "| events | engine | wall s | CPU s | events/s/core | ratio to lean | peak RSS "
              "driver MB | driver JVM MB | executors MB | load (1 min) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # a merged result: one heading per run it was merged from, with its start time
+    started = {m["file"]: m["started"] for m in result.get("merged_from") or []}
+    source = None
     for r in result["runs"]:
+        if r.get("source") and r["source"] != source:
+            source = r["source"]
+            lines.append(f"| **{source}** | {started.get(source, '')} |||||||||")
         ex = ", ".join(f"{m:.0f}" for m in r.get("executor_peak_rss_mb") or []) or "-"
         jvm = r.get("driver_jvm_peak_rss_mb")
         lines.append(
@@ -525,8 +531,10 @@ def merge(files: list[Path], args: argparse.Namespace) -> int:
     result = {"started": parts[0]["started"], "machine": parts[0]["machine"],
               "load_start": parts[0]["load_start"],
               "load_end": parts[-1].get("load_end") or parts[-1]["runs"][-1]["load"],
-              "merged_from": [{"file": f.name, "started": p["started"], "config": p["config"]}
-                              for f, p in zip(files, parts, strict=True)],
+              # an earlier merged result keeps the list of the runs it was merged from
+              "merged_from": [m for f, p in zip(files, parts, strict=True) for m in (
+                  p.get("merged_from") or [{"file": f.name, "started": p["started"],
+                                            "config": p["config"]}])],
               "config": dict(parts[0]["config"], executors=args.executors),
               "runs": [dict(r, source=r.get("source") or f.name)
                        for f, p in zip(files, parts, strict=True) for r in p["runs"]]}

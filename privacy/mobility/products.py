@@ -22,9 +22,10 @@ it sets aside (with a reason) instead of dropping them silently.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -147,13 +148,17 @@ class PreparedEvents:
             only). ``uid`` is :data:`UID_SQL`, the first 15 hex digits of md5(unit) as a BIGINT,
             the privacy unit of the products (cheaper to group than the pseudonym string and
             computed identically by the Spark engine; a collision would merge two subscribers
-            into one bounded unit, which only tightens the bounds).
+            into one bounded unit, which only tightens the bounds). ``unit`` is the same
+            uid: the raw pseudonym is not kept past the scan. In DuckDB ``region_id`` is an
+            ENUM of the public regions (:func:`region_enum`; its text is the region id).
         regions: public region ids (from the tower table), sorted.
         rows_in: input rows read.
         quarantined: reason -> rows set aside (``missing_value``, ``outside_date``,
             ``unknown_cell``).
         unknown_cells: up to 20 cell ids not in the tower table (network ids, not personal).
-        n_units: distinct subscribers among the clean rows (used only to validate delta).
+        units: distinct subscribers (uids) among the clean rows, or a callable counting
+            them when first asked (read it as :attr:`n_units`; it is only needed to
+            validate delta > 0, so DuckDB does not count 2M+ distinct uids otherwise).
         cache: the Spark engine's persisted scan (``unpersist()`` it when done); None in DuckDB.
     """
 
@@ -162,8 +167,13 @@ class PreparedEvents:
     rows_in: int
     quarantined: dict[str, int]
     unknown_cells: tuple[str, ...]
-    n_units: int
+    units: int | Callable[[], int]
     cache: Any = None
+
+    @functools.cached_property
+    def n_units(self) -> int:
+        """Distinct subscribers (uids) among the clean rows (counted once, when asked)."""
+        return int(self.units() if callable(self.units) else self.units)
 
     @property
     def rows_used(self) -> int:
@@ -220,8 +230,10 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
 
     ``cdr`` and ``towers`` must be relations of ``con``.
 
-    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason);
-    the clean events are the temp view ``mobility_events`` on ``con``. Rows with
+    The CDR is read once into temp table ``_mob_scan`` (every row with its set-aside reason,
+    as codes: uid, time, hour, region ENUM, cell code; the unit column is read once more for
+    its distinct values, whose md5 gives the uid); the clean events are the temp view
+    ``mobility_events`` on ``con``. Rows with
     a NULL unit, time or cell (``missing_value``), a time outside ``day`` in UTC
     (``outside_date``) or a cell id missing from the tower table (``unknown_cell``) are
     counted, never used and never silently dropped.
@@ -249,50 +261,88 @@ def prepare_events(con: duckdb.DuckDBPyConnection, cdr: duckdb.DuckDBPyRelation,
     con.execute("SET TimeZone = 'UTC'")
     cdr.select(f'"{unit}" AS u, {ts} AS event_time, cell_id::VARCHAR AS cell_id'
                ).create_view("_mob_cdr", replace=True)
+    # The public tower table, once: each cell gets a small integer code (its rank by
+    # cell_id) and each region a code of a DuckDB ENUM in region_id order. The scan keeps
+    # only those codes; the view below turns them back into region ids (ENUM text) and
+    # coordinates (lists indexed by the cell code), so the row-level table is ~22 bytes
+    # per event instead of ~100 with the unit string, region text, coordinates and the
+    # unknown cell id (100M events fit the memory limit without spilling the table).
     towers.select("cell_id::VARCHAR AS cell_id, lat::DOUBLE AS lat, lon::DOUBLE AS lon, "
                   "region_id::VARCHAR AS region_id").create_view("_mob_towers", replace=True)
+    cells = con.execute(
+        "SELECT cell_id, lat, lon, region_id FROM _mob_towers ORDER BY cell_id").fetchall()
+    regions = tuple(sorted({c[3] for c in cells}))
+    enum = region_enum(regions)
+    ctype = "USMALLINT" if len(cells) < 2**16 else "UINTEGER"
+    # %.17e: DuckDB reads it as a DOUBLE literal, the same double (17 significant digits)
+    lats = ", ".join(f"{c[1]:.17e}" for c in cells) or "NULL"
+    lons = ", ".join(f"{c[2]:.17e}" for c in cells) or "NULL"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _mob_cells AS
+        SELECT cell_id, (row_number() OVER (ORDER BY cell_id))::{ctype} AS cell,
+               region_id::{enum} AS region_id FROM _mob_towers
+    """)
     # One scan of the CDR: every row once, with the reason it is set aside (0 = clean).
+    # The md5 of the unit is computed once per distinct unit (a subscriber has ~5-100
+    # events a day) and joined back, not once per event.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _mob_scan AS
-        SELECT c.u AS unit, {UID_SQL.replace('u::', 'c.u::')} AS uid, c.event_time,
-               hour(c.event_time)::TINYINT AS hour,
-               t.region_id, t.lat, t.lon,
+        WITH units AS (
+            SELECT u, {UID_SQL} AS uid FROM (SELECT DISTINCT u FROM _mob_cdr WHERE u IS NOT NULL)
+        )
+        SELECT d.uid, c.event_time, hour(c.event_time)::TINYINT AS hour, t.region_id, t.cell,
                CASE WHEN c.u IS NULL OR c.event_time IS NULL OR c.cell_id IS NULL THEN 1
                     WHEN NOT {in_day} THEN 2
-                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason,
-               CASE WHEN t.cell_id IS NULL THEN c.cell_id END AS unknown_cell
-        FROM _mob_cdr c LEFT JOIN _mob_towers t USING (cell_id)
+                    WHEN t.cell_id IS NULL THEN 3 ELSE 0 END::TINYINT AS reason
+        FROM _mob_cdr c LEFT JOIN _mob_cells t USING (cell_id) LEFT JOIN units d ON c.u = d.u
     """)
     counts = con.execute("""
         SELECT count(*), count(*) FILTER (WHERE reason = 1), count(*) FILTER (WHERE reason = 2),
                count(*) FILTER (WHERE reason = 3), min(event_time)::VARCHAR,
-               max(event_time)::VARCHAR, count(DISTINCT unit) FILTER (WHERE reason = 0)
+               max(event_time)::VARCHAR, count(*) FILTER (WHERE reason = 0)
         FROM _mob_scan
-    """).fetchone()
-    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_units = counts
+    """).fetchall()[0]
+    rows_in, n_missing, n_outside, n_unknown, tmin, tmax, n_clean = counts
     unknown_cells: tuple[str, ...] = ()
-    if n_unknown:
-        unknown_cells = tuple(r[0] for r in con.execute("""
-            SELECT DISTINCT unknown_cell FROM _mob_scan WHERE reason = 3 ORDER BY 1 LIMIT 20
+    if n_unknown:  # a second, narrow scan only when there are unknown cells
+        unknown_cells = tuple(r[0] for r in con.execute(f"""
+            SELECT DISTINCT c.cell_id FROM _mob_cdr c ANTI JOIN _mob_towers t USING (cell_id)
+            WHERE c.u IS NOT NULL AND c.event_time IS NOT NULL AND c.cell_id IS NOT NULL
+              AND {in_day} ORDER BY 1 LIMIT 20
         """).fetchall())
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP VIEW mobility_events AS
-        SELECT unit, uid, event_time, hour, region_id, lat, lon FROM _mob_scan WHERE reason = 0
+        SELECT uid AS unit, uid, event_time, hour, region_id,
+               ([{lats}]::DOUBLE[])[cell] AS lat, ([{lons}]::DOUBLE[])[cell] AS lon
+        FROM _mob_scan WHERE reason = 0
     """)
-    regions = tuple(r[0] for r in con.execute(
-        "SELECT DISTINCT region_id FROM _mob_towers ORDER BY 1").fetchall())
     quarantined = {k: int(v) for k, v in (("missing_value", n_missing),
                                            ("outside_date", n_outside),
                                            ("unknown_cell", n_unknown)) if v}
     if rows_in == 0:
         raise DataQualityError(f"{source}: no rows")
-    if n_units == 0:
+    if n_clean == 0:  # a clean row has a unit: no clean row = no subscriber
         raise DataQualityError(
             f"{source}: no usable event on {start} (UTC): {rows_in} rows read, set aside "
             f"{quarantined}; event_time spans {tmin} .. {tmax}. Check --date."
         )
+
+    def count_units() -> int:
+        # the privacy unit the products bound (uid; the raw unit is not kept)
+        return con.execute(
+            "SELECT count(DISTINCT uid) FROM _mob_scan WHERE reason = 0").fetchall()[0][0]
+
     return PreparedEvents(con.table("mobility_events"), regions, int(rows_in), quarantined,
-                          unknown_cells, int(n_units))
+                          unknown_cells, count_units)
+
+
+def region_enum(regions: tuple[str, ...]) -> str:
+    """The DuckDB type of region ids: an ENUM of the public regions in sorted order (so
+    grouping, sorting and windows carry a 1-2 byte code; its text and its order are the
+    region id's), or VARCHAR when there is none."""
+    if not regions:
+        return "VARCHAR"
+    return "ENUM(" + ", ".join("'" + r.replace("'", "''") + "'" for r in regions) + ")"
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -324,6 +374,17 @@ def connect() -> duckdb.DuckDBPyConnection:
 
 def _is_spark(data: Any) -> bool:
     return type(data).__module__.startswith("pyspark.")
+
+
+def _one_row_per_unit(events: Any) -> Any:
+    """The bounding backend for a per-subscriber table (home region, gyration: one row per
+    subscriber by construction): DuckDB told so, which it checks before skipping the
+    per-unit grouping and L0 sampling; None (the default engine) for Spark data."""
+    if _is_spark(events):
+        return None
+    from privacy.dp.backends.duckdb import DuckDBBackend
+
+    return DuckDBBackend(one_row_per_unit=True)
 
 
 def _regions_table(regions: tuple[str, ...]) -> pa.Table:
@@ -447,14 +508,23 @@ def home_regions(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig, unit: str
 
         return spark_products.home_regions(events, cfg, unit)
     hours = ", ".join(str(h) for h in cfg.night_hours)
+    # The regions with the most night events per subscriber; the keyed hash is computed
+    # only where two or more tie (the same pick as ordering every region by count, hash,
+    # region id, without hashing every subscriber's regions).
     return events.query("ev", f"""
-        SELECT unit, region_id FROM (
-            SELECT {unit} AS unit, region_id, row_number() OVER (
-                PARTITION BY {unit} ORDER BY count(*) DESC,
-                sha256(concat_ws(chr(31), '{int(cfg.seed)}', {unit}::VARCHAR, region_id)),
-                region_id) AS rn
-            FROM ev WHERE hour IN ({hours}) GROUP BY {unit}, region_id)
-        WHERE rn = 1
+        WITH g AS (
+            SELECT {unit} AS unit, region_id, count(*) AS n FROM ev
+            WHERE hour IN ({hours}) GROUP BY ALL),
+        top AS (
+            SELECT unit, region_id FROM (
+                SELECT *, rank() OVER (PARTITION BY unit ORDER BY n DESC) AS r FROM g)
+            WHERE r = 1),
+        ties AS (SELECT unit FROM top GROUP BY unit HAVING count(*) > 1)
+        SELECT unit, region_id FROM top ANTI JOIN ties USING (unit)
+        UNION ALL
+        SELECT unit, arg_min(region_id, (
+            sha256(concat_ws(chr(31), '{int(cfg.seed)}', unit::VARCHAR, region_id)), region_id))
+        FROM top SEMI JOIN ties USING (unit) GROUP BY unit
     """)
 
 
@@ -466,7 +536,7 @@ def home_region(events: duckdb.DuckDBPyRelation, regions: tuple[str, ...], cfg: 
         by=["region_id"],
         budget=cfg.product_budget("home_region"), bounds=ContributionBounds(max_partitions=1),
         public_keys=_regions_table(regions), seed=cfg.seed, random_state=random_state,
-        with_unclamped=True,
+        with_unclamped=True, backend=_one_row_per_unit(events),
     )
 
 
@@ -506,6 +576,7 @@ def gyration(events: duckdb.DuckDBPyRelation, cfg: MobilityConfig,
         by=["bin_lower_km"],
         budget=cfg.product_budget("gyration"), bounds=ContributionBounds(max_partitions=1),
         public_keys=keys, seed=cfg.seed, random_state=random_state, with_unclamped=True,
+        backend=_one_row_per_unit(events),
     )
     uppers = pa.array(list(edges[1:]) + [None], pa.float64())
     meta = out.schema.metadata

@@ -102,7 +102,8 @@ def prepare_events(session: Any, cdr: Any, towers: Any, day: date, *, con: Any =
 
     Returns:
         PreparedEvents whose ``events`` is a persisted Spark DataFrame
-        ``unit, uid, event_time, hour, region_id, lat, lon`` (call ``events.unpersist()``).
+        ``unit, uid, event_time, hour, region_id, lat, lon`` (``unit`` = ``uid``; call
+        ``cache.unpersist()``).
     """
     from privacy.mobility.products import validate_towers
 
@@ -133,8 +134,7 @@ def prepare_events(session: Any, cdr: Any, towers: Any, day: date, *, con: Any =
               .when(~in_day, 2).when(F.col("t_cell").isNull(), 3).otherwise(0))
     scan = (c.join(t.withColumnRenamed("cell_id", "t_cell"),
                    F.col("cell_id") == F.col("t_cell"), "left")
-            .select(F.col("u").cast("string").alias("unit"), uid_column(F.col("u")).alias("uid"),
-                    "event_time", F.hour("event_time").alias("hour"), "region_id", "lat", "lon",
+            .select(uid_column(F.col("u")).alias("uid"), "event_time", F.hour("event_time").alias("hour"), "region_id", "lat", "lon",
                     reason.alias("reason"), F.col("cell_id"), F.col("t_cell")))
     from pyspark import StorageLevel
 
@@ -147,7 +147,7 @@ def prepare_events(session: Any, cdr: Any, towers: Any, day: date, *, con: Any =
         F.count(F.lit(1)).alias("n"), count(1).alias("m"), count(2).alias("o"),
         count(3).alias("k"), F.min("event_time").cast("string").alias("tmin"),
         F.max("event_time").cast("string").alias("tmax"),
-        F.countDistinct(F.when(F.col("reason") == 0, F.col("unit"))).alias("units"),
+        F.countDistinct(F.when(F.col("reason") == 0, F.col("uid"))).alias("units"),
     ).collect()[0])
     rows_in, n_missing, n_outside, n_unknown = (int(row["n"]), int(row["m"] or 0),
                                                 int(row["o"] or 0), int(row["k"] or 0))
@@ -169,8 +169,9 @@ def prepare_events(session: Any, cdr: Any, towers: Any, day: date, *, con: Any =
             f"{source}: no usable event on {day.isoformat()} (UTC): {rows_in} rows read, set "
             f"aside {quarantined}; event_time spans {row['tmin']} .. {row['tmax']}. "
             "Check --date.")
+    # as in DuckDB, the raw unit is not kept: ``unit`` is the privacy unit id (uid)
     events = scan.where(F.col("reason") == 0).select(
-        "unit", "uid", "event_time", "hour", "region_id", "lat", "lon")
+        F.col("uid").alias("unit"), "uid", "event_time", "hour", "region_id", "lat", "lon")
     return PreparedEvents(events, regions, rows_in, quarantined, unknown_cells, n_units,
                           cache=scan)
 

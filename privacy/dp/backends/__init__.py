@@ -45,6 +45,12 @@ class BoundingSpec:
         statistic: one of ``STATISTICS``.
         value: the value column for ``sum``/``mean``.
         seed: the integer key of the SHA-256 sampling (the same seed keeps the same rows).
+        one_row_per_unit: a hint that the input has at most one row per unit by
+            construction (e.g. one row per subscriber after a GROUP BY unit), so the
+            per-unit grouping and the L0/L-inf sampling have nothing to remove. A backend
+            may use it to skip them only after CHECKING it on the data (at most one row
+            per unit after the NULL and key filters); if the check fails it bounds as
+            usual. Never trusted: the bounded aggregates are the same with or without it.
     """
 
     unit: str
@@ -53,6 +59,7 @@ class BoundingSpec:
     statistic: str
     value: str | None
     seed: int
+    one_row_per_unit: bool = False
 
     def __post_init__(self) -> None:
         if self.statistic not in STATISTICS:

@@ -1,3 +1,4 @@
+import hashlib
 import math
 from datetime import date, datetime, timedelta
 
@@ -40,6 +41,12 @@ def _cdr(rows):
                                 for r in rows], pa.timestamp("us", tz="UTC")),
         "cell_id": [r[3] for r in rows],
     })
+
+
+def _uid(unit: str) -> int:
+    """The privacy unit id the prepared events carry: the first 15 hex digits of md5(unit)
+    (the raw pseudonym itself is not kept past the scan)."""
+    return int(hashlib.md5(unit.encode()).hexdigest()[:15], 16)
 
 
 def _prepare(cdr, towers=TOWERS, day=DAY):
@@ -98,7 +105,7 @@ def test_od_transitions_follow_time_order_and_skip_repeats():
     ])
     prep, _ = _prepare(cdr)
     moves = sorted(od_transitions(prep.events).fetchall())
-    assert moves == [("s1", "A", "B"), ("s1", "B", "A")]
+    assert moves == [(_uid("s1"), "A", "B"), (_uid("s1"), "B", "A")]
 
 
 def test_home_is_modal_night_region():
@@ -109,7 +116,24 @@ def test_home_is_modal_night_region():
     ])
     prep, _ = _prepare(cdr)
     cfg = MobilityConfig(DPBudget(1.0))
-    assert home_regions(prep.events, cfg).fetchall() == [("s1", "B")]
+    assert home_regions(prep.events, cfg).fetchall() == [(_uid("s1"), "B")]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_home_ties_are_broken_by_the_keyed_hash(seed):
+    """s1 has one night event in each of A, B, C (a three-way tie): its home is the region
+    with the smallest SHA-256 of (seed, uid, region); s2's two B events beat one A event."""
+    cdr = _cdr([
+        ("s1", 1, 0, "c1"), ("s1", 2, 0, "c3"), ("s1", 3, 0, "c4"),
+        ("s2", 1, 0, "c3"), ("s2", 2, 0, "c3"), ("s2", 3, 0, "c1"),
+    ])
+    prep, _ = _prepare(cdr)
+    cfg = MobilityConfig(DPBudget(1.0), seed=seed)
+    uid = _uid("s1")
+    want = min("ABC", key=lambda r: (
+        hashlib.sha256(f"{seed}\x1f{uid}\x1f{r}".encode()).hexdigest(), r))
+    assert sorted(home_regions(prep.events, cfg).fetchall()) == sorted(
+        [(uid, want), (_uid("s2"), "B")])
 
 
 def test_radius_of_gyration_matches_independent_haversine():
@@ -125,9 +149,9 @@ def test_radius_of_gyration_matches_independent_haversine():
     a = np.sin((lat - clat) / 2) ** 2 + np.cos(lat) * np.cos(clat) * np.sin((lon - clon) / 2) ** 2
     d = 2 * 6371.0 * np.arcsin(np.sqrt(a))
     want = math.sqrt(np.mean(d**2))
-    assert got["s1"][0] == pytest.approx(want, rel=0.01)
-    assert got["s1"][1] == 5.0  # ~7.9 km falls in [5, 10)
-    assert got["s2"] == (0.0, 0.0)
+    assert got[_uid("s1")][0] == pytest.approx(want, rel=0.01)
+    assert got[_uid("s1")][1] == 5.0  # ~7.9 km falls in [5, 10)
+    assert got[_uid("s2")] == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("kw", [
