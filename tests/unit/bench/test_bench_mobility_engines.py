@@ -3,7 +3,6 @@ writes its JSON (runs, ratio to the lean baseline, memory, projection) and markd
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,20 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_mobility_engines", ROOT / "bench" / "bench_mobility_engines.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
-
-def _run(tmp_path: Path, engines: str, *extra: str) -> dict:
+def _run(bench, tmp_path: Path, engines: str, *extra: str) -> dict:
     out = tmp_path / "result.json"
-    assert _bench().main(["--events", "20000", "--engines", engines, "--data",
-                          str(tmp_path / "data"), "--out", str(out), "--executors", "10,100",
-                          "--projection-min-events", "10000",
-                          *extra]) == 0
+    assert bench.main(["--events", "20000", "--engines", engines, "--data",
+                       str(tmp_path / "data"), "--out", str(out), "--executors", "10,100",
+                       "--projection-min-events", "10000",
+                       *extra]) == 0
     return json.loads(out.read_text())
 
 
@@ -36,8 +28,8 @@ def _check_run(run: dict, engine: str, events: int) -> None:
     assert "load average" in run["load"]
 
 
-def test_duckdb_and_lean_on_a_tiny_day(tmp_path):
-    res = _run(tmp_path, "lean,duckdb")
+def test_duckdb_and_lean_on_a_tiny_day(tmp_path, bench_engines):
+    res = _run(bench_engines, tmp_path, "lean,duckdb")
     assert {"started", "machine", "load_start", "load_end", "config", "runs", "scaling",
             "projection"} <= set(res)
     events = int((tmp_path / "data" / "events-20000" / "COUNT").read_text())
@@ -60,8 +52,8 @@ def test_duckdb_and_lean_on_a_tiny_day(tmp_path):
 
 
 @pytest.mark.slow
-def test_spark_local_reports_its_driver_jvm(tmp_path):
-    res = _run(tmp_path, "duckdb,spark-local", "--local-cores", "1", "--driver-memory", "1g")
+def test_spark_local_reports_its_driver_jvm(tmp_path, bench_engines):
+    res = _run(bench_engines, tmp_path, "duckdb,spark-local", "--local-cores", "1", "--driver-memory", "1g")
     duck, spark = res["runs"]
     _check_run(spark, "spark-local", duck["events"])
     assert spark["cores"] == 1 and spark["rows_read"] == duck["events"]

@@ -4,19 +4,11 @@ sources is kept, so the table grows with dated rows instead of replacing them.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_mobility_engines", ROOT / "bench" / "bench_mobility_engines.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(engine: str, events: int, seconds: float, **kw) -> dict:
@@ -25,7 +17,7 @@ def _run(engine: str, events: int, seconds: float, **kw) -> dict:
             "peak_rss_mb": 100.0, "load": "", "load_1min": 1.0, **kw}
 
 
-def test_merge_appends_to_an_earlier_merged_result(tmp_path):
+def test_merge_appends_to_an_earlier_merged_result(tmp_path, bench_engines):
     machine = {"cpus": 2, "platform": "x", "python": "3.11"}
     old = {"started": "2026-12-01T00:00:00+00:00", "machine": machine, "load_start": "a",
            "load_end": "b", "config": {"events": [1]},
@@ -39,7 +31,7 @@ def test_merge_appends_to_an_earlier_merged_result(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "new-pair.json").write_text(json.dumps(new))
     out = tmp_path / "merged.json"
-    assert _bench().main(["--merge", str(tmp_path / "old.json"), str(tmp_path / "new-pair.json"),
+    assert bench_engines.main(["--merge", str(tmp_path / "old.json"), str(tmp_path / "new-pair.json"),
                           "--out", str(out), "--projection-min-events", "1000000"]) == 0
     got = json.loads(out.read_text())
     assert [r["source"] for r in got["runs"]] == ["first.json", "second.json",
