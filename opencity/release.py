@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +30,6 @@ from opencity.errors import DataQualityError, PipelineError
 if TYPE_CHECKING:
     from opencity.settings import Settings
     from publish.base import DatasetRelease
-
-SKIPPED_REASON = "no input rows for the period: nothing published, no privacy budget spent"
-
 
 class ProductFailedError(PipelineError):
     """A product of the run failed while another was published (terminal: rerun the
@@ -214,12 +211,6 @@ def as_staged(dataset: str, start: datetime, step: Staged | Mapping[str, Any]) -
     return Staged.from_xcom(data)
 
 
-def skipped(dataset: str, start: datetime, reason: str = SKIPPED_REASON) -> Staged:
-    from opencity.settings import partition_name
-
-    return Staged(dataset, partition_name(start), skipped=True, released=False, reason=reason)
-
-
 def _nothing(staged: Staged) -> bool:
     return staged.skipped or not staged.released
 
@@ -235,6 +226,7 @@ def commit(spec: ProductSpec, settings: Settings, staged: Staged,
     import pyarrow.parquet as pq
 
     from opencity.io import discard_on_failure, replace_dir, write_csv_atomic
+    from opencity.pipelines.partitions import committed
     from publish.leftovers import clean_partition_leftovers
 
     if _nothing(staged):
@@ -242,13 +234,11 @@ def commit(spec: ProductSpec, settings: Settings, staged: Staged,
                          reason=staged.reason or "not released", details=staged.details)
     staging = Path(staged.staging_dir or "")
     final = settings.layout.output(spec.dataset, start)
-    present = [n for n in spec.files if (staging / n).exists()]
-    already = not present and all((final / n).exists() for n in spec.files)
-    if already:  # rerun alone after an earlier try moved the staging directory into place
+    if committed(staging, final, *spec.files):  # rerun alone after an earlier try moved the staging directory into place
         guard = spec.guard(settings, staged, final, start) if spec.guard else None
         validation = spec.gate(settings, staged, final, start)
     else:
-        missing = [n for n in spec.files if n not in present]
+        missing = [n for n in spec.files if not (staging / n).exists()]
         if missing:
             raise DataQualityError(
                 f"nothing complete staged for {spec.dataset} {staged.partition}: "
@@ -331,17 +321,3 @@ def failure_record(dataset: str) -> dict[str, Any]:
     return {"failed": True, "published": False,
             "reason": f"a task of {dataset} failed (see its log); nothing of it was published "
                       "for this period"}
-
-
-@dataclass(frozen=True)
-class ReleaseDag:
-    """A release DAG's own parts: its ingest task and manifest; the products come as specs.
-
-    ``manifest``: (settings, dag_id, run_id, start, end, ingested, outcomes) -> path; it
-    writes with opencity.manifest.write_run_manifest and returns the path; the runner then
-    fails the run for each failed product.
-    """
-
-    ingest: Callable[[Settings, datetime, datetime], Mapping[str, Any]]
-    products: Sequence[ProductSpec]
-    manifest: Callable[..., str]

@@ -362,7 +362,6 @@ def _gate(settings: Settings, staged: Staged, folder: Path, start: datetime) -> 
                              # public districts, for the columns released
                              "domains": {c: v for c, v in (staged.get("domains") or {})
                                          .items() if c in columns}},
-                 "run_id": staged.get("run_id"),
                  "schema": SERVICE_REQUESTS,
                  "request_types": weekly.city_reference(settings)["request_types"]},
         reports_dir=settings.layout.reports(DATASET, start))
